@@ -1,0 +1,254 @@
+"""The async agent client: sync, request/response, timeouts, no-reply commands.
+
+One client owns one byte stream. Calls are serialised (the agent runs one command at a
+time anyway) but several requests can go out in one write (`call_many`), which costs
+one system call instead of three for a poll. Replies are matched by id; anything else
+(stale replies of earlier clients, parse errors) is dropped. After a timeout or a
+decode error the client resynchronises before its next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from qgadash.agent.codec import (
+    DEFAULT_MAX_REPLY,
+    DecodeError,
+    Decoder,
+    Reply,
+    encode_request,
+    encode_sync,
+)
+from qgadash.agent.errors import (
+    AgentCommandError,
+    AgentConnectionError,
+    AgentError,
+    AgentProtocolError,
+    AgentTimeout,
+)
+from qgadash.transport.base import ByteStream
+
+NO_REPLY_COMMANDS = frozenset(
+    {"guest-shutdown", "guest-suspend-ram", "guest-suspend-disk", "guest-suspend-hybrid"}
+)
+READ_CHUNK = 256 * 1024
+
+Request = tuple[str, dict[str, Any] | None]
+
+
+class NoReplyOutcome(enum.Enum):
+    """What is known after a command that answers nothing on success."""
+
+    NO_ERROR = "no error within the grace period"
+    CHANNEL_CLOSED = "the channel closed (the guest went away)"
+
+
+class AgentCaller(Protocol):
+    """Anything that runs agent commands for one VM: a socket client or libvirt."""
+
+    async def call(
+        self, name: str, args: dict[str, Any] | None = None, *, timeout: float
+    ) -> Any: ...
+
+    async def call_many(
+        self, requests: Sequence[Request], *, timeout: float
+    ) -> list[Any | AgentError]: ...
+
+    async def call_no_reply(
+        self, name: str, args: dict[str, Any] | None = None, *, grace: float
+    ) -> NoReplyOutcome: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def new_sync_id() -> int:
+    """A random id that fits a signed 64-bit integer, as the agent requires."""
+    return random.randint(1, 2**63 - 1)
+
+
+class AgentClient:
+    """The qemu-ga protocol over one `ByteStream`."""
+
+    def __init__(self, stream: ByteStream, *, max_reply: int = DEFAULT_MAX_REPLY) -> None:
+        self._stream = stream
+        self._decoder = Decoder(max_reply=max_reply)
+        self._lock = asyncio.Lock()
+        self._ids = itertools.count(random.randint(1, 2**40))
+        self._in_sync = False
+        self._closed = False
+        self._pending: list[Reply | DecodeError] = []
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def sync(self, timeout: float) -> None:
+        """Put the channel in a known state: 0xFF + guest-sync-delimited, skip to its reply."""
+        async with self._lock:
+            await self._sync(timeout)
+
+    async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
+        """Run one command; its `return` value, or an `AgentError`."""
+        result = (await self.call_many([(name, args)], timeout=timeout))[0]
+        if isinstance(result, AgentError):
+            raise result
+        return result
+
+    async def call_many(
+        self, requests: Sequence[Request], *, timeout: float
+    ) -> list[Any | AgentError]:
+        """Send the requests in one write; each result is a value or an `AgentCommandError`.
+
+        A timeout, a closed channel or garbage fail the whole batch (raised), since the
+        channel's state is then unknown.
+        """
+        async with self._lock:
+            self._check_open()
+            try:
+                async with asyncio.timeout(timeout):
+                    if not self._in_sync:
+                        await self._sync_unlocked()
+                    ids = [next(self._ids) for _ in requests]
+                    payload = b"".join(
+                        encode_request(name, args, rid)
+                        for (name, args), rid in zip(requests, ids, strict=True)
+                    )
+                    self._stream.write(payload)
+                    await self._stream.drain()
+                    replies = await self._collect(ids)
+            except TimeoutError:
+                self._in_sync = False
+                raise AgentTimeout(f"no reply to {_names(requests)} within {timeout:g} s") from None
+            except AgentProtocolError:
+                self._in_sync = False
+                raise
+            except (OSError, EOFError) as exc:
+                await self._abort()
+                raise AgentConnectionError(f"connection lost: {exc}") from exc
+        results: list[Any | AgentError] = []
+        for (name, _), rid in zip(requests, ids, strict=True):
+            reply = replies[rid]
+            if reply.ok:
+                results.append(reply.value)
+            else:
+                results.append(
+                    AgentCommandError(reply.error_class or "GenericError", reply.desc or "", name)
+                )
+        return results
+
+    async def call_no_reply(
+        self, name: str, args: dict[str, Any] | None = None, *, grace: float
+    ) -> NoReplyOutcome:
+        """Send a command that is silent on success; an error reply within `grace` raises.
+
+        Afterwards the channel is out of sync (the guest may be going away).
+        """
+        async with self._lock:
+            self._check_open()
+            rid = next(self._ids)
+            try:
+                async with asyncio.timeout(grace * 4 + 1):
+                    if not self._in_sync:
+                        await self._sync_unlocked()
+                self._stream.write(encode_request(name, args, rid))
+                await self._stream.drain()
+            except TimeoutError:
+                self._in_sync = False
+                raise AgentTimeout(f"no reply to the sync before {name}") from None
+            except (OSError, EOFError) as exc:
+                await self._abort()
+                raise AgentConnectionError(f"connection lost: {exc}") from exc
+            self._in_sync = False
+            try:
+                async with asyncio.timeout(grace):
+                    reply = (await self._collect([rid]))[rid]
+            except TimeoutError:
+                return NoReplyOutcome.NO_ERROR
+            except (AgentConnectionError, OSError, EOFError):
+                await self._abort()
+                return NoReplyOutcome.CHANNEL_CLOSED
+            except AgentProtocolError:
+                return NoReplyOutcome.NO_ERROR
+            if reply.ok:
+                return NoReplyOutcome.NO_ERROR
+            raise AgentCommandError(reply.error_class or "GenericError", reply.desc or "", name)
+
+    async def close(self) -> None:
+        await self._abort()
+
+    # -- internals -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AgentConnectionError("the connection to the agent is closed")
+
+    async def _abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._in_sync = False
+            # Closing a broken transport must not raise.
+            with contextlib.suppress(Exception):
+                self._stream.close()
+
+    async def _sync(self, timeout: float) -> None:
+        self._check_open()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._sync_unlocked()
+        except TimeoutError:
+            raise AgentTimeout(f"no reply to guest-sync-delimited within {timeout:g} s") from None
+        except (OSError, EOFError) as exc:
+            await self._abort()
+            raise AgentConnectionError(f"connection lost: {exc}") from exc
+
+    async def _sync_unlocked(self) -> None:
+        sync_id = new_sync_id()
+        self._pending.clear()
+        self._decoder.reset()
+        self._stream.write(encode_sync(sync_id))
+        await self._stream.drain()
+        while True:
+            for message in await self._read_messages():
+                if isinstance(message, Reply) and message.ok and message.value == sync_id:
+                    self._in_sync = True
+                    # Later messages of this read belong to nobody yet; keep nothing.
+                    return
+
+    async def _collect(self, ids: list[int]) -> dict[int, Reply]:
+        wanted = set(ids)
+        got: dict[int, Reply] = {}
+        while wanted:
+            for message in await self._read_messages():
+                if isinstance(message, DecodeError):
+                    raise AgentProtocolError(message.reason)
+                if message.id in wanted:
+                    wanted.discard(message.id)
+                    got[message.id] = message
+        return got
+
+    async def _read_messages(self) -> list[Reply | DecodeError]:
+        while True:
+            if self._pending:
+                messages, self._pending = self._pending, []
+                return messages
+            data = await self._stream.read(READ_CHUNK)
+            if not data:
+                await self._abort()
+                raise AgentConnectionError("the agent's channel closed")
+            messages = self._decoder.feed(data)
+            if messages:
+                return messages
+
+
+def _names(requests: Sequence[Request]) -> str:
+    names = [name for name, _ in requests]
+    return names[0] if len(names) == 1 else ", ".join(names)

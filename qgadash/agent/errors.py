@@ -1,0 +1,45 @@
+"""The errors an agent session can raise: a small hierarchy, one meaning each.
+
+Callers catch `AgentError` to cover every way one VM can fail; the subclasses say
+whether the agent refused (`AgentCommandError`), said nothing in time
+(`AgentTimeout`), could not be reached (`AgentConnectionError`) or said nonsense
+(`AgentProtocolError`).
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every failure of one agent request or session."""
+
+
+class AgentCommandError(AgentError):
+    """The agent answered with an error reply; carries its class and description."""
+
+    def __init__(self, error_class: str, desc: str, command: str = "") -> None:
+        self.error_class = error_class
+        self.desc = desc
+        self.command = command
+        super().__init__(f"{command}: {desc}" if command else desc)
+
+    @property
+    def disabled(self) -> bool:
+        """The command exists but is disabled (blocked by policy, or the guest is frozen)."""
+        return self.error_class == "CommandNotFound" and "has been disabled" in self.desc
+
+    @property
+    def not_found(self) -> bool:
+        """The agent does not know the command at all."""
+        return self.error_class == "CommandNotFound" and "not been found" in self.desc
+
+
+class AgentTimeout(AgentError):
+    """Connected, but no reply arrived within the request's timeout."""
+
+
+class AgentConnectionError(AgentError):
+    """No usable connection: refused, closed by the peer, or the transport failed."""
+
+
+class AgentProtocolError(AgentError):
+    """The agent's bytes were not a valid reply: garbage, over a cap, or the wrong shape."""

@@ -1,0 +1,580 @@
+"""Typed, defensive parsers for the agent's replies.
+
+A reply comes from an untrusted guest. Each parser takes the decoded JSON `return`
+value, tolerates missing optional members, and raises `ReplyShapeError` (an
+`AgentProtocolError`) on a wrong type or an impossible number, so a lying agent becomes
+an error on its own VM and never an exception of another kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from qgadash.agent.errors import AgentProtocolError
+
+INT64_MAX = 2**63 - 1
+
+
+class ReplyShapeError(AgentProtocolError):
+    """A reply parsed as JSON but its members have the wrong type or range."""
+
+
+# -- field readers -----------------------------------------------------------
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ReplyShapeError(f"{what}: expected an object, got {_kind(value)}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ReplyShapeError(f"{what}: expected a list, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _opt_str(obj: dict[str, Any], key: str, what: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ReplyShapeError(f"{what}.{key}: expected a string, got {_kind(value)}")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, what: str) -> str:
+    value = _opt_str(obj, key, what)
+    if value is None:
+        raise ReplyShapeError(f"{what}.{key}: missing")
+    return value
+
+
+def _check_int(value: Any, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReplyShapeError(f"{where}: expected an integer, got {_kind(value)}")
+    if not lo <= value <= hi:
+        raise ReplyShapeError(f"{where}: {value} is out of range")
+    return value
+
+
+def _opt_int(
+    obj: dict[str, Any], key: str, what: str, lo: int = 0, hi: int = INT64_MAX
+) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    return _check_int(value, f"{what}.{key}", lo, hi)
+
+
+def _int(obj: dict[str, Any], key: str, what: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    value = _opt_int(obj, key, what, lo, hi)
+    if value is None:
+        raise ReplyShapeError(f"{what}.{key}: missing")
+    return value
+
+
+def _opt_bool(obj: dict[str, Any], key: str, what: str) -> bool | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ReplyShapeError(f"{what}.{key}: expected true or false, got {_kind(value)}")
+    return value
+
+
+def _opt_float(obj: dict[str, Any], key: str, what: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReplyShapeError(f"{what}.{key}: expected a number, got {_kind(value)}")
+    result = float(value)
+    if result != result or result in (float("inf"), float("-inf")) or abs(result) > 1e15:
+        raise ReplyShapeError(f"{what}.{key}: {value} is out of range")
+    return result
+
+
+def _b64(obj: dict[str, Any], key: str, what: str) -> bytes:
+    text = _opt_str(obj, key, what)
+    if text is None:
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ReplyShapeError(f"{what}.{key}: not valid base64") from None
+
+
+# -- guest-info --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    name: str
+    enabled: bool
+    success_response: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """guest-info: the agent's version and the commands it offers (enabled or not)."""
+
+    version: str
+    commands: tuple[CommandInfo, ...]
+
+    def enabled(self, name: str) -> bool:
+        return any(c.name == name and c.enabled for c in self.commands)
+
+    def offers(self, name: str) -> bool:
+        return any(c.name == name for c in self.commands)
+
+
+def parse_info(value: Any) -> AgentInfo:
+    obj = _obj(value, "guest-info")
+    commands = []
+    for i, item in enumerate(
+        _list(obj.get("supported_commands", []), "guest-info.supported_commands")
+    ):
+        what = f"guest-info.supported_commands[{i}]"
+        entry = _obj(item, what)
+        commands.append(
+            CommandInfo(
+                name=_str(entry, "name", what),
+                enabled=_opt_bool(entry, "enabled", what) is not False,
+                success_response=_opt_bool(entry, "success-response", what) is not False,
+            )
+        )
+    return AgentInfo(version=_str(obj, "version", "guest-info"), commands=tuple(commands))
+
+
+# -- identity ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OsInfo:
+    id: str | None
+    name: str | None
+    pretty_name: str | None
+    version: str | None
+    version_id: str | None
+    kernel_release: str | None
+    kernel_version: str | None
+    machine: str | None
+    variant: str | None
+
+
+def parse_osinfo(value: Any) -> OsInfo:
+    obj = _obj(value, "guest-get-osinfo")
+    w = "guest-get-osinfo"
+    return OsInfo(
+        id=_opt_str(obj, "id", w),
+        name=_opt_str(obj, "name", w),
+        pretty_name=_opt_str(obj, "pretty-name", w),
+        version=_opt_str(obj, "version", w),
+        version_id=_opt_str(obj, "version-id", w),
+        kernel_release=_opt_str(obj, "kernel-release", w),
+        kernel_version=_opt_str(obj, "kernel-version", w),
+        machine=_opt_str(obj, "machine", w),
+        variant=_opt_str(obj, "variant", w),
+    )
+
+
+def parse_host_name(value: Any) -> str:
+    return _str(_obj(value, "guest-get-host-name"), "host-name", "guest-get-host-name")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    domain: str | None
+    login_time: float | None
+
+
+def parse_users(value: Any) -> tuple[User, ...]:
+    users = []
+    for i, item in enumerate(_list(value, "guest-get-users")):
+        w = f"guest-get-users[{i}]"
+        obj = _obj(item, w)
+        users.append(
+            User(_str(obj, "user", w), _opt_str(obj, "domain", w), _opt_float(obj, "login-time", w))
+        )
+    return tuple(users)
+
+
+@dataclass(frozen=True, slots=True)
+class Timezone:
+    zone: str | None
+    offset_s: int
+
+
+def parse_timezone(value: Any) -> Timezone:
+    obj = _obj(value, "guest-get-timezone")
+    w = "guest-get-timezone"
+    return Timezone(_opt_str(obj, "zone", w), _int(obj, "offset", w, lo=-86400, hi=86400))
+
+
+def parse_time(value: Any) -> int:
+    """guest-get-time: nanoseconds since the epoch."""
+    return _check_int(value, "guest-get-time", 0, INT64_MAX)
+
+
+# -- freeze, trim ------------------------------------------------------------
+
+
+class FreezeState(enum.Enum):
+    THAWED = "thawed"
+    FROZEN = "frozen"
+    UNKNOWN = "unknown"
+
+
+def parse_fsfreeze_status(value: Any) -> FreezeState:
+    if value == "thawed":
+        return FreezeState.THAWED
+    if value == "frozen":
+        return FreezeState.FROZEN
+    raise ReplyShapeError(f"guest-fsfreeze-status: expected thawed or frozen, got {value!r:.40}")
+
+
+def parse_count(value: Any, command: str) -> int:
+    """guest-fsfreeze-freeze(-list) and -thaw: how many filesystems changed state."""
+    return _check_int(value, command, 0, 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class FstrimPath:
+    path: str
+    trimmed: int | None
+    minimum: int | None
+    error: str | None
+
+
+def parse_fstrim(value: Any) -> tuple[FstrimPath, ...]:
+    obj = _obj(value, "guest-fstrim")
+    out = []
+    for i, item in enumerate(_list(obj.get("paths", []), "guest-fstrim.paths")):
+        w = f"guest-fstrim.paths[{i}]"
+        entry = _obj(item, w)
+        out.append(
+            FstrimPath(
+                _str(entry, "path", w),
+                _opt_int(entry, "trimmed", w),
+                _opt_int(entry, "minimum", w),
+                _opt_str(entry, "error", w),
+            )
+        )
+    return tuple(out)
+
+
+# -- storage -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem:
+    name: str
+    mountpoint: str
+    type: str
+    used_bytes: int | None
+    total_bytes: int | None
+    devices: tuple[str, ...]
+
+    @property
+    def used_fraction(self) -> float | None:
+        if self.used_bytes is None or not self.total_bytes:
+            return None
+        return min(1.0, self.used_bytes / self.total_bytes)
+
+
+def parse_fsinfo(value: Any) -> tuple[Filesystem, ...]:
+    out = []
+    for i, item in enumerate(_list(value, "guest-get-fsinfo")):
+        w = f"guest-get-fsinfo[{i}]"
+        obj = _obj(item, w)
+        devices = []
+        for j, disk in enumerate(_list(obj.get("disk", []), f"{w}.disk")):
+            d = _obj(disk, f"{w}.disk[{j}]")
+            dev = _opt_str(d, "dev", f"{w}.disk[{j}]") or _opt_str(d, "serial", f"{w}.disk[{j}]")
+            if dev:
+                devices.append(dev)
+        out.append(
+            Filesystem(
+                name=_str(obj, "name", w),
+                mountpoint=_str(obj, "mountpoint", w),
+                type=_str(obj, "type", w),
+                used_bytes=_opt_int(obj, "used-bytes", w),
+                total_bytes=_opt_int(obj, "total-bytes", w),
+                devices=tuple(devices),
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    name: str
+    partition: bool
+    alias: str | None
+    dependencies: tuple[str, ...]
+
+
+def parse_disks(value: Any) -> tuple[Disk, ...]:
+    out = []
+    for i, item in enumerate(_list(value, "guest-get-disks")):
+        w = f"guest-get-disks[{i}]"
+        obj = _obj(item, w)
+        deps = tuple(
+            _check_str(dep, f"{w}.dependencies")
+            for dep in _list(obj.get("dependencies", []), f"{w}.dependencies")
+        )
+        out.append(
+            Disk(
+                _str(obj, "name", w),
+                bool(_opt_bool(obj, "partition", w)),
+                _opt_str(obj, "alias", w),
+                deps,
+            )
+        )
+    return tuple(out)
+
+
+def _check_str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ReplyShapeError(f"{where}: expected a string, got {_kind(value)}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStat:
+    name: str
+    major: int | None
+    minor: int | None
+    counters: dict[str, int]
+
+
+def parse_diskstats(value: Any) -> tuple[DiskStat, ...]:
+    out = []
+    for i, item in enumerate(_list(value, "guest-get-diskstats")):
+        w = f"guest-get-diskstats[{i}]"
+        obj = _obj(item, w)
+        stats = _obj(obj.get("stats", {}), f"{w}.stats")
+        counters = {
+            key: _check_int(v, f"{w}.stats.{key}", 0, INT64_MAX)
+            for key, v in stats.items()
+            if v is not None
+        }
+        out.append(
+            DiskStat(
+                _str(obj, "name", w), _opt_int(obj, "major", w), _opt_int(obj, "minor", w), counters
+            )
+        )
+    return tuple(out)
+
+
+# -- network -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IpAddress:
+    address: str
+    prefix: int
+    family: str  # "ipv4" | "ipv6"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceStats:
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+    rx_errs: int
+    tx_errs: int
+    rx_dropped: int
+    tx_dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    name: str
+    mac: str | None
+    addresses: tuple[IpAddress, ...]
+    stats: InterfaceStats | None
+
+
+_STAT_KEYS = (
+    "rx-bytes",
+    "tx-bytes",
+    "rx-packets",
+    "tx-packets",
+    "rx-errs",
+    "tx-errs",
+    "rx-dropped",
+    "tx-dropped",
+)
+
+
+def parse_interfaces(value: Any) -> tuple[Interface, ...]:
+    out = []
+    for i, item in enumerate(_list(value, "guest-network-get-interfaces")):
+        w = f"guest-network-get-interfaces[{i}]"
+        obj = _obj(item, w)
+        addresses = []
+        for j, addr in enumerate(_list(obj.get("ip-addresses", []), f"{w}.ip-addresses")):
+            aw = f"{w}.ip-addresses[{j}]"
+            a = _obj(addr, aw)
+            family = _str(a, "ip-address-type", aw)
+            if family not in ("ipv4", "ipv6"):
+                raise ReplyShapeError(f"{aw}.ip-address-type: expected ipv4 or ipv6")
+            addresses.append(
+                IpAddress(_str(a, "ip-address", aw), _int(a, "prefix", aw, 0, 128), family)
+            )
+        stats = None
+        raw_stats = obj.get("statistics")
+        if raw_stats is not None:
+            s = _obj(raw_stats, f"{w}.statistics")
+            values = [_opt_int(s, key, f"{w}.statistics") or 0 for key in _STAT_KEYS]
+            stats = InterfaceStats(*values)
+        out.append(
+            Interface(
+                _str(obj, "name", w), _opt_str(obj, "hardware-address", w), tuple(addresses), stats
+            )
+        )
+    return tuple(out)
+
+
+# -- cpu, load ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Vcpu:
+    logical_id: int
+    online: bool
+    can_offline: bool | None
+
+
+def parse_vcpus(value: Any) -> tuple[Vcpu, ...]:
+    out = []
+    for i, item in enumerate(_list(value, "guest-get-vcpus")):
+        w = f"guest-get-vcpus[{i}]"
+        obj = _obj(item, w)
+        out.append(
+            Vcpu(
+                _int(obj, "logical-id", w),
+                _opt_bool(obj, "online", w) is True,
+                _opt_bool(obj, "can-offline", w),
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuStat:
+    cpu: int
+    counters: dict[str, int]
+
+
+def parse_cpustats(value: Any) -> tuple[CpuStat, ...]:
+    out = []
+    for i, item in enumerate(_list(value, "guest-get-cpustats")):
+        w = f"guest-get-cpustats[{i}]"
+        obj = _obj(item, w)
+        counters = {
+            key: _check_int(v, f"{w}.{key}", 0, INT64_MAX)
+            for key, v in obj.items()
+            if key not in ("type", "cpu") and v is not None
+        }
+        out.append(CpuStat(_int(obj, "cpu", w, 0, 2**20), counters))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    load1: float
+    load5: float
+    load15: float
+
+
+def parse_load(value: Any) -> Load:
+    obj = _obj(value, "guest-get-load")
+    w = "guest-get-load"
+    values = []
+    for key in ("load1", "load5", "load15"):
+        v = _opt_float(obj, key, w)
+        if v is None or v < 0:
+            raise ReplyShapeError(f"{w}.{key}: expected a non-negative number")
+        values.append(v)
+    return Load(*values)
+
+
+# -- files -------------------------------------------------------------------
+
+
+def parse_file_handle(value: Any) -> int:
+    return _check_int(value, "guest-file-open", 0, INT64_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class FileChunk:
+    data: bytes
+    eof: bool
+
+
+def parse_file_read(value: Any, max_count: int) -> FileChunk:
+    obj = _obj(value, "guest-file-read")
+    w = "guest-file-read"
+    count = _int(obj, "count", w)
+    data = _b64(obj, "buf-b64", w)
+    if count != len(data) or count > max_count:
+        raise ReplyShapeError(f"{w}: count {count} does not match the {len(data)} bytes sent")
+    return FileChunk(data, _opt_bool(obj, "eof", w) is True)
+
+
+def parse_file_write(value: Any) -> int:
+    obj = _obj(value, "guest-file-write")
+    return _int(obj, "count", "guest-file-write")
+
+
+def parse_file_seek(value: Any) -> int:
+    obj = _obj(value, "guest-file-seek")
+    return _int(obj, "position", "guest-file-seek")
+
+
+# -- exec --------------------------------------------------------------------
+
+
+def parse_exec(value: Any) -> int:
+    return _int(_obj(value, "guest-exec"), "pid", "guest-exec", 0, 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecStatus:
+    exited: bool
+    exitcode: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+def parse_exec_status(value: Any) -> ExecStatus:
+    obj = _obj(value, "guest-exec-status")
+    w = "guest-exec-status"
+    exited = _opt_bool(obj, "exited", w)
+    if exited is None:
+        raise ReplyShapeError(f"{w}.exited: missing")
+    return ExecStatus(
+        exited=exited,
+        exitcode=_opt_int(obj, "exitcode", w, lo=-(2**31), hi=2**31 - 1),
+        signal=_opt_int(obj, "signal", w, lo=0, hi=255),
+        stdout=_b64(obj, "out-data", w),
+        stderr=_b64(obj, "err-data", w),
+        stdout_truncated=_opt_bool(obj, "out-truncated", w) is True,
+        stderr_truncated=_opt_bool(obj, "err-truncated", w) is True,
+    )

@@ -1,0 +1,104 @@
+"""What the rest of qgadash needs from a transport, independent of how bytes travel.
+
+A transport turns an agent *address* into an `AgentCaller` (see `qgadash.agent.client`)
+and, per hypervisor, discovers which agents exist. Raw-socket transports (local unix,
+tcp, SSH streamlocal, SSH exec) give a `ByteStream` that the agent client speaks the
+protocol over; libvirt gives a caller directly because libvirtd owns the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from qgadash.agent.client import AgentCaller
+
+
+class ByteStream(Protocol):
+    """A bidirectional byte stream (asyncio streams and asyncssh channels both fit)."""
+
+    async def read(self, n: int) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamPair:
+    """Adapts a (reader, writer) pair, as asyncio and asyncssh return them, to `ByteStream`."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self, n: int) -> bytes:
+        return await self.reader.read(n)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class HypervisorState(enum.Enum):
+    """How this process reaches a hypervisor (contracts.md, `hypervisors[].state`)."""
+
+    LOCAL = "local"
+    CONNECTED = "connected"
+    CONNECTING = "connecting"
+    AUTH_FAILED = "auth-failed"
+    HOST_KEY_REJECTED = "host-key-rejected"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredAgent:
+    """An agent found on a hypervisor: its VM name and the address to reach it."""
+
+    name: str
+    address: str
+
+
+class Endpoint(Protocol):
+    """One VM's agent as a transport reaches it."""
+
+    @property
+    def label(self) -> str:
+        """Where the agent is, for people: `unix:/run/qga/web-1.sock`, `hv1:/var/...`."""
+        ...
+
+    async def connect(self, timeout: float) -> AgentCaller:
+        """A ready caller: connected and in sync (raises `AgentError` otherwise)."""
+        ...
+
+
+class HypervisorLink(Protocol):
+    """One hypervisor: how its agents are found and reached."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> HypervisorState: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
+        """Agents matching the globs (or every running domain, for libvirt)."""
+        ...
+
+    def endpoint(self, address: str) -> Endpoint: ...
+
+    async def close(self) -> None: ...
