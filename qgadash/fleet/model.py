@@ -1,0 +1,157 @@
+"""The engine's plain data: who a VM is, and what is known about it right now.
+
+Snapshots are immutable; the store replaces them whole. The UI and the CLI read only
+these types, so neither needs to know how the facts were fetched.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from qgadash.agent.replies import (
+    AgentInfo,
+    Disk,
+    Filesystem,
+    FreezeState,
+    Interface,
+    Load,
+    OsInfo,
+    Timezone,
+    User,
+)
+from qgadash.transport.base import HypervisorState
+
+__all__ = [
+    "ActionResult",
+    "AgentState",
+    "FreezeState",
+    "GuestFacts",
+    "HypervisorStatus",
+    "SessionMode",
+    "VmRef",
+    "VmSnapshot",
+]
+
+
+class AgentState(enum.Enum):
+    """What the last poll of a VM's agent found (contracts.md, `agent.state`)."""
+
+    PENDING = "pending"  # not polled yet
+    OK = "ok"
+    TIMEOUT = "timeout"  # connected, no answer
+    UNREACHABLE = "unreachable"  # no connection
+    ERROR = "error"  # answered with an error or nonsense
+
+
+class SessionMode(enum.Enum):
+    """Held: one connection kept open. Per-poll: connect, sync, run, close (shared sockets)."""
+
+    HELD = "held"
+    PER_POLL = "per-poll"
+
+
+@dataclass(frozen=True, slots=True)
+class VmRef:
+    """A VM as the inventory knows it; `id` is `HYPERVISOR/NAME`."""
+
+    hypervisor: str
+    name: str
+    address: str
+    tags: tuple[str, ...] = ()
+    session: SessionMode = SessionMode.PER_POLL
+
+    @property
+    def id(self) -> str:
+        return f"{self.hypervisor}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestFacts:
+    """What the guest reported; every member is None where the guest did not say."""
+
+    info: AgentInfo | None = None
+    os: OsInfo | None = None
+    hostname: str | None = None
+    users: tuple[User, ...] | None = None
+    timezone: Timezone | None = None
+    interfaces: tuple[Interface, ...] | None = None
+    filesystems: tuple[Filesystem, ...] | None = None
+    disks: tuple[Disk, ...] | None = None
+    load: Load | None = None
+    time_drift_s: float | None = None  # guest clock minus ours
+
+    @property
+    def version(self) -> str | None:
+        return self.info.version if self.info else None
+
+    def command_enabled(self, name: str) -> bool | None:
+        """True/False from guest-info; None when guest-info was never read."""
+        if self.info is None:
+            return None
+        return self.info.enabled(name)
+
+    @property
+    def first_ipv4(self) -> str | None:
+        for iface in self.interfaces or ():
+            for addr in iface.addresses:
+                if addr.family == "ipv4" and not addr.address.startswith("127."):
+                    return addr.address
+        return None
+
+    @property
+    def fullest_filesystem(self) -> Filesystem | None:
+        best: Filesystem | None = None
+        for fs in self.filesystems or ():
+            frac = fs.used_fraction
+            if frac is not None and (best is None or frac > (best.used_fraction or 0.0)):
+                best = fs
+        return best
+
+    @property
+    def os_label(self) -> str | None:
+        if self.os is None:
+            return None
+        if self.os.name and self.os.version_id:
+            return f"{self.os.name} {self.os.version_id}"
+        return self.os.pretty_name or self.os.name or self.os.id
+
+
+@dataclass(frozen=True, slots=True)
+class VmSnapshot:
+    """Everything known about one VM at one moment."""
+
+    ref: VmRef
+    agent: AgentState = AgentState.PENDING
+    error: str | None = None  # one line, for people
+    latency_ms: float | None = None
+    last_poll: float | None = None  # wall clock (time.time())
+    last_seen: float | None = None  # last poll that got an answer
+    facts: GuestFacts = field(default_factory=GuestFacts)
+    freeze: FreezeState = FreezeState.UNKNOWN
+    thaw_deadline: float | None = None  # wall clock; set while this process holds a freeze
+    thaw_error: str | None = None  # a thaw this process owes and could not do
+
+    @property
+    def id(self) -> str:
+        return self.ref.id
+
+
+@dataclass(frozen=True, slots=True)
+class HypervisorStatus:
+    name: str
+    state: HypervisorState
+    error: str | None = None
+    vm_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """One VM's outcome of an action; `ok` None means unknown (the link died mid-way)."""
+
+    vm_id: str
+    ok: bool | None
+    value: Any = None
+    error: str | None = None
+    elapsed_ms: float = 0.0

@@ -1,0 +1,137 @@
+"""Agents on this machine: unix sockets found by glob, or `tcp:HOST:PORT`."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import stat
+
+from qgadash.agent.client import AgentCaller, AgentClient
+from qgadash.agent.codec import DEFAULT_MAX_REPLY
+from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
+from qgadash.transport.base import DiscoveredAgent, HypervisorState, StreamPair
+from qgadash.transport.discovery import vm_name_for_socket
+
+# asyncio's stream reader would otherwise cap its buffer at 64 KiB and pause reading.
+_STREAM_LIMIT = 1024 * 1024
+
+
+async def connect_client(
+    open_coro: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    | asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    label: str,
+    timeout: float,
+    max_reply: int,
+) -> AgentClient:
+    """Open a stream and sync over it, within one deadline."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await open_coro
+    except TimeoutError:
+        raise AgentTimeout(f"connecting to {label} took over {timeout:g} s") from None
+    except OSError as exc:
+        raise AgentConnectionError(f"cannot connect to {label}: {exc.strerror or exc}") from None
+    client = AgentClient(StreamPair(reader, writer), max_reply=max_reply)
+    try:
+        await client.sync(timeout)
+    except AgentError:
+        await client.close()
+        raise
+    return client
+
+
+class UnixEndpoint:
+    """An agent socket on this machine."""
+
+    def __init__(self, path: str, max_reply: int = DEFAULT_MAX_REPLY) -> None:
+        self.path = path
+        self.max_reply = max_reply
+
+    @property
+    def label(self) -> str:
+        return f"unix:{self.path}"
+
+    async def connect(self, timeout: float) -> AgentCaller:
+        opening = asyncio.ensure_future(
+            asyncio.open_unix_connection(self.path, limit=_STREAM_LIMIT)
+        )
+        return await connect_client(opening, self.label, timeout, self.max_reply)
+
+
+class TcpEndpoint:
+    """An agent exposed on TCP (QEMU `-chardev socket,host=...,port=...`)."""
+
+    def __init__(self, host: str, port: int, max_reply: int = DEFAULT_MAX_REPLY) -> None:
+        self.host = host
+        self.port = port
+        self.max_reply = max_reply
+
+    @property
+    def label(self) -> str:
+        return f"tcp:{self.host}:{self.port}"
+
+    async def connect(self, timeout: float) -> AgentCaller:
+        opening = asyncio.ensure_future(
+            asyncio.open_connection(self.host, self.port, limit=_STREAM_LIMIT)
+        )
+        return await connect_client(opening, self.label, timeout, self.max_reply)
+
+
+def parse_tcp_address(address: str) -> tuple[str, int] | None:
+    """`tcp:HOST:PORT` (HOST may be `[v6]`), else None."""
+    if not address.startswith("tcp:"):
+        return None
+    host, _, port = address[4:].rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not tcp:HOST:PORT")
+    return host, int(port)
+
+
+class LocalHypervisor:
+    """This machine: sockets found by glob, no network in between."""
+
+    def __init__(self, name: str, max_reply: int = DEFAULT_MAX_REPLY) -> None:
+        self._name = name
+        self.max_reply = max_reply
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def state(self) -> HypervisorState:
+        return HypervisorState.LOCAL
+
+    @property
+    def error(self) -> str | None:
+        return None
+
+    async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
+        # Globbing thousands of paths is blocking file-system work: keep it off the loop.
+        return await asyncio.to_thread(discover_local, patterns)
+
+    def endpoint(self, address: str) -> UnixEndpoint | TcpEndpoint:
+        tcp = parse_tcp_address(address)
+        if tcp is not None:
+            return TcpEndpoint(tcp[0], tcp[1], self.max_reply)
+        return UnixEndpoint(address, self.max_reply)
+
+    async def close(self) -> None:
+        return None
+
+
+def discover_local(patterns: list[str]) -> list[DiscoveredAgent]:
+    """Sockets matching the globs, sorted, each named by `vm_name_for_socket`."""
+    found: dict[str, DiscoveredAgent] = {}
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.expanduser(pattern))):
+            try:
+                if not stat.S_ISSOCK(os.stat(path).st_mode):
+                    continue
+            except OSError:
+                continue
+            if path not in found:
+                found[path] = DiscoveredAgent(vm_name_for_socket(path), path)
+    return list(found.values())
