@@ -12,6 +12,10 @@ from __future__ import annotations
 class AgentError(Exception):
     """Base of every failure of one agent request or session."""
 
+    #: False when the failure happened before any request left (connecting, syncing):
+    #: an action that failed so is known not to have happened.
+    request_sent: bool = True
+
 
 class AgentCommandError(AgentError):
     """The agent answered with an error reply; carries its class and description."""

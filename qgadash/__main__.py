@@ -1,0 +1,5 @@
+import sys
+
+from qgadash.cli import main
+
+sys.exit(main())

@@ -1,0 +1,588 @@
+"""The command line: the dashboard, and headless subcommands for scripts.
+
+`status` and every other subcommand run on the fleet engine alone; Textual is imported
+only when the dashboard starts, so scripts stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fnmatch
+import json
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qgadash import __version__
+from qgadash.fleet.actions import ReadOnlyError
+from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import Config, ConfigError, find_config, load_config
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.model import ActionResult, AgentState, VmSnapshot
+from qgadash.fleet.report import action_document, status_document
+from qgadash.fleet.sanitize import printable
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DESTRUCTIVE = {"freeze", "thaw", "shutdown", "suspend", "exec", "fstrim"}
+
+
+class UsageError(Exception):
+    """Wrong use of the command line: exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qgadash",
+        description="A terminal dashboard for fleets of VMs, speaking to the QEMU guest agent.",
+        epilog="SELECT: [--match GLOB]... [--tag TAG]...  (GLOB against the VM id HYPERVISOR/NAME)",
+    )
+    parser.add_argument("--version", action="version", version=f"qgadash {__version__}")
+    parser.add_argument(
+        "--hosts",
+        metavar="FILE",
+        help="hosts.toml (default ./hosts.toml, then $XDG_CONFIG_HOME/qgadash/hosts.toml)",
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", help="view only: no freeze, thaw, power, exec or writes"
+    )
+    parser.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="dashboard theme: qgadash-dark, qgadash-light, qgadash-high-contrast, or a user theme",
+    )
+    parser.add_argument(
+        "--demo",
+        nargs="?",
+        type=int,
+        const=24,
+        metavar="N",
+        help="run on N simulated VMs (default 24)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def selectable(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--match",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="VM ids to include (several: any of them)",
+        )
+        p.add_argument(
+            "--tag",
+            action="append",
+            default=[],
+            metavar="TAG",
+            help="VMs with this tag (several: any of them)",
+        )
+        p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    def confirmable(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--yes",
+            action="store_true",
+            help="do not ask for confirmation (required without a terminal)",
+        )
+
+    p = sub.add_parser("status", help="poll once; a table or JSON")
+    selectable(p)
+    p = sub.add_parser("freeze", help="freeze guest filesystems (thawed again after --thaw-after)")
+    selectable(p)
+    confirmable(p)
+    p.add_argument(
+        "--mountpoint",
+        action="append",
+        default=[],
+        metavar="M",
+        help="freeze only these mount points",
+    )
+    p.add_argument(
+        "--thaw-after",
+        type=float,
+        metavar="S",
+        help="seconds until this process thaws (0: leave frozen and exit)",
+    )
+    p = sub.add_parser("thaw", help="thaw guest filesystems")
+    selectable(p)
+    confirmable(p)
+    p = sub.add_parser("fstrim", help="discard unused blocks in the guests")
+    selectable(p)
+    confirmable(p)
+    p.add_argument(
+        "--minimum", type=int, metavar="BYTES", help="skip free ranges smaller than this"
+    )
+    p = sub.add_parser("shutdown", help="shut guests down through the agent")
+    selectable(p)
+    confirmable(p)
+    p.add_argument("--mode", choices=["powerdown", "halt", "reboot"], default="powerdown")
+    p = sub.add_parser("suspend", help="suspend guests (ram, disk, hybrid)")
+    p.add_argument("kind", choices=["ram", "disk", "hybrid"])
+    selectable(p)
+    confirmable(p)
+    p = sub.add_parser(
+        "exec", help="run a command in the guests: exec [SELECT] -- COMMAND [ARG]..."
+    )
+    selectable(p)
+    confirmable(p)
+    p.add_argument("--timeout", type=float, metavar="S", help="seconds the command may run")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG]...")
+    p = sub.add_parser("cp", help="copy a file: cp VM:PATH LOCAL | cp LOCAL VM:PATH")
+    p.add_argument("source")
+    p.add_argument("destination")
+    confirmable(p)
+    p = sub.add_parser("agent", help="any agent command, raw: agent VM COMMAND [JSON_ARGUMENTS]")
+    p.add_argument("vm")
+    p.add_argument("agent_command", metavar="COMMAND")
+    p.add_argument("arguments", nargs="?", metavar="JSON_ARGUMENTS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args)) if args.command else run_dashboard_command(args)
+    except ConfigError as exc:
+        print(f"qgadash: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ReadOnlyError) as exc:
+        print(f"qgadash: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def load(args: argparse.Namespace) -> Config:
+    config = load_config(find_config(args.hosts))
+    if args.read_only:
+        config = Config(
+            config.path, _settings(config, read_only=True), config.hypervisors, config.vms
+        )
+    if args.theme:
+        config = Config(
+            config.path, _settings(config, theme=args.theme), config.hypervisors, config.vms
+        )
+    return config
+
+
+def _settings(config: Config, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config.settings, **changes)
+
+
+def run_dashboard_command(args: argparse.Namespace) -> int:
+    if args.demo is not None:
+        return asyncio.run(_demo_dashboard(args))
+    config = load(args)
+    from qgadash.ui.app import run_dashboard
+
+    engine = FleetEngine(config, audit=AuditLog())
+    return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
+
+
+async def _demo_dashboard(args: argparse.Namespace) -> int:
+    from qgadash.sim.fleet import SimFleet
+    from qgadash.sim.profiles import demo_fleet
+
+    count = max(1, min(args.demo, 5000))
+    with tempfile.TemporaryDirectory(prefix="qgadash-demo-") as tmp:
+        fleet = SimFleet(Path(tmp), demo_fleet(count))
+        await fleet.start()
+        try:
+            hosts = Path(tmp) / "hosts.toml"
+            fleet.write_hosts_toml(hosts, hypervisor="demo")
+            args.hosts = str(hosts)
+            config = load(args)
+            from qgadash.ui.app import QgadashApp
+
+            engine = FleetEngine(config)
+            app = QgadashApp(engine, config_label=f"demo · {count} simulated VMs", theme=args.theme)
+            await app.run_async()
+            return app.return_code or 0
+        finally:
+            await fleet.stop()
+
+
+async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Config:
+    from qgadash.sim.fleet import SimFleet
+    from qgadash.sim.profiles import demo_fleet
+
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qgadash-demo-"))
+    fleet = SimFleet(Path(tmp), demo_fleet(max(1, args.demo)))
+    await fleet.start()
+    stack.push_async_callback(fleet.stop)
+    hosts = Path(tmp) / "hosts.toml"
+    fleet.write_hosts_toml(hosts, hypervisor="demo")
+    args.hosts = str(hosts)
+    return load(args)
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        config = await _demo_config(args, stack) if args.demo is not None else load(args)
+        writes = args.command in DESTRUCTIVE or (args.command == "cp" and ":" in args.destination)
+        if config.settings.read_only and writes:
+            raise ReadOnlyError(f"read-only mode: `{args.command}` is not allowed")
+        engine = FleetEngine(config, audit=None if args.command == "status" else AuditLog())
+        try:
+            return await COMMANDS[args.command](engine, args)
+        finally:
+            thawed = await engine.stop()
+            report_thaws(thawed)
+    return EXIT_OK
+
+
+def report_thaws(results: list[ActionResult]) -> None:
+    for r in results:
+        if r.ok:
+            print(f"thawed {r.vm_id}", file=sys.stderr)
+        else:
+            print(
+                f"qgadash: COULD NOT THAW {r.vm_id}: {r.error} — thaw it by hand", file=sys.stderr
+            )
+
+
+# -- selection and confirmation ------------------------------------------------------------
+
+
+def select(engine: FleetEngine, args: argparse.Namespace) -> list[VmSnapshot]:
+    chosen = []
+    for snap in engine.store.snapshots():
+        if args.match and not any(fnmatch.fnmatchcase(snap.id, g) for g in args.match):
+            continue
+        if args.tag and not set(args.tag) & set(snap.ref.tags):
+            continue
+        chosen.append(snap)
+    return chosen
+
+
+def confirm(question: str, args: argparse.Namespace) -> bool:
+    if getattr(args, "yes", False):
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} — refusing without a terminal; add --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _names(ids: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+async def _poll_selected(engine: FleetEngine, args: argparse.Namespace) -> list[VmSnapshot]:
+    await engine.poll_once()
+    chosen = select(engine, args)
+    if not chosen:
+        raise UsageError("no VM matches the selection")
+    return chosen
+
+
+def _print_results(
+    action: str, results: list[ActionResult], skipped: Sequence[tuple[str, str]], as_json: bool
+) -> int:
+    all_results = list(results) + [
+        ActionResult(vm_id, False, None, f"skipped: {why}") for vm_id, why in skipped
+    ]
+    if as_json:
+        print(json.dumps(action_document(action, all_results), indent=2))
+    else:
+        for r in all_results:
+            mark = "ok" if r.ok else ("UNKNOWN" if r.ok is None else "FAILED")
+            detail = _value_text(r.value) if r.ok else printable(r.error, 300)
+            print(f"{r.vm_id:<32} {mark:<8} {detail}")
+    return EXIT_OK if all_results and all(r.ok for r in all_results) else EXIT_FAILED
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return printable(value, 200)
+    return printable(json.dumps(value), 200)
+
+
+# -- subcommands -------------------------------------------------------------------------------
+
+
+async def cmd_status(engine: FleetEngine, args: argparse.Namespace) -> int:
+    chosen = await _poll_selected(engine, args)
+    if args.json:
+        print(json.dumps(status_document(chosen, engine.store.hypervisors()), indent=2))
+    else:
+        print(status_table(chosen))
+        for hv in engine.store.hypervisors():
+            if hv.error:
+                print(f"hypervisor {hv.name}: {hv.state.value}: {printable(hv.error, 300)}")
+    return EXIT_OK if all(s.agent is AgentState.OK for s in chosen) else EXIT_FAILED
+
+
+def status_table(snapshots: Sequence[VmSnapshot]) -> str:
+    header = ("VM", "AGENT", "OS", "HOSTNAME", "IPV4", "FS", "FULL", "RTT", "DETAIL")
+    rows = [header]
+    for s in snapshots:
+        f = s.facts
+        full = f.fullest_filesystem
+        rows.append(
+            (
+                printable(s.id, 40),
+                s.agent.value,
+                printable(f.os_label, 24, "-"),
+                printable(f.hostname, 24, "-"),
+                printable(f.first_ipv4, 39, "-"),
+                s.freeze.value if s.freeze.value != "unknown" else "?",
+                f"{full.used_fraction * 100:.0f}%"
+                if full and full.used_fraction is not None
+                else "-",
+                f"{s.latency_ms:.1f}ms" if s.latency_ms is not None else "-",
+                printable(s.error, 120, "") if s.error else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = []
+    for r in rows:
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
+    from qgadash.fleet.actions import Action
+
+    chosen = await _poll_selected(engine, args)
+    plan = engine.plan(Action.FREEZE, [s.id for s in chosen])
+    after = engine.settings.thaw_after if args.thaw_after is None else args.thaw_after
+    if after < 0:
+        raise UsageError("--thaw-after must be 0 or more seconds")
+    if not plan.eligible:
+        return _print_results("freeze", [], plan.skipped, args.json)
+    when = "never (--thaw-after 0)" if after == 0 else f"after {after:g} s"
+    if not confirm(
+        f"Freeze {len(plan.eligible)} VMs ({_names(plan.eligible)}), thaw {when}?", args
+    ):
+        return EXIT_FAILED
+    results = await engine.freeze(
+        plan.eligible, mountpoints=args.mountpoint or None, thaw_after=after
+    )
+    frozen = [r.vm_id for r in results if r.ok]
+    status = _print_results("freeze", results, plan.skipped, args.json)
+    if after > 0 and engine.frozen_by_us():
+        print(
+            f"frozen: {len(frozen)} VMs; thawing in {after:g} s (Ctrl-C or SIGTERM thaws now)",
+            file=sys.stderr,
+        )
+        await wait_for_signal_or(after)
+    return status
+
+
+async def wait_for_signal_or(seconds: float) -> None:
+    """Sleep, but return at once on SIGINT or SIGTERM (the caller then thaws)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def cmd_thaw(engine: FleetEngine, args: argparse.Namespace) -> int:
+    from qgadash.fleet.actions import Action
+
+    chosen = await _poll_selected(engine, args)
+    plan = engine.plan(Action.THAW, [s.id for s in chosen])
+    if plan.eligible and not confirm(
+        f"Thaw {len(plan.eligible)} VMs ({_names(plan.eligible)})?", args
+    ):
+        return EXIT_FAILED
+    results = await engine.thaw(plan.eligible) if plan.eligible else []
+    # "not frozen" is not a failure of a thaw: the goal is reached.
+    skipped = [(i, why) for i, why in plan.skipped if why != "not frozen"]
+    done = [ActionResult(i, True, 0, None) for i, why in plan.skipped if why == "not frozen"]
+    return _print_results("thaw", results + done, skipped, args.json)
+
+
+async def _simple_action(
+    engine: FleetEngine, args: argparse.Namespace, action_name: str, question: str, run: Any
+) -> int:
+    from qgadash.fleet.actions import Action
+
+    action = {
+        "fstrim": Action.FSTRIM,
+        "shutdown": Action.SHUTDOWN,
+        "suspend-ram": Action.SUSPEND_RAM,
+        "suspend-disk": Action.SUSPEND_DISK,
+        "suspend-hybrid": Action.SUSPEND_HYBRID,
+        "exec": Action.EXEC,
+    }[action_name]
+    chosen = await _poll_selected(engine, args)
+    plan = engine.plan(action, [s.id for s in chosen])
+    if plan.eligible and not confirm(
+        f"{question} {len(plan.eligible)} VMs ({_names(plan.eligible)})?", args
+    ):
+        return EXIT_FAILED
+    results = await run(plan.eligible) if plan.eligible else []
+    return _print_results(action_name, results, plan.skipped, args.json)
+
+
+async def cmd_fstrim(engine: FleetEngine, args: argparse.Namespace) -> int:
+    return await _simple_action(
+        engine, args, "fstrim", "Trim", lambda ids: engine.fstrim(ids, minimum=args.minimum)
+    )
+
+
+async def cmd_shutdown(engine: FleetEngine, args: argparse.Namespace) -> int:
+    return await _simple_action(
+        engine,
+        args,
+        "shutdown",
+        f"Shut down ({args.mode})",
+        lambda ids: engine.shutdown(ids, mode=args.mode),
+    )
+
+
+async def cmd_suspend(engine: FleetEngine, args: argparse.Namespace) -> int:
+    return await _simple_action(
+        engine,
+        args,
+        f"suspend-{args.kind}",
+        f"Suspend to {args.kind}",
+        lambda ids: engine.suspend(ids, kind=args.kind),
+    )
+
+
+async def cmd_exec(engine: FleetEngine, args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("exec needs a command: qgadash exec [SELECT] -- COMMAND [ARG]...")
+    if args.json:
+        return await _simple_action(
+            engine,
+            args,
+            "exec",
+            f"Run {argv[0]!r} on",
+            lambda ids: engine.exec(ids, argv, timeout=args.timeout),
+        )
+    from qgadash.fleet.actions import Action
+
+    chosen = await _poll_selected(engine, args)
+    plan = engine.plan(Action.EXEC, [s.id for s in chosen])
+    if plan.eligible and not confirm(
+        f"Run {argv[0]!r} on {len(plan.eligible)} VMs ({_names(plan.eligible)})?", args
+    ):
+        return EXIT_FAILED
+    results = await engine.exec(plan.eligible, argv, timeout=args.timeout) if plan.eligible else []
+    status = EXIT_OK
+    for r in results:
+        if r.ok and isinstance(r.value, dict):
+            code = r.value.get("exitcode")
+            how = f"exit {code}" if code is not None else f"signal {r.value.get('signal')}"
+            print(f"== {r.vm_id} ({how})")
+            out = printable_block(r.value.get("stdout", ""))
+            err = printable_block(r.value.get("stderr", ""))
+            if out:
+                print(out)
+            if err:
+                print(err, file=sys.stderr)
+            if code != 0:
+                status = EXIT_FAILED
+        else:
+            print(f"== {r.vm_id} FAILED: {printable(r.error, 300)}")
+            status = EXIT_FAILED
+    for vm_id, why in plan.skipped:
+        print(f"== {vm_id} skipped: {why}")
+        status = EXIT_FAILED
+    return status
+
+
+def printable_block(text: str) -> str:
+    """Multi-line guest output: each line made safe, newlines kept."""
+    return (
+        "\n".join(printable(line, 4000) for line in text.rstrip("\n").split("\n")) if text else ""
+    )
+
+
+def _split_remote(spec: str, ids: set[str]) -> tuple[str, str] | None:
+    head, sep, tail = spec.partition(":")
+    if sep and head in ids:
+        return head, tail
+    return None
+
+
+async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
+    await engine.discover()
+    ids = set(engine.store.ids())
+    src = _split_remote(args.source, ids)
+    dst = _split_remote(args.destination, ids)
+    if (src is None) == (dst is None):
+        raise UsageError("cp needs exactly one side as VM:PATH (VM is an id such as hv1/web-1)")
+    if src is not None:
+        vm_id, path = src
+        size = await engine.files.download(vm_id, path, Path(args.destination))
+        print(
+            f"copied {size} bytes from {vm_id}:{printable(path)} to {args.destination}",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    assert dst is not None
+    if engine.settings.read_only:
+        raise ReadOnlyError("read-only mode: writing to a guest is not allowed")
+    vm_id, path = dst
+    local = Path(args.source)
+    if not local.is_file():
+        raise UsageError(f"{local}: not a file")
+    if not confirm(f"Write {local} ({local.stat().st_size} bytes) to {vm_id}:{path}?", args):
+        return EXIT_FAILED
+    size = await engine.files.upload(vm_id, local, path)
+    print(f"copied {size} bytes from {local} to {vm_id}:{printable(path)}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_agent(engine: FleetEngine, args: argparse.Namespace) -> int:
+    await engine.discover()
+    if engine.store.get(args.vm) is None:
+        raise UsageError(f"{args.vm}: no such VM (ids look like HYPERVISOR/NAME)")
+    arguments = None
+    if args.arguments:
+        try:
+            arguments = json.loads(args.arguments)
+        except ValueError as exc:
+            raise UsageError(f"JSON_ARGUMENTS is not JSON: {exc}") from None
+        if not isinstance(arguments, dict):
+            raise UsageError("JSON_ARGUMENTS must be a JSON object")
+    result = await engine.agent_command(args.vm, args.agent_command, arguments)
+    if result.ok:
+        print(json.dumps(result.value, indent=2))
+        return EXIT_OK
+    print(f"qgadash: {args.vm}: {printable(result.error, 500)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+COMMANDS = {
+    "status": cmd_status,
+    "freeze": cmd_freeze,
+    "thaw": cmd_thaw,
+    "fstrim": cmd_fstrim,
+    "shutdown": cmd_shutdown,
+    "suspend": cmd_suspend,
+    "exec": cmd_exec,
+    "cp": cmd_cp,
+    "agent": cmd_agent,
+}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

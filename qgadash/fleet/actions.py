@@ -1,0 +1,94 @@
+"""What can be done to VMs, and who is eligible: plans before any request is sent."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
+
+
+class Action(enum.Enum):
+    FREEZE = "freeze"
+    THAW = "thaw"
+    FSTRIM = "fstrim"
+    SHUTDOWN = "shutdown"
+    SUSPEND_RAM = "suspend-ram"
+    SUSPEND_DISK = "suspend-disk"
+    SUSPEND_HYBRID = "suspend-hybrid"
+    EXEC = "exec"
+
+    @property
+    def command(self) -> str:
+        return ACTION_COMMANDS[self]
+
+
+ACTION_COMMANDS = {
+    Action.FREEZE: "guest-fsfreeze-freeze",
+    Action.THAW: "guest-fsfreeze-thaw",
+    Action.FSTRIM: "guest-fstrim",
+    Action.SHUTDOWN: "guest-shutdown",
+    Action.SUSPEND_RAM: "guest-suspend-ram",
+    Action.SUSPEND_DISK: "guest-suspend-disk",
+    Action.SUSPEND_HYBRID: "guest-suspend-hybrid",
+    Action.EXEC: "guest-exec",
+}
+
+SUSPEND_ACTIONS = {
+    "ram": Action.SUSPEND_RAM,
+    "disk": Action.SUSPEND_DISK,
+    "hybrid": Action.SUSPEND_HYBRID,
+}
+
+
+class ReadOnlyError(Exception):
+    """Actions are off: read_only in hosts.toml or --read-only."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPlan:
+    action: Action
+    eligible: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]  # (vm id, why)
+
+
+def skip_reason(action: Action, snap: VmSnapshot, owned: bool) -> str | None:
+    """Why `snap` cannot get `action` now, or None if it can."""
+    if action is Action.THAW and owned:
+        return None  # we owe this thaw; try it whatever the last poll said
+    if snap.agent is not AgentState.OK:
+        why = snap.error or snap.agent.value
+        return f"agent not answering ({snap.agent.value})" if not snap.error else f"agent {why}"
+    info = snap.facts.info
+    command = action.command
+    if info is not None:
+        if not info.offers(command):
+            return f"this agent has no {command}"
+        frozen = snap.freeze is FreezeState.FROZEN
+        if not info.enabled(command) and not (frozen and action is Action.THAW):
+            return f"{command} is disabled " + (
+                "while the guest is frozen" if frozen else "by the guest's policy"
+            )
+    if action is Action.FREEZE and snap.freeze is FreezeState.FROZEN:
+        return "already frozen"
+    if action is Action.THAW and snap.freeze is FreezeState.THAWED:
+        return "not frozen"
+    return None
+
+
+def make_plan(
+    action: Action, snapshots: Iterable[tuple[str, VmSnapshot | None]], owned: set[str]
+) -> ActionPlan:
+    eligible: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for vm_id, snap in snapshots:
+        if snap is None:
+            skipped.append((vm_id, "no such VM"))
+            continue
+        reason = skip_reason(action, snap, vm_id in owned)
+        if reason is None:
+            eligible.append(vm_id)
+        else:
+            skipped.append((vm_id, reason))
+    return ActionPlan(action, tuple(eligible), tuple(skipped))

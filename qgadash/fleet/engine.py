@@ -1,0 +1,567 @@
+"""The fleet engine: inventory, sessions, polling, actions, the freeze guard.
+
+The dashboard, the CLI and the tests all drive this one object. It never imports a
+UI; it writes what agents say into the `FleetStore` and runs actions on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from qgadash.agent import replies
+from qgadash.agent.client import AgentCaller, NoReplyOutcome
+from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
+from qgadash.fleet.actions import (
+    SUSPEND_ACTIONS,
+    Action,
+    ActionPlan,
+    ReadOnlyError,
+    make_plan,
+)
+from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import Config, HypervisorConfig, Settings
+from qgadash.fleet.files import GuestFiles, run_exec
+from qgadash.fleet.guard import FreezeGuard
+from qgadash.fleet.model import (
+    ActionResult,
+    AgentState,
+    FreezeState,
+    HypervisorStatus,
+    SessionMode,
+    VmRef,
+)
+from qgadash.fleet.poller import PollPlan, failed_outcome, one_line, poll_with
+from qgadash.fleet.session import VmSession
+from qgadash.fleet.store import FleetStore
+from qgadash.transport.base import HypervisorLink, HypervisorState
+from qgadash.transport.discovery import is_proxmox_socket
+from qgadash.transport.local import LocalHypervisor
+
+__all__ = ["Action", "ActionPlan", "FleetEngine", "ReadOnlyError"]
+
+T = TypeVar("T")
+ProgressCallback = Callable[[ActionResult], None]
+LOCAL_HYPERVISOR = "local"
+REDISCOVER_EVERY = 6  # polls between two discoveries of a hypervisor's agents
+NO_REPLY_GRACE = 3.0  # seconds an error to shutdown/suspend may take to come back
+SHUTDOWN_MODES = ("powerdown", "halt", "reboot")
+
+
+def make_link(hv: HypervisorConfig, settings: Settings) -> HypervisorLink:
+    """The transport a [[hypervisor]] table asks for."""
+    if hv.via == "libvirt":
+        from qgadash.transport.libvirt import LibvirtHypervisor
+        from qgadash.transport.ssh import SshTarget
+
+        target = SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump) if hv.ssh else None
+        return LibvirtHypervisor(hv.name, target, max_reply=settings.max_reply_bytes)
+    if hv.ssh is not None:
+        from qgadash.transport.ssh import SshHypervisor, SshTarget
+
+        return SshHypervisor(
+            hv.name,
+            SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump),
+            via=hv.via,
+            max_reply=settings.max_reply_bytes,
+        )
+    return LocalHypervisor(hv.name, settings.max_reply_bytes)
+
+
+class FleetEngine:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        audit: AuditLog | None = None,
+        poll_plan: PollPlan | None = None,
+        links: dict[str, HypervisorLink] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = FleetStore()
+        self.audit = audit
+        self.poll_plan = poll_plan or PollPlan()
+        self._clock = clock
+        self._links: dict[str, HypervisorLink] = dict(links or {})
+        for hv in config.hypervisors:
+            if hv.name not in self._links:
+                self._links[hv.name] = make_link(hv, config.settings)
+        if any(vm.hypervisor == LOCAL_HYPERVISOR for vm in config.vms):
+            self._links.setdefault(
+                LOCAL_HYPERVISOR, LocalHypervisor(LOCAL_HYPERVISOR, config.settings.max_reply_bytes)
+            )
+        self._sessions: dict[str, VmSession] = {}
+        self._poll_numbers: dict[str, int] = {}
+        self._action_epochs: dict[str, int] = {}
+        self._semaphore = asyncio.Semaphore(config.settings.max_in_flight)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._discovery_tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self.guard = FreezeGuard(self.store, self._guard_thaw, clock)
+        self.files = GuestFiles(self)
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.settings
+
+    def session(self, vm_id: str) -> VmSession | None:
+        return self._sessions.get(vm_id)
+
+    # -- inventory --------------------------------------------------------------------
+
+    def _session_mode(self, hv: HypervisorConfig | None, address: str) -> SessionMode:
+        if hv is not None and hv.via == "libvirt":
+            return SessionMode.HELD  # libvirtd owns the socket; our client is shared anyway
+        if hv is not None and hv.session is not None:
+            return hv.session
+        if is_proxmox_socket(address):
+            return SessionMode.PER_POLL
+        return SessionMode.PER_POLL
+
+    async def discover(self) -> None:
+        """Find every hypervisor's agents; add new VMs, drop ones that are gone."""
+        await asyncio.gather(*(self._discover_hypervisor(hv) for hv in self.config.hypervisors))
+        for vm in self.config.vms:
+            link = self._links[vm.hypervisor]
+            hv = self.config.hypervisor(vm.hypervisor)
+            tags = tuple(dict.fromkeys((*(hv.tags if hv else ()), *vm.tags)))
+            mode = vm.session or self._session_mode(hv, vm.agent)
+            self._add_vm(VmRef(vm.hypervisor, vm.name, vm.agent, tags, mode), link)
+        if LOCAL_HYPERVISOR in self._links and self.config.hypervisor(LOCAL_HYPERVISOR) is None:
+            self._publish_hypervisor(LOCAL_HYPERVISOR)
+
+    async def _discover_hypervisor(self, hv: HypervisorConfig) -> None:
+        link = self._links[hv.name]
+        try:
+            found = await link.discover(list(hv.agents))
+        except (AgentError, OSError) as exc:
+            self._publish_hypervisor(hv.name, error=one_line(str(exc)))
+            return
+        seen: set[str] = set()
+        explicit = {f"{vm.hypervisor}/{vm.name}" for vm in self.config.vms}
+        for agent in found:
+            ref = VmRef(
+                hv.name, agent.name, agent.address, hv.tags, self._session_mode(hv, agent.address)
+            )
+            if ref.id in seen:
+                continue
+            seen.add(ref.id)
+            self._add_vm(ref, link)
+        for vm_id in [i for i in self._sessions if i.startswith(hv.name + "/")]:
+            if vm_id not in seen and vm_id not in explicit and vm_id not in self.guard.owned():
+                await self._remove_vm(vm_id)
+        self._publish_hypervisor(hv.name)
+
+    def _publish_hypervisor(self, name: str, error: str | None = None) -> None:
+        link = self._links[name]
+        count = sum(1 for vm_id in self._sessions if vm_id.startswith(name + "/"))
+        self.store.set_hypervisor(HypervisorStatus(name, link.state, error or link.error, count))
+
+    def _add_vm(self, ref: VmRef, link: HypervisorLink) -> None:
+        existing = self._sessions.get(ref.id)
+        if existing is not None and existing.ref == ref:
+            return
+        self._sessions[ref.id] = VmSession(ref, link.endpoint(ref.address))
+        self._poll_numbers.setdefault(ref.id, 0)
+        self.store.add(ref)
+        if self._running and ref.id not in self._tasks:
+            self._start_polling(ref.id, stagger=True)
+
+    async def _remove_vm(self, vm_id: str) -> None:
+        task = self._tasks.pop(vm_id, None)
+        if task is not None:
+            task.cancel()
+        session = self._sessions.pop(vm_id, None)
+        if session is not None:
+            await session.close()
+        self.store.remove(vm_id)
+
+    # -- polling -------------------------------------------------------------------------
+
+    async def poll_once(self) -> None:
+        """Discover, then poll every VM once (the CLI's `status`)."""
+        await self.discover()
+        await asyncio.gather(*(self.poll_vm(vm_id) for vm_id in list(self._sessions)))
+        for name in self._links:
+            self._publish_hypervisor(name)
+
+    async def poll_vm(self, vm_id: str) -> None:
+        session = self._sessions.get(vm_id)
+        snap = self.store.get(vm_id)
+        if session is None or snap is None:
+            return
+        number = self._poll_numbers.get(vm_id, 0)
+        self._poll_numbers[vm_id] = number + 1
+        epoch = self._action_epochs.get(vm_id, 0)
+        timeout = self.settings.timeout
+        was_failing = snap.agent is not AgentState.OK
+        async with self._semaphore:
+            try:
+                outcome = await session.run(
+                    lambda caller: poll_with(
+                        caller, snap, self.poll_plan, number, timeout, self._clock
+                    ),
+                    connect_timeout=timeout,
+                )
+            except AgentError as exc:
+                outcome = failed_outcome(snap, exc, self._clock)
+        current = self.store.get(vm_id)
+        if current is None:
+            return
+        if self._action_epochs.get(vm_id, 0) != epoch:
+            # An action changed the freeze state while we polled: trust the action.
+            outcome = outcome.__class__(
+                outcome.agent,
+                outcome.error,
+                outcome.latency_ms,
+                outcome.last_poll,
+                outcome.last_seen,
+                outcome.facts,
+                current.freeze,
+                outcome.nic_samples,
+            )
+        elif outcome.freeze is FreezeState.THAWED and vm_id in self.guard.owned():
+            self.guard.release(vm_id)  # someone thawed it: nothing owed
+            current = self.store.get(vm_id) or current
+        self.store.put(outcome.applied_to(current))
+        if outcome.nic_samples:
+            self.store.record_nic_counters(vm_id, outcome.nic_samples)
+        if was_failing and outcome.agent is AgentState.OK and vm_id in self.guard.owned():
+            await self.guard.retry_now(vm_id)
+
+    async def start(self) -> None:
+        """Discover, then poll every VM on its interval in the background."""
+        if self._running:
+            return
+        self._running = True
+        await self.discover()
+        for vm_id in list(self._sessions):
+            self._start_polling(vm_id, stagger=True)
+        for hv in self.config.hypervisors:
+            self._discovery_tasks.append(
+                asyncio.get_running_loop().create_task(self._rediscover_loop(hv))
+            )
+
+    def _start_polling(self, vm_id: str, stagger: bool) -> None:
+        self._tasks[vm_id] = asyncio.get_running_loop().create_task(
+            self._poll_loop(vm_id, stagger), name=f"poll:{vm_id}"
+        )
+
+    async def _poll_loop(self, vm_id: str, stagger: bool) -> None:
+        interval = self.settings.poll_interval
+        if stagger:
+            # First polls spread over a fraction of the interval: a fast first paint
+            # without every VM's poll landing in the same instant forever after.
+            await asyncio.sleep(random.uniform(0, min(interval, 1.0)))
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self.poll_vm(vm_id)
+            session = self._sessions.get(vm_id)
+            failures = session.failures if session else 0
+            # Degrade by stretching: a failing VM waits longer, never piles up work.
+            delay = interval * min(1.0 + failures / 2, 3.0)
+            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+
+    async def _rediscover_loop(self, hv: HypervisorConfig) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval * REDISCOVER_EVERY)
+            await self._discover_hypervisor(hv)
+
+    async def stop(self) -> list[ActionResult]:
+        """Stop polling and thaw everything this process froze; the thaw results."""
+        self._running = False
+        tasks = [*self._tasks.values(), *self._discovery_tasks]
+        self._tasks.clear()
+        self._discovery_tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        results = await self.guard.thaw_all()
+        await asyncio.gather(*(s.close() for s in self._sessions.values()))
+        await asyncio.gather(*(link.close() for link in self._links.values()))
+        return results
+
+    # -- agent access -----------------------------------------------------------------------
+
+    async def with_agent(self, vm_id: str, work: Callable[[AgentCaller], Awaitable[T]]) -> T:
+        """Run `work` on `vm_id`'s agent, serialised with its polls."""
+        session = self._sessions.get(vm_id)
+        if session is None:
+            raise AgentConnectionError(f"{vm_id}: no such VM")
+        return await session.run(work, connect_timeout=self.settings.timeout)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def frozen_by_us(self) -> list[str]:
+        return self.guard.owned()
+
+    def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
+        owned = set(self.guard.owned())
+        return make_plan(action, ((i, self.store.get(i)) for i in vm_ids), owned)
+
+    def dismiss_thaw_error(self, vm_id: str) -> None:
+        self.guard.dismiss(vm_id)
+
+    def _check_writable(self) -> None:
+        if self.settings.read_only:
+            raise ReadOnlyError("read-only mode: actions are off (read_only or --read-only)")
+
+    async def _bulk(
+        self,
+        action: str,
+        vm_ids: Sequence[str],
+        arguments: Any,
+        one: Callable[[str], Awaitable[Any]],
+        progress: ProgressCallback | None,
+    ) -> list[ActionResult]:
+        """Run `one` on every VM concurrently; one result per VM, in the order given."""
+
+        async def run(vm_id: str) -> ActionResult:
+            started = time.perf_counter()
+            ok: bool | None
+            try:
+                async with self._semaphore:
+                    value = await one(vm_id)
+                ok, error = True, None
+            except AgentError as exc:
+                value = None
+                unknown = exc.request_sent and isinstance(exc, AgentTimeout | AgentConnectionError)
+                ok, error = (None if unknown else False), one_line(str(exc))
+                if unknown:
+                    error = f"outcome unknown: {error}"
+            result = ActionResult(vm_id, ok, value, error, (time.perf_counter() - started) * 1000)
+            if self.audit is not None:
+                self.audit.record(action, vm_id, arguments, ok, error, result.elapsed_ms)
+            if progress is not None:
+                progress(result)
+            return result
+
+        return list(await asyncio.gather(*(run(vm_id) for vm_id in dict.fromkeys(vm_ids))))
+
+    def _bump(self, vm_id: str) -> None:
+        self._action_epochs[vm_id] = self._action_epochs.get(vm_id, 0) + 1
+
+    async def freeze(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        mountpoints: Sequence[str] | None = None,
+        thaw_after: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        """Freeze filesystems; each freeze is owned by the guard unless thaw_after is 0."""
+        self._check_writable()
+        after = self.settings.thaw_after if thaw_after is None else thaw_after
+        timeout = self.settings.action_timeout
+        command = "guest-fsfreeze-freeze-list" if mountpoints else "guest-fsfreeze-freeze"
+        args = {"mountpoints": list(mountpoints)} if mountpoints else None
+
+        async def one(vm_id: str) -> int:
+            if after > 0:
+                self.guard.record(vm_id, after)  # before the request: a lost reply still thaws
+            self._bump(vm_id)
+            try:
+                value = await self.with_agent(
+                    vm_id, lambda c: c.call(command, args, timeout=timeout)
+                )
+                count = replies.parse_count(value, command)
+            except AgentError as exc:
+                if not exc.request_sent or not isinstance(exc, AgentTimeout | AgentConnectionError):
+                    # Known not frozen by us (refused or never sent): nothing to thaw.
+                    # (A partial freeze error makes qemu-ga thaw what it froze itself.)
+                    self.guard.release(vm_id)
+                raise
+            self.store.update(vm_id, freeze=FreezeState.FROZEN)
+            return count
+
+        return await self._bulk(
+            "freeze",
+            vm_ids,
+            {"command": command, "arguments": args, "thaw_after": after},
+            one,
+            progress,
+        )
+
+    async def _thaw_one(self, vm_id: str) -> int:
+        timeout = self.settings.action_timeout
+        self._bump(vm_id)
+        value = await self.with_agent(
+            vm_id, lambda c: c.call("guest-fsfreeze-thaw", None, timeout=timeout)
+        )
+        count = replies.parse_count(value, "guest-fsfreeze-thaw")
+        self.guard.release(vm_id)
+        self.store.update(vm_id, freeze=FreezeState.THAWED)
+        return count
+
+    async def _guard_thaw(self, vm_id: str) -> ActionResult:
+        return (await self._bulk("thaw (deadline)", [vm_id], None, self._thaw_one, None))[0]
+
+    async def thaw(
+        self, vm_ids: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        self._check_writable()
+        return await self._bulk("thaw", vm_ids, None, self._thaw_one, progress)
+
+    async def fstrim(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        minimum: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        self._check_writable()
+        args = {"minimum": minimum} if minimum is not None else None
+        timeout = max(self.settings.action_timeout, 300.0)
+
+        async def one(vm_id: str) -> list[dict[str, Any]]:
+            value = await self.with_agent(
+                vm_id, lambda c: c.call("guest-fstrim", args, timeout=timeout)
+            )
+            return [
+                {"path": p.path, "trimmed": p.trimmed, "minimum": p.minimum, "error": p.error}
+                for p in replies.parse_fstrim(value)
+            ]
+
+        return await self._bulk("fstrim", vm_ids, args, one, progress)
+
+    async def _no_reply(
+        self,
+        action: str,
+        command: str,
+        args: dict[str, Any] | None,
+        vm_ids: Sequence[str],
+        progress: ProgressCallback | None,
+    ) -> list[ActionResult]:
+        async def one(vm_id: str) -> str:
+            outcome = await self.with_agent(
+                vm_id, lambda c: c.call_no_reply(command, args, grace=NO_REPLY_GRACE)
+            )
+            return (
+                "sent; the guest closed the channel"
+                if outcome is NoReplyOutcome.CHANNEL_CLOSED
+                else "sent; no error from the agent"
+            )
+
+        return await self._bulk(
+            action, vm_ids, {"command": command, "arguments": args}, one, progress
+        )
+
+    async def shutdown(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        mode: str = "powerdown",
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        self._check_writable()
+        if mode not in SHUTDOWN_MODES:
+            raise ValueError(f"shutdown mode {mode!r}: expected one of {', '.join(SHUTDOWN_MODES)}")
+        return await self._no_reply("shutdown", "guest-shutdown", {"mode": mode}, vm_ids, progress)
+
+    async def suspend(
+        self, vm_ids: Sequence[str], *, kind: str, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        self._check_writable()
+        action = SUSPEND_ACTIONS.get(kind)
+        if action is None:
+            raise ValueError(f"suspend {kind!r}: expected ram, disk or hybrid")
+        return await self._no_reply(f"suspend-{kind}", action.command, None, vm_ids, progress)
+
+    async def exec(
+        self,
+        vm_ids: Sequence[str],
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        """Run a program in each guest; the value has exit code and captured output."""
+        self._check_writable()
+        if not argv:
+            raise ValueError("exec needs a command")
+        limit = timeout if timeout is not None else self.settings.action_timeout
+        request_timeout = self.settings.timeout
+
+        async def one(vm_id: str) -> dict[str, Any]:
+            status = await self.with_agent(
+                vm_id,
+                lambda c: run_exec(
+                    c, argv[0], list(argv[1:]), timeout=limit, request_timeout=request_timeout
+                ),
+            )
+            return {
+                "exitcode": status.exitcode,
+                "signal": status.signal,
+                "stdout": status.stdout.decode("utf-8", errors="replace"),
+                "stderr": status.stderr.decode("utf-8", errors="replace"),
+                "stdout_truncated": status.stdout_truncated,
+                "stderr_truncated": status.stderr_truncated,
+            }
+
+        async def guarded(vm_id: str) -> dict[str, Any]:
+            try:
+                return await one(vm_id)
+            except TimeoutError:
+                raise AgentTimeout(f"the command did not finish within {limit:g} s") from None
+
+        return await self._bulk("exec", vm_ids, {"argv": list(argv)}, guarded, progress)
+
+    async def agent_command(
+        self, vm_id: str, name: str, args: dict[str, Any] | None
+    ) -> ActionResult:
+        """Any agent command, raw (the CLI's `agent`)."""
+        if not self.settings.read_only or name in READ_ONLY_COMMANDS:
+            timeout = self.settings.action_timeout
+
+            async def one(vm: str) -> Any:
+                if name in (
+                    "guest-shutdown",
+                    "guest-suspend-ram",
+                    "guest-suspend-disk",
+                    "guest-suspend-hybrid",
+                ):
+                    outcome = await self.with_agent(
+                        vm, lambda c: c.call_no_reply(name, args, grace=NO_REPLY_GRACE)
+                    )
+                    return outcome.value
+                return await self.with_agent(vm, lambda c: c.call(name, args, timeout=timeout))
+
+            return (await self._bulk(f"agent {name}", [vm_id], args, one, None))[0]
+        raise ReadOnlyError(f"read-only mode: {name} may change the guest")
+
+    def hypervisor_states(self) -> dict[str, HypervisorState]:
+        return {h.name: h.state for h in self.store.hypervisors()}
+
+
+READ_ONLY_COMMANDS = frozenset(
+    {
+        "guest-ping",
+        "guest-info",
+        "guest-get-osinfo",
+        "guest-get-host-name",
+        "guest-get-users",
+        "guest-get-timezone",
+        "guest-get-time",
+        "guest-get-fsinfo",
+        "guest-get-disks",
+        "guest-network-get-interfaces",
+        "guest-get-vcpus",
+        "guest-get-cpustats",
+        "guest-get-diskstats",
+        "guest-get-load",
+        "guest-fsfreeze-status",
+        "guest-get-memory-blocks",
+        "guest-get-memory-block-info",
+        "guest-get-devices",
+        "guest-sync",
+        "guest-sync-delimited",
+    }
+)

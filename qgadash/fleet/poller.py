@@ -1,0 +1,183 @@
+"""One poll of one VM: which commands to send, and how their replies become a snapshot.
+
+A poll pipelines its requests in one write. Cheap, fast-changing facts (freeze state,
+interfaces, load, filesystems) are asked every poll; slow ones (guest-info, OS, users,
+...) on the first poll and every `slow_every` polls after. Commands the guest has
+disabled are not sent. A command error leaves that fact as it was; a reply of the wrong
+shape marks the VM `error`, since the agent is then not to be believed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qgadash.agent import replies
+from qgadash.agent.client import AgentCaller
+from qgadash.agent.errors import (
+    AgentCommandError,
+    AgentConnectionError,
+    AgentError,
+    AgentProtocolError,
+    AgentTimeout,
+)
+from qgadash.fleet.model import AgentState, GuestFacts, VmSnapshot
+from qgadash.fleet.store import CounterSample
+
+FAST_COMMANDS = (
+    "guest-fsfreeze-status",
+    "guest-network-get-interfaces",
+    "guest-get-fsinfo",
+    "guest-get-load",
+)
+SLOW_COMMANDS = (
+    "guest-info",
+    "guest-get-osinfo",
+    "guest-get-host-name",
+    "guest-get-users",
+    "guest-get-timezone",
+    "guest-get-time",
+    "guest-get-disks",
+)
+# The three requests the benchmarks' floor client sends: a like-for-like plan.
+BENCH_COMMANDS = ("guest-info", "guest-fsfreeze-status", "guest-network-get-interfaces")
+
+
+@dataclass(frozen=True, slots=True)
+class PollPlan:
+    fast: tuple[str, ...] = FAST_COMMANDS
+    slow: tuple[str, ...] = SLOW_COMMANDS
+    slow_every: int = 6
+
+
+def commands_for(plan: PollPlan, facts: GuestFacts, poll_number: int) -> list[str]:
+    slow = facts.info is None or poll_number % plan.slow_every == 0
+    wanted = list(plan.slow if slow else ()) + [
+        c for c in plan.fast if not slow or c not in plan.slow
+    ]
+    info = facts.info
+    if info is None:
+        # guest-get-load is newer than many agents; ask once guest-info says it exists.
+        return [c for c in wanted if c != "guest-get-load" or c in plan.slow]
+    return [c for c in wanted if c == "guest-info" or info.enabled(c)]
+
+
+def _apply(name: str, value: Any, facts: GuestFacts, sent_at: float, rtt: float) -> GuestFacts:
+    """The facts with one command's reply folded in (raises ReplyShapeError)."""
+    if name == "guest-info":
+        return dataclasses.replace(facts, info=replies.parse_info(value))
+    if name == "guest-get-osinfo":
+        return dataclasses.replace(facts, os=replies.parse_osinfo(value))
+    if name == "guest-get-host-name":
+        return dataclasses.replace(facts, hostname=replies.parse_host_name(value))
+    if name == "guest-get-users":
+        return dataclasses.replace(facts, users=replies.parse_users(value))
+    if name == "guest-get-timezone":
+        return dataclasses.replace(facts, timezone=replies.parse_timezone(value))
+    if name == "guest-get-time":
+        guest_s = replies.parse_time(value) / 1e9
+        return dataclasses.replace(facts, time_drift_s=guest_s - (sent_at + rtt / 2))
+    if name == "guest-get-disks":
+        return dataclasses.replace(facts, disks=replies.parse_disks(value))
+    if name == "guest-network-get-interfaces":
+        return dataclasses.replace(facts, interfaces=replies.parse_interfaces(value))
+    if name == "guest-get-fsinfo":
+        return dataclasses.replace(facts, filesystems=replies.parse_fsinfo(value))
+    if name == "guest-get-load":
+        return dataclasses.replace(facts, load=replies.parse_load(value))
+    return facts
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """The members of a snapshot that one poll decides; the rest belongs to others."""
+
+    agent: AgentState
+    error: str | None
+    latency_ms: float | None
+    last_poll: float
+    last_seen: float | None
+    facts: GuestFacts
+    freeze: replies.FreezeState
+    nic_samples: tuple[tuple[str, CounterSample], ...] = ()
+
+    def applied_to(self, snapshot: VmSnapshot) -> VmSnapshot:
+        return dataclasses.replace(
+            snapshot,
+            agent=self.agent,
+            error=self.error,
+            latency_ms=self.latency_ms,
+            last_poll=self.last_poll,
+            last_seen=self.last_seen if self.last_seen is not None else snapshot.last_seen,
+            facts=self.facts,
+            freeze=self.freeze,
+        )
+
+
+async def poll_with(
+    caller: AgentCaller,
+    snapshot: VmSnapshot,
+    plan: PollPlan,
+    poll_number: int,
+    timeout: float,
+    clock: Callable[[], float] = time.time,
+) -> PollOutcome:
+    """Send one poll's requests over `caller` (raises AgentError if none got through)."""
+    names = commands_for(plan, snapshot.facts, poll_number)
+    sent_at = clock()
+    started = time.perf_counter()
+    results = await caller.call_many([(n, None) for n in names], timeout=timeout)
+    rtt = time.perf_counter() - started
+    facts = snapshot.facts
+    freeze = snapshot.freeze
+    error: str | None = None
+    state = AgentState.OK
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, AgentCommandError):
+            if name == "guest-fsfreeze-status":
+                freeze = replies.FreezeState.UNKNOWN
+            continue
+        if isinstance(result, AgentError):
+            continue
+        try:
+            if name == "guest-fsfreeze-status":
+                freeze = replies.parse_fsfreeze_status(result)
+            else:
+                facts = _apply(name, result, facts, sent_at, rtt)
+        except AgentProtocolError as exc:
+            state = AgentState.ERROR
+            error = one_line(f"nonsense from the agent: {exc}")
+    nic_samples: list[tuple[str, CounterSample]] = []
+    if "guest-network-get-interfaces" in names and state is AgentState.OK:
+        now = time.monotonic()
+        for iface in facts.interfaces or ():
+            if iface.stats is not None:
+                nic_samples.append(
+                    (iface.name, CounterSample(now, iface.stats.rx_bytes, iface.stats.tx_bytes))
+                )
+    return PollOutcome(
+        state, error, rtt * 1000, sent_at, sent_at, facts, freeze, tuple(nic_samples)
+    )
+
+
+def failed_outcome(
+    snapshot: VmSnapshot, exc: AgentError, clock: Callable[[], float]
+) -> PollOutcome:
+    """What a poll that got no usable answer decides."""
+    if isinstance(exc, AgentTimeout):
+        state = AgentState.TIMEOUT
+    elif isinstance(exc, AgentConnectionError):
+        state = AgentState.UNREACHABLE
+    else:
+        state = AgentState.ERROR
+    return PollOutcome(
+        state, one_line(str(exc)), None, clock(), None, snapshot.facts, snapshot.freeze
+    )
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

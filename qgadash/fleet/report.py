@@ -1,0 +1,121 @@
+"""The JSON documents of `--json` (contracts.md): fields the guest did not report are null."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from qgadash.fleet.model import ActionResult, HypervisorStatus, VmSnapshot
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def vm_document(snap: VmSnapshot) -> dict[str, Any]:
+    facts = snap.facts
+    os_doc = None
+    if facts.os is not None:
+        os_doc = {
+            "id": facts.os.id,
+            "name": facts.os.name,
+            "pretty_name": facts.os.pretty_name,
+            "version": facts.os.version,
+            "kernel": facts.os.kernel_release,
+            "machine": facts.os.machine,
+        }
+    interfaces = None
+    if facts.interfaces is not None:
+        interfaces = [
+            {
+                "name": i.name,
+                "mac": i.mac,
+                "addresses": [
+                    {"address": a.address, "prefix": a.prefix, "family": a.family}
+                    for a in i.addresses
+                ],
+                "rx_bytes": i.stats.rx_bytes if i.stats else None,
+                "tx_bytes": i.stats.tx_bytes if i.stats else None,
+            }
+            for i in facts.interfaces
+        ]
+    filesystems = None
+    if facts.filesystems is not None:
+        filesystems = [
+            {
+                "mountpoint": f.mountpoint,
+                "type": f.type,
+                "device": f.name,
+                "used_bytes": f.used_bytes,
+                "total_bytes": f.total_bytes,
+            }
+            for f in facts.filesystems
+        ]
+    commands = None
+    if facts.info is not None:
+        commands = [c.name for c in facts.info.commands if c.enabled]
+    return {
+        "id": snap.id,
+        "hypervisor": snap.ref.hypervisor,
+        "name": snap.ref.name,
+        "tags": list(snap.ref.tags),
+        "agent": {
+            "state": snap.agent.value,
+            "version": facts.version,
+            "latency_ms": round(snap.latency_ms, 3) if snap.latency_ms is not None else None,
+            "error": snap.error,
+            "commands": commands,
+        },
+        "hostname": facts.hostname,
+        "os": os_doc,
+        "fsfreeze": snap.freeze.value if snap.freeze.value != "unknown" else None,
+        "thaw_deadline": iso(snap.thaw_deadline),
+        "thaw_error": snap.thaw_error,
+        "interfaces": interfaces,
+        "filesystems": filesystems,
+        "load": (
+            {"load1": facts.load.load1, "load5": facts.load.load5, "load15": facts.load.load15}
+            if facts.load
+            else None
+        ),
+        "timezone": facts.timezone.zone if facts.timezone else None,
+        "time_drift_s": round(facts.time_drift_s, 3) if facts.time_drift_s is not None else None,
+        "last_seen": iso(snap.last_seen),
+    }
+
+
+def hypervisor_document(status: HypervisorStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "state": status.state.value,
+        "error": status.error,
+        "vms": status.vm_count,
+    }
+
+
+def status_document(
+    snapshots: Iterable[VmSnapshot], hypervisors: Iterable[HypervisorStatus]
+) -> dict[str, Any]:
+    return {
+        "vms": [vm_document(s) for s in snapshots],
+        "hypervisors": [hypervisor_document(h) for h in hypervisors],
+    }
+
+
+def action_document(action: str, results: Iterable[ActionResult]) -> dict[str, Any]:
+    return {
+        "action": action,
+        "results": [
+            {
+                "id": r.vm_id,
+                "ok": r.ok,
+                "value": r.value,
+                "error": r.error,
+                "elapsed_ms": round(r.elapsed_ms, 1),
+            }
+            for r in results
+        ],
+    }
