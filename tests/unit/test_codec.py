@@ -1,0 +1,129 @@
+"""The sans-IO decoder: every split point, resync on 0xFF, caps enforced while streaming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qgadash.agent.codec import Decoder, DecodeError, Reply, encode_request, encode_sync
+
+STREAM = (
+    b'{"return": {"version": "7.2.22", "supported_commands": []}, "id": 1}\n'
+    b'{"error": {"class": "CommandNotFound", "desc": "Command guest-exec has been disabled"}, "id": 2}\n'
+    b'{"return": "thawed", "id": 3}\n'
+)
+
+
+def replies_of(messages: list[Reply | DecodeError]) -> list[Reply]:
+    assert all(isinstance(m, Reply) for m in messages), messages
+    return [m for m in messages if isinstance(m, Reply)]
+
+
+def test_three_replies_in_one_read() -> None:
+    got = replies_of(Decoder().feed(STREAM))
+    assert [r.id for r in got] == [1, 2, 3]
+    assert got[0].value["version"] == "7.2.22"
+    assert got[1].error_class == "CommandNotFound" and not got[1].ok
+    assert got[2].value == "thawed"
+
+
+@pytest.mark.parametrize("split", range(1, len(STREAM)))
+def test_every_split_point_gives_the_same_replies(split: int) -> None:
+    decoder = Decoder()
+    got = decoder.feed(STREAM[:split]) + decoder.feed(STREAM[split:])
+    assert [r.id for r in replies_of(got)] == [1, 2, 3]
+
+
+def test_byte_by_byte() -> None:
+    decoder = Decoder()
+    got = [m for i in range(len(STREAM)) for m in decoder.feed(STREAM[i : i + 1])]
+    assert [r.id for r in replies_of(got)] == [1, 2, 3]
+
+
+def test_ff_mid_reply_drops_the_partial_reply() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b'{"return": {"half": ') == []
+    got = decoder.feed(b'\xff{"return": 12345}\n')
+    assert replies_of(got) == [Reply(None, 12345)]
+    assert decoder.resyncs == 1
+
+
+def test_stale_replies_before_the_sync_reply_are_delivered_then_ignored_by_id() -> None:
+    # What an agent sends to a new client after an old client's abandoned request.
+    stale = b'{"return": {"old": true}, "id": 99}\n{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\ufffd\'"}}\n'
+    got = replies_of(Decoder().feed(stale + b'\xff{"return": 7}\n'))
+    assert got[-1] == Reply(None, 7)
+    assert got[0].id == 99
+
+
+def test_invalid_json_is_an_error_then_decoding_continues() -> None:
+    got = Decoder().feed(b'not json at all\n{"return": 1, "id": 5}\n')
+    assert isinstance(got[0], DecodeError)
+    assert got[1] == Reply(5, 1)
+
+
+def test_invalid_utf8_is_an_error_not_an_exception() -> None:
+    got = Decoder().feed(b'{"return": "\xc3\x28"}\n{"return": 2, "id": 6}\n')
+    assert isinstance(got[0], DecodeError)
+    assert got[1] == Reply(6, 2)
+
+
+def test_non_object_reply_is_an_error() -> None:
+    got = Decoder().feed(b"[1, 2, 3]\n42\n")
+    assert all(isinstance(m, DecodeError) for m in got) and len(got) == 2
+
+
+def test_oversize_reply_is_refused_without_buffering_it_whole() -> None:
+    decoder = Decoder(max_reply=1000)
+    errors = []
+    chunk = b'{"return": "' + b"x" * 300
+    errors += decoder.feed(chunk)
+    for _ in range(100):  # 30 kB of one endless reply
+        errors += decoder.feed(b"y" * 300)
+        assert decoder.buffered <= 1000
+    assert len(errors) == 1 and isinstance(errors[0], DecodeError)
+    # The rest of the oversize reply is skipped; the next one decodes.
+    got = decoder.feed(b'yyy"}\n{"return": 3, "id": 8}\n')
+    assert got == [Reply(8, 3)]
+
+
+def test_oversize_reply_in_one_read() -> None:
+    got = Decoder(max_reply=100).feed(b'{"return": "' + b"x" * 200 + b'"}\n{"return": 1}\n')
+    assert isinstance(got[0], DecodeError) and got[1] == Reply(None, 1)
+
+
+def test_ff_ends_discarding_of_an_oversize_reply() -> None:
+    decoder = Decoder(max_reply=100)
+    decoder.feed(b"z" * 500)
+    assert decoder.feed(b'\xff{"return": 9}\n') == [Reply(None, 9)]
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep = b'{"return": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    got = Decoder(max_reply=1 << 20).feed(deep + b'{"return": 1}\n')
+    assert isinstance(got[0], DecodeError) and "nested" in got[0].reason
+    assert got[1] == Reply(None, 1)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "[" * 500
+    got = Decoder(max_depth=8).feed(json.dumps({"return": text}).encode() + b"\n")
+    assert got == [Reply(None, text)]
+
+
+def test_error_without_desc_still_reads_as_error() -> None:
+    (reply,) = replies_of(Decoder().feed(b'{"error": {"class": 5}, "id": 1}\n'))
+    assert not reply.ok and reply.error_class == "GenericError"
+
+
+def test_encode_request_only_has_the_three_members() -> None:
+    doc = json.loads(encode_request("guest-file-read", {"handle": 1}, 77))
+    assert doc == {"execute": "guest-file-read", "arguments": {"handle": 1}, "id": 77}
+    assert json.loads(encode_request("guest-ping")) == {"execute": "guest-ping"}
+
+
+def test_sync_starts_with_ff() -> None:
+    data = encode_sync(2**63 - 1)
+    assert data[0] == 0xFF
+    assert json.loads(data[1:])["arguments"]["id"] == 2**63 - 1

@@ -1,0 +1,96 @@
+"""hosts.toml errors name the file, the table, the key, what was found and what was expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qgadash.fleet.config import ConfigError, load_config
+from qgadash.fleet.model import SessionMode
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    return path
+
+
+def test_full_example_parses() -> None:
+    config = load_config(Path(__file__).parents[2] / "hosts.example.toml")
+    names = [h.name for h in config.hypervisors]
+    assert names == ["lab", "hv1", "hv2"]
+    hv1 = config.hypervisor("hv1")
+    assert hv1 is not None and hv1.ssh == "ops@hv1.example.net:22"
+    assert hv1.session is SessionMode.PER_POLL
+    assert config.vms[0].name == "build-7"
+    assert config.settings.thaw_after == 60.0
+
+
+@pytest.mark.parametrize(
+    ("text", "table", "key", "expected"),
+    [
+        ('[settings]\ntimeout = "soon"\n[[hypervisor]]\nname="a"\nagents=["/x"]\n', "settings", "timeout", "a number"),
+        ("[[hypervisor]]\nname='a'\nagents=['/x']\n[[hypervisor]]\nname='b'\nvia='telnet'\nagents=['/y']\n", "hypervisor[1]", "via", '"socket"'),
+        ("[[hypervisor]]\nname='a'\n", "hypervisor[0]", "agents", "socket globs"),
+        ("[[hypervisor]]\nname='a b'\nagents=['/x']\n", "hypervisor[0]", "name", "letters"),
+        ("[[hypervisor]]\nname='a'\nagents=['/x']\nsesion='held'\n", "hypervisor[0]", "sesion", "one of the keys"),
+        ("[[vm]]\nname='v'\nhypervisor='nope'\nagent='/x'\n", "vm[0]", "hypervisor", "the name of a [[hypervisor]]"),
+        ("[[hypervisor]]\nname='a'\nagents=['/x']\nsession='sometimes'\n", "hypervisor[0]", "session", '"held" or "per-poll"'),
+        ("[settings]\nread_only = 1\n[[vm]]\nname='v'\nagent='/x'\n", "settings", "read_only", "true or false"),
+    ],
+)
+def test_errors_name_file_table_key_and_expectation(
+    tmp_path: Path, text: str, table: str, key: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"[{table}]" in message
+    assert key in message
+    assert expected in message
+    assert "found" in message
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[[hypervisor]\nname=")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(path)
+
+
+def test_cli_exits_2_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "[[hypervisor]]\nname='a'\nagents=['/x']\nvia='telnet'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "qgadash", "--hosts", str(path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{path}: [hypervisor[0]] via: found 'telnet'" in proc.stderr
+
+
+def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qgadash", "--hosts", str(tmp_path / "none.toml"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "none.toml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_status_does_not_import_textual(tmp_path: Path) -> None:
+    path = write(tmp_path, f"[[vm]]\nname='v'\nagent='{tmp_path}/none.sock'\n")
+    code = (
+        "import sys; from qgadash.cli import main; rc = main(['--hosts', %r, 'status']); "
+        "assert 'textual' not in sys.modules, 'textual imported'; print('rc', rc)"
+    ) % str(path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "rc 1" in proc.stdout, proc.stderr
