@@ -9,6 +9,7 @@ streams in, never buffered whole, and nesting deeper than `max_depth` is refused
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,16 @@ class DecodeError:
 Message = Reply | DecodeError
 
 
+@functools.lru_cache(maxsize=256)
+def _execute_prefix(name: str) -> bytes:
+    return b'{"execute":' + json.dumps(name).encode()
+
+
 def encode_request(name: str, arguments: dict[str, Any] | None = None, id: Any = None) -> bytes:
     """One request document; only the three members the agent accepts."""
+    if not arguments and type(id) is int:
+        # The poll's hot path: no arguments, an integer id.
+        return _execute_prefix(name) + b',"id":%d}' % id
     request: dict[str, Any] = {"execute": name}
     if arguments:
         request["arguments"] = arguments

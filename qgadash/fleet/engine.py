@@ -204,7 +204,13 @@ class FleetEngine:
             try:
                 outcome = await session.run(
                     lambda caller: poll_with(
-                        caller, snap, self.poll_plan, number, timeout, self._clock
+                        caller,
+                        snap,
+                        self.poll_plan,
+                        number,
+                        timeout,
+                        self._clock,
+                        session.reply_cache,
                     ),
                     connect_timeout=timeout,
                 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentConnectionError, AgentError
@@ -26,6 +26,7 @@ class VmSession:
         self._caller: AgentCaller | None = None
         self._lock = asyncio.Lock()
         self.failures = 0  # consecutive failed uses, for backoff
+        self.reply_cache: dict[str, Any] = {}  # last raw poll replies (see poller.poll_with)
 
     @property
     def held(self) -> bool:

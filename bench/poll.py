@@ -1,0 +1,158 @@
+"""One fleet poll: qgadash's engine beside the raw floor client, in the same run.
+
+    python bench/poll.py --sim 1000          # simulated agents, simulator in its own process
+    python bench/poll.py --real 200          # real qemu-ga agents (dangerous commands blocked)
+
+Both poll the same agents over held sockets with the same three requests per VM
+(guest-info, guest-fsfreeze-status, guest-network-get-interfaces). Reported: wall and
+CPU seconds (this process only) per fleet poll, as the median of --rounds polls after a
+warm-up poll that connects and syncs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.floor import FloorClient  # noqa: E402
+from qgadash.fleet.config import HypervisorConfig, Settings, Config  # noqa: E402
+from qgadash.fleet.engine import FleetEngine  # noqa: E402
+from qgadash.fleet.model import SessionMode  # noqa: E402
+from qgadash.fleet.poller import BENCH_COMMANDS, PollPlan  # noqa: E402
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def measure(poll, rounds: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    await poll()  # warm-up: connect and sync
+    walls, cpus = [], []
+    for _ in range(rounds):
+        c0, w0 = time.process_time(), time.perf_counter()
+        await poll()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+async def bench(sockets: list[Path], rounds: int, max_in_flight: int) -> dict[str, tuple[float, float]]:
+    directory = sockets[0].parent
+    settings = Settings(timeout=10.0, max_in_flight=max_in_flight, poll_interval=3600)
+    config = Config(
+        None,
+        settings,
+        (HypervisorConfig("bench", agents=(f"{directory}/*.sock",), session=SessionMode.HELD),),
+    )
+    plan = PollPlan(fast=BENCH_COMMANDS, slow=BENCH_COMMANDS, slow_every=1)
+    engine = FleetEngine(config, poll_plan=plan)
+    await engine.discover()
+    ids = engine.store.ids()
+    assert len(ids) == len(sockets), (len(ids), len(sockets))
+
+    async def engine_poll() -> None:
+        await asyncio.gather(*(engine.poll_vm(i) for i in ids))
+
+    results = {"qgadash": await measure(engine_poll, rounds)}
+    bad = [s for s in engine.store.snapshots() if s.agent.value != "ok"]
+    assert not bad, f"{len(bad)} VMs not ok, e.g. {bad[0].error}"
+    await engine.stop()
+
+    sem = asyncio.Semaphore(max_in_flight)
+
+    async def connect(path: Path) -> FloorClient:
+        async with sem:
+            return await FloorClient.connect(path)
+
+    clients = await asyncio.gather(*(connect(p) for p in sockets))
+
+    async def floor_poll() -> None:
+        async def one(c: FloorClient) -> None:
+            async with sem:
+                await c.poll()
+
+        await asyncio.gather(*(one(c) for c in clients))
+
+    results["floor"] = await measure(floor_poll, rounds)
+    for c in clients:
+        c.close()
+    return results
+
+
+def start_sim(count: int, directory: Path, procs: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qgadash.sim", "--count", str(count), "--dir", str(directory), "--procs", str(procs)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        raise SystemExit(f"simulator did not start: {line!r}")
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sim", type=int, help="number of simulated agents")
+    parser.add_argument("--real", type=int, help="number of real qemu-ga agents")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-in-flight", type=int, default=256)
+    args = parser.parse_args()
+    raise_nofile()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="qgab-") as tmp:
+        directory = Path(tmp)
+        if args.sim:
+            sim = start_sim(args.sim, directory, procs=1 if args.sim <= 5000 else 2)
+            try:
+                sockets = sorted(directory.glob("*.sock"))
+                label = f"{args.sim} simulated agents"
+                results = asyncio.run(bench(sockets, args.rounds, args.max_in_flight))
+            finally:
+                sim.terminate()
+                sim.wait()
+        elif args.real:
+            from tests.integration.realagent import start_real_agents
+
+            agents = start_real_agents(directory, args.real)
+            try:
+                sockets = [a.socket for a in agents]
+                label = f"{args.real} real qemu-ga agents"
+                results = asyncio.run(bench(sockets, args.rounds, args.max_in_flight))
+            finally:
+                for a in agents:
+                    a.stop()
+        else:
+            parser.error("give --sim N or --real N")
+    floor_cpu = results["floor"][1]
+    print(f"one fleet poll of {label} (median of {args.rounds}):")
+    for name, (wall, cpu) in results.items():
+        print(f"  {name:<8} wall {wall * 1000:8.1f} ms   cpu {cpu * 1000:8.1f} ms   ({cpu / floor_cpu:.2f}x floor cpu)")
+
+
+if __name__ == "__main__":
+    main()
