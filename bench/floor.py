@@ -31,7 +31,10 @@ class FloorClient:
         reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
         client = cls(reader, writer)
         sync_id = random.randint(1, 2**62)
-        writer.write(b"\xff" + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}).encode())
+        writer.write(
+            b"\xff"
+            + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}).encode()
+        )
         while True:
             data = await reader.read(65536)
             if not data:

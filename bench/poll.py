@@ -58,7 +58,9 @@ async def measure(poll, rounds: int) -> tuple[float, float]:  # type: ignore[no-
     return statistics.median(walls), statistics.median(cpus)
 
 
-async def bench(sockets: list[Path], rounds: int, max_in_flight: int) -> dict[str, tuple[float, float]]:
+async def bench(
+    sockets: list[Path], rounds: int, max_in_flight: int
+) -> dict[str, tuple[float, float]]:
     directory = sockets[0].parent
     settings = Settings(timeout=10.0, max_in_flight=max_in_flight, poll_interval=3600)
     config = Config(
@@ -103,7 +105,17 @@ async def bench(sockets: list[Path], rounds: int, max_in_flight: int) -> dict[st
 
 def start_sim(count: int, directory: Path, procs: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qgadash.sim", "--count", str(count), "--dir", str(directory), "--procs", str(procs)],
+        [
+            sys.executable,
+            "-m",
+            "qgadash.sim",
+            "--count",
+            str(count),
+            "--dir",
+            str(directory),
+            "--procs",
+            str(procs),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -116,7 +128,9 @@ def start_sim(count: int, directory: Path, procs: int) -> subprocess.Popen[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sim", type=int, help="number of simulated agents")
     parser.add_argument("--real", type=int, help="number of real qemu-ga agents")
     parser.add_argument("--rounds", type=int, default=5)
@@ -151,7 +165,9 @@ def main() -> None:
     floor_cpu = results["floor"][1]
     print(f"one fleet poll of {label} (median of {args.rounds}):")
     for name, (wall, cpu) in results.items():
-        print(f"  {name:<8} wall {wall * 1000:8.1f} ms   cpu {cpu * 1000:8.1f} ms   ({cpu / floor_cpu:.2f}x floor cpu)")
+        print(
+            f"  {name:<8} wall {wall * 1000:8.1f} ms   cpu {cpu * 1000:8.1f} ms   ({cpu / floor_cpu:.2f}x floor cpu)"
+        )
 
 
 if __name__ == "__main__":

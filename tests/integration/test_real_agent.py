@@ -34,7 +34,9 @@ def three_agents(real_agent_factory) -> list[RealAgent]:  # type: ignore[no-unty
     return real_agent_factory(3, ["alpha", "beta", "gamma"])
 
 
-async def test_engine_reads_every_fact_from_real_agents(tmp_path: Path, three_agents: list[RealAgent]) -> None:
+async def test_engine_reads_every_fact_from_real_agents(
+    tmp_path: Path, three_agents: list[RealAgent]
+) -> None:
     engine = FleetEngine(load_config(hosts_for(tmp_path, three_agents)))
     try:
         await engine.poll_once()
@@ -78,17 +80,25 @@ async def test_file_read_of_a_known_file(tmp_path: Path, three_agents: list[Real
         await engine.stop()
 
 
-async def test_exec_captures_output_and_listing_works(tmp_path: Path, three_agents: list[RealAgent]) -> None:
+async def test_exec_captures_output_and_listing_works(
+    tmp_path: Path, three_agents: list[RealAgent]
+) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "file one.txt").write_text("x" * 10)
     (tmp_path / "d" / "sub").mkdir()
     engine = FleetEngine(load_config(hosts_for(tmp_path, three_agents)))
     try:
         await engine.poll_once()
-        results = await engine.exec(["lab/beta"], ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
+        results = await engine.exec(
+            ["lab/beta"], ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]
+        )
         (r,) = results
         assert r.ok is True
-        assert r.value["stdout"] == "out\n" and r.value["stderr"] == "err\n" and r.value["exitcode"] == 3
+        assert (
+            r.value["stdout"] == "out\n"
+            and r.value["stderr"] == "err\n"
+            and r.value["exitcode"] == 3
+        )
         listing = await engine.files.list_dir("lab/beta", str(tmp_path / "d"))
         entries = {e.name: e for e in listing.entries}
         assert entries["sub"].kind == "dir"
@@ -97,7 +107,9 @@ async def test_exec_captures_output_and_listing_works(tmp_path: Path, three_agen
         await engine.stop()
 
 
-async def test_disabled_command_is_refused_with_the_agents_words(tmp_path: Path, three_agents: list[RealAgent]) -> None:
+async def test_disabled_command_is_refused_with_the_agents_words(
+    tmp_path: Path, three_agents: list[RealAgent]
+) -> None:
     engine = FleetEngine(load_config(hosts_for(tmp_path, three_agents)))
     try:
         await engine.poll_once()
@@ -113,7 +125,9 @@ async def test_disabled_command_is_refused_with_the_agents_words(tmp_path: Path,
         await engine.stop()
 
 
-async def test_per_poll_sessions_leave_the_socket_free_for_others(tmp_path: Path, three_agents: list[RealAgent]) -> None:
+async def test_per_poll_sessions_leave_the_socket_free_for_others(
+    tmp_path: Path, three_agents: list[RealAgent]
+) -> None:
     from tests.integration.realagent import agent_answers
 
     engine = FleetEngine(load_config(hosts_for(tmp_path, three_agents)))
@@ -127,10 +141,14 @@ async def test_per_poll_sessions_leave_the_socket_free_for_others(tmp_path: Path
 
 
 def test_status_json_over_real_agents(tmp_path: Path, three_agents: list[RealAgent]) -> None:
-    hosts = hosts_for(tmp_path, three_agents, f'[[vm]]\nname = "ghost"\nagent = "{tmp_path}/none.sock"\n')
+    hosts = hosts_for(
+        tmp_path, three_agents, f'[[vm]]\nname = "ghost"\nagent = "{tmp_path}/none.sock"\n'
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "qgadash", "--hosts", str(hosts), "status", "--json"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     doc = json.loads(proc.stdout)
     by_id = {vm["id"]: vm for vm in doc["vms"]}
@@ -145,21 +163,41 @@ def test_status_json_over_real_agents(tmp_path: Path, three_agents: list[RealAge
 
     proc = subprocess.run(
         [sys.executable, "-m", "qgadash", "--hosts", str(hosts), "status", "--match", "lab/*"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lab/gamma" in proc.stdout and "ghost" not in proc.stdout
 
 
-def test_destructive_cli_command_needs_yes_without_a_terminal(tmp_path: Path, three_agents: list[RealAgent]) -> None:
+def test_destructive_cli_command_needs_yes_without_a_terminal(
+    tmp_path: Path, three_agents: list[RealAgent]
+) -> None:
     hosts = hosts_for(tmp_path, three_agents)
     proc = subprocess.run(
         [sys.executable, "-m", "qgadash", "--hosts", str(hosts), "exec", "--", "/bin/true"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 2 and "--yes" in proc.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "qgadash", "--hosts", str(hosts), "--read-only", "exec", "--yes", "--", "/bin/true"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "qgadash",
+            "--hosts",
+            str(hosts),
+            "--read-only",
+            "exec",
+            "--yes",
+            "--",
+            "/bin/true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2 and "read-only" in proc.stderr

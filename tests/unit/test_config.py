@@ -32,14 +32,44 @@ def test_full_example_parses() -> None:
 @pytest.mark.parametrize(
     ("text", "table", "key", "expected"),
     [
-        ('[settings]\ntimeout = "soon"\n[[hypervisor]]\nname="a"\nagents=["/x"]\n', "settings", "timeout", "a number"),
-        ("[[hypervisor]]\nname='a'\nagents=['/x']\n[[hypervisor]]\nname='b'\nvia='telnet'\nagents=['/y']\n", "hypervisor[1]", "via", '"socket"'),
+        (
+            '[settings]\ntimeout = "soon"\n[[hypervisor]]\nname="a"\nagents=["/x"]\n',
+            "settings",
+            "timeout",
+            "a number",
+        ),
+        (
+            "[[hypervisor]]\nname='a'\nagents=['/x']\n[[hypervisor]]\nname='b'\nvia='telnet'\nagents=['/y']\n",
+            "hypervisor[1]",
+            "via",
+            '"socket"',
+        ),
         ("[[hypervisor]]\nname='a'\n", "hypervisor[0]", "agents", "socket globs"),
         ("[[hypervisor]]\nname='a b'\nagents=['/x']\n", "hypervisor[0]", "name", "letters"),
-        ("[[hypervisor]]\nname='a'\nagents=['/x']\nsesion='held'\n", "hypervisor[0]", "sesion", "one of the keys"),
-        ("[[vm]]\nname='v'\nhypervisor='nope'\nagent='/x'\n", "vm[0]", "hypervisor", "the name of a [[hypervisor]]"),
-        ("[[hypervisor]]\nname='a'\nagents=['/x']\nsession='sometimes'\n", "hypervisor[0]", "session", '"held" or "per-poll"'),
-        ("[settings]\nread_only = 1\n[[vm]]\nname='v'\nagent='/x'\n", "settings", "read_only", "true or false"),
+        (
+            "[[hypervisor]]\nname='a'\nagents=['/x']\nsesion='held'\n",
+            "hypervisor[0]",
+            "sesion",
+            "one of the keys",
+        ),
+        (
+            "[[vm]]\nname='v'\nhypervisor='nope'\nagent='/x'\n",
+            "vm[0]",
+            "hypervisor",
+            "the name of a [[hypervisor]]",
+        ),
+        (
+            "[[hypervisor]]\nname='a'\nagents=['/x']\nsession='sometimes'\n",
+            "hypervisor[0]",
+            "session",
+            '"held" or "per-poll"',
+        ),
+        (
+            "[settings]\nread_only = 1\n[[vm]]\nname='v'\nagent='/x'\n",
+            "settings",
+            "read_only",
+            "true or false",
+        ),
     ],
 )
 def test_errors_name_file_table_key_and_expectation(

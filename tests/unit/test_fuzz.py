@@ -1,0 +1,153 @@
+"""Property tests: arbitrary bytes and values never escape as anything but documented errors.
+
+CI runs a bounded number of examples. A long campaign:
+    HYPOTHESIS_PROFILE=long python -m pytest tests/unit/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qgadash.agent import replies
+from qgadash.agent.codec import Decoder, DecodeError, Reply
+from qgadash.agent.errors import AgentProtocolError
+
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("long", max_examples=200_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+CAP = 4096
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_decoder_never_raises_and_never_buffers_past_the_cap(chunks: list[bytes]) -> None:
+    decoder = Decoder(max_reply=CAP)
+    for chunk in chunks:
+        for message in decoder.feed(chunk):
+            assert isinstance(message, Reply | DecodeError)
+        assert decoder.buffered <= CAP
+
+
+@given(
+    st.lists(st.binary(max_size=200), max_size=10), st.integers(min_value=1, max_value=2**63 - 1)
+)
+def test_a_sync_after_garbage_restores_the_stream(garbage: list[bytes], sync_id: int) -> None:
+    decoder = Decoder(max_reply=CAP)
+    for chunk in garbage:
+        decoder.feed(chunk)
+    got = decoder.feed(b"\xff" + json.dumps({"return": sync_id}).encode() + b"\n")
+    assert got and got[-1] == Reply(None, sync_id)
+
+
+@given(st.lists(json_values, min_size=1, max_size=5), st.data())
+def test_replies_split_anywhere_decode_the_same(values: list[Any], data: st.DataObject) -> None:
+    stream = b"".join(
+        json.dumps({"return": v, "id": i}).encode() + b"\n" for i, v in enumerate(values)
+    )
+    cut = data.draw(st.integers(min_value=0, max_value=len(stream)))
+    decoder = Decoder(max_reply=1 << 20)
+    got = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+    assert [m.id for m in got if isinstance(m, Reply)] == list(range(len(values)))
+
+
+PARSERS = [
+    replies.parse_info,
+    replies.parse_osinfo,
+    replies.parse_host_name,
+    replies.parse_users,
+    replies.parse_timezone,
+    replies.parse_time,
+    replies.parse_fsfreeze_status,
+    lambda v: replies.parse_count(v, "guest-fsfreeze-thaw"),
+    replies.parse_fstrim,
+    replies.parse_fsinfo,
+    replies.parse_disks,
+    replies.parse_diskstats,
+    replies.parse_interfaces,
+    replies.parse_vcpus,
+    replies.parse_cpustats,
+    replies.parse_load,
+    replies.parse_file_handle,
+    lambda v: replies.parse_file_read(v, 1 << 20),
+    replies.parse_file_write,
+    replies.parse_file_seek,
+    replies.parse_exec,
+    replies.parse_exec_status,
+]
+
+# Realistic shapes with every field then replaced by an arbitrary value.
+SHAPES: list[Any] = [
+    {
+        "version": "7.2",
+        "supported_commands": [{"name": "guest-ping", "enabled": True, "success-response": True}],
+    },
+    {"id": "debian", "name": "Debian", "pretty-name": "D", "kernel-release": "6.1"},
+    {"host-name": "web-1"},
+    [{"user": "root", "login-time": 1.5}],
+    {"zone": "UTC", "offset": 0},
+    [
+        {
+            "name": "vda1",
+            "mountpoint": "/",
+            "type": "ext4",
+            "used-bytes": 1,
+            "total-bytes": 2,
+            "disk": [{"dev": "/dev/vda"}],
+        }
+    ],
+    [
+        {
+            "name": "eth0",
+            "hardware-address": "52:54:00:00:00:01",
+            "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "10.0.0.1", "prefix": 24}],
+            "statistics": {"rx-bytes": 1, "tx-bytes": 2},
+        }
+    ],
+    {"load1": 0.1, "load5": 0.2, "load15": 0.3},
+    {"count": 3, "buf-b64": "YWJj", "eof": True},
+    {"exited": True, "exitcode": 0, "out-data": "YWJj"},
+    {"paths": [{"path": "/", "trimmed": 5, "minimum": 0}]},
+    [{"cpu": 0, "type": "linux", "user": 1}],
+    [{"name": "vda", "major": 252, "minor": 0, "stats": {"read-ios": 1}}],
+]
+
+
+def _mutations(value: Any) -> st.SearchStrategy[Any]:
+    if isinstance(value, dict) and value:
+        return st.sampled_from(sorted(value)).flatmap(
+            lambda k: st.one_of(json_values, _mutations(value[k])).map(
+                lambda new: {**value, k: new}
+            )
+        )
+    if isinstance(value, list) and value:
+        return _mutations(value[0]).map(lambda new: [new, *value[1:]])
+    return json_values
+
+
+@given(st.one_of(json_values, st.sampled_from(SHAPES).flatmap(_mutations)))
+@settings(max_examples=300)
+def test_every_parser_returns_or_raises_a_protocol_error(value: Any) -> None:
+    for parse in PARSERS:
+        try:
+            parse(value)
+        except AgentProtocolError:
+            pass
