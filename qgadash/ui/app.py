@@ -1,0 +1,403 @@
+"""The dashboard application: wires the engine's store to the screens, runs actions as
+workers, and refuses to leave guests frozen behind it.
+
+The CLI builds a `FleetEngine` and calls `run_dashboard`. The app starts the engine on
+mount and stops it (which thaws what this process froze) before it exits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.theme import Theme
+
+from qgadash.fleet.model import ActionResult
+from qgadash.ui.commands import FleetCommands
+from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
+from qgadash.ui.fleet_view import Palette
+from qgadash.ui.plain import plain, sanitize
+from qgadash.ui.screens.detail import DetailScreen
+from qgadash.ui.screens.files import FilesScreen
+from qgadash.ui.screens.fleet import FleetScreen
+from qgadash.ui.screens.help import HelpScreen, JumpScreen
+from qgadash.ui.screens.modals import (
+    POWER_OPTIONS,
+    ActionRunScreen,
+    ConfirmActionScreen,
+    FreezeChoice,
+    MessageScreen,
+    PowerChoice,
+    PowerScreen,
+    QuitScreen,
+)
+from qgadash.ui.themes import (
+    DEFAULT_THEME,
+    THEME_VARIABLE_DEFAULTS,
+    load_themes,
+    palette_from_variables,
+)
+
+__all__ = ["QgadashApp", "run_dashboard"]
+
+Clock = Callable[[], float]
+TICK_SECONDS = 0.25  # countdowns and ages on screen
+BATCH_SECONDS = 0.05  # store changes are gathered this long, then drawn in one batch
+
+
+class QgadashApp(App[int]):
+    """`QgadashApp(engine, config_label=..., theme=...)`; `clock` and `user_theme_dir` are
+    for tests (a fixed clock makes snapshots deterministic)."""
+
+    TITLE = "qgadash"
+    CSS_PATH: ClassVar = [
+        "app.tcss",
+        "screens/fleet.tcss",
+        "screens/detail.tcss",
+        "screens/files.tcss",
+    ]
+    COMMANDS: ClassVar = App.COMMANDS | {FleetCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit-now"),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        config_label: str = "",
+        theme: str | None = None,
+        clock: Clock = time.time,
+        user_theme_dir: Path | None = None,
+        start_engine: bool = True,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.config_label = config_label
+        self.clock = clock
+        self.palette = Palette()
+        self.keymap: dict[str, str] = dict(engine.settings.keys)
+        self._start_engine = start_engine
+        self._stopped = False
+        self._quitting = False
+        self._refresh_pending = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self.fleet = FleetScreen()
+        themes, self.theme_errors = load_themes(user_theme_dir)
+        for t in themes.values():
+            self.register_theme(t)
+        wanted = theme or engine.settings.theme or DEFAULT_THEME
+        if wanted not in self.available_themes:
+            self.theme_errors.append(
+                f"theme {wanted!r} not found; themes: {', '.join(sorted(themes))}"
+            )
+            wanted = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+        self.theme = wanted
+        if self.keymap:
+            self.set_keymap(self.keymap)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.engine.settings.read_only)
+
+    def key_for(self, binding_id: str, default: str) -> str:
+        return self.keymap.get(binding_id, default).split(",")[0]
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(THEME_VARIABLE_DEFAULTS)
+
+    def get_default_screen(self) -> Screen[None]:
+        return self.fleet
+
+    def _theme_changed(self, _theme: Theme) -> None:
+        self.palette = palette_from_variables(self.get_css_variables())
+        if self.fleet.is_mounted:
+            self.fleet.redraw()
+        screen = self.screen
+        if isinstance(screen, DetailScreen):
+            screen.redraw()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        self.palette = palette_from_variables(self.get_css_variables())
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self._unsubscribe = self.engine.store.subscribe(self._store_changed)
+        self.set_interval(TICK_SECONDS, self._tick)
+        for error in self.theme_errors:
+            self.notify(error, severity="warning", markup=False, timeout=10)
+        if self.fleet.is_mounted:
+            self.fleet.redraw()
+        if self._start_engine:
+            try:
+                await self.engine.start()
+            except Exception as exc:
+                self.notify(
+                    f"The fleet engine did not start: {sanitize(str(exc), 300)}",
+                    severity="error",
+                    markup=False,
+                    timeout=30,
+                )
+        self._refresh()
+
+    async def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if not self._stopped:
+            self._stopped = True
+            await self.engine.stop()
+
+    def _store_changed(self) -> None:
+        if not self._refresh_pending:
+            self._refresh_pending = True
+            self.set_timer(BATCH_SECONDS, self._refresh)
+
+    def _refresh(self) -> None:
+        """Apply everything the store changed since the last look, in one batch."""
+        self._refresh_pending = False
+        changed, removed, hypervisors = self.engine.store.take_changes()
+        if not (changed or removed or hypervisors):
+            return
+        with self.batch_update():
+            if self.fleet.is_mounted:
+                self.fleet.apply_changes(changed, removed, hypervisors)
+            screen = self.screen
+            if isinstance(screen, DetailScreen | FilesScreen):
+                screen.fleet_changed(changed, removed)
+
+    def _tick(self) -> None:
+        with self.batch_update():
+            if self.fleet.is_mounted:
+                self.fleet.tick()
+            screen = self.screen
+            if isinstance(screen, DetailScreen):
+                screen.tick()
+
+    # -- navigation -------------------------------------------------------------------------
+
+    def open_details(self, vm_id: str, tab: str = "overview") -> None:
+        self.push_screen(DetailScreen(vm_id, tab))
+
+    def open_files(self, vm_id: str) -> None:
+        self.push_screen(FilesScreen(vm_id))
+
+    def open_jump(self) -> None:
+        def jumped(vm_id: str | None) -> None:
+            if vm_id is not None:
+                self.jump_to(vm_id)
+
+        self.push_screen(JumpScreen(self.engine.store.ids()), jumped)
+
+    def jump_to(self, vm_id: str) -> None:
+        while isinstance(self.screen, DetailScreen | FilesScreen):
+            self.pop_screen()
+        if not self.fleet.jump_to(vm_id):
+            self.notify(f"No VM {sanitize(vm_id, 80)}", severity="warning", markup=False)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- actions on guests ------------------------------------------------------------------
+
+    def _refuse_read_only(self) -> bool:
+        if self.read_only:
+            self.notify("READ-ONLY: actions are off.", severity="warning", markup=False)
+            return True
+        return False
+
+    def _run(
+        self,
+        title: str,
+        done_word: str,
+        plan: ActionPlan,
+        runner: Callable[[Callable[[ActionResult], None]], object],
+    ) -> None:
+        def finished(results: list[ActionResult]) -> None:
+            ok = sum(1 for r in results if r.ok)
+            bad = len(results) - ok
+            message = f"{title}: {ok} {done_word}" + (f", {bad} failed or unknown" if bad else "")
+            self.notify(message, severity="error" if bad else "information", markup=False)
+
+        self.push_screen(
+            ActionRunScreen(
+                title=title,
+                done_word=done_word,
+                plan=plan,
+                runner=runner,  # type: ignore[arg-type]
+                palette=self.palette,
+                on_finished=finished,
+            )
+        )
+
+    def confirm_freeze(self, vm_ids: Sequence[str], how: str) -> None:
+        if self._refuse_read_only():
+            return
+        plan = self.engine.plan(Action.FREEZE, vm_ids)
+        default = self.engine.settings.thaw_after
+
+        def confirmed(choice: FreezeChoice | None) -> None:
+            if choice is None or not plan.eligible:
+                return
+            self._run(
+                "Freeze filesystems",
+                "frozen",
+                plan,
+                lambda progress: self.engine.freeze(
+                    plan.eligible, thaw_after=choice.thaw_after, progress=progress
+                ),
+            )
+
+        self.push_screen(
+            ConfirmActionScreen(
+                title="Freeze filesystems",
+                verb="Freeze",
+                plan=plan,
+                how=how,
+                palette=self.palette,
+                thaw_after=default,
+            ),
+            confirmed,
+        )
+
+    def confirm_thaw(self, vm_ids: Sequence[str], how: str) -> None:
+        if self._refuse_read_only():
+            return
+        plan = self.engine.plan(Action.THAW, vm_ids)
+
+        def confirmed(choice: FreezeChoice | None) -> None:
+            if choice is None or not plan.eligible:
+                return
+            self._run(
+                "Thaw filesystems",
+                "thawed",
+                plan,
+                lambda progress: self.engine.thaw(plan.eligible, progress=progress),
+            )
+
+        self.push_screen(
+            ConfirmActionScreen(
+                title="Thaw filesystems", verb="Thaw", plan=plan, how=how, palette=self.palette
+            ),
+            confirmed,
+        )
+
+    def open_power(self, vm_ids: Sequence[str], how: str) -> None:
+        if self._refuse_read_only():
+            return
+        plans = {opt.key: self.engine.plan(opt.action, vm_ids) for opt in POWER_OPTIONS}
+
+        def chosen(choice: PowerChoice | None) -> None:
+            if choice is None:
+                return
+            opt, plan = choice.option, choice.plan
+            if opt.action is Action.SHUTDOWN:
+                self._run(
+                    f"{opt.label}",
+                    "sent",
+                    plan,
+                    lambda progress: self.engine.shutdown(
+                        plan.eligible, mode=opt.argument, progress=progress
+                    ),
+                )
+            else:
+                self._run(
+                    f"{opt.label}",
+                    "sent",
+                    plan,
+                    lambda progress: self.engine.suspend(
+                        plan.eligible, kind=opt.argument, progress=progress
+                    ),
+                )
+
+        self.push_screen(PowerScreen(plans=plans, how=how, palette=self.palette), chosen)
+
+    def dismiss_thaw_error(self, vm_id: str) -> None:
+        if self._refuse_read_only():
+            return
+        try:
+            self.engine.dismiss_thaw_error(vm_id)
+        except ReadOnlyError:
+            return
+        self.notify(
+            f"{sanitize(vm_id, 80)}: failed thaw dismissed; the guest may still be frozen.",
+            severity="warning",
+            markup=False,
+        )
+
+    # -- quitting ----------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        frozen = self.engine.frozen_by_us()
+        if not frozen:
+            await self._stop_and_exit()
+            return
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.run_worker(self._stop_and_exit(), group="quit", exit_on_error=False)
+
+        self.push_screen(QuitScreen(frozen, self.palette), answered)
+
+    async def _stop_and_exit(self) -> None:
+        self._quitting = True
+        owed = self.engine.frozen_by_us()
+        if owed:
+            self.notify(f"Thawing {len(owed)} VMs before exit…", markup=False)
+        results = await self.engine.stop()
+        self._stopped = True
+        failed = [r for r in results if not r.ok]
+        if not failed:
+            self.exit(0)
+            return
+        body = Text()
+        body.append(
+            f"{len(failed)} VMs could not be thawed and may stay frozen:", style=Style(bold=True)
+        )
+        for r in failed:
+            body.append("\n  ")
+            body.append_text(plain(r.vm_id, 60))
+            body.append("  ")
+            body.append_text(plain(r.error or "unknown", 200, style=self.palette.error))
+
+        def answered(quit_anyway: bool | None) -> None:
+            if quit_anyway:
+                self.exit(1)
+            else:
+                self._quitting = False
+                self._stopped = False
+                self.run_worker(self._restart(), group="quit", exit_on_error=False)
+
+        self.push_screen(
+            MessageScreen(
+                "Thaw failed", body, safe="Stay (retry on next quit)", risky="Quit anyway"
+            ),
+            answered,
+        )
+
+    async def _restart(self) -> None:
+        await self.engine.start()
+
+
+def run_dashboard(engine: Engine, *, theme: str | None = None, config_label: str = "") -> int:
+    """Run the dashboard until the operator quits; the exit status for the CLI."""
+    app = QgadashApp(engine, theme=theme, config_label=config_label)
+    result = app.run()
+    if isinstance(result, int):
+        return result
+    return app.return_code or 0

@@ -1,0 +1,190 @@
+"""The command palette's fleet entries: what can be done right now, in words.
+
+"Freeze 12 marked VMs", "Thaw all frozen", "Open files of web-1", jump to any VM. In
+read-only mode no entry that changes a guest is offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+
+from qgadash.fleet.model import FreezeState
+from qgadash.ui.fleet_view import COLUMNS, SORTABLE
+from qgadash.ui.plain import sanitize
+
+if TYPE_CHECKING:
+    from qgadash.ui.app import QgadashApp
+
+__all__ = ["FleetCommands", "PaletteEntry", "palette_entries"]
+
+MAX_JUMP_HITS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class PaletteEntry:
+    name: str
+    run: Callable[[], object]
+    help: str
+    changes_guests: bool = False
+
+
+def _vms(n: int) -> str:
+    return f"{n} VM{'s' if n != 1 else ''}"
+
+
+def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
+    """The context actions for the palette, given the app's state now."""
+    fleet = app.fleet
+    store = app.engine.store
+    entries: list[PaletteEntry] = []
+    marks = sorted(fleet.marks)
+    cursor = fleet.table.cursor_vm if fleet.is_mounted else None
+    frozen = sorted(s.id for s in store.snapshots() if s.freeze is FreezeState.FROZEN)
+    owned = sorted(app.engine.frozen_by_us())
+
+    if marks:
+        how = f"{len(marks)} marked VM{'s' if len(marks) != 1 else ''}"
+        entries += [
+            PaletteEntry(
+                f"Freeze {_vms(len(marks))} marked",
+                partial(app.confirm_freeze, marks, how),
+                "freeze filesystems, with a thaw deadline",
+                True,
+            ),
+            PaletteEntry(
+                f"Thaw {_vms(len(marks))} marked",
+                partial(app.confirm_thaw, marks, how),
+                "thaw filesystems",
+                True,
+            ),
+            PaletteEntry(
+                f"Power: shutdown or suspend {_vms(len(marks))} marked",
+                partial(app.open_power, marks, how),
+                "power menu",
+                True,
+            ),
+            PaletteEntry(f"Clear {len(marks)} marks", fleet.action_clear, "unmark every VM"),
+        ]
+    if frozen:
+        entries.append(
+            PaletteEntry(
+                f"Thaw all frozen ({_vms(len(frozen))})",
+                partial(app.confirm_thaw, frozen, f"all {_vms(len(frozen))} frozen"),
+                "every VM whose filesystems are frozen",
+                True,
+            )
+        )
+    if owned and owned != frozen:
+        entries.append(
+            PaletteEntry(
+                f"Thaw what this session froze ({_vms(len(owned))})",
+                partial(app.confirm_thaw, owned, "the VMs this session froze"),
+                "VMs with a thaw deadline",
+                True,
+            )
+        )
+    if cursor is not None:
+        name = sanitize(cursor, 60)
+        entries += [
+            PaletteEntry(f"Open files of {name}", partial(app.open_files, cursor), "files pane"),
+            PaletteEntry(f"Details of {name}", partial(app.open_details, cursor), "detail tabs"),
+            PaletteEntry(
+                f"Freeze {name}",
+                partial(app.confirm_freeze, [cursor], "this VM"),
+                "freeze its filesystems",
+                True,
+            ),
+            PaletteEntry(
+                f"Thaw {name}",
+                partial(app.confirm_thaw, [cursor], "this VM"),
+                "thaw its filesystems",
+                True,
+            ),
+            PaletteEntry(
+                f"Power: shutdown or suspend {name}",
+                partial(app.open_power, [cursor], "this VM"),
+                "power menu",
+                True,
+            ),
+        ]
+        snap = store.get(cursor)
+        if snap is not None and snap.thaw_error:
+            entries.append(
+                PaletteEntry(
+                    f"Dismiss the failed thaw of {name}",
+                    partial(app.dismiss_thaw_error, cursor),
+                    "stop showing it in red",
+                    True,
+                )
+            )
+    entries += [
+        PaletteEntry("Mark all shown VMs", fleet.action_mark_all, "space marks one"),
+        PaletteEntry(
+            "Show all VMs" if fleet.faults_only else "Show faults only",
+            fleet.action_faults,
+            "agents not answering, failed thaws",
+        ),
+        PaletteEntry("Clear the filter", partial(fleet.set_filter, ""), "show every VM"),
+        PaletteEntry("Keys (help)", app.action_help, "every binding"),
+    ]
+    for key in SORTABLE:
+        label = next(c.label for c in COLUMNS if c.key == key)
+        entries.append(
+            PaletteEntry(f"Sort by {label}", partial(fleet.sort_by, key, False), "table order")
+        )
+    if app.read_only:
+        entries = [e for e in entries if not e.changes_guests]
+    return entries
+
+
+def _highlight(matcher_query: str, candidate: str, score_offsets: Sequence[int]) -> Content:
+    """Like Matcher.highlight, but never reads the candidate as markup."""
+    content = Content(candidate)
+    for offset in score_offsets:
+        if offset < len(candidate) and not candidate[offset].isspace():
+            content = content.stylize("reverse", offset, offset + 1)
+    return content
+
+
+class FleetCommands(Provider):
+    @property
+    def qapp(self) -> QgadashApp:
+        return cast("QgadashApp", self.app)
+
+    async def discover(self) -> Hits:
+        for entry in palette_entries(self.qapp):
+            yield DiscoveryHit(Content(entry.name), entry.run, text=entry.name, help=entry.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for entry in palette_entries(self.qapp):
+            score, offsets = matcher.fuzzy_search.match(query, entry.name)
+            if score > 0:
+                yield Hit(
+                    score,
+                    _highlight(query, entry.name, offsets),
+                    entry.run,
+                    text=entry.name,
+                    help=entry.help,
+                )
+        jumps = 0
+        for vm_id in self.qapp.engine.store.ids():
+            candidate = f"Jump to {sanitize(vm_id, 80)}"
+            score, offsets = matcher.fuzzy_search.match(query, candidate)
+            if score > 0:
+                yield Hit(
+                    score * 0.9,
+                    _highlight(query, candidate, offsets),
+                    partial(self.qapp.jump_to, vm_id),
+                    text=candidate,
+                    help="move the cursor",
+                )
+                jumps += 1
+                if jumps >= MAX_JUMP_HITS:
+                    break

@@ -1,0 +1,103 @@
+"""What the dashboard needs from the fleet engine, written down as Protocols.
+
+The dashboard is typed against these rather than `FleetEngine` itself so that tests can
+drive it with a small in-memory engine and the real one satisfies them structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError
+from qgadash.fleet.config import Settings
+from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
+from qgadash.fleet.model import ActionResult
+from qgadash.fleet.store import FleetStore
+
+__all__ = [
+    "Action",
+    "ActionPlan",
+    "ActionProgress",
+    "ActionResult",
+    "DirEntry",
+    "DirListing",
+    "Engine",
+    "FileSlice",
+    "Files",
+    "ListingUnavailable",
+    "ReadOnlyError",
+    "TransferProgress",
+]
+
+ActionProgress = Callable[[ActionResult], None]
+TransferProgress = Callable[[int, int | None], None]
+
+
+class Files(Protocol):
+    def can_list(self, vm_id: str) -> str | None: ...
+
+    async def list_dir(self, vm_id: str, path: str) -> DirListing: ...
+
+    async def read(
+        self, vm_id: str, path: str, *, offset: int = 0, max_bytes: int = 1 << 20
+    ) -> FileSlice: ...
+
+    async def tail(self, vm_id: str, path: str, *, max_bytes: int = 64 * 1024) -> FileSlice: ...
+
+    async def download(
+        self, vm_id: str, path: str, local: Path, *, progress: TransferProgress | None = None
+    ) -> int: ...
+
+    async def upload(
+        self, vm_id: str, local: Path, path: str, *, progress: TransferProgress | None = None
+    ) -> int: ...
+
+
+class Engine(Protocol):
+    """The subset of `qgadash.fleet.engine.FleetEngine` the dashboard uses."""
+
+    @property
+    def store(self) -> FleetStore: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def files(self) -> Files: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> list[ActionResult]: ...
+
+    def frozen_by_us(self) -> list[str]: ...
+
+    def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan: ...
+
+    async def freeze(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        mountpoints: Sequence[str] | None = None,
+        thaw_after: float | None = None,
+        progress: ActionProgress | None = None,
+    ) -> list[ActionResult]: ...
+
+    async def thaw(
+        self, vm_ids: Sequence[str], *, progress: ActionProgress | None = None
+    ) -> list[ActionResult]: ...
+
+    async def shutdown(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        mode: str = "powerdown",
+        progress: ActionProgress | None = None,
+    ) -> list[ActionResult]: ...
+
+    async def suspend(
+        self, vm_ids: Sequence[str], *, kind: str, progress: ActionProgress | None = None
+    ) -> list[ActionResult]: ...
+
+    def dismiss_thaw_error(self, vm_id: str) -> None: ...

@@ -1,0 +1,443 @@
+"""The fleet table as data: columns, filter, sort keys, cell values. No Textual here.
+
+A row is described per column by a small hashable *cell value* computed from a snapshot
+(`row_values`); the table compares it with what it last drew and rebuilds only the
+cells whose value changed (`render_cell`). Values that depend on the clock (the thaw
+countdown, "last seen") are whole seconds, so they change at most once a second.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+
+from qgadash.fleet.model import AgentState, FreezeState, HypervisorStatus, VmSnapshot
+from qgadash.transport.base import HypervisorState
+from qgadash.ui.formatting import format_age, format_countdown, format_latency
+from qgadash.ui.plain import plain
+
+__all__ = [
+    "COLUMNS",
+    "Column",
+    "FleetCounts",
+    "FleetFilter",
+    "Palette",
+    "count_fleet",
+    "is_fault",
+    "render_cell",
+    "row_values",
+    "sort_ids",
+]
+
+CellValue = tuple[Hashable, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Palette:
+    """Rich styles for states, taken from the theme's variables."""
+
+    ok: Style = field(default_factory=lambda: Style(color="green"))
+    warning: Style = field(default_factory=lambda: Style(color="yellow"))
+    error: Style = field(default_factory=lambda: Style(color="red"))
+    frozen: Style = field(default_factory=lambda: Style(color="cyan"))
+    stale: Style = field(default_factory=lambda: Style(color="bright_black"))
+    accent: Style = field(default_factory=lambda: Style(color="magenta"))
+    mark: Style = field(default_factory=lambda: Style(color="magenta", bold=True))
+
+
+# -- faults and counts ----------------------------------------------------------------
+
+_FAULT_STATES = frozenset({AgentState.TIMEOUT, AgentState.UNREACHABLE, AgentState.ERROR})
+HYPERVISOR_DOWN = frozenset(
+    {HypervisorState.UNREACHABLE, HypervisorState.AUTH_FAILED, HypervisorState.HOST_KEY_REJECTED}
+)
+HYPERVISOR_UP = frozenset({HypervisorState.LOCAL, HypervisorState.CONNECTED})
+
+
+def is_fault(snap: VmSnapshot) -> bool:
+    """What the faults-only view keeps: agents not answering, failed thaws."""
+    return snap.agent in _FAULT_STATES or snap.thaw_error is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    total: int
+    by_state: dict[AgentState, int]
+    frozen: int
+    thaw_errors: int
+    hypervisors: tuple[HypervisorStatus, ...]
+
+    @property
+    def hypervisors_up(self) -> int:
+        return sum(1 for h in self.hypervisors if h.state in HYPERVISOR_UP)
+
+    @property
+    def hypervisors_down(self) -> tuple[HypervisorStatus, ...]:
+        return tuple(h for h in self.hypervisors if h.state in HYPERVISOR_DOWN)
+
+    @property
+    def hypervisors_connecting(self) -> int:
+        return sum(1 for h in self.hypervisors if h.state is HypervisorState.CONNECTING)
+
+
+def count_fleet(
+    snapshots: Iterable[VmSnapshot], hypervisors: Iterable[HypervisorStatus]
+) -> FleetCounts:
+    states: Counter[AgentState] = Counter()
+    frozen = thaw_errors = total = 0
+    for snap in snapshots:
+        total += 1
+        states[snap.agent] += 1
+        if snap.freeze is FreezeState.FROZEN:
+            frozen += 1
+        if snap.thaw_error is not None:
+            thaw_errors += 1
+    hvs = tuple(sorted(hypervisors, key=lambda h: h.name))
+    return FleetCounts(total, dict(states), frozen, thaw_errors, hvs)
+
+
+# -- filter ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    negate: bool
+    tag: bool
+    pattern: str
+    glob: bool
+
+    def hit(self, fields: Sequence[str], tags: Sequence[str]) -> bool:
+        haystack = tags if self.tag else fields
+        if self.glob:
+            return any(fnmatch.fnmatchcase(f, self.pattern) for f in haystack)
+        if self.tag:
+            return self.pattern in haystack
+        return any(self.pattern in f for f in haystack)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFilter:
+    """`/` filter: whitespace-separated terms, all of which must hold.
+
+    A term is a substring, or a glob when it has `*?[`, matched case-insensitively
+    against the VM id, hostname, IP addresses and OS; `tag:NAME` (NAME may be a glob)
+    matches a tag; a leading `!` inverts the term.
+    """
+
+    text: str = ""
+    terms: tuple[_Term, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> FleetFilter:
+        terms = []
+        for raw in text.split():
+            negate = raw.startswith("!")
+            body = raw[1:] if negate else raw
+            tag = body.lower().startswith("tag:")
+            if tag:
+                body = body[4:]
+            if not body:
+                continue
+            body = body.lower()
+            terms.append(_Term(negate, tag, body, any(c in body for c in "*?[")))
+        return cls(text, tuple(terms))
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    def matches(self, snap: VmSnapshot) -> bool:
+        if not self.terms:
+            return True
+        fields = search_fields(snap)
+        tags = [t.lower() for t in snap.ref.tags]
+        return all(term.hit(fields, tags) != term.negate for term in self.terms)
+
+
+def search_fields(snap: VmSnapshot) -> list[str]:
+    """The lower-cased strings a filter term is matched against."""
+    facts = snap.facts
+    fields = [snap.id.lower()]
+    if facts.hostname:
+        fields.append(facts.hostname.lower())
+    label = facts.os_label
+    if label:
+        fields.append(label.lower())
+    if facts.os is not None:
+        for extra in (facts.os.id, facts.os.pretty_name):
+            if extra:
+                fields.append(extra.lower())
+    for iface in facts.interfaces or ():
+        for addr in iface.addresses:
+            fields.append(addr.address.lower())
+    return fields
+
+
+# -- columns, values and cells ------------------------------------------------------------
+
+_STATE_ORDER = {
+    AgentState.ERROR: 0,
+    AgentState.UNREACHABLE: 1,
+    AgentState.TIMEOUT: 2,
+    AgentState.PENDING: 3,
+    AgentState.OK: 4,
+}
+
+
+def _fullest_pct(snap: VmSnapshot) -> int | None:
+    fs = snap.facts.fullest_filesystem
+    if fs is None or fs.used_fraction is None:
+        return None
+    return round(fs.used_fraction * 100)
+
+
+def _load1(snap: VmSnapshot) -> float | None:
+    return snap.facts.load.load1 if snap.facts.load else None
+
+
+def _freeze_rank(snap: VmSnapshot) -> tuple[int, float]:
+    if snap.thaw_error is not None:
+        return (0, 0.0)
+    if snap.freeze is FreezeState.FROZEN:
+        return (1, snap.thaw_deadline or float("inf"))
+    if snap.freeze is FreezeState.UNKNOWN:
+        return (2, 0.0)
+    return (3, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int
+    sort_key: Callable[[VmSnapshot], Any] | None  # None: the column does not sort
+    justify: str = "left"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("mark", "✓", 1, None),
+    Column("vm", "VM", 24, lambda s: s.id),
+    Column("hv", "HV", 8, lambda s: s.ref.hypervisor),
+    Column("agent", "AGENT", 11, lambda s: _STATE_ORDER[s.agent]),
+    Column("os", "OS", 18, lambda s: (s.facts.os_label or "").lower() or None),
+    Column("host", "HOSTNAME", 18, lambda s: (s.facts.hostname or "").lower() or None),
+    Column("ip", "IPv4", 15, lambda s: _ip_key(s.facts.first_ipv4)),
+    Column("fs", "FS", 11, _freeze_rank),
+    Column("full", "FULL", 4, _fullest_pct, "right"),
+    Column("load", "LOAD", 5, _load1, "right"),
+    Column("rtt", "RTT", 6, lambda s: s.latency_ms, "right"),
+    Column("seen", "SEEN", 4, lambda s: -s.last_seen if s.last_seen is not None else None, "right"),
+)
+COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+COLUMN_INDEX = {c.key: i for i, c in enumerate(COLUMNS)}
+SORTABLE = tuple(c.key for c in COLUMNS if c.sort_key is not None)
+# The columns whose value depends on the clock.
+CLOCK_COLUMNS = (COLUMN_INDEX["fs"], COLUMN_INDEX["seen"])
+
+
+def _ip_key(ip: str | None) -> tuple[int, ...] | None:
+    if ip is None:
+        return None
+    try:
+        return tuple(int(p) for p in ip.split("."))
+    except ValueError:
+        return (999,)
+
+
+def sort_ids(snapshots: Iterable[VmSnapshot], column: str, reverse: bool) -> list[str]:
+    """VM ids ordered by `column`, ties by id; VMs without a value come last either way."""
+    col = COLUMNS[COLUMN_INDEX[column]]
+    key = col.sort_key or (lambda s: s.id)
+    have: list[tuple[Any, str]] = []
+    missing: list[str] = []
+    for snap in snapshots:
+        value = key(snap)
+        if value is None:
+            missing.append(snap.id)
+        else:
+            have.append((value, snap.id))
+    if reverse:
+        # Descending by value but still ascending by id within equal values.
+        have.sort(key=lambda pair: pair[1])
+        have.sort(key=lambda pair: pair[0], reverse=True)
+    else:
+        have.sort()
+    missing.sort()
+    return [vm_id for _, vm_id in have] + missing
+
+
+def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, ...]:
+    """One hashable value per column: everything `render_cell` needs, and no more."""
+    facts = snap.facts
+    stale = snap.agent is not AgentState.OK
+    if snap.thaw_error is not None:
+        fs: CellValue = ("thaw-failed",)
+    elif snap.freeze is FreezeState.FROZEN:
+        if snap.thaw_deadline is not None:
+            fs = ("frozen", int(max(0.0, snap.thaw_deadline - now) + 0.999))
+        else:
+            fs = ("frozen", None)
+    else:
+        fs = (snap.freeze.value,)
+    load = _load1(snap)
+    latency = snap.latency_ms
+    return (
+        (marked,),
+        (snap.id, stale),
+        (snap.ref.hypervisor,),
+        (snap.agent,),
+        (facts.os_label, stale),
+        (facts.hostname, stale),
+        (facts.first_ipv4, stale),
+        fs,
+        (_fullest_pct(snap), stale),
+        (None if load is None else round(load, 2), stale),
+        (None if latency is None else round(latency, 1 if latency < 10 else 0), stale),
+        (None if snap.last_seen is None else int(now - snap.last_seen),),
+    )
+
+
+def clock_values(snap: VmSnapshot, now: float) -> tuple[CellValue, CellValue]:
+    """The values of CLOCK_COLUMNS alone (cheaper than `row_values` for a timer tick)."""
+    values = row_values(snap, now, False)
+    return values[CLOCK_COLUMNS[0]], values[CLOCK_COLUMNS[1]]
+
+
+_AGENT_SYMBOL = {
+    AgentState.OK: "ok",
+    AgentState.TIMEOUT: "timeout",
+    AgentState.UNREACHABLE: "unreachable",
+    AgentState.ERROR: "error",
+    AgentState.PENDING: "…",
+}
+
+
+def _agent_style(state: AgentState, palette: Palette) -> Style:
+    if state is AgentState.OK:
+        return palette.ok
+    if state is AgentState.TIMEOUT:
+        return palette.warning
+    if state is AgentState.PENDING:
+        return palette.stale
+    return palette.error
+
+
+def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
+    """The drawable cell for column `index` from its value; guest strings via `plain`."""
+    key = COLUMN_KEYS[index]
+    width = COLUMNS[index].width
+    if key == "mark":
+        return Text("✓", style=palette.mark) if value[0] else Text(" ")
+    if key == "agent":
+        state = value[0]
+        assert isinstance(state, AgentState)
+        return Text(_AGENT_SYMBOL[state], style=_agent_style(state, palette))
+    if key == "fs":
+        kind = value[0]
+        if kind == "thaw-failed":
+            return Text("THAW FAILED", style=palette.error + Style(bold=True))
+        if kind == "frozen":
+            remaining = value[1]
+            if remaining is None:
+                return Text("❄ frozen", style=palette.frozen)
+            assert isinstance(remaining, int)
+            return Text("❄ " + format_countdown(remaining), style=palette.frozen + Style(bold=True))
+        if kind == "thawed":
+            return Text("thawed", style=palette.stale)
+        return Text("?", style=palette.stale)
+    if key == "seen":
+        age = value[0]
+        return Text(format_age(age if isinstance(age, int) else None), justify="right")
+    stale = bool(value[-1]) if len(value) > 1 else False
+    style = palette.stale if stale else Style()
+    raw = value[0]
+    if key in ("vm", "hv", "os", "host", "ip"):
+        return plain(raw if isinstance(raw, str) else None, width, style=style)
+    if key == "full":
+        if raw is None:
+            return Text("—", style=palette.stale, justify="right")
+        assert isinstance(raw, int)
+        if not stale:
+            style = palette.error if raw >= 95 else palette.warning if raw >= 85 else style
+        return Text(f"{raw}%", style=style, justify="right")
+    if key == "load":
+        if raw is None:
+            return Text("—", style=palette.stale, justify="right")
+        assert isinstance(raw, float)
+        return Text(f"{raw:.2f}", style=style, justify="right")
+    if key == "rtt":
+        if raw is None:
+            return Text("—", style=palette.stale, justify="right")
+        assert isinstance(raw, float | int)
+        if not stale and raw >= 500:
+            style = palette.warning
+        return Text(format_latency(float(raw)), style=style, justify="right")
+    raise KeyError(key)  # pragma: no cover
+
+
+# -- the header ---------------------------------------------------------------------------
+
+
+def header_text(
+    counts: FleetCounts, *, label: str, read_only: bool, palette: Palette, max_down: int = 3
+) -> Text:
+    """The line that answers "is anything wrong?", then one line per hypervisor that is down."""
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(" qgadash ", style=Style(bold=True))
+    if label:
+        text.append(" ")
+        text.append_text(plain(label, 60))
+    hvs = counts.hypervisors
+    if hvs:
+        text.append(f" · {len(hvs)} hypervisor{'s' if len(hvs) != 1 else ''} (")
+        parts: list[tuple[str, Style]] = [(f"{counts.hypervisors_up} connected", Style())]
+        if counts.hypervisors_connecting:
+            parts.append((f"{counts.hypervisors_connecting} connecting", palette.warning))
+        down = counts.hypervisors_down
+        if down:
+            parts.append((f"{len(down)} down", palette.error))
+        for i, (part, style) in enumerate(parts):
+            if i:
+                text.append(", ")
+            text.append(part, style=style)
+        text.append(")")
+    text.append(f" · {counts.total} VM{'s' if counts.total != 1 else ''} ")
+    by = counts.by_state
+
+    def chip(symbol: str, n: int, what: str, style: Style) -> None:
+        text.append("  ")
+        text.append(f"{symbol} {n} {what}", style=style)
+
+    chip("●", by.get(AgentState.OK, 0), "ok", palette.ok)
+    for state, symbol, style in (
+        (AgentState.TIMEOUT, "▲", palette.warning),
+        (AgentState.UNREACHABLE, "✖", palette.error),
+        (AgentState.ERROR, "!", palette.error),
+        (AgentState.PENDING, "…", palette.stale),
+    ):
+        if by.get(state):
+            chip(symbol, by[state], state.value, style)
+    if counts.frozen:
+        chip("❄", counts.frozen, "frozen", palette.frozen)
+    if counts.thaw_errors:
+        chip("✖", counts.thaw_errors, "thaw failed", palette.error + Style(bold=True))
+    if read_only:
+        text.append("  ")
+        text.append(" READ-ONLY ", style=Style(reverse=True, bold=True) + palette.warning)
+    down = counts.hypervisors_down
+    for hv in down[:max_down]:
+        text.append("\n")
+        text.append(" ✖ ", style=palette.error)
+        text.append_text(plain(hv.name, 40, style=palette.error + Style(bold=True)))
+        text.append(f" {hv.state.value}", style=palette.error)
+        if hv.error:
+            text.append(": ")
+            text.append_text(plain(hv.error, 160))
+    if len(down) > max_down:
+        text.append(f"\n   and {len(down) - max_down} more hypervisors down", style=palette.error)
+    return text

@@ -1,0 +1,103 @@
+"""Details of one VM (enter): overview, network, storage and agent tabs, kept live."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from qgadash.fleet.model import VmSnapshot
+from qgadash.ui.vm_view import agent_text, network_text, overview_text, storage_text, title_text
+
+if TYPE_CHECKING:
+    from qgadash.ui.app import QgadashApp
+
+__all__ = ["DetailScreen"]
+
+TABS = ("overview", "network", "storage", "agent")
+
+
+class DetailScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back", id="detail.back"),
+        Binding("1", "tab('overview')", "Overview", show=False, id="detail.overview"),
+        Binding("2", "tab('network')", "Network", show=False, id="detail.network"),
+        Binding("3", "tab('storage')", "Storage", show=False, id="detail.storage"),
+        Binding("4", "tab('agent')", "Agent", show=False, id="detail.agent"),
+        Binding("b", "files", "Files", id="detail.files"),
+        Binding("f", "freeze", "Freeze", id="detail.freeze"),
+        Binding("t", "thaw", "Thaw", id="detail.thaw"),
+        Binding("p", "power", "Power", id="detail.power"),
+    ]
+
+    def __init__(self, vm_id: str, tab: str = "overview") -> None:
+        super().__init__(classes="vm-screen")
+        self.vm_id = vm_id
+        self._initial_tab = tab if tab in TABS else "overview"
+        self._drawn: VmSnapshot | None = None
+
+    @property
+    def qapp(self) -> QgadashApp:
+        return cast("QgadashApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-title")
+        with TabbedContent(initial=self._initial_tab, id="detail-tabs"):
+            for tab in TABS:
+                with TabPane(tab.capitalize(), id=tab), VerticalScroll():
+                    yield Static(id=f"{tab}-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.redraw()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in ("freeze", "thaw", "power") and self.qapp.read_only)
+
+    def redraw(self) -> None:
+        snap = self.qapp.engine.store.get(self.vm_id)
+        palette = self.qapp.palette
+        if snap is None:
+            self.query_one("#detail-title", Static).update(
+                Text(f" {self.vm_id} is gone from the inventory.", style=palette.error)
+            )
+            return
+        now = self.qapp.clock()
+        self._drawn = snap
+        self.query_one("#detail-title", Static).update(title_text(snap, palette))
+        self.query_one("#overview-body", Static).update(overview_text(snap, now, palette))
+        history = self.qapp.engine.store.nic_history(self.vm_id)
+        self.query_one("#network-body", Static).update(network_text(snap, history, palette))
+        self.query_one("#storage-body", Static).update(storage_text(snap, palette))
+        self.query_one("#agent-body", Static).update(agent_text(snap, palette))
+
+    def fleet_changed(self, changed: set[str], removed: set[str]) -> None:
+        if self.vm_id in changed or self.vm_id in removed:
+            self.redraw()
+
+    def tick(self) -> None:
+        snap = self.qapp.engine.store.get(self.vm_id)
+        if snap is not None and (snap.thaw_deadline is not None or snap.last_seen is not None):
+            self.query_one("#overview-body", Static).update(
+                overview_text(snap, self.qapp.clock(), self.qapp.palette)
+            )
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_files(self) -> None:
+        self.qapp.open_files(self.vm_id)
+
+    def action_freeze(self) -> None:
+        self.qapp.confirm_freeze([self.vm_id], "this VM")
+
+    def action_thaw(self) -> None:
+        self.qapp.confirm_thaw([self.vm_id], "this VM")
+
+    def action_power(self) -> None:
+        self.qapp.open_power([self.vm_id], "this VM")

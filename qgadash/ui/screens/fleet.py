@@ -1,0 +1,370 @@
+"""The home screen: one row per VM, filter, marks, sort, and the header that says what is wrong."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from qgadash.fleet.model import VmSnapshot
+from qgadash.ui.fleet_view import (
+    COLUMN_INDEX,
+    COLUMNS,
+    SORTABLE,
+    FleetCounts,
+    FleetFilter,
+    count_fleet,
+    header_text,
+    is_fault,
+    row_values,
+    sort_ids,
+)
+from qgadash.ui.plain import plain
+from qgadash.ui.widgets.fleet_table import FleetTable, RowValues
+
+if TYPE_CHECKING:
+    from qgadash.ui.app import QgadashApp
+
+__all__ = ["ACTION_BINDINGS", "FleetScreen"]
+
+# Actions that change guests: absent (not merely refused) in read-only mode.
+ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "dismiss_thaw_error"})
+# Sort columns whose values change while polling (re-sorted as they change).
+_STATIC_SORTS = frozenset({"vm", "hv"})
+
+
+class FleetScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("space", "mark", "Mark", id="mark"),
+        Binding("a", "mark_all", "Mark shown", id="mark-all"),
+        Binding("escape", "clear", "Clear", id="clear"),
+        Binding("f", "freeze", "Freeze", id="freeze"),
+        Binding("t", "thaw", "Thaw", id="thaw"),
+        Binding("p", "power", "Power", id="power"),
+        Binding("b", "files", "Files", id="files"),
+        Binding("z", "faults", "Faults only", id="faults"),
+        Binding("s", "sort_next", "Sort", id="sort"),
+        Binding("S", "sort_reverse", "Reverse sort", show=False, id="sort-reverse"),
+        Binding("colon", "jump", "Jump", id="jump"),
+        Binding(
+            "x", "dismiss_thaw_error", "Dismiss thaw error", show=False, id="dismiss-thaw-error"
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="fleet")
+        self.marks: set[str] = set()
+        self.filter = FleetFilter()
+        self.faults_only = False
+        self.sort_column = "vm"
+        self.sort_reverse = False
+        self._shown: set[str] = set()
+        self._counts: FleetCounts | None = None
+        self._header_key: Any = None
+
+    @property
+    def qapp(self) -> QgadashApp:
+        return cast("QgadashApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="fleet-header")
+        with Horizontal(id="filter-bar"):
+            yield Static("filter:", id="filter-label")
+            yield Input(
+                placeholder="id, hostname, IP, OS, tag:NAME, !not, glob*", id="filter-input"
+            )
+            yield Static(id="shown-count")
+        yield FleetTable(id="fleet-table")
+        yield Static(id="cursor-line")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.palette = self.qapp.palette
+        self.table.focus()
+        self.rebuild()
+
+    @property
+    def table(self) -> FleetTable:
+        return self.query_one(FleetTable)
+
+    # -- the model behind the rows ------------------------------------------------------
+
+    def now(self) -> float:
+        return self.qapp.clock()
+
+    def _wanted(self, snap: VmSnapshot) -> bool:
+        if self.faults_only and not is_fault(snap):
+            return False
+        return self.filter.matches(snap)
+
+    def values_of(self, vm_id: str, now: float | None = None) -> RowValues:
+        snap = self.qapp.engine.store.get(vm_id)
+        assert snap is not None
+        return row_values(snap, self.now() if now is None else now, vm_id in self.marks)
+
+    def rebuild(self) -> None:
+        """Recompute which VMs are shown and in what order (filter, faults, sort changed)."""
+        store = self.qapp.engine.store
+        shown = [s for s in store.snapshots() if self._wanted(s)]
+        self._shown = {s.id for s in shown}
+        order = sort_ids(shown, self.sort_column, self.sort_reverse)
+        now = self.now()
+        with self.app.batch_update():
+            self.table.reconcile(order, lambda vm_id: self.values_of(vm_id, now))
+            self._refresh_counts(force=True)
+            self._update_status()
+            self._update_cursor_line()
+
+    def apply_changes(self, changed: set[str], removed: set[str], hypervisors: bool) -> None:
+        """One tick's worth of store changes, applied as one batch."""
+        store = self.qapp.engine.store
+        now = self.now()
+        need_reorder = bool(removed & self._shown)
+        self.marks -= removed
+        self._shown -= removed
+        updates: dict[str, RowValues] = {}
+        for vm_id in changed:
+            snap = store.get(vm_id)
+            if snap is None:
+                continue
+            wanted = self._wanted(snap)
+            if wanted != (vm_id in self._shown):
+                need_reorder = True
+            elif wanted:
+                updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+        if updates and self.sort_column not in _STATIC_SORTS:
+            need_reorder = True
+        with self.app.batch_update():
+            if need_reorder:
+                self.table.update_values(updates)
+                self.rebuild()
+            else:
+                self.table.update_values(updates)
+                if changed or removed or hypervisors:
+                    self._refresh_counts()
+                    cursor = self.table.cursor_vm
+                    if cursor in changed:
+                        self._update_cursor_line()
+
+    def tick(self) -> None:
+        """Clock-driven cells (countdowns, ages) of the rows on screen."""
+        now = self.now()
+        visible = self.table.visible_ids()
+        if visible:
+            self.table.update_values({vm_id: self.values_of(vm_id, now) for vm_id in visible})
+
+    def redraw(self) -> None:
+        """Everything again (the theme changed)."""
+        self.table.palette = self.qapp.palette
+        self.table.redraw_all(self.values_of)
+        self._refresh_counts(force=True)
+
+    def _refresh_counts(self, force: bool = False) -> None:
+        store = self.qapp.engine.store
+        counts = count_fleet(store.snapshots(), store.hypervisors())
+        key = (counts, self.qapp.read_only)
+        if not force and key == self._header_key:
+            return
+        self._header_key = key
+        self._counts = counts
+        self.query_one("#fleet-header", Static).update(
+            header_text(
+                counts,
+                label=self.qapp.config_label,
+                read_only=self.qapp.read_only,
+                palette=self.qapp.palette,
+            )
+        )
+        self._update_status()
+
+    def _update_status(self) -> None:
+        parts = [f"{len(self.table.order)} shown"]
+        if self.marks:
+            hidden = len(self.marks - self._shown)
+            parts.append(f"{len(self.marks)} marked" + (f" ({hidden} hidden)" if hidden else ""))
+        if self.faults_only:
+            parts.append("faults only")
+        column = COLUMNS[COLUMN_INDEX[self.sort_column]]
+        parts.append(f"by {column.label}{' ↓' if self.sort_reverse else ''}")
+        self.query_one("#shown-count", Static).update(Text(" · ".join(parts), no_wrap=True))
+
+    def _update_cursor_line(self) -> None:
+        line = self.query_one("#cursor-line", Static)
+        vm_id = self.table.cursor_vm
+        snap = self.qapp.engine.store.get(vm_id) if vm_id else None
+        if snap is None:
+            line.update("")
+            return
+        palette = self.qapp.palette
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append_text(plain(snap.id, 60, style="bold"))
+        if snap.ref.tags:
+            text.append("  tags: ")
+            text.append_text(plain(", ".join(snap.ref.tags), 60))
+        if snap.thaw_error:
+            text.append("  THAW FAILED: ", style=palette.error)
+            text.append_text(plain(snap.thaw_error, 120, style=palette.error))
+            if not self.qapp.read_only:
+                key = self.qapp.key_for("dismiss-thaw-error", "x")
+                text.append(f"  ({key} dismisses)", style=palette.stale)
+        if snap.error:
+            text.append(f"  {snap.agent.value}: ", style=palette.warning)
+            text.append_text(plain(snap.error, 160))
+        line.update(text)
+
+    @on(DataTable.RowHighlighted, "#fleet-table")
+    def _cursor_moved(self, _: DataTable.RowHighlighted) -> None:
+        self._update_cursor_line()
+
+    @on(DataTable.HeaderSelected, "#fleet-table")
+    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        key = event.column_key.value
+        if key in SORTABLE:
+            self.sort_by(key, not self.sort_reverse if key == self.sort_column else False)
+
+    # -- filter -------------------------------------------------------------------------
+
+    def set_filter(self, text: str) -> None:
+        self.filter = FleetFilter.parse(text)
+        inp = self.query_one("#filter-input", Input)
+        if inp.value != text:
+            inp.value = text
+        self.rebuild()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter-input", Input).focus()
+
+    @on(Input.Changed, "#filter-input")
+    def _filter_typed(self, event: Input.Changed) -> None:
+        self.filter = FleetFilter.parse(event.value)
+        self.rebuild()
+
+    @on(Input.Submitted, "#filter-input")
+    def _filter_done(self, _: Input.Submitted) -> None:
+        self.table.focus()
+
+    def on_key(self, event: Any) -> None:
+        if event.key == "escape" and self.focused is self.query_one("#filter-input", Input):
+            event.stop()
+            self.table.focus()
+
+    # -- marks --------------------------------------------------------------------------
+
+    def _redraw_marks(self, vm_ids: set[str]) -> None:
+        now = self.now()
+        self.table.update_values(
+            {vm_id: self.values_of(vm_id, now) for vm_id in vm_ids if vm_id in self._shown}
+        )
+        self._update_status()
+
+    def action_mark(self) -> None:
+        vm_id = self.table.cursor_vm
+        if vm_id is None:
+            return
+        self.marks ^= {vm_id}
+        self._redraw_marks({vm_id})
+        self.table.action_cursor_down()
+
+    def action_mark_all(self) -> None:
+        shown = set(self.table.order)
+        new = shown - self.marks
+        self.marks |= shown
+        self._redraw_marks(new)
+
+    def action_clear(self) -> None:
+        if self.marks:
+            old, self.marks = self.marks, set()
+            self._redraw_marks(old)
+        elif self.filter or self.faults_only:
+            self.faults_only = False
+            self.set_filter("")
+
+    def targets(self) -> tuple[list[str], str]:
+        """The marked VMs, or the one under the cursor; and how to say which."""
+        if self.marks:
+            ids = sorted(self.marks)
+            return ids, f"{len(ids)} marked VM{'s' if len(ids) != 1 else ''}"
+        vm_id = self.table.cursor_vm
+        if vm_id is None:
+            return [], "no VM"
+        return [vm_id], "the VM under the cursor"
+
+    # -- sort, faults, jump ---------------------------------------------------------------
+
+    def sort_by(self, column: str, reverse: bool) -> None:
+        self.sort_column = column
+        self.sort_reverse = reverse
+        self.rebuild()
+
+    def action_sort_next(self) -> None:
+        i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
+        self.sort_by(SORTABLE[(i + 1) % len(SORTABLE)], self.sort_reverse)
+
+    def action_sort_reverse(self) -> None:
+        self.sort_by(self.sort_column, not self.sort_reverse)
+
+    def action_faults(self) -> None:
+        self.faults_only = not self.faults_only
+        self.rebuild()
+
+    def action_jump(self) -> None:
+        self.qapp.open_jump()
+
+    def jump_to(self, vm_id: str) -> bool:
+        """Cursor to `vm_id`; clears the filter if it hides that VM."""
+        if self.qapp.engine.store.get(vm_id) is None:
+            return False
+        if vm_id not in self._shown:
+            self.faults_only = False
+            self.set_filter("")
+        self.table.move_to(vm_id)
+        self.table.focus()
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ACTION_BINDINGS and self.qapp.read_only:
+            return False
+        if action == "dismiss_thaw_error":
+            vm_id = self.table.cursor_vm if self.is_mounted else None
+            snap = self.qapp.engine.store.get(vm_id) if vm_id else None
+            return bool(snap and snap.thaw_error)
+        return True
+
+    def action_details(self) -> None:
+        vm_id = self.table.cursor_vm
+        if vm_id:
+            self.qapp.open_details(vm_id)
+
+    def action_files(self) -> None:
+        vm_id = self.table.cursor_vm
+        if vm_id:
+            self.qapp.open_files(vm_id)
+
+    def action_freeze(self) -> None:
+        ids, how = self.targets()
+        if ids:
+            self.qapp.confirm_freeze(ids, how)
+
+    def action_thaw(self) -> None:
+        ids, how = self.targets()
+        if ids:
+            self.qapp.confirm_thaw(ids, how)
+
+    def action_power(self) -> None:
+        ids, how = self.targets()
+        if ids:
+            self.qapp.open_power(ids, how)
+
+    def action_dismiss_thaw_error(self) -> None:
+        vm_id = self.table.cursor_vm
+        if vm_id:
+            self.qapp.dismiss_thaw_error(vm_id)

@@ -1,0 +1,298 @@
+"""One VM described for people: the text of the detail tabs. No Textual here.
+
+Every guest-reported string goes through `plain`; times are relative to the clock
+passed in, so the same snapshot always draws the same text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+
+from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
+from qgadash.fleet.store import CounterSample
+from qgadash.ui.fleet_view import Palette
+from qgadash.ui.formatting import (
+    format_age,
+    format_bytes,
+    format_countdown,
+    format_drift,
+    format_latency,
+    format_rate,
+    sparkline,
+)
+from qgadash.ui.plain import plain
+
+__all__ = [
+    "agent_text",
+    "command_reason",
+    "network_text",
+    "nic_rates",
+    "overview_text",
+    "storage_text",
+    "title_text",
+]
+
+_LABEL = 12
+
+
+def _row(text: Text, label: str, value: Text | str) -> None:
+    if text:
+        text.append("\n")
+    text.append(f" {label:<{_LABEL}}", style=Style(bold=True))
+    text.append(" ")
+    text.append_text(value if isinstance(value, Text) else Text(value))
+
+
+def title_text(snap: VmSnapshot, palette: Palette) -> Text:
+    """`hv1/db-01 · Rocky Linux 9.4 (5.14.0-427) · agent 8.2.0 · rtt 0.6 ms · time drift +0.3 s`"""
+    facts = snap.facts
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(" ")
+    text.append_text(plain(snap.id, 80, style=Style(bold=True)))
+    if facts.os_label:
+        text.append(" · ")
+        text.append_text(plain(facts.os_label, 60))
+        if facts.os and facts.os.kernel_release:
+            text.append(" (")
+            text.append_text(plain(facts.os.kernel_release, 40))
+            text.append(")")
+    if facts.version:
+        text.append(" · agent ")
+        text.append_text(plain(facts.version, 30))
+    state_style = palette.ok if snap.agent is AgentState.OK else palette.error
+    text.append(" · ")
+    text.append(snap.agent.value, style=state_style)
+    if snap.latency_ms is not None:
+        text.append(f" · rtt {format_latency(snap.latency_ms)}")
+    if facts.time_drift_s is not None:
+        text.append(f" · time drift {format_drift(facts.time_drift_s)}")
+    return text
+
+
+def freeze_text(snap: VmSnapshot, now: float, palette: Palette) -> Text:
+    if snap.thaw_error:
+        text = Text("THAW FAILED: ", style=palette.error + Style(bold=True))
+        text.append_text(plain(snap.thaw_error, 200, style=palette.error))
+        return text
+    if snap.freeze is FreezeState.FROZEN:
+        if snap.thaw_deadline is not None:
+            left = format_countdown(snap.thaw_deadline - now)
+            return Text(f"❄ frozen by this session, thaws in {left}", style=palette.frozen)
+        return Text("❄ frozen (not by this session)", style=palette.frozen)
+    if snap.freeze is FreezeState.THAWED:
+        return Text("thawed")
+    return Text("unknown", style=palette.stale)
+
+
+def command_reason(snap: VmSnapshot) -> str:
+    """Why a command the agent offers is disabled (guest-info does not say; we infer)."""
+    if snap.freeze is FreezeState.FROZEN:
+        return "the agent is in frozen state"
+    return "disabled by the guest's policy (qemu-ga --block-rpcs / allow-rpcs)"
+
+
+def overview_text(snap: VmSnapshot, now: float, palette: Palette) -> Text:
+    facts = snap.facts
+    text = Text()
+    agent = Text(
+        snap.agent.value, style=palette.ok if snap.agent is AgentState.OK else palette.error
+    )
+    if snap.last_seen is not None:
+        agent.append(f"  (last answer {format_age(now - snap.last_seen)} ago)", style=palette.stale)
+    if snap.error:
+        agent.append("  ")
+        agent.append_text(plain(snap.error, 200, style=palette.warning))
+    _row(text, "Agent", agent)
+    _row(text, "Hypervisor", plain(snap.ref.hypervisor, 60))
+    _row(text, "Address", plain(snap.ref.address, 120))
+    if snap.ref.tags:
+        _row(text, "Tags", plain(", ".join(snap.ref.tags), 120))
+    os_info = facts.os
+    os_line = plain(os_info.pretty_name or facts.os_label if os_info else None, 80)
+    if os_info and (os_info.id or os_info.machine):
+        extra = " ".join(x for x in (os_info.id, os_info.machine) if x)
+        os_line.append("  [")
+        os_line.append_text(plain(extra, 40))
+        os_line.append("]")
+    _row(text, "OS", os_line)
+    if os_info:
+        kernel = plain(os_info.kernel_release, 60)
+        if os_info.kernel_version:
+            kernel.append("  ")
+            kernel.append_text(plain(os_info.kernel_version, 80, style=palette.stale))
+        _row(text, "Kernel", kernel)
+    else:
+        _row(text, "Kernel", plain(None))
+    _row(text, "Hostname", plain(facts.hostname, 120))
+    if facts.users is None:
+        _row(text, "Users", plain(None))
+    elif not facts.users:
+        _row(text, "Users", Text("nobody logged in", style=palette.stale))
+    else:
+        users = Text()
+        for i, user in enumerate(facts.users[:20]):
+            if i:
+                users.append(", ")
+            name = user.name if not user.domain else f"{user.domain}\\{user.name}"
+            users.append_text(plain(name, 60))
+            if user.login_time is not None:
+                users.append(f" ({format_age(now - user.login_time)})", style=palette.stale)
+        if len(facts.users) > 20:
+            users.append(f", … {len(facts.users) - 20} more")
+        _row(text, "Users", users)
+    tz = facts.timezone
+    if tz is None:
+        _row(text, "Timezone", plain(None))
+    else:
+        sign = "+" if tz.offset_s >= 0 else "-"
+        hours, minutes = divmod(abs(tz.offset_s) // 60, 60)
+        zone = plain(tz.zone, 60, missing="")
+        zone.append(f" UTC{sign}{hours:02d}:{minutes:02d}")
+        _row(text, "Timezone", zone)
+    drift = facts.time_drift_s
+    drift_style = palette.warning if drift is not None and abs(drift) >= 2 else Style()
+    _row(text, "Time drift", Text(format_drift(drift), style=drift_style))
+    _row(text, "Agent ver.", plain(facts.version, 40))
+    _row(text, "Latency", format_latency(snap.latency_ms))
+    _row(text, "Filesystems", freeze_text(snap, now, palette))
+    info = facts.info
+    if info is None:
+        _row(text, "Commands", plain(None))
+    else:
+        disabled = [c.name for c in info.commands if not c.enabled]
+        commands = Text(f"{len(info.commands) - len(disabled)} enabled")
+        if disabled:
+            commands.append(f", {len(disabled)} disabled ", style=palette.warning)
+            commands.append(f"({command_reason(snap)}): ", style=palette.stale)
+            commands.append_text(plain(", ".join(disabled), 400, style=palette.warning))
+        _row(text, "Commands", commands)
+    return text
+
+
+def agent_text(snap: VmSnapshot, palette: Palette) -> Text:
+    info = snap.facts.info
+    if info is None:
+        return Text(" The agent has not answered guest-info yet.", style=palette.stale)
+    text = Text()
+    text.append(" qemu-ga ")
+    text.append_text(plain(info.version, 40, style=Style(bold=True)))
+    text.append(f" offers {len(info.commands)} commands\n")
+    reason = command_reason(snap)
+    for cmd in sorted(info.commands, key=lambda c: c.name):
+        text.append("\n ")
+        if cmd.enabled:
+            text.append("✓ ", style=palette.ok)
+            text.append_text(plain(cmd.name, 60))
+        else:
+            text.append("✗ ", style=palette.error)
+            text.append_text(plain(cmd.name, 60, style=palette.stale))
+            text.append(f"  disabled: {reason}", style=palette.warning)
+        if not cmd.success_response:
+            text.append("  (no reply on success)", style=palette.stale)
+    return text
+
+
+def nic_rates(samples: Sequence[CounterSample]) -> tuple[list[float], list[float]]:
+    """Per-interval rx and tx byte rates from counter samples (counter resets skipped)."""
+    rx: list[float] = []
+    tx: list[float] = []
+    for a, b in itertools.pairwise(samples):
+        dt = b.at - a.at
+        if dt <= 0 or b.rx_bytes < a.rx_bytes or b.tx_bytes < a.tx_bytes:
+            continue
+        rx.append((b.rx_bytes - a.rx_bytes) / dt)
+        tx.append((b.tx_bytes - a.tx_bytes) / dt)
+    return rx, tx
+
+
+def network_text(
+    snap: VmSnapshot, history: dict[str, list[CounterSample]], palette: Palette
+) -> Text:
+    interfaces = snap.facts.interfaces
+    if interfaces is None:
+        return Text(" The agent has not reported network interfaces.", style=palette.stale)
+    if not interfaces:
+        return Text(" No network interfaces.", style=palette.stale)
+    text = Text()
+    for iface in interfaces[:64]:
+        if text:
+            text.append("\n\n")
+        text.append(" ")
+        text.append_text(plain(iface.name, 24, style=Style(bold=True)))
+        text.append("  ")
+        text.append_text(plain(iface.mac, 24, style=palette.stale))
+        for addr in iface.addresses[:32]:
+            text.append("\n   ")
+            text.append_text(plain(f"{addr.address}/{addr.prefix}", 60))
+            text.append(f"  {addr.family}", style=palette.stale)
+        rx, tx = nic_rates(history.get(iface.name, []))
+        if rx:
+            text.append("\n   rx ")
+            text.append(f"{sparkline(rx):<16}", style=palette.ok)
+            text.append(f" {format_rate(rx[-1]):>12}")
+            text.append("   tx ")
+            text.append(f"{sparkline(tx):<16}", style=palette.accent)
+            text.append(f" {format_rate(tx[-1]):>12}")
+        elif iface.stats is not None:
+            text.append("\n   rx ")
+            text.append(format_bytes(iface.stats.rx_bytes))
+            text.append("   tx ")
+            text.append(format_bytes(iface.stats.tx_bytes))
+            text.append("   (rates after the next poll)", style=palette.stale)
+        if iface.stats is not None and (iface.stats.rx_errs or iface.stats.tx_errs):
+            text.append(
+                f"\n   errors rx {iface.stats.rx_errs} tx {iface.stats.tx_errs}",
+                style=palette.warning,
+            )
+    return text
+
+
+def _bar(fraction: float, width: int, palette: Palette) -> Text:
+    filled = round(fraction * width)
+    style = (
+        palette.error if fraction >= 0.95 else palette.warning if fraction >= 0.85 else palette.ok
+    )
+    text = Text("█" * filled, style=style)
+    text.append("░" * (width - filled), style=palette.stale)
+    return text
+
+
+def storage_text(snap: VmSnapshot, palette: Palette) -> Text:
+    facts = snap.facts
+    text = Text()
+    text.append(" Filesystems", style=Style(bold=True, underline=True))
+    if facts.filesystems is None:
+        text.append("\n  not reported", style=palette.stale)
+    for fs in (facts.filesystems or ())[:128]:
+        text.append("\n  ")
+        text.append_text(plain(f"{fs.mountpoint:<16}", 40))
+        text.append(" ")
+        text.append_text(plain(f"{fs.type:<8}", 16, style=palette.stale))
+        text.append(" ")
+        frac = fs.used_fraction
+        if frac is None:
+            text.append(f"{'':20}   —  ")
+        else:
+            text.append_text(_bar(frac, 20, palette))
+            text.append(f" {round(frac * 100):>3}%")
+        text.append(f"  {format_bytes(fs.used_bytes)} / {format_bytes(fs.total_bytes)}  ")
+        text.append_text(plain(", ".join(fs.devices) or fs.name, 60, style=palette.stale))
+    text.append("\n\n Disks", style=Style(bold=True, underline=True))
+    if facts.disks is None:
+        text.append("\n  not reported", style=palette.stale)
+    for disk in (facts.disks or ())[:128]:
+        text.append("\n  ")
+        text.append_text(plain(disk.name, 40))
+        if disk.partition:
+            text.append("  partition", style=palette.stale)
+        if disk.alias:
+            text.append("  alias ")
+            text.append_text(plain(disk.alias, 40))
+        if disk.dependencies:
+            text.append("  on ")
+            text.append_text(plain(", ".join(disk.dependencies), 80))
+    return text
