@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qgadash.agent.errors import AgentProtocolError
@@ -129,12 +129,21 @@ class AgentInfo:
 
     version: str
     commands: tuple[CommandInfo, ...]
+    # Looked up on every poll: sets, not scans of `commands`.
+    enabled_names: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    offered_names: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "enabled_names", frozenset(c.name for c in self.commands if c.enabled)
+        )
+        object.__setattr__(self, "offered_names", frozenset(c.name for c in self.commands))
 
     def enabled(self, name: str) -> bool:
-        return any(c.name == name and c.enabled for c in self.commands)
+        return name in self.enabled_names
 
     def offers(self, name: str) -> bool:
-        return any(c.name == name for c in self.commands)
+        return name in self.offered_names
 
 
 def parse_info(value: Any) -> AgentInfo:
@@ -152,7 +161,7 @@ def parse_info(value: Any) -> AgentInfo:
                 success_response=_opt_bool(entry, "success-response", what) is not False,
             )
         )
-    return AgentInfo(version=_str(obj, "version", "guest-info"), commands=tuple(commands))
+    return AgentInfo(_str(obj, "version", "guest-info"), tuple(commands))
 
 
 # -- identity ----------------------------------------------------------------
