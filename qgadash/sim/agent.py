@@ -76,27 +76,63 @@ Output = bytes | Pause | Stream | Close | PowerOff
 
 # qemu-ga 7.2 lists its commands in this order (newest registration first).
 _COMMANDS_72 = (
-    "guest-get-cpustats", "guest-get-diskstats", "guest-ssh-remove-authorized-keys",
-    "guest-ssh-add-authorized-keys", "guest-ssh-get-authorized-keys", "guest-get-devices",
-    "guest-get-osinfo", "guest-get-timezone", "guest-get-users", "guest-get-host-name",
-    "guest-exec", "guest-exec-status", "guest-get-memory-block-info",
-    "guest-set-memory-blocks", "guest-get-memory-blocks", "guest-set-user-password",
-    "guest-get-fsinfo", "guest-get-disks", "guest-set-vcpus", "guest-get-vcpus",
-    "guest-network-get-interfaces", "guest-suspend-hybrid", "guest-suspend-ram",
-    "guest-suspend-disk", "guest-fstrim", "guest-fsfreeze-thaw", "guest-fsfreeze-freeze-list",
-    "guest-fsfreeze-freeze", "guest-fsfreeze-status", "guest-file-flush", "guest-file-seek",
-    "guest-file-write", "guest-file-read", "guest-file-close", "guest-file-open",
-    "guest-shutdown", "guest-info", "guest-set-time", "guest-get-time", "guest-ping",
-    "guest-sync", "guest-sync-delimited",
+    "guest-get-cpustats",
+    "guest-get-diskstats",
+    "guest-ssh-remove-authorized-keys",
+    "guest-ssh-add-authorized-keys",
+    "guest-ssh-get-authorized-keys",
+    "guest-get-devices",
+    "guest-get-osinfo",
+    "guest-get-timezone",
+    "guest-get-users",
+    "guest-get-host-name",
+    "guest-exec",
+    "guest-exec-status",
+    "guest-get-memory-block-info",
+    "guest-set-memory-blocks",
+    "guest-get-memory-blocks",
+    "guest-set-user-password",
+    "guest-get-fsinfo",
+    "guest-get-disks",
+    "guest-set-vcpus",
+    "guest-get-vcpus",
+    "guest-network-get-interfaces",
+    "guest-suspend-hybrid",
+    "guest-suspend-ram",
+    "guest-suspend-disk",
+    "guest-fstrim",
+    "guest-fsfreeze-thaw",
+    "guest-fsfreeze-freeze-list",
+    "guest-fsfreeze-freeze",
+    "guest-fsfreeze-status",
+    "guest-file-flush",
+    "guest-file-seek",
+    "guest-file-write",
+    "guest-file-read",
+    "guest-file-close",
+    "guest-file-open",
+    "guest-shutdown",
+    "guest-info",
+    "guest-set-time",
+    "guest-get-time",
+    "guest-ping",
+    "guest-sync",
+    "guest-sync-delimited",
 )
 _COMMANDS_100 = ("guest-network-get-route", "guest-get-load")  # added in QEMU 10.0
 _NO_SUCCESS_RESPONSE = frozenset(
     {"guest-shutdown", "guest-suspend-ram", "guest-suspend-disk", "guest-suspend-hybrid"}
 )
-_FROZEN_ALLOWED = frozenset({
-    "guest-ping", "guest-info", "guest-sync", "guest-sync-delimited",
-    "guest-fsfreeze-status", "guest-fsfreeze-thaw",
-})
+_FROZEN_ALLOWED = frozenset(
+    {
+        "guest-ping",
+        "guest-info",
+        "guest-sync",
+        "guest-sync-delimited",
+        "guest-fsfreeze-status",
+        "guest-fsfreeze-thaw",
+    }
+)
 _LINUX_UNSUPPORTED = frozenset({"guest-get-devices"})
 _SYNC_COMMANDS = frozenset({"guest-sync", "guest-sync-delimited", "guest-ping"})
 
@@ -110,28 +146,49 @@ _SCHEMAS: dict[str, _Schema] = {
     "guest-file-open": (("path", "str", True), ("mode", "str", False)),
     "guest-file-close": (("handle", "int", True),),
     "guest-file-read": (("handle", "int", True), ("count", "int", False)),
-    "guest-file-write": (("handle", "int", True), ("buf-b64", "str", True),
-                         ("count", "int", False)),
-    "guest-file-seek": (("handle", "int", True), ("offset", "int", True),
-                        ("whence", "whence", True)),
+    "guest-file-write": (
+        ("handle", "int", True),
+        ("buf-b64", "str", True),
+        ("count", "int", False),
+    ),
+    "guest-file-seek": (
+        ("handle", "int", True),
+        ("offset", "int", True),
+        ("whence", "whence", True),
+    ),
     "guest-file-flush": (("handle", "int", True),),
     "guest-fsfreeze-freeze-list": (("mountpoints", "[str]", False),),
     "guest-fstrim": (("minimum", "int", False),),
     "guest-set-vcpus": (("vcpus", "[object]", True),),
-    "guest-set-user-password": (("username", "str", True), ("password", "str", True),
-                                ("crypted", "bool", True)),
+    "guest-set-user-password": (
+        ("username", "str", True),
+        ("password", "str", True),
+        ("crypted", "bool", True),
+    ),
     "guest-set-memory-blocks": (("mem-blks", "[object]", True),),
     "guest-exec-status": (("pid", "int", True),),
-    "guest-exec": (("path", "str", True), ("arg", "[str]", False), ("env", "[str]", False),
-                   ("input-data", "str", False), ("capture-output", "capture", False)),
+    "guest-exec": (
+        ("path", "str", True),
+        ("arg", "[str]", False),
+        ("env", "[str]", False),
+        ("input-data", "str", False),
+        ("capture-output", "capture", False),
+    ),
     "guest-ssh-get-authorized-keys": (("username", "str", True),),
-    "guest-ssh-add-authorized-keys": (("username", "str", True), ("keys", "[str]", True),
-                                      ("reset", "bool", False)),
+    "guest-ssh-add-authorized-keys": (
+        ("username", "str", True),
+        ("keys", "[str]", True),
+        ("reset", "bool", False),
+    ),
     "guest-ssh-remove-authorized-keys": (("username", "str", True), ("keys", "[str]", True)),
 }
 _TYPE_NAMES = {
-    "int": "integer", "str": "string", "bool": "boolean", "number": "number",
-    "whence": "GuestFileWhence", "capture": "GuestExecCaptureOutput",
+    "int": "integer",
+    "str": "string",
+    "bool": "boolean",
+    "number": "number",
+    "whence": "GuestFileWhence",
+    "capture": "GuestExecCaptureOutput",
 }
 _INT64 = (-(1 << 63), 1 << 63)
 _FILE_READ_MAX = 48 << 20
@@ -139,14 +196,20 @@ _FILE_READ_DEFAULT = 4096
 _EXEC_OUTPUT_MAX = 16 << 20
 _OPEN_MODES = {
     # mode: (readable, writable, create, truncate, append)
-    "r": (True, False, False, False, False), "rb": (True, False, False, False, False),
-    "w": (False, True, True, True, False), "wb": (False, True, True, True, False),
-    "a": (False, True, True, False, True), "ab": (False, True, True, False, True),
-    "r+": (True, True, False, False, False), "rb+": (True, True, False, False, False),
+    "r": (True, False, False, False, False),
+    "rb": (True, False, False, False, False),
+    "w": (False, True, True, True, False),
+    "wb": (False, True, True, True, False),
+    "a": (False, True, True, False, True),
+    "ab": (False, True, True, False, True),
+    "r+": (True, True, False, False, False),
+    "rb+": (True, True, False, False, False),
     "r+b": (True, True, False, False, False),
-    "w+": (True, True, True, True, False), "wb+": (True, True, True, True, False),
+    "w+": (True, True, True, True, False),
+    "wb+": (True, True, True, True, False),
     "w+b": (True, True, True, True, False),
-    "a+": (True, True, True, False, True), "ab+": (True, True, True, False, True),
+    "a+": (True, True, True, False, True),
+    "ab+": (True, True, True, False, True),
     "a+b": (True, True, True, False, True),
 }
 _S_IFDIR = 0o040000
@@ -179,8 +242,9 @@ class _Tree:
             self.entries[key] = entry
             parent, name = _split(key, windows)
             if name:
-                self.children.setdefault(parent, set()).add(entry.path.rsplit(
-                    "\\" if windows else "/", 1)[-1])
+                self.children.setdefault(parent, set()).add(
+                    entry.path.rsplit("\\" if windows else "/", 1)[-1]
+                )
 
 
 _TREES: dict[int, tuple[tuple[GuestFile, ...], _Tree]] = {}
@@ -424,6 +488,7 @@ class GuestAgent:
         """A client connected."""
         if self._fault is Fault.ACCEPT_CLOSE:
             return [Close()]
+        self._started_endless = False  # each client gets its own endless reply
         return []
 
     def receive(self, data: bytes) -> list[Output]:
@@ -530,8 +595,9 @@ class GuestAgent:
         """None when the command may run; else the text after "has been disabled"."""
         if self._frozen and command not in _FROZEN_ALLOWED:
             return ": the agent is in frozen state"
-        unsupported = (windows_unsupported_commands() if self._profile.windows
-                       else _LINUX_UNSUPPORTED)
+        unsupported = (
+            windows_unsupported_commands() if self._profile.windows else _LINUX_UNSUPPORTED
+        )
         if command in unsupported:
             return ""
         if command in self._profile.disabled_commands:
@@ -539,8 +605,15 @@ class GuestAgent:
             return ": the command is not allowed" if newer else ""
         return None
 
-    def _emit(self, command: str | None, text: str, out: list[Output], *,
-              delimited: bool = False, rid: object = None) -> None:
+    def _emit(
+        self,
+        command: str | None,
+        text: str,
+        out: list[Output],
+        *,
+        delimited: bool = False,
+        rid: object = None,
+    ) -> None:
         fault = self._fault
         if fault is Fault.SYNC_ONLY and not (command == "guest-sync-delimited" and delimited):
             return
@@ -616,12 +689,18 @@ class GuestAgent:
             stamp = time.gmtime(start_wall + n * self._profile.log_interval)
             template = _LOG_MESSAGES[(n * 7 + int(self._phase * 10)) % len(_LOG_MESSAGES)]
             message = template.format(
-                n=n + 1, sec=n * 2, usec=(n * 7919) % 1_000_000, nic=nic,
-                pid=1000 + n * 13 % 30000, port=40000 + n % 20000,
+                n=n + 1,
+                sec=n * 2,
+                usec=(n * 7919) % 1_000_000,
+                nic=nic,
+                pid=1000 + n * 13 % 30000,
+                port=40000 + n % 20000,
             )
-            line = (f"{_MONTHS[stamp.tm_mon - 1]} {stamp.tm_mday:2d} "
-                    f"{stamp.tm_hour:02d}:{stamp.tm_min:02d}:{stamp.tm_sec:02d} "
-                    f"{host} {message}\n")
+            line = (
+                f"{_MONTHS[stamp.tm_mon - 1]} {stamp.tm_mday:2d} "
+                f"{stamp.tm_hour:02d}:{stamp.tm_min:02d}:{stamp.tm_sec:02d} "
+                f"{host} {message}\n"
+            )
             log += line.encode("utf-8", "replace")
             self._log_lines += 1
         return log
@@ -691,8 +770,9 @@ class GuestAgent:
             elif entry is not None:
                 mtime = entry.mtime
             else:
-                mtime = int(self._wall()) if path == _norm(self._profile.log_path,
-                                                              windows) else boot
+                mtime = (
+                    int(self._wall()) if path == _norm(self._profile.log_path, windows) else boot
+                )
             mode = entry.mode if entry is not None else 0o644
             rows.append((_S_IFREG | mode, size, mtime, name))
         rows.sort(key=lambda row: row[3].encode("utf-8", "surrogateescape"))
@@ -718,17 +798,23 @@ class GuestAgent:
         return {}
 
     def _cmd_info(self, args: dict[str, object]) -> object:
-        key = (self._profile.agent_version, self._profile.windows,
-               self._profile.disabled_commands, self._frozen)
+        key = (
+            self._profile.agent_version,
+            self._profile.windows,
+            self._profile.disabled_commands,
+            self._frozen,
+        )
         cached = _INFO_CACHE.get(key)
         if cached is None:
             commands = [
-                {"enabled": self._disabled_reason(name) is None, "name": name,
-                 "success-response": name not in _NO_SUCCESS_RESPONSE}
+                {
+                    "enabled": self._disabled_reason(name) is None,
+                    "name": name,
+                    "success-response": name not in _NO_SUCCESS_RESPONSE,
+                }
                 for name in self._supported()
             ]
-            cached = dumps({"version": self._profile.agent_version,
-                            "supported_commands": commands})
+            cached = dumps({"version": self._profile.agent_version, "supported_commands": commands})
             if len(_INFO_CACHE) < 256:
                 _INFO_CACHE[key] = cached
         if self._fault is Fault.OUT_OF_RANGE:
@@ -752,9 +838,14 @@ class GuestAgent:
     def _cmd_osinfo(self, args: dict[str, object]) -> object:
         o = self._profile.os
         info: dict[str, object] = {
-            "name": o.name, "kernel-release": o.kernel_release, "version": o.version,
-            "pretty-name": o.pretty_name, "version-id": o.version_id,
-            "kernel-version": o.kernel_version, "machine": o.machine, "id": o.id,
+            "name": o.name,
+            "kernel-release": o.kernel_release,
+            "version": o.version,
+            "pretty-name": o.pretty_name,
+            "version-id": o.version_id,
+            "kernel-version": o.kernel_version,
+            "machine": o.machine,
+            "id": o.id,
         }
         if o.variant is not None:
             info["variant"] = o.variant
@@ -813,17 +904,41 @@ class GuestAgent:
     def _cmd_routes(self, args: dict[str, object]) -> object:
         nic = self._profile.interfaces[-1].name if self._profile.interfaces else "eth0"
         return [
-            {"iface": nic, "destination": "0.0.0.0", "metric": 100, "gateway": "10.0.0.1",
-             "mask": "0.0.0.0", "irtt": 0, "flags": 3, "refcnt": 0, "use": 0, "window": 0,
-             "mtu": 0, "version": 4},
-            {"iface": nic, "destination": "10.0.0.0", "metric": 100, "gateway": "0.0.0.0",
-             "mask": "255.255.0.0", "irtt": 0, "flags": 1, "refcnt": 0, "use": 0,
-             "window": 0, "mtu": 0, "version": 4},
+            {
+                "iface": nic,
+                "destination": "0.0.0.0",
+                "metric": 100,
+                "gateway": "10.0.0.1",
+                "mask": "0.0.0.0",
+                "irtt": 0,
+                "flags": 3,
+                "refcnt": 0,
+                "use": 0,
+                "window": 0,
+                "mtu": 0,
+                "version": 4,
+            },
+            {
+                "iface": nic,
+                "destination": "10.0.0.0",
+                "metric": 100,
+                "gateway": "0.0.0.0",
+                "mask": "255.255.0.0",
+                "irtt": 0,
+                "flags": 1,
+                "refcnt": 0,
+                "use": 0,
+                "window": 0,
+                "mtu": 0,
+                "version": 4,
+            },
         ]
 
     def _disk_address(self, fs_disk: Disk) -> dict[str, object]:
         address: dict[str, object] = {
-            "bus-type": fs_disk.bus_type, "bus": 0, "unit": 0,
+            "bus-type": fs_disk.bus_type,
+            "bus": 0,
+            "unit": 0,
             "pci-controller": {"bus": 0, "slot": fs_disk.pci_slot, "domain": 0, "function": 0},
         }
         if fs_disk.serial is not None:
@@ -835,11 +950,16 @@ class GuestAgent:
     def _cmd_fsinfo(self, args: dict[str, object]) -> object:
         result = []
         for fs in self._profile.filesystems:
-            result.append({
-                "name": fs.name, "total-bytes": fs.total_bytes, "mountpoint": fs.mountpoint,
-                "disk": [self._disk_address(fs.disk)] if fs.disk is not None else [],
-                "used-bytes": fs.used_bytes, "type": fs.type,
-            })
+            result.append(
+                {
+                    "name": fs.name,
+                    "total-bytes": fs.total_bytes,
+                    "mountpoint": fs.mountpoint,
+                    "disk": [self._disk_address(fs.disk)] if fs.disk is not None else [],
+                    "used-bytes": fs.used_bytes,
+                    "type": fs.type,
+                }
+            )
         return result
 
     def _disks(self) -> list[Disk]:
@@ -853,14 +973,22 @@ class GuestAgent:
         result: list[object] = []
         for disk in self._disks():
             if self._profile.windows:
-                result.append({"name": disk.dev, "partition": False,
-                               "address": self._disk_address(disk)})
+                result.append(
+                    {"name": disk.dev, "partition": False, "address": self._disk_address(disk)}
+                )
                 continue
-            result.append({"name": disk.dev, "dependencies": [], "partition": False,
-                           "address": self._disk_address(disk)})
+            result.append(
+                {
+                    "name": disk.dev,
+                    "dependencies": [],
+                    "partition": False,
+                    "address": self._disk_address(disk),
+                }
+            )
             if disk.dev.endswith("a"):
-                result.append({"name": disk.dev + "1", "dependencies": [disk.dev],
-                               "partition": True})
+                result.append(
+                    {"name": disk.dev + "1", "dependencies": [disk.dev], "partition": True}
+                )
         return result
 
     def _cmd_diskstats(self, args: dict[str, object]) -> object:
@@ -871,13 +999,23 @@ class GuestAgent:
             reads = self._counter(12_000 + minor * 1000, 3.0 * self._profile.load, t)
             writes = self._counter(40_000 + minor * 3000, 8.0 * self._profile.load, t)
             stats = {
-                "discard-sectors": 0, "write-ios": writes, "discard-ios": 0,
-                "discard-ticks": 0, "weight-ticks": writes * 3, "read-ios": reads,
-                "flush-ios": writes // 10, "write-sectors": writes * 16,
-                "write-merges": writes // 4, "write-ticks": writes * 2, "ios-pgr": 0,
-                "read-sectors": reads * 24, "read-merges": reads // 8,
-                "total-ticks": (reads + writes) * 2, "discard-merges": 0,
-                "flush-ticks": writes // 5, "read-ticks": reads * 2,
+                "discard-sectors": 0,
+                "write-ios": writes,
+                "discard-ios": 0,
+                "discard-ticks": 0,
+                "weight-ticks": writes * 3,
+                "read-ios": reads,
+                "flush-ios": writes // 10,
+                "write-sectors": writes * 16,
+                "write-merges": writes // 4,
+                "write-ticks": writes * 2,
+                "ios-pgr": 0,
+                "read-sectors": reads * 24,
+                "read-merges": reads // 8,
+                "total-ticks": (reads + writes) * 2,
+                "discard-merges": 0,
+                "flush-ticks": writes // 5,
+                "read-ticks": reads * 2,
             }
             result.append({"name": dev, "stats": stats, "minor": minor * 16, "major": 253})
         return result
@@ -889,16 +1027,29 @@ class GuestAgent:
         for cpu in range(self._profile.vcpus):
             busy = self._counter(15_000 + cpu * 500, 100 * per_cpu, t)
             idle = self._counter(150_000 + cpu * 900, 100 * (1 - min(per_cpu, 0.95)), t)
-            result.append({
-                "cpu": cpu, "guestnice": 0, "idle": idle, "steal": 70 + cpu * 10,
-                "iowait": 580 + cpu * 200, "system": busy // 2, "guest": 0, "nice": 0,
-                "irq": 0, "type": "linux", "user": busy, "softirq": 290 + cpu * 80,
-            })
+            result.append(
+                {
+                    "cpu": cpu,
+                    "guestnice": 0,
+                    "idle": idle,
+                    "steal": 70 + cpu * 10,
+                    "iowait": 580 + cpu * 200,
+                    "system": busy // 2,
+                    "guest": 0,
+                    "nice": 0,
+                    "irq": 0,
+                    "type": "linux",
+                    "user": busy,
+                    "softirq": 290 + cpu * 80,
+                }
+            )
         return result
 
     def _cmd_vcpus(self, args: dict[str, object]) -> object:
-        return [{"online": True, "can-offline": cpu != 0, "logical-id": cpu}
-                for cpu in reversed(range(self._profile.vcpus))]
+        return [
+            {"online": True, "can-offline": cpu != 0, "logical-id": cpu}
+            for cpu in reversed(range(self._profile.vcpus))
+        ]
 
     def _cmd_set_vcpus(self, args: dict[str, object]) -> object:
         vcpus = args["vcpus"]
@@ -912,24 +1063,36 @@ class GuestAgent:
 
     def _cmd_memory_blocks(self, args: dict[str, object]) -> object:
         count = min(128, self._profile.memory_bytes // 134217728)
-        return [{"online": True, "can-offline": i != 0, "phys-index": i}
-                for i in reversed(range(count))]
+        return [
+            {"online": True, "can-offline": i != 0, "phys-index": i} for i in reversed(range(count))
+        ]
 
     def _cmd_set_memory_blocks(self, args: dict[str, object]) -> object:
         blocks = args["mem-blks"]
         assert isinstance(blocks, list)
-        return [{"phys-index": b.get("phys-index", 0) if isinstance(b, dict) else 0,
-                 "response": "success"} for b in blocks]
+        return [
+            {
+                "phys-index": b.get("phys-index", 0) if isinstance(b, dict) else 0,
+                "response": "success",
+            }
+            for b in blocks
+        ]
 
     def _cmd_devices(self, args: dict[str, object]) -> object:
         date = 1_700_000_000 * 10**9
         return [
-            {"driver-name": "netkvm", "driver-date": date,
-             "driver-version": "100.94.104.24900",
-             "id": {"type": "pci", "vendor-id": 6900, "device-id": 4096}},
-            {"driver-name": "viostor", "driver-date": date,
-             "driver-version": "100.94.104.24900",
-             "id": {"type": "pci", "vendor-id": 6900, "device-id": 4097}},
+            {
+                "driver-name": "netkvm",
+                "driver-date": date,
+                "driver-version": "100.94.104.24900",
+                "id": {"type": "pci", "vendor-id": 6900, "device-id": 4096},
+            },
+            {
+                "driver-name": "viostor",
+                "driver-date": date,
+                "driver-version": "100.94.104.24900",
+                "id": {"type": "pci", "vendor-id": 6900, "device-id": 4097},
+            },
         ]
 
     def _cmd_set_password(self, args: dict[str, object]) -> object:
@@ -1114,12 +1277,15 @@ class GuestAgent:
             raise CommandError("failed to read file: Bad file descriptor")
         found = self._lookup(handle.path)
         content = found if isinstance(found, bytes) else b""
-        chunk = content[handle.pos:handle.pos + count]
+        chunk = content[handle.pos : handle.pos + count]
         handle.pos += len(chunk)
         if count > 0 and len(chunk) < count:
             handle.eof = True
-        return {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode("ascii"),
-                "eof": handle.eof}
+        return {
+            "count": len(chunk),
+            "buf-b64": base64.b64encode(chunk).decode("ascii"),
+            "eof": handle.eof,
+        }
 
     def _cmd_file_write(self, args: dict[str, object]) -> object:
         handle = self._handle_for(args)
@@ -1137,7 +1303,7 @@ class GuestAgent:
             handle.pos = len(target)
         if handle.pos > len(target):
             target.extend(b"\x00" * (handle.pos - len(target)))
-        target[handle.pos:handle.pos + count] = data[:count]
+        target[handle.pos : handle.pos + count] = data[:count]
         handle.pos += count
         self._touch(handle.path)
         return {"count": count, "eof": False}
@@ -1189,8 +1355,9 @@ class GuestAgent:
             self._exec = {}
         pid = self._next_pid
         self._next_pid += 1
-        self._exec[pid] = _Process(self._clock() + duration, exitcode, None, out, err,
-                                   bool(capture))
+        self._exec[pid] = _Process(
+            self._clock() + duration, exitcode, None, out, err, bool(capture)
+        )
         return {"pid": pid}
 
     def _cmd_exec_status(self, args: dict[str, object]) -> object:
@@ -1217,8 +1384,9 @@ class GuestAgent:
         status["exited"] = True
         return status
 
-    def _simulate(self, path: str, argv: list[str],
-                  stdin: bytes) -> tuple[int, bytes, bytes, float] | None:
+    def _simulate(
+        self, path: str, argv: list[str], stdin: bytes
+    ) -> tuple[int, bytes, bytes, float] | None:
         """(exit code, stdout, stderr, seconds it runs), or None if `path` cannot run."""
         program = path.replace("\\", "/").rsplit("/", 1)[-1].lower()
         if program.endswith(".exe"):
@@ -1243,8 +1411,10 @@ class GuestAgent:
             return 1, b"", f"qgadash-ls: {directory}: No such file or directory\n".encode(), 0.02
         if found is not None:
             return 1, b"", f"qgadash-ls: {directory}: Not a directory\n".encode(), 0.02
-        lines = [f"{mode:x} {size} {mtime} {name}\n"
-                 for mode, size, mtime, name in self._listing(directory)]
+        lines = [
+            f"{mode:x} {size} {mtime} {name}\n"
+            for mode, size, mtime, name in self._listing(directory)
+        ]
         return 0, "".join(lines).encode("utf-8", "replace"), b"", 0.03
 
     def _shell(self, script: str, stdin: bytes) -> tuple[int, bytes, bytes, float]:
@@ -1262,8 +1432,9 @@ class GuestAgent:
             return self._program(program, words[1:], stdin)
         return 127, b"", f"sh: 1: {words[0]}: not found\n".encode(), 0.01
 
-    def _program(self, program: str, argv: list[str],
-                 stdin: bytes) -> tuple[int, bytes, bytes, float]:
+    def _program(
+        self, program: str, argv: list[str], stdin: bytes
+    ) -> tuple[int, bytes, bytes, float]:
         p = self._profile
         if program == "echo":
             return 0, (" ".join(argv) + "\n").encode(), b"", 0.01
@@ -1275,8 +1446,10 @@ class GuestAgent:
             return 0, (p.hostname + "\n").encode(), b"", 0.01
         if program == "uname":
             if "-a" in argv:
-                text = (f"Linux {p.hostname} {p.os.kernel_release} {p.os.kernel_version} "
-                        f"{p.os.machine} GNU/Linux\n")
+                text = (
+                    f"Linux {p.hostname} {p.os.kernel_release} {p.os.kernel_version} "
+                    f"{p.os.machine} GNU/Linux\n"
+                )
             elif "-r" in argv:
                 text = p.os.kernel_release + "\n"
             else:
@@ -1307,20 +1480,26 @@ class GuestAgent:
             if found is False:
                 message = f"ls: cannot access '{directory}': No such file or directory\n"
                 return 2, b"", message.encode(), 0.01
-            names = "".join(row[3] + "\n" for row in self._listing(directory)
-                            if not row[3].startswith(".") or "-a" in argv)
+            names = "".join(
+                row[3] + "\n"
+                for row in self._listing(directory)
+                if not row[3].startswith(".") or "-a" in argv
+            )
             return 0, names.encode("utf-8", "replace"), b"", 0.01
         if program == "id":
             return 0, b"uid=0(root) gid=0(root) groups=0(root)\n", b"", 0.01
         if program == "uptime":
             up = int(self._elapsed()) + 86400
             l1, l5, l15 = self._loads()
-            text = (f" up {up // 86400} day, {up % 86400 // 3600}:{up % 3600 // 60:02d},  "
-                    f"1 user,  load average: {l1:.2f}, {l5:.2f}, {l15:.2f}\n")
+            text = (
+                f" up {up // 86400} day, {up % 86400 // 3600}:{up % 3600 // 60:02d},  "
+                f"1 user,  load average: {l1:.2f}, {l5:.2f}, {l15:.2f}\n"
+            )
             return 0, text.encode(), b"", 0.01
         if program == "date":
-            stamp = time.strftime("%a %b %d %H:%M:%S UTC %Y",
-                                  time.gmtime(self._guest_time_ns() / 1e9))
+            stamp = time.strftime(
+                "%a %b %d %H:%M:%S UTC %Y", time.gmtime(self._guest_time_ns() / 1e9)
+            )
             return 0, (stamp + "\n").encode(), b"", 0.01
         if program in ("cmd", "powershell"):
             text = " ".join(argv[1:]) if argv else ""
@@ -1328,8 +1507,9 @@ class GuestAgent:
         return 127, b"", f"{program}: not found\n".encode(), 0.01
 
 
-_PROGRAMS = frozenset({"echo", "true", "false", "hostname", "uname", "sleep", "cat", "ls",
-                       "id", "uptime", "date"})
+_PROGRAMS = frozenset(
+    {"echo", "true", "false", "hostname", "uname", "sleep", "cat", "ls", "id", "uptime", "date"}
+)
 _WIN_ERRORS = {
     "No such file or directory": "The system cannot find the file specified.",
     "Is a directory": "Access is denied.",
@@ -1425,8 +1605,9 @@ def _type_ok(kind: str, value: object, name: str, modern: bool = False) -> bool:
     raise AssertionError(kind)
 
 
-def _check_args(schema: _Schema, args: dict[str, object],
-                modern: bool = False) -> dict[str, object]:
+def _check_args(
+    schema: _Schema, args: dict[str, object], modern: bool = False
+) -> dict[str, object]:
     """QEMU's input visitor: members in schema order, then anything left over."""
     for name, kind, required in schema:
         if name not in args:
@@ -1442,11 +1623,12 @@ def _check_args(schema: _Schema, args: dict[str, object],
                 if inner == "object":
                     if not isinstance(item, dict):
                         raise CommandError(
-                            f"Invalid parameter type for '{name}[{i}]', expected: object")
+                            f"Invalid parameter type for '{name}[{i}]', expected: object"
+                        )
                 elif not _type_ok(inner, item, f"{name}[{i}]"):
                     raise CommandError(
-                        f"Invalid parameter type for '{name}[{i}]', "
-                        f"expected: {_TYPE_NAMES[inner]}")
+                        f"Invalid parameter type for '{name}[{i}]', expected: {_TYPE_NAMES[inner]}"
+                    )
         elif not _type_ok(kind, value, name, modern):
             expected = "boolean" if kind == "capture" and not modern else _TYPE_NAMES[kind]
             raise CommandError(f"Invalid parameter type for '{name}', expected: {expected}")
@@ -1493,16 +1675,21 @@ def _mark_invalid(profile: GuestProfile) -> GuestProfile:
         return text + _INVALID_MARK
 
     os_info = dataclasses.replace(
-        profile.os, name=mark(profile.os.name), pretty_name=mark(profile.os.pretty_name),
-        kernel_release=mark(profile.os.kernel_release))
+        profile.os,
+        name=mark(profile.os.name),
+        pretty_name=mark(profile.os.pretty_name),
+        kernel_release=mark(profile.os.kernel_release),
+    )
     return dataclasses.replace(
         profile,
         hostname=mark(profile.hostname),
         os=os_info,
-        interfaces=tuple(dataclasses.replace(nic, name=mark(nic.name))
-                         for nic in profile.interfaces),
-        filesystems=tuple(dataclasses.replace(fs, mountpoint=mark(fs.mountpoint))
-                          for fs in profile.filesystems),
+        interfaces=tuple(
+            dataclasses.replace(nic, name=mark(nic.name)) for nic in profile.interfaces
+        ),
+        filesystems=tuple(
+            dataclasses.replace(fs, mountpoint=mark(fs.mountpoint)) for fs in profile.filesystems
+        ),
         timezone=mark(profile.timezone or "UTC"),
     )
 
@@ -1512,25 +1699,49 @@ def _out_of_range(command: str, value: object) -> object:
     huge = 2**80
     if command == "guest-get-fsinfo" and isinstance(value, list):
         return [dict(fs, **{"used-bytes": -5, "total-bytes": huge}) for fs in value] + [
-            {"name": 42, "mountpoint": None, "type": ["ext4"], "used-bytes": "NaN",
-             "total-bytes": "Infinity", "disk": "vda"}]
+            {
+                "name": 42,
+                "mountpoint": None,
+                "type": ["ext4"],
+                "used-bytes": "NaN",
+                "total-bytes": "Infinity",
+                "disk": "vda",
+            }
+        ]
     if command == "guest-network-get-interfaces" and isinstance(value, list):
         return [
-            {"name": "eth0", "hardware-address": 525400123456,
-             "ip-addresses": [{"ip-address-type": "ipv5", "ip-address": "999.1.1.1",
-                               "prefix": 999},
-                              {"ip-address-type": "ipv4", "ip-address": None, "prefix": -1}],
-             "statistics": {"rx-bytes": "NaN", "tx-bytes": -1, "rx-packets": huge,
-                            "tx-packets": 1.5e308, "rx-errs": "0", "tx-errs": None,
-                            "rx-dropped": -huge, "tx-dropped": True}},
+            {
+                "name": "eth0",
+                "hardware-address": 525400123456,
+                "ip-addresses": [
+                    {"ip-address-type": "ipv5", "ip-address": "999.1.1.1", "prefix": 999},
+                    {"ip-address-type": "ipv4", "ip-address": None, "prefix": -1},
+                ],
+                "statistics": {
+                    "rx-bytes": "NaN",
+                    "tx-bytes": -1,
+                    "rx-packets": huge,
+                    "tx-packets": 1.5e308,
+                    "rx-errs": "0",
+                    "tx-errs": None,
+                    "rx-dropped": -huge,
+                    "tx-dropped": True,
+                },
+            },
             {"name": None, "ip-addresses": "none"},
             "not-an-object",
         ]
     if command == "guest-get-host-name":
         return {"host-name": 12345}
     if command == "guest-get-osinfo":
-        return {"id": None, "name": ["Linux"], "pretty-name": 7, "version": {"major": 1},
-                "kernel-release": -1, "machine": True}
+        return {
+            "id": None,
+            "name": ["Linux"],
+            "pretty-name": 7,
+            "version": {"major": 1},
+            "kernel-release": -1,
+            "machine": True,
+        }
     if command == "guest-get-users":
         return [{"user": None, "login-time": "yesterday"}, {"user": "x", "login-time": -huge}]
     if command == "guest-get-timezone":
@@ -1549,8 +1760,7 @@ def _out_of_range(command: str, value: object) -> object:
         return {"exited": "true", "exitcode": huge, "out-data": 17}
     if command == "guest-exec":
         return {"pid": -huge}
-    if command in ("guest-fsfreeze-freeze", "guest-fsfreeze-thaw",
-                   "guest-fsfreeze-freeze-list"):
+    if command in ("guest-fsfreeze-freeze", "guest-fsfreeze-thaw", "guest-fsfreeze-freeze-list"):
         return -huge
     if command == "guest-get-disks":
         return [{"name": None, "partition": "no"}]
