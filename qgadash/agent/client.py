@@ -86,6 +86,7 @@ class AgentClient:
         self._in_sync = False
         self._closed = False
         self._pending: list[Reply | DecodeError] = []
+        self._noise: str | None = None  # the last undecodable bytes seen while syncing
 
     @property
     def closed(self) -> bool:
@@ -127,7 +128,7 @@ class AgentClient:
                     replies = await self._collect(ids)
             except TimeoutError:
                 self._in_sync = False
-                raise AgentTimeout(f"no reply to {_names(requests)} within {timeout:g} s") from None
+                raise self._timeout_error(_names(requests), timeout) from None
             except AgentProtocolError:
                 self._in_sync = False
                 raise
@@ -205,20 +206,29 @@ class AgentClient:
             async with asyncio.timeout(timeout):
                 await self._sync_unlocked()
         except TimeoutError:
-            raise AgentTimeout(f"no reply to guest-sync-delimited within {timeout:g} s") from None
+            raise self._timeout_error("guest-sync-delimited", timeout) from None
         except (OSError, EOFError) as exc:
             await self._abort()
             raise AgentConnectionError(f"connection lost: {exc}") from exc
+
+    def _timeout_error(self, what: str, timeout: float) -> AgentError:
+        """A timeout, or garbage if the agent talked but never sensibly."""
+        if self._noise is not None:
+            return AgentProtocolError(f"garbage from the agent instead of a reply ({self._noise})")
+        return AgentTimeout(f"no reply to {what} within {timeout:g} s")
 
     async def _sync_unlocked(self) -> None:
         sync_id = new_sync_id()
         self._pending.clear()
         self._decoder.reset()
+        self._noise = None
         self._stream.write(encode_sync(sync_id))
         await self._stream.drain()
         while True:
             for message in await self._read_messages():
-                if isinstance(message, Reply) and message.ok and message.value == sync_id:
+                if isinstance(message, DecodeError):
+                    self._noise = message.reason
+                elif message.ok and message.value == sync_id:
                     self._in_sync = True
                     # Later messages of this read belong to nobody yet; keep nothing.
                     return
@@ -242,7 +252,12 @@ class AgentClient:
                 return messages
             data = await self._stream.read(READ_CHUNK)
             if not data:
+                partial = self._decoder.buffered
                 await self._abort()
+                if partial:
+                    raise AgentProtocolError(
+                        f"the agent closed the channel in the middle of a reply ({partial} bytes)"
+                    )
                 raise AgentConnectionError("the agent's channel closed")
             messages = self._decoder.feed(data)
             if messages:
