@@ -104,9 +104,7 @@ class RawAgent:
                 raise ConnectionError("agent reply exceeds the buffer cap")
             return
 
-    def _next_message(
-        self, deadline: float, alive: Callable[[], bool] | None
-    ) -> dict[str, Any]:
+    def _next_message(self, deadline: float, alive: Callable[[], bool] | None) -> dict[str, Any]:
         """The next JSON object; a 0xFF (the agent's sync mark) drops what preceded it."""
         while True:
             ff = self._buf.rfind(b"\xff")

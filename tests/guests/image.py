@@ -38,13 +38,13 @@ _GUESTFS = Path(__file__).with_name("guestfs")
 _FORMAT = "1"
 
 OS_RELEASE = (
-    'PRETTY_NAME="qgadash test guest 1.0"\n'
-    'NAME="qgadash test guest"\n'
-    'VERSION_ID="1.0"\n'
-    'VERSION="1.0 (busybox)"\n'
-    "ID=qgadash-guest\n"
-    "ID_LIKE=debian\n"
-).encode()
+    b'PRETTY_NAME="qgadash test guest 1.0"\n'
+    b'NAME="qgadash test guest"\n'
+    b'VERSION_ID="1.0"\n'
+    b'VERSION="1.0 (busybox)"\n'
+    b"ID=qgadash-guest\n"
+    b"ID_LIKE=debian\n"
+)
 
 KNOWN_FILES: dict[str, bytes] = {
     "/etc/os-release": OS_RELEASE,
@@ -99,11 +99,13 @@ def find_kernel() -> tuple[str, Path]:
     usable = [
         (p.name.removeprefix("vmlinuz-"), p)
         for p in candidates
-        if p.is_file() and Path("/lib/modules", p.name.removeprefix("vmlinuz-"), "modules.dep").exists()
+        if p.is_file()
+        and Path("/lib/modules", p.name.removeprefix("vmlinuz-"), "modules.dep").exists()
     ]
     if not usable:
         raise GuestImageError(
-            "no kernel: need /boot/vmlinuz-VER and /lib/modules/VER (apt-get install linux-image-amd64)"
+            "no kernel: need /boot/vmlinuz-VER and /lib/modules/VER"
+            " (apt-get install linux-image-amd64)"
         )
     return max(usable, key=lambda rp: _version_key(rp[0]))
 
@@ -145,10 +147,12 @@ def _dpkg_versions(packages: list[str]) -> dict[str, str]:
 
 def _inputs(release: str, vmlinuz: Path) -> dict[str, object]:
     """Everything the image depends on; its hash names the cache entry."""
-    sources = sorted(_GUESTFS.iterdir()) + [
-        Path(__file__),
-        Path(__file__).with_name("_cpio.py"),
-        Path(__file__).with_name("_kernel.py"),
+    here = Path(__file__)
+    sources = [
+        *sorted(_GUESTFS.iterdir()),
+        here,
+        here.with_name("_cpio.py"),
+        here.with_name("_kernel.py"),
     ]
     files = {}
     for p in (vmlinuz, QEMU_GA, BUSYBOX):
@@ -316,6 +320,7 @@ def ensure_image(cache_dir: Path | None = None) -> GuestImage:
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
         try:
             _build(tmp, release, vmlinuz, inputs)
+            tmp.chmod(0o755)  # mkdtemp's 0700 would lock out other users of a shared cache
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

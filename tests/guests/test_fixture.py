@@ -7,6 +7,7 @@ Uses only the fixture's raw helpers, never the product's client.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import secrets
@@ -186,7 +187,7 @@ def test_fsfreeze_blocks_writes_to_data(shared_guests: list[Guest]) -> None:
         status = _exec_wait(agent, pid)
     assert status["exitcode"] == 0
     ticks = [float(t) for t in _out(status).split()]
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert max(gaps) >= FREEZE_WINDOW * 0.75, gaps
     assert sorted(gaps)[len(gaps) // 2] < 0.5, gaps  # otherwise writes are quick
 

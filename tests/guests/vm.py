@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal
@@ -36,7 +37,7 @@ Accel = Literal["kvm", "tcg"]
 KernelKind = Literal["pvh", "bzimage"]
 
 BOOT_TIMEOUT = 60.0
-KVM_PROBE_TIMEOUT = float(os.environ.get("QGADASH_KVM_PROBE_TIMEOUT", "6"))
+KVM_PROBE_TIMEOUT = float(os.environ.get("QGADASH_KVM_PROBE_TIMEOUT", "4"))
 QEMU = "qemu-system-x86_64"
 INIT_STARTED = "qgadash-init: start"
 INIT_READY = "qgadash-init: ready"
@@ -163,7 +164,9 @@ class Guest:
             if len(str(self.workdir / "qga.sock")) <= _SUN_PATH_MAX:
                 self._socket_dir = self.workdir
             else:
-                self._socket_dir = Path(tempfile.mkdtemp(prefix=f"qga-{self.name[:16]}-", dir="/tmp"))
+                self._socket_dir = Path(
+                    tempfile.mkdtemp(prefix=f"qga-{self.name[:16]}-", dir="/tmp")
+                )
         return self._socket_dir
 
     @property
@@ -320,10 +323,9 @@ class Guest:
         with self._stop_lock:
             proc = self._proc
             if proc is not None and proc.poll() is None:
-                try:
+                # QMP gone or wedged: the kill below handles it.
+                with contextlib.suppress(OSError, ValueError, RuntimeError):
                     qmp_command(self.qmp_socket, "quit", timeout=2.0)
-                except (OSError, ValueError, RuntimeError):
-                    pass  # QMP gone or wedged: the kill below handles it
                 try:
                     proc.wait(3.0)
                 except subprocess.TimeoutExpired:
@@ -356,7 +358,9 @@ class Guest:
         return f"<Guest {self.name} pid={self.pid} running={self.is_running()}>"
 
     # -- QMP and agent ------------------------------------------------------------
-    def qmp(self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+    def qmp(
+        self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 5.0
+    ) -> Any:
         """Run a QMP command; returns its ``return`` member, raises QMPError on error."""
         return qmp_command(self.qmp_socket, command, arguments, timeout)
 
