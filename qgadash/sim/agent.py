@@ -1235,8 +1235,6 @@ class GuestAgent:
                 raise fail("No such file or directory")
         if found is None and writable:
             raise fail("Is a directory")
-        if writable and found is not None and not isinstance(found, bytes):
-            raise fail("No such file or directory")
         if writable and (truncate or found is False):
             data = self._write_target(key, path)
             if truncate:

@@ -25,6 +25,7 @@ __all__ = [
     "NetInterface",
     "OsInfo",
     "demo_fleet",
+    "hostile_name",
     "hostile_text",
     "make_profile",
     "markup_profile",
@@ -557,23 +558,32 @@ def hostile_text(text: str) -> str:
     return f"[bold red]{text}[/]{_HOSTILE_SUFFIX}"
 
 
-def _hostile_file(entry: GuestFile, windows: bool) -> GuestFile:
+def hostile_name(text: str) -> str:
+    """A file name with markup and escapes; no "/" (or "\\"), which no file name can hold."""
+    return f"[bold red]{text}[reverse][link=evil:x]\x1b[31m\x1b]0;pwned\x07\rOVERWRITE\x00"
+
+
+def _hostile_content(entry: GuestFile) -> GuestFile:
+    content = entry.content
+    if content is None or b"\x00" in content or entry.path.endswith(".bin"):
+        return entry
+    return dataclasses.replace(
+        entry, content=hostile_text(content.decode("utf-8", "replace")).encode()
+    )
+
+
+def _hostile_sibling(entry: GuestFile, windows: bool) -> GuestFile:
     sep = "\\" if windows else "/"
     head, _, base = entry.path.rpartition(sep)
-    if not base:  # a root ("/" or "C:\\")
-        return entry
-    content = entry.content
-    if content is not None and not entry.path.endswith(".bin") and b"\x00" not in content:
-        content = hostile_text(content.decode("utf-8", "replace")).encode()
-    return dataclasses.replace(entry, path=f"{head}{sep}{hostile_text(base)}", content=content)
+    return dataclasses.replace(entry, path=f"{head}{sep}{hostile_name(base)}")
 
 
 def markup_profile(profile: GuestProfile) -> GuestProfile:
     """The same guest with markup and escapes in every free-text string it reports.
 
-    Enumerated fields (ip-address-type, bus types) and command names stay intact, so the
-    guest remains usable. Files keep their real paths (so they can be opened) and gain
-    hostile siblings; text contents carry markup.
+    Enumerated fields (ip-address-type, bus types), the agent version and command names
+    stay intact, so the guest remains usable. Files keep their real paths (so they can be
+    opened) and gain siblings with hostile names; text contents carry markup.
     """
     os_info = profile.os
     hostile_os = dataclasses.replace(
@@ -619,9 +629,8 @@ def markup_profile(profile: GuestProfile) -> GuestProfile:
         )
         for u in profile.users
     ) or (GuestUser(hostile_text("mallory"), float(_EPOCH)),)
-    files = profile.files + tuple(
-        _hostile_file(entry, profile.windows) for entry in profile.files if not entry.is_dir
-    )
+    files = tuple(_hostile_content(entry) for entry in profile.files)
+    files += tuple(_hostile_sibling(entry, profile.windows) for entry in files if not entry.is_dir)
     return dataclasses.replace(
         profile,
         hostname=hostile_text(profile.hostname),
