@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qgadash import __version__
+from qgadash.agent.errors import AgentError
 from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, ConfigError, find_config, load_config
@@ -532,7 +533,10 @@ async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
         raise UsageError("cp needs exactly one side as VM:PATH (VM is an id such as hv1/web-1)")
     if src is not None:
         vm_id, path = src
-        size = await engine.files.download(vm_id, path, Path(args.destination))
+        try:
+            size = await engine.files.download(vm_id, path, Path(args.destination))
+        except (AgentError, OSError) as exc:
+            return _cp_failed(vm_id, path, exc)
         print(
             f"copied {size} bytes from {vm_id}:{printable(path)} to {args.destination}",
             file=sys.stderr,
@@ -547,9 +551,18 @@ async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
         raise UsageError(f"{local}: not a file")
     if not confirm(f"Write {local} ({local.stat().st_size} bytes) to {vm_id}:{path}?", args):
         return EXIT_FAILED
-    size = await engine.files.upload(vm_id, local, path)
+    try:
+        size = await engine.files.upload(vm_id, local, path)
+    except (AgentError, OSError) as exc:
+        return _cp_failed(vm_id, path, exc)
     print(f"copied {size} bytes from {local} to {vm_id}:{printable(path)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _cp_failed(vm_id: str, path: str, exc: Exception) -> int:
+    """A failed copy: one line naming the guest file, no traceback."""
+    print(f"qgadash: {vm_id}:{printable(path)}: {printable(str(exc), 300)}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 async def cmd_agent(engine: FleetEngine, args: argparse.Namespace) -> int:
