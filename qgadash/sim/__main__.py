@@ -57,30 +57,52 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve simulated qemu-ga agents on unix sockets (for --demo, tests and "
         "benchmarks). Prints 'ready' once every socket listens; stops on SIGINT/SIGTERM.",
     )
-    parser.add_argument("--dir", required=True, type=Path,
-                        help="directory for the sockets (<name>.sock) and hosts.toml; "
-                        "a tmpfs such as /dev/shm makes large fleets start much faster")
-    parser.add_argument("--count", type=int, default=None,
-                        help="number of VMs (default 100, or 24 with --demo)")
-    parser.add_argument("--fault", action="append", type=_fault_arg, default=[],
-                        metavar="NAME=COUNT",
-                        help="give COUNT VMs this fault; repeatable. Names: "
-                        + ", ".join(f.value for f in Fault if f is not Fault.NONE))
-    parser.add_argument("--procs", type=int, default=1,
-                        help="split the fleet across this many processes (each listening "
-                        "socket and each held connection costs an open file)")
+    parser.add_argument(
+        "--dir",
+        required=True,
+        type=Path,
+        help="directory for the sockets (<name>.sock) and hosts.toml; "
+        "a tmpfs such as /dev/shm makes large fleets start much faster",
+    )
+    parser.add_argument(
+        "--count", type=int, default=None, help="number of VMs (default 100, or 24 with --demo)"
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        type=_fault_arg,
+        default=[],
+        metavar="NAME=COUNT",
+        help="give COUNT VMs this fault; repeatable. Names: "
+        + ", ".join(f.value for f in Fault if f is not Fault.NONE),
+    )
+    parser.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="split the fleet across this many processes (each listening "
+        "socket and each held connection costs an open file)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="varies the generated guests")
-    parser.add_argument("--demo", action="store_true",
-                        help="the qgadash --demo fleet: one Windows guest, one with its agent "
-                        "down, one frozen, one slow, the rest healthy")
-    parser.add_argument("--poll-interval", type=float, default=5.0,
-                        help="poll_interval written to hosts.toml")
-    parser.add_argument("--timeout", type=float, default=3.0,
-                        help="timeout written to hosts.toml")
-    parser.add_argument("--session", choices=("held", "per-poll"), default="held",
-                        help="session written to hosts.toml")
-    parser.add_argument("--backlog", type=int, default=1,
-                        help="accept queue length of each socket (qemu-ga uses 1)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="the qgadash --demo fleet: one Windows guest, one with its agent "
+        "down, one frozen, one slow, the rest healthy",
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=5.0, help="poll_interval written to hosts.toml"
+    )
+    parser.add_argument("--timeout", type=float, default=3.0, help="timeout written to hosts.toml")
+    parser.add_argument(
+        "--session",
+        choices=("held", "per-poll"),
+        default="held",
+        help="session written to hosts.toml",
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=1, help="accept queue length of each socket (qemu-ga uses 1)"
+    )
     parser.add_argument("--slice", type=_slice_arg, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -121,8 +143,14 @@ async def _serve(args: argparse.Namespace) -> int:
             children = await _spawn_children(args, procs)
         await fleet.start()
         if args.slice is None:
-            write_hosts_toml(args.dir / "hosts.toml", args.dir, poll_interval=args.poll_interval,
-                             timeout=args.timeout, session=args.session, count=args.count)
+            write_hosts_toml(
+                args.dir / "hosts.toml",
+                args.dir,
+                poll_interval=args.poll_interval,
+                timeout=args.timeout,
+                session=args.session,
+                count=args.count,
+            )
         print("ready", flush=True)
         if args.slice is not None:
             _stop_when_stdin_closes(loop, stop)  # the parent went away
@@ -145,17 +173,30 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _spawn_children(args: argparse.Namespace, procs: int) -> list[subprocess.Popen[bytes]]:
     children: list[subprocess.Popen[bytes]] = []
-    base = [sys.executable, "-m", "qgadash.sim", "--dir", str(args.dir),
-            "--count", str(args.count), "--seed", str(args.seed),
-            "--backlog", str(args.backlog)]
+    base = [
+        sys.executable,
+        "-m",
+        "qgadash.sim",
+        "--dir",
+        str(args.dir),
+        "--count",
+        str(args.count),
+        "--seed",
+        str(args.seed),
+        "--backlog",
+        str(args.backlog),
+    ]
     for fault, number in args.fault:
         base += ["--fault", f"{fault.value}={number}"]
     try:
         for k in range(1, procs):
-            children.append(subprocess.Popen(
-                [*base, "--slice", f"{k}/{procs}"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            ))
+            children.append(
+                subprocess.Popen(
+                    [*base, "--slice", f"{k}/{procs}"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            )
         for child in children:
             assert child.stdout is not None
             line = await asyncio.to_thread(child.stdout.readline)

@@ -624,7 +624,7 @@ class GuestAgent:
         if fault is Fault.NONE or fault is Fault.FROZEN or fault is Fault.MARKUP:
             out.append(data)
             return
-        plain_sync = command in _SYNC_COMMANDS
+        plain_sync = command is None or command in _SYNC_COMMANDS  # None: a parse error
         rid_text = "" if rid is None else f', "id": {dumps(wrap_floats(rid))}'
         if fault is Fault.SLOW:
             out.append(Pause(1.5))
