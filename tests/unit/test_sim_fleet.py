@@ -180,7 +180,7 @@ async def test_second_client_is_served_only_after_the_first_leaves(sockdir: Path
 
 async def test_reply_to_a_client_that_left_goes_to_the_next_client(sockdir: Path) -> None:
     async with running(sockdir, [vm("slow", Fault.SLOW)]) as fleet:
-        reader, writer = await connect(fleet, "slow")
+        _reader, writer = await connect(fleet, "slow")
         writer.write(b'{"execute":"guest-ping","id":"stale"}')
         writer.close()
         await asyncio.sleep(1.7)  # the agent answers after 1.5 s, to nobody
