@@ -193,6 +193,9 @@ class _VmServer:
     # -- the client ------------------------------------------------------------------
 
     def attach(self, transport: asyncio.Transport) -> None:
+        if self._sock is None:  # closed or powered off while the connection was set up
+            transport.abort()
+            return
         self._transport = transport
         self.paused = False
         if self._backlog:

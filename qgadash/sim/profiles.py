@@ -377,7 +377,7 @@ def _link_local(mac: str) -> str:
 
 def make_profile(index: int, seed: int = 0) -> GuestProfile:
     """A varied, deterministic guest: the same (index, seed) always gives the same guest."""
-    rng = random.Random(f"qgadash-sim:{seed}:{index}")
+    rng = random.Random((seed << 40) ^ (index * 2654435761) ^ 0x51D)
     if index % _WINDOWS_EVERY == _WINDOWS_EVERY - 1:
         return _windows_profile(index, rng)
     distro = _DISTROS[_DISTRO_CYCLE[index % len(_DISTRO_CYCLE)]]
