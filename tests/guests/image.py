@@ -293,6 +293,29 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+KEEP_ENTRIES = 3
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Drop all but the KEEP_ENTRIES most recently used images (~80 MB each).
+
+    Entries are touched on every use, so one a concurrent session just picked is
+    among the newest and survives; QEMU reads kernel and initrd only at start.
+    Lock files (empty) stay: deleting one another process holds would break locking.
+    """
+    entries = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[KEEP_ENTRIES - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
+    # Half-built directories of killed builds (a live build is never this old).
+    for stale in root.glob(".build-*"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def ensure_image(cache_dir: Path | None = None) -> GuestImage:
     """Return the cached guest image for this machine, building it first if needed.
 
@@ -309,6 +332,7 @@ def ensure_image(cache_dir: Path | None = None) -> GuestImage:
     final = root / f"{release}-{key}"
     image = _image_at(final)
     if image is not None:
+        os.utime(final)  # "recently used", for _prune
         return image
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f".{key}.lock"):
@@ -325,6 +349,7 @@ def ensure_image(cache_dir: Path | None = None) -> GuestImage:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _prune(root, final)
     image = _image_at(final)
     assert image is not None
     return image

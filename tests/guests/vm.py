@@ -16,7 +16,9 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +70,14 @@ class GuestSpec:
     reboot: bool = False
     verbose_agent: bool = False
     extra_qemu_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # These end up in QEMU's option syntax and on the kernel command line,
+        # where a comma or a space would silently change their meaning.
+        for label, value in (("name", self.name), ("hostname", self.hostname or self.name)):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", value):
+                raise ValueError(f"invalid guest {label}: {value!r}")
+        ipaddress.IPv4Interface(self.ip)  # raises ValueError if malformed
 
 
 _LIVE: set[Guest] = set()
