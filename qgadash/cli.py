@@ -143,8 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo_default(argv: Sequence[str]) -> list[str]:
+    """`--demo status` means 24 VMs, not a count called "status"."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--demo" and (i + 1 == len(out) or not out[i + 1].isdigit()):
+            out[i] = "--demo=24"
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_demo_default(sys.argv[1:] if argv is None else argv))
     try:
         return asyncio.run(run(args)) if args.command else run_dashboard_command(args)
     except ConfigError as exc:
@@ -188,11 +197,10 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
 
 async def _demo_dashboard(args: argparse.Namespace) -> int:
     from qgadash.sim.fleet import SimFleet
-    from qgadash.sim.profiles import demo_fleet
 
     count = max(1, min(args.demo, 5000))
     with tempfile.TemporaryDirectory(prefix="qgadash-demo-") as tmp:
-        fleet = SimFleet(Path(tmp), demo_fleet(count))
+        fleet = SimFleet.demo(Path(tmp), count)
         await fleet.start()
         try:
             hosts = Path(tmp) / "hosts.toml"
@@ -211,10 +219,9 @@ async def _demo_dashboard(args: argparse.Namespace) -> int:
 
 async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Config:
     from qgadash.sim.fleet import SimFleet
-    from qgadash.sim.profiles import demo_fleet
 
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qgadash-demo-"))
-    fleet = SimFleet(Path(tmp), demo_fleet(max(1, args.demo)))
+    fleet = SimFleet.demo(Path(tmp), max(1, min(args.demo, 5000)))
     await fleet.start()
     stack.push_async_callback(fleet.stop)
     hosts = Path(tmp) / "hosts.toml"

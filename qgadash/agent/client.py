@@ -22,6 +22,7 @@ from qgadash.agent.codec import (
     DecodeError,
     Decoder,
     Reply,
+    decode_body,
     encode_request,
     encode_sync,
 )
@@ -80,7 +81,7 @@ class AgentClient:
 
     def __init__(self, stream: ByteStream, *, max_reply: int = DEFAULT_MAX_REPLY) -> None:
         self._stream = stream
-        self._decoder = Decoder(max_reply=max_reply)
+        self._decoder = Decoder(max_reply=max_reply, lazy=True)
         self._lock = asyncio.Lock()
         self._ids = itertools.count(random.randint(1, 2**40))
         self._in_sync = False
@@ -112,6 +113,19 @@ class AgentClient:
         A timeout, a closed channel or garbage fail the whole batch (raised), since the
         channel's state is then unknown.
         """
+        return [
+            _decoded(r) if isinstance(r, bytes) else r
+            for r in await self.call_many_raw(requests, timeout=timeout)
+        ]
+
+    async def call_many_raw(
+        self, requests: Sequence[Request], *, timeout: float
+    ) -> list[Any | bytes | AgentError]:
+        """As `call_many`, but a success may come back as its undecoded JSON text (bytes).
+
+        Pollers compare those bytes with the last poll's and decode only what changed;
+        `qgadash.agent.codec.decode_body` turns them into a value.
+        """
         async with self._lock:
             self._check_open()
             try:
@@ -135,15 +149,17 @@ class AgentClient:
             except (OSError, EOFError) as exc:
                 await self._abort()
                 raise AgentConnectionError(f"connection lost: {exc}") from exc
-        results: list[Any | AgentError] = []
+        results: list[Any | bytes | AgentError] = []
         for (name, _), rid in zip(requests, ids, strict=True):
             reply = replies[rid]
-            if reply.ok:
-                results.append(reply.value)
-            else:
+            if not reply.ok:
                 results.append(
                     AgentCommandError(reply.error_class or "GenericError", reply.desc or "", name)
                 )
+            elif reply.body is not None:
+                results.append(reply.body)
+            else:
+                results.append(reply.value)
         return results
 
     async def call_no_reply(
@@ -262,6 +278,13 @@ class AgentClient:
             messages = self._decoder.feed(data)
             if messages:
                 return messages
+
+
+def _decoded(body: bytes) -> Any:
+    try:
+        return decode_body(body)
+    except ValueError as exc:
+        return AgentProtocolError(str(exc))
 
 
 def _names(requests: Sequence[Request]) -> str:

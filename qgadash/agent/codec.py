@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +23,18 @@ _NL = 0x0A
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One well-formed reply: either `value` (the `return` member) or `error_class`/`desc`."""
+    """One well-formed reply: either `value` (the `return` member) or `error_class`/`desc`.
+
+    From a lazy decoder, a success reply may carry `body` (the `return` member's JSON
+    text, undecoded) instead of `value`: callers that cache replies compare bytes and
+    decode only what changed (`decode_body`).
+    """
 
     id: Any
     value: Any = None
     error_class: str | None = None
     desc: str | None = None
+    body: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,11 +77,17 @@ def encode_sync(sync_id: int) -> bytes:
 class Decoder:
     """Turns a byte stream from the agent into `Reply` and `DecodeError` messages."""
 
-    def __init__(self, max_reply: int = DEFAULT_MAX_REPLY, max_depth: int = DEFAULT_MAX_DEPTH):
+    def __init__(
+        self,
+        max_reply: int = DEFAULT_MAX_REPLY,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        lazy: bool = False,
+    ):
         if max_reply < 2:
             raise ValueError("max_reply must be at least 2 bytes")
         self.max_reply = max_reply
         self.max_depth = max_depth
+        self.lazy = lazy
         self._buffer = bytearray()
         self._discarding = False
         self.resyncs = 0
@@ -142,6 +155,12 @@ class Decoder:
         line = line.strip()
         if not line:
             return
+        if self.lazy and line.startswith(_RETURN_PREFIX):
+            # qemu-ga writes `{"return": VALUE, "id": ID}`: keep VALUE's text undecoded.
+            tail = _ID_TAIL.search(line, max(0, len(line) - 32))
+            if tail is not None:
+                out.append(Reply(int(tail.group(1)), body=line[len(_RETURN_PREFIX) : tail.start()]))
+                return
         if line.count(b"[") + line.count(b"{") > self.max_depth and not _depth_within(
             line, self.max_depth
         ):
@@ -156,6 +175,22 @@ class Decoder:
             out.append(DecodeError(f"invalid JSON from agent: {_short(exc)}"))
             return
         out.append(_to_message(doc))
+
+
+_RETURN_PREFIX = b'{"return": '
+_ID_TAIL = re.compile(rb', "id": (-?\d{1,19})\}$')
+
+
+def decode_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """The value of a lazy reply's `body`; ValueError if it is not sound JSON."""
+    if body.count(b"[") + body.count(b"{") > max_depth and not _depth_within(body, max_depth):
+        raise ValueError(f"reply nested deeper than {max_depth} levels")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError(f"reply nested deeper than {max_depth} levels") from None
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON from agent: {_short(exc)}") from None
 
 
 def _depth_within(line: bytes, limit: int) -> bool:

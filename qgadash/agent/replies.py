@@ -510,10 +510,11 @@ class Load:
 
 
 def parse_load(value: Any) -> Load:
+    """guest-get-load (qemu-ga 10.0+): `load1m`, `load5m`, `load15m`."""
     obj = _obj(value, "guest-get-load")
     w = "guest-get-load"
     values = []
-    for key in ("load1", "load5", "load15"):
+    for key in ("load1m", "load5m", "load15m"):
         v = _opt_float(obj, key, w)
         if v is None or v < 0:
             raise ReplyShapeError(f"{w}.{key}: expected a non-negative number")

@@ -261,10 +261,13 @@ class FleetEngine:
     async def _poll_loop(self, vm_id: str, stagger: bool) -> None:
         interval = self.settings.poll_interval
         if stagger:
-            # First polls spread over a fraction of the interval: a fast first paint
-            # without every VM's poll landing in the same instant forever after.
+            # First polls within a second: a fast first paint.
             await asyncio.sleep(random.uniform(0, min(interval, 1.0)))
         loop = asyncio.get_running_loop()
+        # After the first poll, each VM keeps its own phase, spread over the whole interval,
+        # so a large fleet is a steady trickle of polls instead of a storm every interval.
+        phase = random.uniform(0.0, interval)
+        first = True
         while True:
             started = loop.time()
             await self.poll_vm(vm_id)
@@ -272,6 +275,9 @@ class FleetEngine:
             failures = session.failures if session else 0
             # Degrade by stretching: a failing VM waits longer, never piles up work.
             delay = interval * min(1.0 + failures / 2, 3.0)
+            if first:
+                delay = phase + interval / 2
+                first = False
             await asyncio.sleep(max(0.0, started + delay - loop.time()))
 
     async def _rediscover_loop(self, hv: HypervisorConfig) -> None:

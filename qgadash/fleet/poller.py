@@ -17,6 +17,7 @@ from typing import Any
 
 from qgadash.agent import replies
 from qgadash.agent.client import AgentCaller
+from qgadash.agent.codec import decode_body
 from qgadash.agent.errors import (
     AgentCommandError,
     AgentConnectionError,
@@ -107,6 +108,30 @@ _CACHEABLE = frozenset(
 )
 
 
+# Replies that are often identical across a fleet: parsed once and shared by every VM
+# that sent the same bytes (memory, and fewer objects for the garbage collector).
+_SHARED = frozenset({"guest-info", "guest-get-osinfo", "guest-get-timezone"})
+_SHARED_MAX = 4096
+_shared_replies: dict[tuple[str, bytes], tuple[bytes, GuestFacts]] = {}
+
+
+def _apply_shared(name: str, body: bytes, facts: GuestFacts) -> tuple[bytes, GuestFacts]:
+    """Fold a shareable reply in, reusing the parsed value another VM already paid for."""
+    key = (name, body)
+    hit = _shared_replies.get(key)
+    if hit is None:
+        parsed = _apply(name, decode_body(body), GuestFacts(), 0.0, 0.0)
+        if len(_shared_replies) >= _SHARED_MAX:
+            _shared_replies.pop(next(iter(_shared_replies)))
+        hit = _shared_replies[key] = (body, parsed)
+    shared_body, parsed = hit
+    if name == "guest-info":
+        return shared_body, dataclasses.replace(facts, info=parsed.info)
+    if name == "guest-get-osinfo":
+        return shared_body, dataclasses.replace(facts, os=parsed.os)
+    return shared_body, dataclasses.replace(facts, timezone=parsed.timezone)
+
+
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
     """The members of a snapshot that one poll decides; the rest belongs to others."""
@@ -153,7 +178,12 @@ async def poll_with(
     names = commands_for(plan, snapshot.facts, poll_number)
     sent_at = clock()
     started = time.perf_counter()
-    results = await caller.call_many([(n, None) for n in names], timeout=timeout)
+    raw_call = getattr(caller, "call_many_raw", None)
+    requests = [(n, None) for n in names]
+    if raw_call is not None:
+        results = await raw_call(requests, timeout=timeout)
+    else:
+        results = await caller.call_many(requests, timeout=timeout)
     rtt = time.perf_counter() - started
     facts = snapshot.facts
     freeze = snapshot.freeze
@@ -164,6 +194,10 @@ async def poll_with(
             if name == "guest-fsfreeze-status":
                 freeze = replies.FreezeState.UNKNOWN
             continue
+        if isinstance(result, AgentProtocolError):
+            state = AgentState.ERROR
+            error = one_line(f"nonsense from the agent: {result}")
+            continue
         if isinstance(result, AgentError):
             continue
         if cache is not None and name in _CACHEABLE:
@@ -172,11 +206,18 @@ async def poll_with(
             cache.pop(name, None)
         try:
             if name == "guest-fsfreeze-status":
-                freeze = replies.parse_fsfreeze_status(result)
+                value = decode_body(result) if isinstance(result, bytes) else result
+                freeze = replies.parse_fsfreeze_status(value)
+            elif isinstance(result, bytes) and name in _SHARED:
+                result, facts = _apply_shared(name, result, facts)
             else:
-                facts = _apply(name, result, facts, sent_at, rtt)
+                value = decode_body(result) if isinstance(result, bytes) else result
+                facts = _apply(name, value, facts, sent_at, rtt)
             if cache is not None and name in _CACHEABLE:
                 cache[name] = result
+        except ValueError as exc:  # undecodable JSON text
+            state = AgentState.ERROR
+            error = one_line(f"nonsense from the agent: {exc}")
         except AgentProtocolError as exc:
             state = AgentState.ERROR
             error = one_line(f"nonsense from the agent: {exc}")

@@ -127,3 +127,27 @@ def test_sync_starts_with_ff() -> None:
     data = encode_sync(2**63 - 1)
     assert data[0] == 0xFF
     assert json.loads(data[1:])["arguments"]["id"] == 2**63 - 1
+
+
+def test_lazy_decoder_keeps_the_return_text_undecoded() -> None:
+    from qgadash.agent.codec import decode_body
+
+    got = Decoder(lazy=True).feed(b'{"return": {"host-name": "a, \\"id\\": 3}"}, "id": 42}\n')
+    assert got == [Reply(42, body=b'{"host-name": "a, \\"id\\": 3}"}')]
+    assert decode_body(got[0].body or b"") == {"host-name": 'a, "id": 3}'}
+
+
+def test_lazy_decoder_parses_errors_and_id_less_replies_eagerly() -> None:
+    got = Decoder(lazy=True).feed(
+        b'{"return": 5}\n{"error": {"class": "X", "desc": "d"}, "id": 1}\n'
+    )
+    assert got == [Reply(None, 5), Reply(1, None, "X", "d")]
+
+
+def test_decode_body_refuses_deep_or_broken_json() -> None:
+    from qgadash.agent.codec import decode_body
+
+    with pytest.raises(ValueError, match="nested"):
+        decode_body(b"[" * 1000 + b"]" * 1000)
+    with pytest.raises(ValueError, match="invalid JSON"):
+        decode_body(b'1, "sneaky": 2')

@@ -122,7 +122,7 @@ SHAPES: list[Any] = [
             "statistics": {"rx-bytes": 1, "tx-bytes": 2},
         }
     ],
-    {"load1": 0.1, "load5": 0.2, "load15": 0.3},
+    {"load1m": 0.1, "load5m": 0.2, "load15m": 0.3},
     {"count": 3, "buf-b64": "YWJj", "eof": True},
     {"exited": True, "exitcode": 0, "out-data": "YWJj"},
     {"paths": [{"path": "/", "trimmed": 5, "minimum": 0}]},
