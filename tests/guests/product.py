@@ -130,11 +130,14 @@ class StateLog:
         self._id = vm_id(guest)
         self.states: list[tuple[float, AgentState]] = []
         self._unsubscribe = engine.store.subscribe(self._changed)
+        # The store notifies once per take_changes(): consume what came before us.
+        engine.store.take_changes()
+        self._changed()
 
     def _changed(self) -> None:
-        changed, _, _ = self._engine.store.take_changes()
+        self._engine.store.take_changes()
         current = self._engine.store.get(self._id)
-        if self._id not in changed or current is None:
+        if current is None:
             return
         if not self.states or self.states[-1][1] is not current.agent:
             self.states.append((time.monotonic(), current.agent))

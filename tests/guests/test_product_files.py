@@ -57,17 +57,20 @@ async def test_read_write_list_files(tmp_path: Path, shared_guests: list[Guest])
                 "chunk.bin": _binary(WRITE_CHUNK, b"chunk"),
                 "empty.bin": b"",
             }
-            progress: list[tuple[int, int | None]] = []
+            progress: dict[str, list[tuple[int, int | None]]] = {n: [] for n in payloads}
             for name, data in payloads.items():
                 local = tmp_path / name
                 local.write_bytes(data)
-                report = progress.append if name == "big.bin" else None
                 written = await engine.files.upload(
-                    vm, local, f"{DIR}/{name}", progress=lambda d, t: report and report((d, t))
+                    vm,
+                    local,
+                    f"{DIR}/{name}",
+                    progress=lambda d, t, n=name: progress[n].append((d, t)),
                 )
                 assert written == len(data)
             big = payloads["big.bin"]
-            assert progress[-1] == (len(big), len(big)) and len(progress) > 20
+            assert progress["big.bin"][-1] == (len(big), len(big))
+            assert len(progress["big.bin"]) == -(-len(big) // WRITE_CHUNK)  # one per chunk
 
             # Byte for byte back, through the product...
             for name, data in payloads.items():
@@ -79,9 +82,7 @@ async def test_read_write_list_files(tmp_path: Path, shared_guests: list[Guest])
             assert tail.data == big[-1000:] and tail.size == len(big)
             # ...and as the guest sees it (its own sha256sum, on its own disk).
             sums = await run_in_guest(engine, guest, f"cd {DIR} && sync && sha256sum *.bin")
-            guest_sums = {
-                line.split()[1]: line.split()[0] for line in sums["stdout"].splitlines()
-            }
+            guest_sums = {line.split()[1]: line.split()[0] for line in sums["stdout"].splitlines()}
             assert guest_sums == {n: hashlib.sha256(d).hexdigest() for n, d in payloads.items()}
 
             # Listing through guest-exec.
