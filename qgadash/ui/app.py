@@ -124,7 +124,7 @@ class QgadashApp(App[int]):
 
     def _theme_changed(self, _theme: Theme) -> None:
         self.palette = palette_from_variables(self.get_css_variables())
-        if self.fleet.is_mounted:
+        if self.fleet.live:
             self.fleet.redraw()
         screen = self.screen
         if isinstance(screen, DetailScreen):
@@ -139,7 +139,7 @@ class QgadashApp(App[int]):
         self.set_interval(TICK_SECONDS, self._tick)
         for error in self.theme_errors:
             self.notify(error, severity="warning", markup=False, timeout=10)
-        if self.fleet.is_mounted:
+        if self.fleet.live:
             self.fleet.redraw()
         if self._start_engine:
             try:
@@ -173,7 +173,7 @@ class QgadashApp(App[int]):
         if not (changed or removed or hypervisors):
             return
         with self.batch_update():
-            if self.fleet.is_mounted:
+            if self.fleet.live:
                 self.fleet.apply_changes(changed, removed, hypervisors)
             screen = self.screen
             if isinstance(screen, DetailScreen | FilesScreen):
@@ -181,7 +181,7 @@ class QgadashApp(App[int]):
 
     def _tick(self) -> None:
         with self.batch_update():
-            if self.fleet.is_mounted:
+            if self.fleet.live:
                 self.fleet.tick()
             screen = self.screen
             if isinstance(screen, DetailScreen):

@@ -44,7 +44,7 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
     store = app.engine.store
     entries: list[PaletteEntry] = []
     marks = sorted(fleet.marks)
-    cursor = fleet.table.cursor_vm if fleet.is_mounted else None
+    cursor = fleet.table.cursor_vm if fleet.live else None
     frozen = sorted(s.id for s in store.snapshots() if s.freeze is FreezeState.FROZEN)
     owned = sorted(app.engine.frozen_by_us())
 

@@ -68,6 +68,7 @@ class FleetScreen(Screen[None]):
         self._shown: set[str] = set()
         self._counts: FleetCounts | None = None
         self._header_key: Any = None
+        self.table = FleetTable(id="fleet-table")
 
     @property
     def qapp(self) -> QgadashApp:
@@ -81,18 +82,21 @@ class FleetScreen(Screen[None]):
                 placeholder="id, hostname, IP, OS, tag:NAME, !not, glob*", id="filter-input"
             )
             yield Static(id="shown-count")
-        yield FleetTable(id="fleet-table")
+        yield self.table
         yield Static(id="cursor-line")
         yield Footer()
 
     def on_mount(self) -> None:
         self.table.palette = self.qapp.palette
         self.table.focus()
+        if self.filter.text:
+            self.query_one("#filter-input", Input).value = self.filter.text
         self.rebuild()
 
     @property
-    def table(self) -> FleetTable:
-        return self.query_one(FleetTable)
+    def live(self) -> bool:
+        """Composed and not being torn down: safe to update."""
+        return self.table.is_mounted and self.table.is_attached
 
     # -- the model behind the rows ------------------------------------------------------
 
@@ -111,6 +115,8 @@ class FleetScreen(Screen[None]):
 
     def rebuild(self) -> None:
         """Recompute which VMs are shown and in what order (filter, faults, sort changed)."""
+        if not self.live:
+            return
         store = self.qapp.engine.store
         shown = [s for s in store.snapshots() if self._wanted(s)]
         self._shown = {s.id for s in shown}
@@ -233,6 +239,8 @@ class FleetScreen(Screen[None]):
 
     def set_filter(self, text: str) -> None:
         self.filter = FleetFilter.parse(text)
+        if not self.live:
+            return  # on_mount draws it
         inp = self.query_one("#filter-input", Input)
         if inp.value != text:
             inp.value = text
@@ -258,11 +266,17 @@ class FleetScreen(Screen[None]):
     # -- marks --------------------------------------------------------------------------
 
     def _redraw_marks(self, vm_ids: set[str]) -> None:
+        if not self.live:
+            return
         now = self.now()
         self.table.update_values(
             {vm_id: self.values_of(vm_id, now) for vm_id in vm_ids if vm_id in self._shown}
         )
         self._update_status()
+
+    def set_marks(self, vm_ids: set[str]) -> None:
+        old, self.marks = self.marks, set(vm_ids)
+        self._redraw_marks(old ^ self.marks)
 
     def action_mark(self) -> None:
         vm_id = self.table.cursor_vm

@@ -227,7 +227,7 @@ class PowerScreen(ModalScreen[PowerChoice | None]):
         self._selected: PowerOption | None = enabled[0] if enabled else None
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with Vertical(classes="dialog wide"):
             yield Static(Text("Power", style="bold"), classes="dialog-title")
             yield Static(Text(f"Applies to {self._how}."), classes="dialog-how")
             with RadioSet(id="power-options"):

@@ -1,0 +1,430 @@
+"""The fleet screen driven by keys (Pilot), against an in-memory engine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from textual.widgets import Button
+
+from qgadash.fleet.model import AgentState, FreezeState
+from qgadash.ui.screens.modals import ActionRunScreen, ConfirmActionScreen, PowerScreen, QuitScreen
+
+from .conftest import SIZE
+from .fakes import NOW, FakeEngine
+from .screen import screen_text
+
+
+async def type_filter(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+    await pilot.press("slash")
+    for ch in text:
+        await pilot.press("space" if ch == " " else "exclamation_mark" if ch == "!" else ch)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+async def test_filter_matches_substring_and_bang_inverts(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert len(app.fleet.table.order) == 24
+        await type_filter(pilot, "db")
+        shown = list(app.fleet.table.order)
+        assert shown and all("db" in vm for vm in shown)
+        app.fleet.set_filter("!db")
+        await pilot.pause()
+        inverted = list(app.fleet.table.order)
+        assert inverted and not any("db" in vm for vm in inverted)
+        assert len(shown) + len(inverted) == 24
+        assert f"{len(inverted)} shown" in screen_text(app)
+
+
+async def test_filter_by_tag_glob_ip_and_os(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        fleet = app.fleet
+        fleet.set_filter("tag:lab")
+        await pilot.pause()
+        assert set(fleet.table.order) == {
+            s.id for s in engine.store.snapshots() if "lab" in s.ref.tags
+        }
+        fleet.set_filter("hv2/web-*")
+        await pilot.pause()
+        assert fleet.table.order and all(v.startswith("hv2/web-") for v in fleet.table.order)
+        fleet.set_filter("10.0.1.13")
+        await pilot.pause()
+        assert list(fleet.table.order) == ["hv1/web-03"]
+        fleet.set_filter("windows")
+        await pilot.pause()
+        assert set(fleet.table.order) == {"hv3/web-05", "hv3/web-17"}
+        fleet.set_filter("tag:prod !tag:db")
+        await pilot.pause()
+        for vm in fleet.table.order:
+            tags = engine.store.get(vm).ref.tags
+            assert "prod" in tags and "db" not in tags
+
+
+async def test_marks_survive_filtering_and_actions_use_them(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.fleet.table
+        first, second = table.order[0], table.order[1]
+        await pilot.press("space", "space")
+        assert app.fleet.marks == {first, second}
+        await type_filter(pilot, "hv3")
+        assert first not in table.order and second not in table.order
+        assert app.fleet.marks == {first, second}
+        assert "2 marked (2 hidden)" in screen_text(app)
+        ids, how = app.fleet.targets()
+        assert ids == sorted([first, second]) and how == "2 marked VMs"
+        app.fleet.set_filter("")
+        await pilot.pause()
+        assert table.get_cell(first, "mark").plain == "✓"
+
+
+async def test_mark_all_shown_then_escape_clears(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.set_filter("hv3")
+        await pilot.pause()
+        await pilot.press("a")
+        assert app.fleet.marks == set(app.fleet.table.order)
+        await pilot.press("escape")
+        assert app.fleet.marks == set()
+        await pilot.press("escape")  # a second escape clears the filter
+        await pilot.pause()
+        assert len(app.fleet.table.order) == 24
+
+
+async def test_faults_only_toggle(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("z")
+        shown = [engine.store.get(v) for v in app.fleet.table.order]
+        assert shown
+        assert all(
+            s.agent in (AgentState.TIMEOUT, AgentState.UNREACHABLE, AgentState.ERROR)
+            or s.thaw_error
+            for s in shown
+        )
+        await pilot.press("z")
+        assert len(app.fleet.table.order) == 24
+
+
+async def test_sort_keeps_cursor_on_same_vm(make_engine, make_app) -> None:
+    app = make_app(make_engine(300))
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.fleet.table
+        await pilot.press("pagedown", "pagedown", "pagedown")
+        for _ in range(10):
+            await pilot.press("down")
+        await pilot.pause()
+        vm = table.cursor_vm
+        for _ in range(len(table.columns)):
+            await pilot.press("s")
+            await pilot.pause()
+            assert table.cursor_vm == vm
+        app.fleet.sort_by("vm", False)
+        await pilot.pause()
+        line = table.cursor_row - round(table.scroll_y)
+        assert 0 < line < 40
+        await pilot.press("S")  # reverse: the VM moves far down the list, and stays on its line
+        await pilot.pause()
+        assert table.cursor_vm == vm
+        assert table.cursor_row - round(table.scroll_y) == line
+
+
+async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.fleet.table
+        table.clear = None  # type: ignore[method-assign]  # clearing would lose cursor and scroll
+        app.fleet.sort_by("rtt", False)
+        await pilot.press("down", "down", "down")
+        vm = table.cursor_vm
+        assert vm is not None
+        # Every latency changes: the order changes, the cursor follows its VM.
+        for snap in engine.store.snapshots():
+            if snap.latency_ms is not None:
+                engine.store.update(snap.id, latency_ms=1000 - snap.latency_ms)
+        web00 = engine.store.get("hv1/web-00")
+        engine.store.update(
+            "hv1/web-00", facts=dataclasses.replace(web00.facts, hostname="renamed-00")
+        )
+        await pilot.pause(0.2)
+        assert table.cursor_vm == vm
+        assert table.get_cell("hv1/web-00", "host").plain == "renamed-00"
+        # A VM leaves; another arrives.
+        engine.store.remove("hv1/web-12")
+        new = dataclasses.replace(engine.store.get("hv1/web-00"), ref=dataclasses.replace(
+            engine.store.get("hv1/web-00").ref, name="web-99"))
+        engine.store.put(new)
+        await pilot.pause(0.2)
+        assert "hv1/web-12" not in table.order and "hv1/web-99" in table.order
+        assert table.cursor_vm == vm
+
+
+async def test_hostile_hostname_is_shown_literally(make_engine, make_app) -> None:
+    app = make_app(make_engine(hostile=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "[bold]x[/]␛[31m" in text
+        assert "\x1b" not in text and "\u202e" not in text
+        app.fleet.table.move_to("hv1/evil")
+        await pilot.press("enter")
+        await pilot.pause()
+        detail = screen_text(app)
+        assert "[bold]x[/]␛[31mred�evil" in detail
+
+
+async def test_header_counts_states_and_names_down_hypervisors(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "3 hypervisors (2 connected, 1 down)" in text
+        assert "hv3 host-key-rejected: ssh: host key changed for hv3.example.net" in text
+        assert "▲ 2 timeout" in text and "✖ 2 unreachable" in text
+
+
+# -- freeze and thaw ---------------------------------------------------------------------
+
+
+async def test_bulk_freeze_end_to_end_with_deadline_thaw(engine: FakeEngine, make_app, clock) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        fleet = app.fleet
+        # hv1/web-00 (ok), hv2/web-01 (timeout: skipped), hv2/db-04 (ok)
+        fleet.set_marks({"hv1/web-00", "hv2/web-01", "hv2/db-04"})
+        await pilot.press("f")
+        await pilot.pause()
+        modal = app.screen
+        assert isinstance(modal, ConfirmActionScreen)
+        assert isinstance(app.focused, Button) and app.focused.id == "cancel"
+        text = screen_text(app)
+        assert "Will freeze 2 VMs" in text and "Skipped 1" in text
+        assert "hv2/web-01 (agent not answering (timeout))" in text or "hv2/web-01 (agent" in text
+        deadline = modal.query_one("#thaw-after")
+        assert deadline.value == "60"
+        deadline.value = "30"
+        await pilot.click("#confirm")
+        await pilot.pause()
+        run = app.screen
+        assert isinstance(run, ActionRunScreen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert run.finished and all(r.ok for r in run.results)
+        assert "2 frozen" in screen_text(app)
+        assert engine.calls[-1] == ("freeze", ("hv1/web-00", "hv2/db-04"), {"thaw_after": 30.0})
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        table = fleet.table
+        assert table.get_cell("hv1/web-00", "fs").plain == "❄ 0:30"
+        clock.advance(12)
+        await pilot.pause(0.4)  # the 4 Hz tick redraws countdowns on screen
+        assert table.get_cell("hv1/web-00", "fs").plain == "❄ 0:18"
+        clock.advance(20)
+        await engine.thaw_due()
+        await pilot.pause(0.3)
+        assert table.get_cell("hv1/web-00", "fs").plain == "thawed"
+        assert engine.store.get("hv2/db-04").freeze is FreezeState.THAWED
+
+
+async def test_freeze_dialog_enter_on_cancel_does_nothing(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        assert isinstance(app.screen, ConfirmActionScreen)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is app.fleet
+        assert engine.calls == []
+
+
+async def test_thaw_is_confirmed_too(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.table.move_to("hv1/web-03")  # frozen by us, deadline in 47 s
+        await pilot.press("t")
+        assert isinstance(app.screen, ConfirmActionScreen)
+        assert app.focused.id == "cancel"
+        await pilot.press("tab", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert engine.calls[-1][0:2] == ("thaw", ("hv1/web-03",))
+        assert engine.store.get("hv1/web-03").freeze is FreezeState.THAWED
+
+
+async def test_failed_thaw_stays_red_until_dismissed(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.fleet.table
+        assert table.get_cell("hv2/web-07", "fs").plain == "THAW FAILED"
+        table.move_to("hv2/web-07")
+        await pilot.pause()
+        assert "THAW FAILED: guest-fsfreeze-thaw: timeout after 30 s" in screen_text(app)
+        await pilot.press("x")
+        await pilot.pause(0.2)
+        assert ("dismiss", ("hv2/web-07",), {}) in engine.calls
+        assert table.get_cell("hv2/web-07", "fs").plain != "THAW FAILED"
+
+
+# -- power ----------------------------------------------------------------------------------
+
+
+async def test_power_modal_defaults_to_cancel(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, PowerScreen)
+        assert isinstance(app.focused, Button) and app.focused.id == "cancel"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is app.fleet
+        assert engine.calls == []
+
+
+async def test_power_offers_only_what_the_agents_can_do(make_engine, make_app) -> None:
+    engine = make_engine()
+    snap = engine.store.get("hv1/web-00")
+    info = snap.facts.info
+    disabled = tuple(
+        dataclasses.replace(c, enabled=c.name != "guest-suspend-hybrid") for c in info.commands
+    )
+    engine.store.put(
+        dataclasses.replace(
+            snap, facts=dataclasses.replace(snap.facts, info=dataclasses.replace(info, commands=disabled))
+        )
+    )
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.fleet.table.move_to("hv1/web-00")
+        await pilot.press("p")
+        await pilot.pause()
+        screen = app.screen
+        assert screen.query_one("#power-hybrid").disabled
+        assert not screen.query_one("#power-reboot").disabled
+        assert "guest-suspend-hybrid is disabled by the guest's policy" in screen_text(app)
+        await pilot.press("2")  # reboot
+        await pilot.click("#confirm")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert engine.calls[-1] == ("shutdown", ("hv1/web-00",), {"mode": "reboot"})
+        assert "sent" in screen_text(app)
+
+
+# -- read-only --------------------------------------------------------------------------------
+
+
+async def test_read_only_hides_every_action(make_engine, make_app) -> None:
+    engine = make_engine(read_only=True)
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "READ-ONLY" in text
+        footer = text.splitlines()[-1]
+        for word in ("Freeze", "Thaw", "Power"):
+            assert word not in footer
+        for key in ("f", "t", "p", "x"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is app.fleet
+        from qgadash.ui.commands import palette_entries
+
+        names = [e.name for e in palette_entries(app)]
+        assert names and not any(n.startswith(("Freeze", "Thaw", "Power")) for n in names)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_text = screen_text(app)
+        assert "Freeze" not in help_text and "Power" not in help_text
+        assert engine.calls == []
+
+
+# -- quitting ---------------------------------------------------------------------------------
+
+
+async def test_quit_with_frozen_guests_asks_and_thaws_them(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        owned = engine.frozen_by_us()
+        assert owned
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen)
+        assert app.focused.id == "cancel"
+        await pilot.press("enter")  # Cancel: still running
+        await pilot.pause()
+        assert app.is_running and engine.stopped == 0
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.click("#confirm")
+        await pilot.pause(0.3)
+    assert engine.stopped == 1
+    assert engine.calls[-1] == ("stop", tuple(owned), {})
+    assert engine.frozen_by_us() == [] or engine.fail
+    assert app.return_code == 0
+
+
+async def test_quit_without_frozen_guests_just_quits(make_engine, make_app) -> None:
+    engine = make_engine(6)
+    engine._owned.clear()  # nothing this process froze
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert engine.stopped == 1
+
+
+@pytest.mark.parametrize("binding_key", ["F"])
+async def test_keys_rebind_from_settings(make_engine, make_app, binding_key: str) -> None:
+    engine = make_engine(keys={"freeze": binding_key})
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        await pilot.pause()
+        assert app.screen is app.fleet
+        await pilot.press(binding_key)
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmActionScreen)
+
+
+async def test_jump_to_vm_by_id_clears_a_hiding_filter(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.set_filter("db")
+        await pilot.pause()
+        await pilot.press("colon")
+        for ch in "hv3/web-17":
+            await pilot.press(ch)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.fleet.table.cursor_vm == "hv3/web-17"
+        assert not app.fleet.filter
+
+
+async def test_help_lists_every_binding(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = screen_text(app)
+        for desc in ("Filter", "Mark shown", "Freeze", "Thaw", "Power", "Files", "Faults only",
+                     "Jump", "Download", "Upload", "Follow", "Overview"):
+            assert desc in text, desc
+        assert "[freeze]" in text
+        await pilot.press("escape")
+        assert app.screen is app.fleet
+
+
+async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "1s"
+        clock.advance(120)
+        await pilot.pause(0.4)
+        assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "2m"
+        assert NOW < clock()

@@ -1,0 +1,91 @@
+"""Snapshots (pytest-textual-snapshot) of every screen, on a fixed fleet and a fixed clock.
+
+Update after an intended change with `pytest tests/ui/test_snapshots.py --snapshot-update`
+and look at the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qgadash.ui.themes import SHIPPED_THEME_DIR, load_theme_file
+
+from .conftest import SIZE
+from .fakes import NOW, FakeClock, FakeEngine, mixed_fleet
+
+SHIPPED_THEMES = sorted(load_theme_file(p).name for p in SHIPPED_THEME_DIR.glob("*.toml"))
+
+
+def fixed_app(theme: str | None = None, **settings: object):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from qgadash.fleet.config import Settings
+    from qgadash.ui.app import QgadashApp
+
+    snaps, hvs = mixed_fleet(24)
+    clock = FakeClock(NOW)
+    engine = FakeEngine(
+        snaps, hvs, settings=dataclasses.replace(Settings(), **settings), clock=clock
+    )
+    engine.record_nic(
+        "hv1/db-09",
+        [(100.0 + 5 * i, 1_000_000 * i * i, 40_000 * i) for i in range(12)],
+    )
+    app = QgadashApp(engine, config_label="hosts.toml", theme=theme, clock=clock)
+    app.animation_level = "none"  # the tab underline slides otherwise
+    return app
+
+
+def test_fleet_screen_24_mixed_vms(snap_compare) -> None:
+    assert snap_compare(fixed_app(), terminal_size=SIZE)
+
+
+def test_fleet_screen_with_marks_filter_and_sort(snap_compare) -> None:
+    async def setup(pilot) -> None:  # type: ignore[no-untyped-def]
+        app = pilot.app
+        await pilot.pause()
+        app.fleet.set_marks({"hv1/web-00", "hv2/db-04", "hv3/web-05"})
+        app.fleet.set_filter("tag:prod")
+        app.fleet.sort_by("full", True)
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=setup)
+
+
+@pytest.mark.parametrize("tab", ["overview", "network", "storage", "agent"])
+def test_detail_tabs(snap_compare, tab: str) -> None:
+    async def setup(pilot) -> None:  # type: ignore[no-untyped-def]
+        pilot.app.fleet.table.move_to("hv1/db-09")
+        await pilot.press("enter")
+        await pilot.pause()
+        pilot.app.screen.action_tab(tab)
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=setup)
+
+
+def test_freeze_confirmation_modal(snap_compare) -> None:
+    async def setup(pilot) -> None:  # type: ignore[no-untyped-def]
+        pilot.app.fleet.set_marks({"hv1/web-00", "hv2/web-01", "hv2/db-04", "hv1/web-03"})
+        await pilot.press("f")
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=setup)
+
+
+def test_power_modal(snap_compare) -> None:
+    async def setup(pilot) -> None:  # type: ignore[no-untyped-def]
+        pilot.app.fleet.set_marks({"hv1/web-00", "hv2/web-01", "hv3/web-05"})
+        await pilot.press("p")
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=setup)
+
+
+def test_read_only_fleet_screen(snap_compare) -> None:
+    assert snap_compare(fixed_app(read_only=True), terminal_size=SIZE)
+
+
+@pytest.mark.parametrize("theme", SHIPPED_THEMES)
+def test_fleet_screen_in_every_shipped_theme(snap_compare, theme: str) -> None:
+    assert snap_compare(fixed_app(theme=theme), terminal_size=SIZE)
