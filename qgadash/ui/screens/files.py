@@ -381,7 +381,6 @@ class FilesScreen(Screen[None]):
                     log.write_lines(
                         [
                             f"binary file ({format_bytes(piece.size)}); the first bytes:",
-                            "",
                             *hex_lines(piece.data),
                         ]
                     )
