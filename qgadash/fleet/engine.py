@@ -247,6 +247,8 @@ class FleetEngine:
         elif outcome.freeze is FreezeState.THAWED and vm_id in self.guard.owned():
             self.guard.release(vm_id)  # someone thawed it: nothing owed
             current = self.store.get(vm_id) or current
+        if current.freeze is not FreezeState.UNKNOWN and outcome.freeze is not current.freeze:
+            self._reread_info(vm_id)  # frozen or thawed by someone else
         self.store.put(outcome.applied_to(current))
         if outcome.nic_samples:
             self.store.record_nic_counters(vm_id, outcome.nic_samples)
@@ -375,6 +377,10 @@ class FleetEngine:
     def _bump(self, vm_id: str) -> None:
         self._action_epochs[vm_id] = self._action_epochs.get(vm_id, 0) + 1
 
+    def _reread_info(self, vm_id: str) -> None:
+        """The next poll re-reads guest-info: a freeze or thaw changes what is enabled."""
+        self._poll_numbers[vm_id] = 0
+
     async def freeze(
         self,
         vm_ids: Sequence[str],
@@ -406,6 +412,7 @@ class FleetEngine:
                     self.guard.release(vm_id)
                 raise
             self.store.update(vm_id, freeze=FreezeState.FROZEN)
+            self._reread_info(vm_id)
             return count
 
         return await self._bulk(
@@ -425,6 +432,7 @@ class FleetEngine:
         count = replies.parse_count(value, "guest-fsfreeze-thaw")
         self.guard.release(vm_id)
         self.store.update(vm_id, freeze=FreezeState.THAWED)
+        self._reread_info(vm_id)
         return count
 
     async def _guard_thaw(self, vm_id: str) -> ActionResult:

@@ -17,6 +17,7 @@ import pytest
 
 from qgadash.agent.errors import AgentCommandError
 from qgadash.agent.replies import ExecStatus
+from qgadash.fleet.actions import Action
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, FreezeState
@@ -285,3 +286,57 @@ def test_cli_bulk_freeze_and_thaw_two_guests(tmp_path: Path, shared_guests: list
     finally:
         for guest in shared_guests:
             ensure_thawed(guest)
+
+
+@pytest.mark.parametrize("thawer", ["engine", "cli"])
+async def test_after_a_thaw_exec_and_listing_are_offered_at_the_next_polls(
+    tmp_path: Path, shared_guests: list[Guest], thawer: str
+) -> None:
+    """While frozen the agent's guest-info marks guest-exec (and most commands) disabled.
+    Once thawed — by this engine, or by another process (the CLI) that its polls notice —
+    the dashboard must not go on refusing exec and file listings as "disabled by the
+    guest's policy" until guest-info happens to be read again."""
+    guest = shared_guests[1]
+    vm = vm_id(guest)
+    try:
+        async with engine_for(tmp_path, [guest], poll_interval=0.4) as engine:
+            await engine.start()
+            await wait_for(lambda: snap(engine, guest).agent is AgentState.OK, 10, "first poll")
+            assert engine.plan(Action.EXEC, [vm]).eligible == (vm,)
+            (result,) = await engine.freeze([vm], thaw_after=60 if thawer == "engine" else 0)
+            assert result.ok is True, result.error
+
+            def info_read_while_frozen() -> bool:
+                info = snap(engine, guest).facts.info
+                return info is not None and info.enabled("guest-exec") is False
+
+            await wait_for(info_read_while_frozen, 10, "a poll to re-read guest-info while frozen")
+            skipped = engine.plan(Action.EXEC, [vm]).skipped
+            assert skipped and "frozen" in skipped[0][1], skipped  # the right reason
+
+            if thawer == "engine":
+                (result,) = await engine.thaw([vm])
+                assert result.ok is True, result.error
+            else:
+                hosts = write_hosts(tmp_path / "cli.toml", [guest])
+                args = ("thaw", "--yes", "--json", "--match", vm)
+                proc = await asyncio.to_thread(run_cli, hosts, *args, tmp_path=tmp_path)
+                assert cli_json(proc)["results"][0]["ok"] is True, proc.stdout + proc.stderr
+            thawed = time.time()
+            polls: set[float] = set()
+
+            def two_polls_since_thaw() -> bool:
+                last = snap(engine, guest).last_poll
+                if last is not None and last > thawed:
+                    polls.add(last)
+                return len(polls) >= 2
+
+            await wait_for(two_polls_since_thaw, 10, "two background polls after the thaw")
+            s = snap(engine, guest)
+            assert s.freeze is FreezeState.THAWED
+            assert engine.plan(Action.EXEC, [vm]).skipped == ()
+            assert engine.files.can_list(vm) is None
+            listing = await engine.files.list_dir(vm, "/data")
+            assert "lost+found" in {e.name for e in listing.entries}
+    finally:
+        ensure_thawed(guest)
