@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.floor import FloorClient  # noqa: E402
 from qgadash.fleet.config import HypervisorConfig, Settings, Config  # noqa: E402
-from qgadash.fleet.engine import FleetEngine  # noqa: E402
+from qgadash.fleet.engine import FleetEngine, settle_garbage_collector  # noqa: E402
 from qgadash.fleet.model import SessionMode  # noqa: E402
 from qgadash.fleet.poller import BENCH_COMMANDS, PollPlan  # noqa: E402
 
@@ -71,6 +71,7 @@ async def bench(
     plan = PollPlan(fast=BENCH_COMMANDS, slow=BENCH_COMMANDS, slow_every=1)
     engine = FleetEngine(config, poll_plan=plan)
     await engine.discover()
+    settle_garbage_collector()  # what engine.start() does once the inventory exists
     ids = engine.store.ids()
     assert len(ids) == len(sockets), (len(ids), len(sockets))
 

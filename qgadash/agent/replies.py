@@ -429,31 +429,50 @@ _STAT_KEYS = (
 
 
 def parse_interfaces(value: Any) -> tuple[Interface, ...]:
+    """Parsed on every poll (statistics change): type checks inline, paths built on error."""
+    cmd = "guest-network-get-interfaces"
     out = []
-    for i, item in enumerate(_list(value, "guest-network-get-interfaces")):
-        w = f"guest-network-get-interfaces[{i}]"
-        obj = _obj(item, w)
+    for i, obj in enumerate(_list(value, cmd)):
+        if type(obj) is not dict:
+            _obj(obj, f"{cmd}[{i}]")
+        name = obj.get("name")
+        mac = obj.get("hardware-address")
+        if type(name) is not str or (mac is not None and type(mac) is not str):
+            w = f"{cmd}[{i}]"
+            _str(obj, "name", w)
+            _opt_str(obj, "hardware-address", w)
         addresses = []
-        for j, addr in enumerate(_list(obj.get("ip-addresses", []), f"{w}.ip-addresses")):
-            aw = f"{w}.ip-addresses[{j}]"
-            a = _obj(addr, aw)
-            family = _str(a, "ip-address-type", aw)
-            if family not in ("ipv4", "ipv6"):
-                raise ReplyShapeError(f"{aw}.ip-address-type: expected ipv4 or ipv6")
-            addresses.append(
-                IpAddress(_str(a, "ip-address", aw), _int(a, "prefix", aw, 0, 128), family)
-            )
+        raw_addresses = obj.get("ip-addresses", ())
+        if type(raw_addresses) is not list and raw_addresses != ():
+            _list(raw_addresses, f"{cmd}[{i}].ip-addresses")
+        for j, a in enumerate(raw_addresses):
+            family = a.get("ip-address-type") if type(a) is dict else None
+            address = a.get("ip-address") if type(a) is dict else None
+            prefix = a.get("prefix") if type(a) is dict else None
+            if (
+                family not in ("ipv4", "ipv6")
+                or type(address) is not str
+                or type(prefix) is not int
+                or not 0 <= prefix <= 128
+            ):
+                raise ReplyShapeError(
+                    f"{cmd}[{i}].ip-addresses[{j}]: expected ip-address-type ipv4/ipv6, "
+                    "a string ip-address and a prefix from 0 to 128"
+                )
+            addresses.append(IpAddress(address, prefix, family))
         stats = None
         raw_stats = obj.get("statistics")
         if raw_stats is not None:
-            s = _obj(raw_stats, f"{w}.statistics")
-            values = [_opt_int(s, key, f"{w}.statistics") or 0 for key in _STAT_KEYS]
+            if type(raw_stats) is not dict:
+                _obj(raw_stats, f"{cmd}[{i}].statistics")
+            values = []
+            for key in _STAT_KEYS:
+                v = raw_stats.get(key) or 0
+                if type(v) is not int or not 0 <= v <= INT64_MAX:
+                    _check_int(v, f"{cmd}[{i}].statistics.{key}", 0, INT64_MAX)
+                values.append(v)
             stats = InterfaceStats(*values)
-        out.append(
-            Interface(
-                _str(obj, "name", w), _opt_str(obj, "hardware-address", w), tuple(addresses), stats
-            )
-        )
+        out.append(Interface(name, mac, tuple(addresses), stats))
     return tuple(out)
 
 

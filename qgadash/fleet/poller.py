@@ -146,15 +146,18 @@ class PollOutcome:
     nic_samples: tuple[tuple[str, CounterSample], ...] = ()
 
     def applied_to(self, snapshot: VmSnapshot) -> VmSnapshot:
-        return dataclasses.replace(
-            snapshot,
-            agent=self.agent,
-            error=self.error,
-            latency_ms=self.latency_ms,
-            last_poll=self.last_poll,
-            last_seen=self.last_seen if self.last_seen is not None else snapshot.last_seen,
-            facts=self.facts,
-            freeze=self.freeze,
+        # A constructor call, not dataclasses.replace: this runs for every poll of every VM.
+        return VmSnapshot(
+            snapshot.ref,
+            self.agent,
+            self.error,
+            self.latency_ms,
+            self.last_poll,
+            self.last_seen if self.last_seen is not None else snapshot.last_seen,
+            self.facts,
+            self.freeze,
+            snapshot.thaw_deadline,
+            snapshot.thaw_error,
         )
 
 
