@@ -7,9 +7,12 @@ teardown, so one failure cannot cascade into the next test).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +25,10 @@ from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, FreezeState
 from tests.guests.product import (
+    REPO,
     CliProcess,
+    cli_argv,
+    cli_env,
     cli_json,
     engine_for,
     ensure_thawed,
@@ -340,3 +346,91 @@ async def test_after_a_thaw_exec_and_listing_are_offered_at_the_next_polls(
             assert "lost+found" in {e.name for e in listing.entries}
     finally:
         ensure_thawed(guest)
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signal.SIGINT,
+        pytest.param(
+            signal.SIGTERM,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="qgadash/cli.py: SIGTERM is handled only while cmd_freeze waits for "
+                "the deadline; during the freeze request it kills the CLI and the freeze it "
+                "sent stays in force with nobody to thaw it",
+            ),
+        ),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+async def test_cli_signal_while_the_freeze_is_in_flight_still_thaws(
+    tmp_path: Path, shared_guests: list[Guest], sig: signal.Signals
+) -> None:
+    """The signal lands after the freeze request left but before its reply: QEMU is
+    SIGSTOPped between the CLI's poll and the freeze (the CLI is held at its confirmation
+    prompt on a pty meanwhile), so the request waits in the agent's channel."""
+    guest = shared_guests[0]
+    vm = vm_id(guest)
+    assert guest.pid is not None
+    # Held: the CLI's poll leaves it a synced connection, so the freeze goes out at once
+    # (a per-poll connection would be stuck in its sync, with nothing sent yet).
+    hosts = write_hosts(tmp_path / "hosts.toml", [guest], session="held", action_timeout=20.0)
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        cli_argv(hosts, "freeze", "--thaw-after", "60", "--match", vm),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,  # the prompt of input() goes to stderr
+        cwd=REPO,
+        env=cli_env(tmp_path),
+    )
+    os.close(slave)
+    screen = bytearray()
+
+    def pump() -> None:  # until EOF (EIO on a pty) once the CLI has exited
+        with contextlib.suppress(OSError):
+            while chunk := os.read(master, 4096):
+                screen.extend(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+
+    def prompt_shown() -> bool:
+        return b"[y/N]" in screen or proc.poll() is not None
+
+    stopped = False
+    try:
+        await wait_for(prompt_shown, 30, "the confirmation prompt (the poll is done)")
+        assert proc.poll() is None, bytes(screen)
+        os.kill(guest.pid, signal.SIGSTOP)
+        stopped = True
+        os.write(master, b"y\n")
+        # The CLI connects and writes its freeze within milliseconds; its reply cannot
+        # come while QEMU is stopped. This is the window under test, not a wait for state.
+        await asyncio.sleep(1.0)
+        assert proc.poll() is None
+        os.kill(proc.pid, sig)
+        os.kill(guest.pid, signal.SIGCONT)  # the queued freeze now runs in the guest
+        stopped = False
+        code = await asyncio.to_thread(proc.wait, 40)
+        reader.join(5)
+        stderr = screen.decode(errors="replace")
+        # The promise: the freeze this process sent is thawed before it exits, or it
+        # says loudly that it could not. Dying silently with the guest frozen is the bug.
+        async with engine_for(tmp_path, [guest], name="watcher.toml") as watcher:
+            await watcher.poll_vm(vm)
+            state = snap(watcher, guest).freeze
+        assert state is FreezeState.THAWED or "COULD NOT THAW" in stderr, (
+            f"exit {code}, guest {state.value}, stderr: {stderr}"
+        )
+        assert code != -sig, f"killed by {sig.name}, nothing thawed; stderr: {stderr}"
+    finally:
+        if stopped:
+            os.kill(guest.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        ensure_thawed(guest)
+    assert guest_freeze_status(guest) == "thawed"
