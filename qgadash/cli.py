@@ -164,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM, after the engine stopped and thawed
+        return 128 + signal.SIGTERM
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -230,7 +232,20 @@ async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStac
     return load(args)
 
 
+def _cancel_on_sigterm() -> None:
+    """SIGTERM cancels the command like Ctrl-C does, so `finally` thaws what was frozen.
+
+    asyncio.run already turns SIGINT into a cancellation of the main task; without this,
+    SIGTERM would kill the process mid-freeze and leave guests frozen with nobody to thaw.
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def run(args: argparse.Namespace) -> int:
+    _cancel_on_sigterm()
     async with contextlib.AsyncExitStack() as stack:
         config = await _demo_config(args, stack) if args.demo is not None else load(args)
         writes = args.command in DESTRUCTIVE or (args.command == "cp" and ":" in args.destination)
@@ -390,20 +405,15 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
 
 
 async def wait_for_signal_or(seconds: float) -> None:
-    """Sleep, but return at once on SIGINT or SIGTERM (the caller then thaws)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
+    """Hold the freeze until the deadline, or until SIGINT/SIGTERM: the normal way to end
+    a hold early, so the command goes on (and `run` thaws) rather than being cancelled."""
     try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.uncancel() == 0:
+            return
+        raise
 
 
 async def cmd_thaw(engine: FleetEngine, args: argparse.Namespace) -> int:

@@ -352,15 +352,7 @@ async def test_after_a_thaw_exec_and_listing_are_offered_at_the_next_polls(
     "sig",
     [
         signal.SIGINT,
-        pytest.param(
-            signal.SIGTERM,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="qgadash/cli.py: SIGTERM is handled only while cmd_freeze waits for "
-                "the deadline; during the freeze request it kills the CLI and the freeze it "
-                "sent stays in force with nobody to thaw it",
-            ),
-        ),
+        signal.SIGTERM,
     ],
     ids=["SIGINT", "SIGTERM"],
 )
