@@ -36,7 +36,7 @@ from qgadash.fleet.model import (
     SessionMode,
     VmRef,
 )
-from qgadash.fleet.poller import PollPlan, failed_outcome, one_line, poll_with
+from qgadash.fleet.poller import PollOutcome, PollPlan, failed_outcome, one_line, poll_with
 from qgadash.fleet.session import VmSession
 from qgadash.fleet.store import FleetStore
 from qgadash.transport.base import HypervisorLink, HypervisorState
@@ -208,27 +208,25 @@ class FleetEngine:
         snap = self.store.get(vm_id)
         if session is None or snap is None:
             return
-        number = self._poll_numbers.get(vm_id, 0)
-        self._poll_numbers[vm_id] = number + 1
         epoch = self._action_epochs.get(vm_id, 0)
         timeout = self.settings.timeout
         was_failing = snap.agent is not AgentState.OK
+
+        async def work(caller: AgentCaller) -> PollOutcome:
+            # Read under the session's lock: the facts the reply cache vouches for are the
+            # ones the last poll of this VM stored, not a copy taken before waiting.
+            current = self.store.get(vm_id) or snap
+            number = self._poll_numbers.get(vm_id, 0)
+            self._poll_numbers[vm_id] = number + 1
+            return await poll_with(
+                caller, current, self.poll_plan, number, timeout, self._clock, session.reply_cache
+            )
+
         async with self._semaphore:
             try:
-                outcome = await session.run(
-                    lambda caller: poll_with(
-                        caller,
-                        snap,
-                        self.poll_plan,
-                        number,
-                        timeout,
-                        self._clock,
-                        session.reply_cache,
-                    ),
-                    connect_timeout=timeout,
-                )
+                outcome = await session.run(work, connect_timeout=timeout)
             except AgentError as exc:
-                outcome = failed_outcome(snap, exc, self._clock)
+                outcome = failed_outcome(self.store.get(vm_id) or snap, exc, self._clock)
         current = self.store.get(vm_id)
         if current is None:
             return
@@ -270,6 +268,9 @@ class FleetEngine:
             )
 
     def _start_polling(self, vm_id: str, stagger: bool) -> None:
+        task = self._tasks.get(vm_id)
+        if task is not None and not task.done():
+            return  # one poll loop per VM, ever: two would race on its reply cache
         self._tasks[vm_id] = asyncio.get_running_loop().create_task(
             self._poll_loop(vm_id, stagger), name=f"poll:{vm_id}"
         )

@@ -470,6 +470,11 @@ class GuestAgent:
     def fault(self) -> Fault:
         return self._fault
 
+    @fault.setter
+    def fault(self, fault: Fault) -> None:
+        """Tests turn a fault on or off while the agent runs (an agent that recovers)."""
+        self._fault = fault
+
     @property
     def frozen(self) -> bool:
         return self._frozen
