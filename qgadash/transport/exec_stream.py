@@ -105,6 +105,12 @@ class ProcessStream:
     def closing(self) -> bool:
         return self.process.channel.is_closing()
 
+    async def wait_closed(self) -> None:
+        self.process.close()
+        with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+            async with asyncio.timeout(5):
+                await self.process.wait_closed()
+
     async def failure(self, wait: float = 1.0) -> tuple[int | None, str]:
         """The exit status and stderr of a process that ended (or was made to end)."""
         with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):

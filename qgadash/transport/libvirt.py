@@ -23,6 +23,8 @@ import shlex
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import asyncssh
+
 from qgadash.agent.client import AgentCaller, NoReplyOutcome, Request
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import (
@@ -70,6 +72,8 @@ class _Pipe(Protocol):
 
     def close(self) -> None: ...
 
+    async def wait_closed(self) -> None: ...
+
 
 class _LocalPipe:
     """A virsh child process of ours; stderr is merged into stdout."""
@@ -93,6 +97,13 @@ class _LocalPipe:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
+
+    async def wait_closed(self) -> None:
+        """Reap the process (its transport must not outlive the event loop)."""
+        self.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self.process.wait()
 
 
 class VirshDied(Exception):
@@ -141,7 +152,7 @@ class VirshShell:
         command = sh_command(f"{env} exec virsh -q -c {shlex.quote(uri)} 2>&1")
         try:
             process = await conn.create_process(command, encoding=None)
-        except Exception as exc:
+        except (OSError, asyncssh.Error) as exc:
             sessions.release()
             raise AgentConnectionError(
                 ssh.error or f"{label}: cannot start virsh on {ssh.host}: {exc}"
@@ -156,10 +167,10 @@ class VirshShell:
                 await self._send(b"")
                 await self._until_marker()
         except VirshDied as exc:
-            self.close()
+            await self.wait_closed()
             raise AgentConnectionError(f"{self._label}: virsh could not start: {exc}") from None
         except TimeoutError:
-            self.close()
+            await self.wait_closed()
             raise AgentConnectionError(
                 f"{self._label}: virsh did not start within {START_TIMEOUT:g} s"
             ) from None
@@ -223,6 +234,10 @@ class VirshShell:
         self.alive = False
         self._pipe.close()
 
+    async def wait_closed(self) -> None:
+        self.close()
+        await self._pipe.wait_closed()
+
 
 def command_output(segment: bytes) -> bytes:
     """A command's output from the bytes between two markers.
@@ -250,6 +265,8 @@ def libvirt_error(label: str, command: str, output: str) -> AgentError:
         return AgentConnectionError(f"{label}: the guest agent is not running ({message})")
     if "not available for now" in low or "guest agent is not responding" in low:
         return AgentTimeout(f"{label}: {message}")
+    if "disappeared" in low:
+        return AgentConnectionError(f"{label}: the guest agent went away ({message})")
     if "is not configured" in low:
         return AgentConnectionError(f"{label}: {message}")
     if "domain is not running" in low:
@@ -345,18 +362,19 @@ class VirshPool:
             if shell.alive and not self.closed:
                 self._idle.append(shell)
             else:
-                shell.close()
                 self._count -= 1
             self._changed.notify()
+        if not shell.alive or self.closed:
+            await shell.wait_closed()
 
     async def close(self) -> None:
         self.closed = True
         async with self._changed:
-            for shell in self._idle:
-                shell.close()
-                self._count -= 1
-            self._idle.clear()
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
             self._changed.notify_all()
+        for shell in idle:
+            await shell.wait_closed()
 
 
 class LibvirtCaller:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.public_key import get_default_public_key_algs
 
 from qgadash.agent.client import AgentCaller, AgentClient, NoReplyOutcome, Request
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
@@ -193,7 +194,11 @@ def socat_unix_address(path: str) -> str:
 
 _DIAGNOSE = r"""p=$1; d=$(dirname -- "$p")
 if [ -S "$p" ]; then
-  if [ -r "$p" ] && [ -w "$p" ]; then echo usable; else echo noperm; fi
+  if [ ! -r "$p" ] || [ ! -w "$p" ]; then echo noperm
+  elif P=$p awk 'BEGIN { p = " " ENVIRON["P"] }
+        $4 == "00010000" && substr($0, length($0) - length(p) + 1) == p { f = 1 }
+        END { exit !f }' /proc/net/unix 2>/dev/null; then echo listening
+  else echo usable; fi
 elif [ -e "$p" ]; then echo notsocket
 elif [ -d "$d" ] && [ ! -x "$d" ]; then echo dirperm
 elif [ -d "$d" ]; then echo missing
@@ -273,7 +278,11 @@ def host_key_message(
             f"{name}: ssh host key for {shown_host} does not match {where}{fingerprint}; "
             "if the key changed on purpose, replace that line after checking the new key"
         )
-    shown_files = ", ".join(_display_path(os.path.expanduser(f)) for f in files) or "known_hosts"
+    shown_files = ", ".join(
+        _display_path(os.path.expanduser(f))
+        + ("" if os.path.isfile(os.path.expanduser(f)) else " (no such file)")
+        for f in files
+    )
     return (
         f"{name}: ssh host key for {shown_host} is unknown: not in {shown_files}{fingerprint}; "
         "check the fingerprint with the hypervisor's admin, then add the key to that file"
@@ -396,20 +405,20 @@ class SshConnection:
         files: list[str] = []
         try:
             try:
-                options = await self._options()
+                options, files = await self._options()
             except (OSError, ValueError, asyncssh.KeyImportError) as exc:
                 self._fail(HypervisorState.AUTH_FAILED, f"{self.name}: ssh settings: {exc}")
                 return None
             self.username = str(options.username)
             self.host = str(options.host)
             self.port = int(options.port) if options.port else self.port
-            files = _known_hosts_files(options.known_hosts) or ["~/.ssh/known_hosts"]
             async with _connect_slot(self.host, self.port):
                 tunnel: Any = ()
                 if self.target.jump:
                     tunnel = self._jump = await self._connect_jump()
+                # The spec's own host name: asyncssh resolves aliases from the options.
                 conn = await asyncssh.connect(
-                    self.host,
+                    parse_ssh_spec(self.target.spec)[1],
                     self.port or (),
                     options=options,
                     tunnel=tunnel,
@@ -422,6 +431,16 @@ class SshConnection:
                 host_key_message(
                     self.name, self.host, self.port, files, client.offered, exc.reason
                 ),
+            )
+            return None
+        except asyncssh.KeyExchangeFailed as exc:
+            if "host key" not in exc.reason.lower():
+                self._fail(HypervisorState.UNREACHABLE, self._unreachable_message(exc))
+                return None
+            # known_hosts lists only other key types for this host: a changed key too.
+            self._fail(
+                HypervisorState.HOST_KEY_REJECTED,
+                host_key_message(self.name, self.host, self.port, files, None, exc.reason),
             )
             return None
         except asyncssh.PermissionDenied:
@@ -446,10 +465,15 @@ class SshConnection:
         self.connected_count += 1
         return conn
 
-    async def _options(self, spec: SshTarget | None = None) -> asyncssh.SSHClientConnectionOptions:
+    async def _options(
+        self, spec: SshTarget | None = None
+    ) -> tuple[asyncssh.SSHClientConnectionOptions, list[str]]:
+        """asyncssh's options for `spec` (default: the target), and the known_hosts files."""
         target = spec or self.target
         user, host, port = parse_ssh_spec(target.spec)
         kwargs: dict[str, Any] = {
+            # () = ~/.ssh/config if readable (the options default, None, reads nothing).
+            "config": (),
             "host": host,
             "port": port or (),
             "connect_timeout": self.connect_timeout,
@@ -467,12 +491,23 @@ class SshConnection:
             kwargs["known_hosts"] = os.path.expanduser(self.target.known_hosts)
         options: asyncssh.SSHClientConnectionOptions
         options = await asyncssh.SSHClientConnectionOptions.construct(**kwargs)
-        if options.known_hosts is None:
-            # `UserKnownHostsFile none` in ~/.ssh/config would turn checking off: never.
-            options = await asyncssh.SSHClientConnectionOptions.construct(
-                options, known_hosts=os.path.expanduser("~/.ssh/known_hosts")
+        files = _known_hosts_files(options.known_hosts) or ["~/.ssh/known_hosts"]
+        existing = [f for f in files if os.path.isfile(os.path.expanduser(f))]
+        changes: dict[str, Any] = {}
+        if options.known_hosts is None or existing != files:
+            # `UserKnownHostsFile none` would turn checking off: never. A missing file
+            # trusts nothing (asyncssh would fail to open it).
+            changes["known_hosts"] = [os.path.expanduser(f) for f in existing] or b""
+        if not options.config.get("HostKeyAlgorithms"):
+            # Like OpenSSH: prefer the key types known_hosts has for this host, but allow
+            # the others, so a changed key type is refused by the host key check (with
+            # the file and line) rather than by a key exchange that just hangs up.
+            changes["server_host_key_algs"] = "+" + ",".join(
+                alg.decode() for alg in get_default_public_key_algs()
             )
-        return options
+        if changes:
+            options = await asyncssh.SSHClientConnectionOptions.construct(options, **changes)
+        return options, files
 
     async def _connect_jump(self) -> asyncssh.SSHClientConnection:
         assert self.target.jump is not None
@@ -482,10 +517,9 @@ class SshConnection:
         client = _Client(self)
         files: list[str] = []
         try:
-            options = await self._options(jump)
-            files = _known_hosts_files(options.known_hosts) or ["~/.ssh/known_hosts"]
+            options, files = await self._options(jump)
             return await asyncssh.connect(
-                str(options.host), options=options, client_factory=lambda: client
+                parse_ssh_spec(jump.spec)[1], options=options, client_factory=lambda: client
             )
         except asyncssh.HostKeyNotVerifiable as exc:
             _, host, port = parse_ssh_spec(self.target.jump)
@@ -723,6 +757,9 @@ class SshEndpoint:
             if isinstance(exc, AgentConnectionError):
                 raise RemoteAgentCaller(client, stream, link.connection)._explain(exc) from None
             raise
+        except BaseException:
+            await client.close()  # cancelled: the channel must not stay open
+            raise
         return RemoteAgentCaller(client, stream, link.connection)
 
     async def _open_socket(
@@ -819,7 +856,7 @@ class SshEndpoint:
             if self._link.via == "exec":
                 # socat says the same for a plain file; the shell test tells them apart.
                 verdict = await self._diagnose()
-                if verdict is not None and not verdict.startswith("usable"):
+                if verdict is not None and verdict.split()[0] not in ("usable", "listening"):
                     return self._verdict_error(verdict, "connection refused")
             return AgentConnectionError(f"{name}: nothing listens on {path} (its VM is gone?)")
         if "resource temporarily unavailable" in low:
@@ -835,12 +872,6 @@ class SshEndpoint:
         if verdict is None:
             return AgentConnectionError(
                 f"{self._link.name}: sshd would not open {self.address} ({exc.reason})"
-            )
-        if verdict.startswith("usable") and exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
-            return AgentConnectionError(
-                f"{self._link.name}: sshd refuses to forward to {self.address} "
-                "(AllowStreamLocalForwarding, DisableForwarding or a restrict option in "
-                'authorized_keys); use via = "exec"'
             )
         return self._verdict_error(verdict, exc.reason)
 
@@ -871,9 +902,15 @@ class SshEndpoint:
                 f"{user} read and write the socket)"
             ),
             "dirperm": f"{name}: permission denied on {directory} for {user}",
-            "usable": (
-                f"{name}: {path} exists but nothing accepted the connection (its VM is gone, "
-                "or its backlog is full)"
+            "usable": f"{name}: nothing listens on {path} (its VM is gone?)",
+            # sshd answers every refusal with the same "open failed"; with the socket
+            # present, usable and listened on, what is left is sshd's own policy (or a
+            # full backlog: someone else holds the agent).
+            "listening": (
+                f"{name}: sshd will not forward to {path}, which exists, is usable by {user} "
+                "and is listened on: AllowStreamLocalForwarding is off (or DisableForwarding, "
+                'or restrict in authorized_keys), or its backlog is full; via = "exec" '
+                "needs no forwarding"
             ),
         }
         return AgentConnectionError(messages.get(word, f"{name}: cannot open {path} ({reason})"))

@@ -1,8 +1,8 @@
 """A real libvirtd (qemu:///system) for integration tests, set up as guests.md describes.
 
-Register with `pytest_plugins = ["tests.integration.libvirtd"]`. Fixture `libvirtd`
-(session-wide) yields a `Libvirtd` whose `define_guest()` starts transient TCG domains
-from the tests/guests image and destroys them at teardown.
+Register with `pytest_plugins = ["tests.integration.libvirtd"]` for the session-wide
+fixture `libvirtd`, or use `running_libvirtd()` directly. A `Libvirtd` starts transient
+TCG domains from the tests/guests image (`start_guest`) and destroys them at stop().
 
 What start() does, all of it undone at stop() (by pid, never by name):
 - the `libvirt-qemu` user and group (libvirtd refuses to start without them), left in
@@ -228,6 +228,53 @@ class Libvirtd:
         self.domains.append(name)
         return name
 
+    def start_guest(
+        self, kernel: Path, initrd: Path, name: str, *, agent: bool = True, ip: str = "10.0.2.15/24"
+    ) -> str:
+        """A TCG test guest (tests/guests image) with an ext4 data disk; returns its name.
+
+        `agent=False` boots it with `qga.agent=0`: the channel exists, no agent runs.
+        """
+        disk = self.directory / f"{name}-data.img"
+        with disk.open("wb") as fh:
+            fh.truncate(16 * 1024 * 1024)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-L", "data", str(disk)], check=True, capture_output=True
+        )
+        console = Path(f"/var/log/libvirt/qemu/{name}.console")
+        console.unlink(missing_ok=True)
+        cmdline = (
+            f"console=ttyS0 panic=-1 cryptomgr.notests qga.hostname={name} qga.ip={ip} "
+            f"qga.agent={int(agent)}"
+        )
+        return self.create(domain_xml(name, kernel, initrd, cmdline, disk))
+
+    def console(self, name: str) -> str:
+        try:
+            return Path(f"/var/log/libvirt/qemu/{name}.console").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_booted(self, name: str, timeout: float = 90) -> None:
+        """Until the guest's /init says it is ready, and (if it runs one) its agent answers."""
+        deadline = time.monotonic() + timeout
+        while "qgadash-init: ready" not in self.console(name):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not boot: {self.console(name)[-2000:]}")
+            time.sleep(0.2)
+        if "agent=1" not in self.console(name):
+            return
+        while True:
+            ping = virsh(
+                "qemu-agent-command", name, '{"execute":"guest-ping"}', "--timeout", "2",
+                check=False,
+            )  # fmt: skip
+            if ping.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: agent never answered: {ping.stderr.strip()}")
+            time.sleep(0.3)
+
     def destroy(self, name: str) -> None:
         virsh("destroy", name, check=False)
         with contextlib.suppress(ValueError):
@@ -252,8 +299,9 @@ class Libvirtd:
         self.started = False
 
 
-@pytest.fixture(scope="session")
-def libvirtd() -> Iterator[Libvirtd]:
+@contextlib.contextmanager
+def running_libvirtd() -> Iterator[Libvirtd]:
+    """A libvirtd for the duration of the block (an already running one is reused)."""
     directory = Path(tempfile.mkdtemp(prefix="qgadash-libvirtd-", dir="/tmp"))
     daemon = Libvirtd(directory)
     try:
@@ -262,3 +310,9 @@ def libvirtd() -> Iterator[Libvirtd]:
     finally:
         daemon.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Iterator[Libvirtd]:
+    with running_libvirtd() as daemon:
+        yield daemon

@@ -47,10 +47,10 @@ def require_sshd() -> None:
         pytest.skip("the sshd fixture needs root")
 
 
-def generate_key(path: Path, comment: str = "qgadash-test") -> str:
-    """An unencrypted ed25519 key at `path`; returns the public key line."""
+def generate_key(path: Path, comment: str = "qgadash-test", key_type: str = "ed25519") -> str:
+    """An unencrypted key (ed25519 unless told) at `path`; returns the public key line."""
     subprocess.run(
-        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        [SSH_KEYGEN, "-q", "-t", key_type, "-N", "", "-C", comment, "-f", str(path)],
         check=True,
         stdin=subprocess.DEVNULL,
     )

@@ -1,0 +1,269 @@
+"""Guests of a real libvirtd, reached only through libvirt (LibvirtHypervisor).
+
+Three TCG guests from the tests/guests image, booted once for the module: `lv-web`
+(agent, data disk), `lv-noagent` (booted with qga.agent=0) and `lv-down` (shut down by
+a test). Their domains are destroyed at teardown, then libvirtd and virtlogd are
+stopped by pid (tests/integration/libvirtd.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from qgadash.agent.client import NoReplyOutcome
+from qgadash.agent.errors import AgentCommandError, AgentConnectionError, AgentTimeout
+from qgadash.transport.base import HypervisorState
+from qgadash.transport.libvirt import LibvirtHypervisor, command_output, libvirt_error
+from tests.guests.image import GuestImage
+from tests.integration.libvirtd import Libvirtd, running_libvirtd
+from tests.integration.sshd import SshServer
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
+
+STATUS = [
+    ("guest-info", None),
+    ("guest-fsfreeze-status", None),
+    ("guest-network-get-interfaces", None),
+]
+
+
+@dataclass
+class Domains:
+    daemon: Libvirtd
+    web: str
+    noagent: str
+    down: str
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> Iterator[Libvirtd]:
+    # Works whether or not tests.integration.libvirtd is registered as a plugin: a
+    # libvirtd that already answers is reused and left running.
+    with running_libvirtd() as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def domains(libvirtd: Libvirtd, guest_image: GuestImage) -> Iterator[Domains]:
+    kernel = guest_image.vmlinux or guest_image.bzimage
+    names = {"web": "lv-web", "noagent": "lv-noagent", "down": "lv-down"}
+    for name in names.values():
+        libvirtd.destroy(name)  # leftovers of an interrupted run
+    created = [
+        libvirtd.start_guest(kernel, guest_image.initrd, "lv-web", ip="10.0.2.21/24"),
+        libvirtd.start_guest(kernel, guest_image.initrd, "lv-noagent", agent=False),
+        libvirtd.start_guest(kernel, guest_image.initrd, "lv-down", ip="10.0.2.23/24"),
+    ]
+    try:
+        with ThreadPoolExecutor(len(created)) as pool:
+            list(pool.map(libvirtd.wait_booted, created))
+        yield Domains(libvirtd, *created)
+    finally:
+        for name in created:
+            libvirtd.destroy(name)
+
+
+async def connected(hv: LibvirtHypervisor, name: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    found = {agent.name: agent.address for agent in await hv.discover([])}
+    return await hv.endpoint(found[name]).connect(timeout)
+
+
+async def test_discovery_lists_running_domains(domains: Domains) -> None:
+    hv = LibvirtHypervisor("lab")
+    try:
+        found = await hv.discover(["/ignored/*.sock"])
+        names = {agent.name for agent in found}
+        assert {domains.web, domains.noagent, domains.down} <= names
+        assert all(len(agent.address) == 36 for agent in found)  # UUIDs
+        assert hv.state is HypervisorState.LOCAL and hv.error is None
+    finally:
+        await hv.close()
+
+
+async def test_status_calls_through_libvirt(domains: Domains) -> None:
+    hv = LibvirtHypervisor("lab")
+    try:
+        caller = await connected(hv, domains.web)
+        info, fsfreeze, interfaces = await caller.call_many(STATUS, timeout=5)
+        assert info["version"] and any(
+            c["name"] == "guest-ping" for c in info["supported_commands"]
+        )
+        assert fsfreeze == "thawed"
+        addresses = {a["ip-address"] for nic in interfaces for a in nic.get("ip-addresses", [])}
+        assert "10.0.2.21" in addresses
+        assert (await caller.call("guest-get-host-name", timeout=5))["host-name"] == "lv-web"
+        # The agent's own errors come back as command errors, in place.
+        ping, missing = await caller.call_many(
+            [("guest-ping", None), ("guest-no-such-command", None)], timeout=5
+        )
+        assert ping == {}
+        assert isinstance(missing, AgentCommandError) and missing.not_found
+        assert not caller.closed
+        await caller.close()  # shared virsh: nothing to close, the caller stays usable
+        assert await caller.call("guest-ping", timeout=5) == {}
+    finally:
+        await hv.close()
+    assert caller.closed
+
+
+async def test_per_call_latency_of_the_long_lived_virsh(domains: Domains) -> None:
+    hv = LibvirtHypervisor("lab")
+    try:
+        caller = await connected(hv, domains.web)
+        await caller.call("guest-ping", timeout=5)
+        samples = []
+        for _ in range(60):
+            started = time.perf_counter()
+            await caller.call("guest-ping", timeout=5)
+            samples.append(time.perf_counter() - started)
+        # ~1.5 ms here (a fresh virsh per call: ~17-20 ms). The target is 3 ms; the bound
+        # leaves room for a loaded CI machine.
+        assert statistics.median(samples) < 0.006, samples
+    finally:
+        await hv.close()
+
+
+async def test_freeze_then_thaw_through_libvirt(domains: Domains) -> None:
+    hv = LibvirtHypervisor("lab")
+    try:
+        caller = await connected(hv, domains.web)
+        try:
+            frozen = await caller.call("guest-fsfreeze-freeze", timeout=10)
+            assert frozen >= 1  # /data, the ext4 disk
+            assert await caller.call("guest-fsfreeze-status", timeout=5) == "frozen"
+            with pytest.raises(AgentCommandError) as caught:
+                await caller.call("guest-get-fsinfo", timeout=5)
+            assert caught.value.disabled
+        finally:
+            thawed = await caller.call("guest-fsfreeze-thaw", timeout=10)
+        assert thawed >= 1
+        assert await caller.call("guest-fsfreeze-status", timeout=5) == "thawed"
+    finally:
+        await hv.close()
+
+
+async def test_guest_without_agent_fails_fast(domains: Domains) -> None:
+    hv = LibvirtHypervisor("lab")
+    try:
+        found = {agent.name: agent.address for agent in await hv.discover([])}
+        started = time.perf_counter()
+        with pytest.raises(AgentConnectionError, match="guest agent is not running"):
+            await hv.endpoint(found[domains.noagent]).connect(3)
+        assert time.perf_counter() - started < 3
+        assert hv.state is HypervisorState.LOCAL  # one VM's agent is not the hypervisor's fault
+    finally:
+        await hv.close()
+
+
+async def test_hung_agent_times_out_within_the_session_timeout(domains: Domains) -> None:
+    """A stopped (SIGSTOP) agent: libvirt would spend 5 s in its own guest-sync; the
+    session lowers that with guest-agent-timeout, so the call fails in ~2 s."""
+    hv = LibvirtHypervisor("lab")
+    try:
+        caller = await connected(hv, domains.web, timeout=2)
+        stop_for_a_while = (
+            "sleep 0.5; kill -STOP $(pidof qemu-ga); sleep 3; kill -CONT $(pidof qemu-ga)"
+        )
+        await caller.call(
+            "guest-exec", {"path": "/bin/sh", "arg": ["-c", stop_for_a_while]}, timeout=5
+        )
+        await asyncio.sleep(1.0)
+        other = await connected(hv, domains.down, timeout=2)
+        started = time.perf_counter()
+        results: tuple[Any, ...] = await asyncio.gather(
+            caller.call("guest-ping", timeout=2), other.call("guest-ping", timeout=2),
+            return_exceptions=True,
+        )  # fmt: skip
+        hung, healthy = results
+        assert isinstance(hung, AgentTimeout), hung
+        assert "not available for now" in str(hung)
+        assert healthy == {}  # another virsh of the pool served the healthy guest
+        assert time.perf_counter() - started < 3.5
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert await caller.call("guest-ping", timeout=2) == {}
+                break
+            except AgentTimeout:
+                assert time.monotonic() < deadline
+    finally:
+        await hv.close()
+
+
+async def test_libvirt_over_ssh_uses_one_connection(domains: Domains, sshd: SshServer) -> None:
+    hv = LibvirtHypervisor("hv2", sshd.target())
+    try:
+        found = {agent.name: agent.address for agent in await hv.discover([])}
+        assert domains.web in found
+        caller = await hv.endpoint(found[domains.web]).connect(5)
+        status: list[Any] = await caller.call_many(STATUS, timeout=5)
+        info, fsfreeze, _ = status
+        assert info["version"] and fsfreeze == "thawed"
+        assert hv.state is HypervisorState.CONNECTED
+        assert sshd.client_connections() == 1
+        started = time.perf_counter()
+        for _ in range(20):
+            await caller.call("guest-ping", timeout=5)
+        assert (time.perf_counter() - started) / 20 < 0.02  # not ~315 ms of qemu+ssh://
+    finally:
+        await hv.close()
+
+
+async def test_shutdown_through_libvirt_ends_the_domain(domains: Domains) -> None:
+    hv = LibvirtHypervisor("lab")
+    try:
+        caller = await connected(hv, domains.down)
+        outcome = await caller.call_no_reply("guest-shutdown", {"mode": "powerdown"}, grace=2)
+        assert outcome is NoReplyOutcome.NO_ERROR
+        deadline = time.monotonic() + 30
+        while domains.daemon.domain_state(domains.down) not in ("gone", "shut off"):
+            assert time.monotonic() < deadline, domains.daemon.console(domains.down)[-1500:]
+            await asyncio.sleep(0.3)
+        names = {agent.name for agent in await hv.discover([])}
+        assert domains.down not in names
+        with pytest.raises(AgentConnectionError, match=r"domain is gone|not running"):
+            await caller.call("guest-ping", timeout=2)
+    finally:
+        await hv.close()
+
+
+def test_libvirt_messages_map_to_agent_errors() -> None:
+    cases = {
+        "error: Guest agent is not responding: QEMU guest agent is not connected": (
+            AgentConnectionError
+        ),
+        "error: Guest agent is not responding: Guest agent not available for now": AgentTimeout,
+        "error: argument unsupported: QEMU guest agent is not configured": AgentConnectionError,
+        "error: Requested operation is not valid: domain is not running": AgentConnectionError,
+        "error: failed to get domain 'web'": AgentConnectionError,
+    }
+    for message, kind in cases.items():
+        assert type(libvirt_error("lab/web", "guest-ping", message)) is kind
+    error = libvirt_error(
+        "lab/web",
+        "guest-exec",
+        "error: internal error: unable to execute QEMU agent command 'guest-exec': "
+        "Command guest-exec has been disabled: the agent is in frozen state",
+    )
+    assert isinstance(error, AgentCommandError) and error.disabled
+    assert error.desc == "Command guest-exec has been disabled: the agent is in frozen state"
+
+
+def test_command_output_strips_prompt_and_echoes() -> None:
+    segment = (
+        b"virsh # qemu-agent-command --domain 'x' --timeout 3 --cmd '{}'\n"
+        b'{"return":{}}\n'
+        b"virsh # echo Q'G'A-END-t-1\n"
+    )
+    assert command_output(segment) == b'{"return":{}}'
+    assert command_output(b"virsh # guest-agent-timeout x\nvirsh # echo Q'G'A-END-t-2\n") == b""
+    long_echo = b"\r<" + b"x" * 70 + b"' --timeout 3\n" + b"error: oops\n" + b"virsh # echo m\n"
+    assert command_output(long_echo) == b"error: oops"
