@@ -27,8 +27,9 @@ def linux(index: int = 0, **changes: object) -> GuestAgent:
     return agent_for(make_profile(index), **changes)
 
 
-def agent_for(profile: object, fault: Fault = Fault.NONE, clock: FakeClock | None = None,
-              **changes: object) -> GuestAgent:
+def agent_for(
+    profile: object, fault: Fault = Fault.NONE, clock: FakeClock | None = None, **changes: object
+) -> GuestAgent:
     from qgadash.sim.profiles import GuestProfile
 
     assert isinstance(profile, GuestProfile)
@@ -48,8 +49,9 @@ def replies(agent: GuestAgent, data: bytes) -> list[bytes]:
     return [item for item in out if isinstance(item, bytes)]
 
 
-def call(agent: GuestAgent, command: str, arguments: dict[str, object] | None = None,
-         rid: object = None) -> dict[str, object]:
+def call(
+    agent: GuestAgent, command: str, arguments: dict[str, object] | None = None, rid: object = None
+) -> dict[str, object]:
     request: dict[str, object] = {"execute": command}
     if arguments is not None:
         request["arguments"] = arguments
@@ -98,9 +100,11 @@ def test_qemu_extensions_and_limits() -> None:
     assert stream.feed(b"{'a': 'it\\'s'}") == [{"a": "it's"}]
     assert stream.feed(b'{"a": 1, "a": 2}') == [JsonError("JSON parse error, duplicate key")]
     assert stream.feed(b'["\\ud800"]') == [
-        JsonError("JSON parse error, \\ud800 is not a valid Unicode character")]
+        JsonError("JSON parse error, \\ud800 is not a valid Unicode character")
+    ]
     assert stream.feed(b'["\xc3("]') == [
-        JsonError("JSON parse error, invalid UTF-8 sequence in string")]
+        JsonError("JSON parse error, invalid UTF-8 sequence in string")
+    ]
     deep = stream.feed(b"[" * 1025)
     assert deep == [JsonError("JSON nesting depth limit exceeded")]
 
@@ -114,8 +118,7 @@ def test_integers_beyond_64_bits_become_floats() -> None:
 
 def test_sync_delimited_reply_starts_with_ff_and_echoes_id() -> None:
     agent = linux()
-    got = replies(agent, b'\xff{"execute":"guest-sync-delimited","arguments":{"id":42},'
-                         b'"id":"x"}')
+    got = replies(agent, b'\xff{"execute":"guest-sync-delimited","arguments":{"id":42},"id":"x"}')
     assert got == [
         b'{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n',
         b'\xff{"return": 42, "id": "x"}\n',
@@ -124,8 +127,10 @@ def test_sync_delimited_reply_starts_with_ff_and_echoes_id() -> None:
 
 def test_error_reply_puts_id_first_like_qemu() -> None:
     got = replies(linux(), b'{"execute":"guest-nope","id":4}')
-    assert got == [b'{"id": 4, "error": {"class": "CommandNotFound", '
-                   b'"desc": "The command guest-nope has not been found"}}\n']
+    assert got == [
+        b'{"id": 4, "error": {"class": "CommandNotFound", '
+        b'"desc": "The command guest-nope has not been found"}}\n'
+    ]
 
 
 def test_members_other_than_execute_arguments_id_are_rejected() -> None:
@@ -137,11 +142,15 @@ def test_members_other_than_execute_arguments_id_are_rejected() -> None:
 def test_argument_checks_use_qemu_texts() -> None:
     agent = linux()
     assert call(agent, "guest-exec-status", {})["error"] == {
-        "class": "GenericError", "desc": "Parameter 'pid' is missing"}
+        "class": "GenericError",
+        "desc": "Parameter 'pid' is missing",
+    }
     assert call(agent, "guest-exec-status", {"pid": "a"})["error"]["desc"] == (  # type: ignore[index]
-        "Invalid parameter type for 'pid', expected: integer")
+        "Invalid parameter type for 'pid', expected: integer"
+    )
     assert call(agent, "guest-ping", {"x": 1})["error"]["desc"] == (  # type: ignore[index]
-        "Parameter 'x' is unexpected")
+        "Parameter 'x' is unexpected"
+    )
 
 
 def test_floats_are_printed_with_17_significant_digits() -> None:
@@ -170,11 +179,15 @@ def test_newer_agent_offers_guest_get_load_with_real_member_names() -> None:
 def test_disabled_command_texts() -> None:
     old = linux(disabled_commands=frozenset({"guest-exec"}))
     assert call(old, "guest-exec", {"path": "/bin/true"})["error"] == {
-        "class": "CommandNotFound", "desc": "Command guest-exec has been disabled"}
+        "class": "CommandNotFound",
+        "desc": "Command guest-exec has been disabled",
+    }
     win = agent_for(windows_profile())
     error = call(win, "guest-exec", {"path": "cmd.exe"})["error"]
-    assert error == {"class": "CommandNotFound",
-                     "desc": "Command guest-exec has been disabled: the command is not allowed"}
+    assert error == {
+        "class": "CommandNotFound",
+        "desc": "Command guest-exec has been disabled: the command is not allowed",
+    }
     info = call(win, "guest-info")["return"]
     flags = {c["name"]: c["enabled"] for c in info["supported_commands"]}  # type: ignore[index]
     assert flags["guest-exec"] is False
@@ -184,8 +197,10 @@ def test_frozen_allows_only_the_freeze_allow_list() -> None:
     agent = linux()
     assert call(agent, "guest-fsfreeze-freeze")["return"] == 2
     error = call(agent, "guest-exec", {"path": "/bin/true"})["error"]
-    assert error["desc"] == ("Command guest-exec has been disabled: "  # type: ignore[index]
-                             "the agent is in frozen state")
+    assert error["desc"] == (
+        "Command guest-exec has been disabled: "  # type: ignore[index]
+        "the agent is in frozen state"
+    )
     assert call(agent, "guest-fsfreeze-status")["return"] == "frozen"
     assert call(agent, "guest-info")["return"]
     assert call(agent, "guest-fsfreeze-thaw")["return"] == 2
@@ -199,7 +214,8 @@ def test_windows_thaw_after_ten_seconds_fails() -> None:
     call(agent, "guest-fsfreeze-freeze")
     clock.now += 11
     assert call(agent, "guest-fsfreeze-thaw")["error"]["desc"] == (  # type: ignore[index]
-        "fsfreeze is limited up to 10 seconds")
+        "fsfreeze is limited up to 10 seconds"
+    )
 
 
 def test_shutdown_sends_no_reply_and_powers_off() -> None:
@@ -209,7 +225,8 @@ def test_shutdown_sends_no_reply_and_powers_off() -> None:
     assert agent.receive(b'{"execute":"guest-ping","id":2}') == []
     bad = call(linux(), "guest-shutdown", {"mode": "off"})
     assert bad["error"]["desc"] == (  # type: ignore[index]
-        "Parameter 'mode' expects 'halt', 'powerdown' or 'reboot'")
+        "Parameter 'mode' expects 'halt', 'powerdown' or 'reboot'"
+    )
 
 
 def test_reboot_answers_queued_requests_later() -> None:
@@ -229,28 +246,34 @@ def test_file_handles_read_write_seek() -> None:
     assert handle == 1000
     got = call(agent, "guest-file-read", {"handle": handle, "count": 3})["return"]
     assert got == {"count": 3, "buf-b64": base64.b64encode(b"web").decode(), "eof": False} or (
-        base64.b64decode(got["buf-b64"]) == agent.profile.hostname.encode()[:3])  # type: ignore[index]
+        base64.b64decode(got["buf-b64"]) == agent.profile.hostname.encode()[:3]
+    )  # type: ignore[index]
     rest = call(agent, "guest-file-read", {"handle": handle})["return"]
     assert rest["eof"] is True  # type: ignore[index]
     assert call(agent, "guest-file-read", {"handle": handle, "count": -1})["error"]["desc"] == (  # type: ignore[index]
-        "value '-1' is invalid for argument count")
+        "value '-1' is invalid for argument count"
+    )
     assert call(agent, "guest-file-close", {"handle": handle})["return"] == {}
     assert call(agent, "guest-file-close", {"handle": handle})["error"]["desc"] == (  # type: ignore[index]
-        "handle '1000' has not been found")
+        "handle '1000' has not been found"
+    )
 
     w = call(agent, "guest-file-open", {"path": "/data/new.txt", "mode": "w+"})["return"]
-    wrote = call(agent, "guest-file-write",
-                 {"handle": w, "buf-b64": base64.b64encode(b"hello").decode()})["return"]
+    wrote = call(
+        agent, "guest-file-write", {"handle": w, "buf-b64": base64.b64encode(b"hello").decode()}
+    )["return"]
     assert wrote == {"count": 5, "eof": False}
     assert call(agent, "guest-file-seek", {"handle": w, "offset": 0, "whence": "set"})[
-        "return"] == {"eof": False, "position": 0}
+        "return"
+    ] == {"eof": False, "position": 0}
     back = call(agent, "guest-file-read", {"handle": w})["return"]
     assert base64.b64decode(back["buf-b64"]) == b"hello"  # type: ignore[index]
     missing = call(agent, "guest-file-open", {"path": "/nope/x"})["error"]["desc"]  # type: ignore[index]
     assert missing == "failed to open file '/nope/x' (mode: 'r'): No such file or directory"
     d = call(agent, "guest-file-open", {"path": "/etc"})["return"]
     assert call(agent, "guest-file-read", {"handle": d})["error"]["desc"] == (  # type: ignore[index]
-        "failed to read file: Is a directory")
+        "failed to read file: Is a directory"
+    )
 
 
 def test_log_grows_over_time() -> None:
@@ -263,15 +286,16 @@ def test_log_grows_over_time() -> None:
     assert first["count"] > 0 and more["count"] > 0  # type: ignore[index]
 
 
-def run_exec(agent: GuestAgent, clock: FakeClock, path: str,
-             args: list[str]) -> dict[str, object]:
-    pid = call(agent, "guest-exec", {"path": path, "arg": args, "capture-output": True})[
-        "return"]["pid"]  # type: ignore[index]
+def run_exec(agent: GuestAgent, clock: FakeClock, path: str, args: list[str]) -> dict[str, object]:
+    pid = call(agent, "guest-exec", {"path": path, "arg": args, "capture-output": True})["return"][
+        "pid"
+    ]  # type: ignore[index]
     assert call(agent, "guest-exec-status", {"pid": pid})["return"] == {"exited": False}
     clock.now += 5
     status = call(agent, "guest-exec-status", {"pid": pid})["return"]
     assert call(agent, "guest-exec-status", {"pid": pid})["error"]["desc"] == (  # type: ignore[index]
-        "Invalid parameter 'pid'")
+        "Invalid parameter 'pid'"
+    )
     assert isinstance(status, dict)
     return status
 
@@ -380,8 +404,14 @@ def test_data_faults() -> None:
 def test_markup_fault_puts_markup_and_escapes_in_every_text_field() -> None:
     clock = FakeClock()
     agent = agent_for(make_profile(0), Fault.MARKUP, clock=clock)
-    for command in ("guest-get-host-name", "guest-get-osinfo", "guest-network-get-interfaces",
-                    "guest-get-users", "guest-get-fsinfo", "guest-get-timezone"):
+    for command in (
+        "guest-get-host-name",
+        "guest-get-osinfo",
+        "guest-network-get-interfaces",
+        "guest-get-users",
+        "guest-get-fsinfo",
+        "guest-get-timezone",
+    ):
         text = replies(agent, json.dumps({"execute": command}).encode())[0].decode()
         value = json.loads(text)["return"]
         assert "[bold red]" in text and "\\u001B]0;" in text and "\\r" in text, command
@@ -427,7 +457,8 @@ def test_fault_names_and_assignment() -> None:
     assert faults == assign_faults(100, {Fault.GARBAGE: 2, Fault.SILENT: 3})
     assert faults.count(Fault.SILENT) == 3 and faults.count(Fault.GARBAGE) == 2
     sliced = fleet_slice(100, 0, {Fault.SILENT: 3}, range(0, 50)) + fleet_slice(
-        100, 0, {Fault.SILENT: 3}, range(50, 100))
+        100, 0, {Fault.SILENT: 3}, range(50, 100)
+    )
     assert [vm.fault for vm in sliced] == assign_faults(100, {Fault.SILENT: 3})
 
 
@@ -436,8 +467,9 @@ def test_hosts_toml(tmp_path: object) -> None:
     from pathlib import Path
 
     assert isinstance(tmp_path, Path)
-    path = write_hosts_toml(tmp_path / "hosts.toml", tmp_path / "socks", "sim",
-                            poll_interval=2.0, timeout=1.5)
+    path = write_hosts_toml(
+        tmp_path / "hosts.toml", tmp_path / "socks", "sim", poll_interval=2.0, timeout=1.5
+    )
     data = tomllib.loads(path.read_text())
     assert data["settings"] == {"poll_interval": 2.0, "timeout": 1.5}
     (hv,) = data["hypervisor"]

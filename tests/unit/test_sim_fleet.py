@@ -50,8 +50,9 @@ async def line(reader: asyncio.StreamReader, timeout: float = 2.0) -> bytes:
     return await asyncio.wait_for(reader.readline(), timeout)
 
 
-async def request(conn: Conn, command: str, arguments: dict[str, object] | None = None,
-                  rid: object = None) -> dict[str, object]:
+async def request(
+    conn: Conn, command: str, arguments: dict[str, object] | None = None, rid: object = None
+) -> dict[str, object]:
     reader, writer = conn
     message: dict[str, object] = {"execute": command}
     if arguments is not None:
@@ -80,13 +81,15 @@ def vm(name: str, fault: Fault = Fault.NONE, index: int = 0) -> SimVm:
 
 
 async def test_ff_then_sync_delimited_gives_parse_error_then_ff_prefixed_reply(
-        sockdir: Path) -> None:
+    sockdir: Path,
+) -> None:
     async with running(sockdir, [vm("a")]) as fleet:
         reader, writer = await connect(fleet, "a")
         writer.write(b'\xff{"execute":"guest-sync-delimited","arguments":{"id":123456789}}')
         first = await line(reader)
         assert json.loads(first) == {
-            "error": {"class": "GenericError", "desc": "JSON parse error, stray '\ufffd'"}}
+            "error": {"class": "GenericError", "desc": "JSON parse error, stray '\ufffd'"}
+        }
         assert await line(reader) == b'\xff{"return": 123456789}\n'
         writer.close()
 
@@ -94,10 +97,12 @@ async def test_ff_then_sync_delimited_gives_parse_error_then_ff_prefixed_reply(
 async def test_pipelined_requests_are_answered_in_order_with_ids(sockdir: Path) -> None:
     async with running(sockdir, [vm("a")]) as fleet:
         reader, writer = await connect(fleet, "a")
-        writer.write(b'{"execute":"guest-ping","id":1}'
-                     b'{"execute":"guest-get-host-name","id":"two"}\n'
-                     b'{"execute":"guest-fsfreeze-status","id":{"three":[3]}}'
-                     b'{"execute":"guest-ping"}')
+        writer.write(
+            b'{"execute":"guest-ping","id":1}'
+            b'{"execute":"guest-get-host-name","id":"two"}\n'
+            b'{"execute":"guest-fsfreeze-status","id":{"three":[3]}}'
+            b'{"execute":"guest-ping"}'
+        )
         assert json.loads(await line(reader)) == {"return": {}, "id": 1}
         assert json.loads(await line(reader))["id"] == "two"
         assert json.loads(await line(reader)) == {"return": "thawed", "id": {"three": [3]}}
@@ -110,12 +115,18 @@ async def test_disabled_and_unknown_commands(sockdir: Path) -> None:
     async with running(sockdir, [SimVm("w", windows)]) as fleet:
         conn = await connect(fleet, "w")
         reply = await request(conn, "guest-exec", {"path": "cmd.exe"}, rid=5)
-        assert reply == {"id": 5, "error": {
-            "class": "CommandNotFound",
-            "desc": "Command guest-exec has been disabled: the command is not allowed"}}
+        assert reply == {
+            "id": 5,
+            "error": {
+                "class": "CommandNotFound",
+                "desc": "Command guest-exec has been disabled: the command is not allowed",
+            },
+        }
         reply = await request(conn, "guest-frobnicate")
-        assert reply["error"] == {"class": "CommandNotFound",
-                                  "desc": "The command guest-frobnicate has not been found"}
+        assert reply["error"] == {
+            "class": "CommandNotFound",
+            "desc": "The command guest-frobnicate has not been found",
+        }
         conn[1].close()
 
 
@@ -126,7 +137,8 @@ async def test_frozen_refuses_exec_but_allows_thaw(sockdir: Path) -> None:
         refused = await request(conn, "guest-exec", {"path": "/bin/true"})
         assert refused["error"] == {
             "class": "CommandNotFound",
-            "desc": "Command guest-exec has been disabled: the agent is in frozen state"}
+            "desc": "Command guest-exec has been disabled: the agent is in frozen state",
+        }
         assert (await request(conn, "guest-fsfreeze-thaw"))["return"] == 2
         assert "pid" in (await request(conn, "guest-exec", {"path": "/bin/true"}))["return"]  # type: ignore[operator]
         conn[1].close()
@@ -144,9 +156,15 @@ async def test_listing_command_over_the_socket(sockdir: Path) -> None:
     async with running(sockdir, [vm("l")]) as fleet:
         conn = await connect(fleet, "l")
         script = "cd \"$1\" && stat -c '%f %s %Y %n' -- .[!.]* *"
-        started = await request(conn, "guest-exec", {
-            "path": "/bin/sh", "arg": ["-c", script, "qgadash-ls", "/etc"],
-            "capture-output": True})
+        started = await request(
+            conn,
+            "guest-exec",
+            {
+                "path": "/bin/sh",
+                "arg": ["-c", script, "qgadash-ls", "/etc"],
+                "capture-output": True,
+            },
+        )
         pid = started["return"]["pid"]  # type: ignore[index]
         status: dict[str, object] = {}
         for _ in range(50):
@@ -193,9 +211,21 @@ async def test_reply_to_a_client_that_left_goes_to_the_next_client(sockdir: Path
 
 
 async def test_faults_do_what_they_say(sockdir: Path) -> None:
-    faults = [Fault.SILENT, Fault.GARBAGE, Fault.ACCEPT_CLOSE, Fault.FF_FLOOD, Fault.MARKUP,
-              Fault.SYNC_ONLY, Fault.ENDLESS, Fault.DISCONNECT, Fault.OVERSIZE,
-              Fault.REPEATED_IDS, Fault.WRONG_IDS, Fault.INVALID_UTF8, Fault.DEEP_NESTING]
+    faults = [
+        Fault.SILENT,
+        Fault.GARBAGE,
+        Fault.ACCEPT_CLOSE,
+        Fault.FF_FLOOD,
+        Fault.MARKUP,
+        Fault.SYNC_ONLY,
+        Fault.ENDLESS,
+        Fault.DISCONNECT,
+        Fault.OVERSIZE,
+        Fault.REPEATED_IDS,
+        Fault.WRONG_IDS,
+        Fault.INVALID_UTF8,
+        Fault.DEEP_NESTING,
+    ]
     vms = [vm(f.value, f, i) for i, f in enumerate(faults)]
     sync = b'\xff{"execute":"guest-sync-delimited","arguments":{"id":77}}'
 
@@ -302,9 +332,21 @@ async def test_faults_do_what_they_say(sockdir: Path) -> None:
             assert (await line(reader)).count(b"[") >= 100_000
             writer.close()
 
-        await asyncio.gather(silent(), garbage(), accept_close(), ff_flood(), markup(),
-                             sync_only(), endless(), disconnect(), oversize(), repeated(),
-                             wrong(), invalid_utf8(), deep())
+        await asyncio.gather(
+            silent(),
+            garbage(),
+            accept_close(),
+            ff_flood(),
+            markup(),
+            sync_only(),
+            endless(),
+            disconnect(),
+            oversize(),
+            repeated(),
+            wrong(),
+            invalid_utf8(),
+            deep(),
+        )
 
 
 async def test_powerdown_removes_the_socket_and_power_on_restores_it(sockdir: Path) -> None:
@@ -335,8 +377,9 @@ async def test_thousand_vms_start_and_each_answers_a_sync(sockdir: Path) -> None
         async def sync_one(name: str, sync_id: int) -> bytes:
             async with limit:
                 reader, writer = await connect(fleet, name)
-                writer.write(b'\xff{"execute":"guest-sync-delimited","arguments":{"id":%d}}'
-                             % sync_id)
+                writer.write(
+                    b'\xff{"execute":"guest-sync-delimited","arguments":{"id":%d}}' % sync_id
+                )
                 await line(reader, 10)
                 reply = await line(reader, 10)
                 writer.close()
@@ -349,16 +392,32 @@ async def test_thousand_vms_start_and_each_answers_a_sync(sockdir: Path) -> None
     finally:
         await fleet.stop()
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"\n1000 VMs: start {startup:.2f} s, 1000 connect+sync {syncs:.2f} s, "
-          f"peak RSS {rss_after / 1024:.0f} MiB (+{(rss_after - rss_before) / 1024:.0f} MiB)")
+    print(
+        f"\n1000 VMs: start {startup:.2f} s, 1000 connect+sync {syncs:.2f} s, "
+        f"peak RSS {rss_after / 1024:.0f} MiB (+{(rss_after - rss_before) / 1024:.0f} MiB)"
+    )
     assert not list(sockdir.glob("*.sock"))
 
 
 def test_command_line_serves_a_fleet_across_processes(sockdir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qgadash.sim", "--count", "30", "--dir", str(sockdir),
-         "--procs", "2", "--fault", "silent=2", "--seed", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "qgadash.sim",
+            "--count",
+            "30",
+            "--dir",
+            str(sockdir),
+            "--procs",
+            "2",
+            "--fault",
+            "silent=2",
+            "--seed",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
