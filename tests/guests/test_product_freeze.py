@@ -36,6 +36,7 @@ from tests.guests.product import (
     exec_status,
     guest_freeze_status,
     run_cli,
+    run_in_guest,
     snap,
     vm_id,
     wait_for,
@@ -103,6 +104,7 @@ async def test_freeze_blocks_a_write_until_thaw(tmp_path: Path, shared_guests: l
             assert snap(engine, guest).freeze is FreezeState.THAWED
             written = await engine.files.read(vm, "/data/product-freeze")
             assert written.data == b"x\n"
+            await run_in_guest(engine, guest, "rm -f /data/product-freeze")
     finally:
         ensure_thawed(guest)
 
