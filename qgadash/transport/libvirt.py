@@ -44,6 +44,7 @@ DEFAULT_MAX_SHELLS = 4
 # considered stuck (and killed).
 VIRSH_GRACE = 5.0
 START_TIMEOUT = 20.0
+AGENT_TIMEOUT_TTL = 60.0
 _ENV = {"TERM": "dumb", "LC_ALL": "C"}
 _READ_CHUNK = 256 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -497,17 +498,31 @@ class LibvirtEndpoint:
         return f"{self._link.name}:libvirt:{name}"
 
     async def connect(self, timeout: float) -> AgentCaller:
-        """Lower libvirt's agent timeout for the domain, then ping its agent."""
+        """Lower libvirt's agent timeout for the domain, then ping its agent.
+
+        The timeout is set again after AGENT_TIMEOUT_TTL seconds (a restarted domain
+        forgets it) or when the session's timeout changes; per-poll sessions pay only
+        the ping.
+        """
         label = f"{self._link.name}/{self._link.domain_names.get(self.domain, self.domain)}"
         seconds = max(1, math.ceil(timeout))
-        output = await self._link.pool.run(
-            f"guest-agent-timeout --domain {virsh_quote(self.domain)} --timeout {seconds}",
-            seconds + VIRSH_GRACE,
-        )
-        if output.strip():
-            raise libvirt_error(label, "guest-agent-timeout", output)
+        now = asyncio.get_running_loop().time()
+        known = self._link.agent_timeouts.get(self.domain)
+        if known is None or known[0] != seconds or now - known[1] > AGENT_TIMEOUT_TTL:
+            output = await self._link.pool.run(
+                f"guest-agent-timeout --domain {virsh_quote(self.domain)} --timeout {seconds}",
+                seconds + VIRSH_GRACE,
+            )
+            if output.strip():
+                raise libvirt_error(label, "guest-agent-timeout", output)
+            self._link.agent_timeouts[self.domain] = (seconds, now)
         caller = LibvirtCaller(self._link, self.domain, label)
-        await caller.call("guest-ping", timeout=timeout)
+        try:
+            await caller.call("guest-ping", timeout=timeout)
+        except AgentConnectionError:
+            # Gone, stopped or restarted: set the timeout again next time.
+            self._link.agent_timeouts.pop(self.domain, None)
+            raise
         return caller
 
 
@@ -541,6 +556,8 @@ class LibvirtHypervisor:
         # virsh prints the reply as one JSON line, plus its prompt and echoes.
         self.pool = VirshPool(name, uri, self.connection, max_shells, max_reply + 64 * 1024)
         self.domain_names: dict[str, str] = {}
+        # domain -> (seconds, when set) of the last guest-agent-timeout sent for it
+        self.agent_timeouts: dict[str, tuple[int, float]] = {}
         self.closed = False
 
     @property

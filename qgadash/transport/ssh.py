@@ -576,6 +576,11 @@ class SshConnection:
             return (
                 f"{self.name}: no ssh handshake from {self.where} within {self.connect_timeout:g} s"
             )
+        if isinstance(exc, (asyncssh.ConnectionLost, ConnectionResetError)):
+            return (
+                f"{self.name}: {self.where} closed the connection before login "
+                "(sshd's MaxStartups, a firewall, or sshd restarting?)"
+            )
         return f"{self.name}: cannot reach {self.where}: {_describe(exc)}"
 
     def lost(self, conn: asyncssh.SSHClientConnection, exc: Exception | None) -> None:

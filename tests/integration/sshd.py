@@ -47,6 +47,12 @@ def require_sshd() -> None:
         pytest.skip("the sshd fixture needs root")
 
 
+def require_tool(tool: str, package: str) -> None:
+    """A tool the hypervisor side needs (socat for via = "exec"): fail under CI=true."""
+    if shutil.which(tool) is None:
+        missing_peer(tool, package)
+
+
 def generate_key(path: Path, comment: str = "qgadash-test", key_type: str = "ed25519") -> str:
     """An unencrypted key (ed25519 unless told) at `path`; returns the public key line."""
     subprocess.run(

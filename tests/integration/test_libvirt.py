@@ -67,8 +67,8 @@ def domains(libvirtd: Libvirtd, guest_image: GuestImage) -> Iterator[Domains]:
             list(pool.map(libvirtd.wait_booted, created))
         yield Domains(libvirtd, *created)
     finally:
-        for name in created:
-            libvirtd.destroy(name)
+        with ThreadPoolExecutor(len(created)) as pool:
+            list(pool.map(libvirtd.destroy, created))
 
 
 async def connected(hv: LibvirtHypervisor, name: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
@@ -231,6 +231,20 @@ async def test_shutdown_through_libvirt_ends_the_domain(domains: Domains) -> Non
         assert domains.down not in names
         with pytest.raises(AgentConnectionError, match=r"domain is gone|not running"):
             await caller.call("guest-ping", timeout=2)
+    finally:
+        await hv.close()
+
+
+async def test_unreachable_libvirtd_is_the_hypervisors_state() -> None:
+    hv = LibvirtHypervisor("lab", uri="qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    try:
+        with pytest.raises(AgentConnectionError) as caught:
+            await hv.discover([])
+        assert str(caught.value).startswith("lab: virsh could not start: ")
+        assert "/nonexistent/libvirt-sock" in str(caught.value)
+        assert hv.state is HypervisorState.UNREACHABLE and hv.error == str(caught.value)
+        with pytest.raises(AgentConnectionError, match="virsh could not start"):
+            await hv.endpoint("web").connect(2)
     finally:
         await hv.close()
 

@@ -14,9 +14,15 @@ import pytest
 from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentConnectionError, AgentTimeout
 from qgadash.transport.base import HypervisorState
-from qgadash.transport.ssh import SshHypervisor, SshTarget, parse_ssh_spec, shell_glob
+from qgadash.transport.ssh import (
+    CONNECTS_PER_TARGET,
+    SshHypervisor,
+    SshTarget,
+    parse_ssh_spec,
+    shell_glob,
+)
 from tests.integration.realagent import RealAgent, short_temp_dir, start_real_agents
-from tests.integration.sshd import SshServer
+from tests.integration.sshd import SshServer, require_tool
 
 pytestmark = [pytest.mark.real_sshd, pytest.mark.real_agent]
 
@@ -48,6 +54,8 @@ async def connect_all(hv: SshHypervisor, addresses: list[str]) -> list[AgentCall
 async def test_status_calls_reach_every_vm_over_one_connection(
     sshd: SshServer, real_agent_factory: AgentFactory, via: str
 ) -> None:
+    if via == "exec":
+        require_tool("socat", "socat")
     names = ["web-1", "web-2", "db-1", "cache-1", "build-7"]
     agents = real_agent_factory(len(names), names)
     hv = SshHypervisor("hv1", sshd.target(), via=via)
@@ -111,6 +119,7 @@ async def test_per_poll_sessions_are_cheap_and_leave_nothing_open(
 
 
 async def test_discovery_quotes_globs_and_odd_paths(sshd: SshServer) -> None:
+    require_tool("socat", "socat")
     directory = short_temp_dir() / "odd dir's $(x)"
     names = ["a,b:c!d", "x$(touch qgadash-pwned)"]
     agents = start_real_agents(directory, 2, names)
@@ -137,6 +146,8 @@ async def test_discovery_quotes_globs_and_odd_paths(sshd: SshServer) -> None:
 async def test_missing_socket_and_non_socket_are_named(
     sshd: SshServer, real_agent_factory: AgentFactory, via: str
 ) -> None:
+    if via == "exec":
+        require_tool("socat", "socat")
     (agent,) = real_agent_factory(1)
     hv = SshHypervisor("hv1", sshd.target(), via=via)
     try:
@@ -158,6 +169,7 @@ async def test_missing_socket_and_non_socket_are_named(
 async def test_forwarding_refused_by_sshd_is_explained(
     sshd_factory: Callable[..., SshServer], real_agent_factory: AgentFactory
 ) -> None:
+    require_tool("socat", "socat")
     server = sshd_factory("AllowStreamLocalForwarding no")
     (agent,) = real_agent_factory(1)
     hv = SshHypervisor("hv1", server.target())
@@ -176,6 +188,7 @@ async def test_forwarding_refused_by_sshd_is_explained(
 async def test_exec_sessions_wait_for_a_free_session_slot(
     sshd: SshServer, real_agent_factory: AgentFactory
 ) -> None:
+    require_tool("socat", "socat")
     agents = real_agent_factory(9)
     hv = SshHypervisor("hv1", sshd.target(), via="exec", max_sessions=8)
     try:
@@ -256,6 +269,23 @@ async def test_jump_host_carries_the_connection(
         assert sshd.client_connections() == 1
     finally:
         await hv.close()
+
+
+async def test_simultaneous_connects_to_one_sshd_stay_under_max_startups(
+    sshd_factory: Callable[..., SshServer],
+) -> None:
+    """Fifteen hypervisor entries naming one host connect at once. sshd drops
+    unauthenticated connections beyond MaxStartups; qgadash has at most 4 in flight."""
+    server = sshd_factory(f"MaxStartups {CONNECTS_PER_TARGET + 2}")
+    links = [SshHypervisor(f"hv{i}", server.target()) for i in range(15)]
+    try:
+        results = await asyncio.gather(
+            *(hv.discover(["/nonexistent/*.sock"]) for hv in links), return_exceptions=True
+        )
+        assert results == [[]] * 15
+        assert all(hv.connection.connected_count == 1 for hv in links)
+    finally:
+        await asyncio.gather(*(hv.close() for hv in links))
 
 
 def test_ssh_spec_forms() -> None:
