@@ -175,15 +175,20 @@ class QgadashApp(App[int]):
         with self.batch_update():
             if self.fleet.live:
                 self.fleet.apply_changes(changed, removed, hypervisors)
-            screen = self.screen
+            screen = self._top_screen()
             if isinstance(screen, DetailScreen | FilesScreen):
                 screen.fleet_changed(changed, removed)
+
+    def _top_screen(self) -> Screen[object] | None:
+        """The active screen, or None while the app starts or shuts down."""
+        stack = self.screen_stack
+        return stack[-1] if stack else None
 
     def _tick(self) -> None:
         with self.batch_update():
             if self.fleet.live:
                 self.fleet.tick()
-            screen = self.screen
+            screen = self._top_screen()
             if isinstance(screen, DetailScreen):
                 screen.tick()
 

@@ -12,6 +12,7 @@ import fnmatch
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from rich.style import Style
@@ -327,8 +328,13 @@ def _agent_style(state: AgentState, palette: Palette) -> Style:
     return palette.error
 
 
+@lru_cache(maxsize=1 << 16)
 def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
-    """The drawable cell for column `index` from its value; guest strings via `plain`."""
+    """The drawable cell for column `index` from its value; guest strings via `plain`.
+
+    Cells with equal values share one `Text` (never mutated): "ok", "thawed", "hv1" are
+    the same object in every row, which keeps the table's memory and GC work small.
+    """
     key = COLUMN_KEYS[index]
     width = COLUMNS[index].width
     if key == "mark":

@@ -10,7 +10,7 @@ from qgadash.ui.screens.files import VIEW_CAP, FilesScreen, PromptScreen
 
 from .conftest import SIZE
 from .fakes import FakeEngine
-from .screen import screen_text
+from .screen import screen_text, wait_until
 
 LOG = b"".join(b"Nov 25 12:%02d:00 web-00 systemd[1]: line %d\n" % (i % 60, i) for i in range(300))
 
@@ -106,16 +106,14 @@ async def test_follow_mode_appends_what_grows(engine, make_app) -> None:
         screen.view("/var/log/messages")
         await app.workers.wait_for_complete()
         await pilot.press("f")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: bool(log_text(screen)))
         assert screen.following
         assert log_text(screen)[-1].endswith("line 299")
         files = engine.files.tree["hv1/web-00"]
         files["/var/log/messages"] += b"a new line\npartial"
-        await pilot.pause(1.3)
-        assert log_text(screen)[-1] == "a new line"
+        await wait_until(pilot, lambda: log_text(screen)[-1] == "a new line")
         files["/var/log/messages"] += b" line done\n"
-        await pilot.pause(1.1)
-        assert log_text(screen)[-1] == "partial line done"
+        await wait_until(pilot, lambda: log_text(screen)[-1] == "partial line done")
         assert "following" in screen_text(app)
         await pilot.press("f")
         await pilot.pause()

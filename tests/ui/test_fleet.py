@@ -12,7 +12,7 @@ from qgadash.ui.screens.modals import ActionRunScreen, ConfirmActionScreen, Powe
 
 from .conftest import SIZE
 from .fakes import NOW, FakeEngine
-from .screen import screen_text
+from .screen import screen_text, wait_until
 
 
 async def type_filter(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
@@ -151,9 +151,8 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         engine.store.update(
             "hv1/web-00", facts=dataclasses.replace(web00.facts, hostname="renamed-00")
         )
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: table.get_cell("hv1/web-00", "host").plain == "renamed-00")
         assert table.cursor_vm == vm
-        assert table.get_cell("hv1/web-00", "host").plain == "renamed-00"
         # A VM leaves; another arrives.
         engine.store.remove("hv1/web-12")
         new = dataclasses.replace(
@@ -161,8 +160,8 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
             ref=dataclasses.replace(engine.store.get("hv1/web-00").ref, name="web-99"),
         )
         engine.store.put(new)
-        await pilot.pause(0.2)
-        assert "hv1/web-12" not in table.order and "hv1/web-99" in table.order
+        await wait_until(pilot, lambda: "hv1/web-99" in table.order)
+        assert "hv1/web-12" not in table.order
         assert table.cursor_vm == vm
 
 
@@ -222,16 +221,14 @@ async def test_bulk_freeze_end_to_end_with_deadline_thaw(
         assert "2 frozen" in screen_text(app)
         assert engine.calls[-1] == ("freeze", ("hv1/web-00", "hv2/db-04"), {"thaw_after": 30.0})
         await pilot.press("escape")
-        await pilot.pause(0.3)
         table = fleet.table
-        assert table.get_cell("hv1/web-00", "fs").plain == "❄ 0:30"
+        await wait_until(pilot, lambda: table.get_cell("hv1/web-00", "fs").plain == "❄ 0:30")
         clock.advance(12)
-        await pilot.pause(0.4)  # the 4 Hz tick redraws countdowns on screen
-        assert table.get_cell("hv1/web-00", "fs").plain == "❄ 0:18"
+        # the 4 Hz tick redraws countdowns on screen
+        await wait_until(pilot, lambda: table.get_cell("hv1/web-00", "fs").plain == "❄ 0:18")
         clock.advance(20)
         await engine.thaw_due()
-        await pilot.pause(0.3)
-        assert table.get_cell("hv1/web-00", "fs").plain == "thawed"
+        await wait_until(pilot, lambda: table.get_cell("hv1/web-00", "fs").plain == "thawed")
         assert engine.store.get("hv2/db-04").freeze is FreezeState.THAWED
 
 
@@ -269,9 +266,8 @@ async def test_failed_thaw_stays_red_until_dismissed(engine, make_app) -> None:
         await pilot.pause()
         assert "THAW FAILED: guest-fsfreeze-thaw: timeout after 30 s" in screen_text(app)
         await pilot.press("x")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: table.get_cell("hv2/web-07", "fs").plain != "THAW FAILED")
         assert ("dismiss", ("hv2/web-07",), {}) in engine.calls
-        assert table.get_cell("hv2/web-07", "fs").plain != "THAW FAILED"
 
 
 # -- power ----------------------------------------------------------------------------------
@@ -369,7 +365,7 @@ async def test_quit_with_frozen_guests_asks_and_thaws_them(engine, make_app) -> 
         await pilot.press("q")
         await pilot.pause()
         await pilot.click("#confirm")
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: not app.is_running)
     assert engine.stopped == 1
     assert engine.calls[-1] == ("stop", tuple(owned), {})
     assert engine.frozen_by_us() == [] or engine.fail
@@ -444,6 +440,7 @@ async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
     async with app.run_test(size=SIZE) as pilot:
         assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "1s"
         clock.advance(120)
-        await pilot.pause(0.4)
-        assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "2m"
+        await wait_until(
+            pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "seen").plain == "2m"
+        )
         assert clock() > NOW

@@ -60,6 +60,7 @@ def test_detail_tabs(snap_compare, tab: str) -> None:
         await pilot.pause()
         pilot.app.screen.action_tab(tab)
         await pilot.pause()
+        await pilot.pause(0.1)  # the pane's scrollbar settles after the first layout
 
     assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=setup)
 

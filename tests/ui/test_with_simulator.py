@@ -52,7 +52,7 @@ def state(engine: FleetEngine, vm_id: str) -> AgentState:
 
 
 async def test_the_simulated_fleet_fills_the_table(sim) -> None:
-    fleet, engine = sim
+    _fleet, engine = sim
     app = QgadashApp(engine, config_label="demo")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: len(app.fleet.table.order) == 24)
@@ -66,8 +66,7 @@ async def test_the_simulated_fleet_fills_the_table(sim) -> None:
         # The guest with no agent running ends up "timeout", in the faults-only view.
         await wait_until(pilot, lambda: state(engine, "demo/web-04") is AgentState.TIMEOUT)
         await pilot.press("z")
-        await pilot.pause(0.2)
-        assert "demo/web-04" in app.fleet.table.order
+        await wait_until(pilot, lambda: "demo/web-04" in app.fleet.table.order)
 
 
 async def test_bulk_freeze_on_simulated_guests_then_the_deadline_thaws(sim) -> None:
@@ -94,9 +93,9 @@ async def test_bulk_freeze_on_simulated_guests_then_the_deadline_thaws(sim) -> N
         assert [r.ok for r in run.results] == [True, True]
         assert fleet.agent("db-01").frozen and fleet.agent("app-02").frozen
         await pilot.press("escape")
-        await pilot.pause(0.3)
-        cell = app.fleet.table.get_cell("demo/db-01", "fs").plain
-        assert cell.startswith("❄ 0:0"), cell
+        await wait_until(
+            pilot, lambda: app.fleet.table.get_cell("demo/db-01", "fs").plain.startswith("❄ 0:0")
+        )
         assert sorted(engine.frozen_by_us()) == ["demo/app-02", "demo/db-01"]
         # The guard thaws at the deadline; the table follows.
         await wait_until(pilot, lambda: not fleet.agent("db-01").frozen, timeout=8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
@@ -35,8 +37,11 @@ __all__ = ["ACTION_BINDINGS", "FleetScreen"]
 
 # Actions that change guests: absent (not merely refused) in read-only mode.
 ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "dismiss_thaw_error"})
-# Sort columns whose values change while polling (re-sorted as they change).
+# Sort columns whose values do not change while polling; the others are re-sorted as
+# values change, at most once every RESORT_SECONDS (rows that jump four times a second
+# cannot be read, and a re-sort redraws every row on screen).
 _STATIC_SORTS = frozenset({"vm", "hv"})
+RESORT_SECONDS = 1.0
 
 
 class FleetScreen(Screen[None]):
@@ -68,6 +73,8 @@ class FleetScreen(Screen[None]):
         self._shown: set[str] = set()
         self._counts: FleetCounts | None = None
         self._header_key: Any = None
+        self._resort_pending = False
+        self._sorted_at = 0.0
         self.table = FleetTable(id="fleet-table")
 
     @property
@@ -113,11 +120,23 @@ class FleetScreen(Screen[None]):
         assert snap is not None
         return row_values(snap, self.now() if now is None else now, vm_id in self.marks)
 
+    def _values_map(self, vm_ids: Iterable[str], now: float) -> dict[str, RowValues]:
+        """Row values of those VMs still in the store (a removal may not be applied yet)."""
+        store = self.qapp.engine.store
+        out: dict[str, RowValues] = {}
+        for vm_id in vm_ids:
+            snap = store.get(vm_id)
+            if snap is not None:
+                out[vm_id] = row_values(snap, now, vm_id in self.marks)
+        return out
+
     def rebuild(self) -> None:
         """Recompute which VMs are shown and in what order (filter, faults, sort changed)."""
         if not self.live:
             return
         store = self.qapp.engine.store
+        self._resort_pending = False
+        self._sorted_at = time.monotonic()
         shown = [s for s in store.snapshots() if self._wanted(s)]
         self._shown = {s.id for s in shown}
         order = sort_ids(shown, self.sort_column, self.sort_reverse)
@@ -146,6 +165,8 @@ class FleetScreen(Screen[None]):
             elif wanted:
                 updates[vm_id] = row_values(snap, now, vm_id in self.marks)
         if updates and self.sort_column not in _STATIC_SORTS:
+            self._resort_pending = True
+        if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
             need_reorder = True
         with self.app.batch_update():
             if need_reorder:
@@ -160,16 +181,20 @@ class FleetScreen(Screen[None]):
                         self._update_cursor_line()
 
     def tick(self) -> None:
-        """Clock-driven cells (countdowns, ages) of the rows on screen."""
+        """Clock-driven cells (countdowns, ages) of the rows on screen; a due re-sort."""
+        if not self.live:
+            return
+        if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
+            self.rebuild()
         now = self.now()
         visible = self.table.visible_ids()
         if visible:
-            self.table.update_values({vm_id: self.values_of(vm_id, now) for vm_id in visible})
+            self.table.update_values(self._values_map(visible, now))
 
     def redraw(self) -> None:
         """Everything again (the theme changed)."""
         self.table.palette = self.qapp.palette
-        self.table.redraw_all(self.values_of)
+        self.table.redraw_all(self._values_map(self.table.order, self.now()))
         self._refresh_counts(force=True)
 
     def _refresh_counts(self, force: bool = False) -> None:
@@ -269,9 +294,7 @@ class FleetScreen(Screen[None]):
         if not self.live:
             return
         now = self.now()
-        self.table.update_values(
-            {vm_id: self.values_of(vm_id, now) for vm_id in vm_ids if vm_id in self._shown}
-        )
+        self.table.update_values(self._values_map([v for v in vm_ids if v in self._shown], now))
         self._update_status()
 
     def set_marks(self, vm_ids: set[str]) -> None:

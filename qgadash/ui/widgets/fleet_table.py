@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding, BindingType
@@ -24,6 +26,8 @@ from qgadash.ui.fleet_view import COLUMN_KEYS, COLUMNS, CellValue, Palette, rend
 __all__ = ["FleetTable"]
 
 RowValues = tuple[CellValue, ...]
+SegmentLines = list[list[Segment]]
+CELL_CACHE_SIZE = 20_000
 
 
 class FleetTable(DataTable[Text]):
@@ -39,6 +43,8 @@ class FleetTable(DataTable[Text]):
         self._order: list[str] = []  # shown VM ids, top to bottom
         self._drawn: dict[str, RowValues] = {}
         self._column_keys = [ColumnKey(k) for k in COLUMN_KEYS]
+        # Rendered cells by position and state, kept while the cell object is the same.
+        self._cell_lines: dict[tuple[object, ...], tuple[object, SegmentLines]] = {}
 
     def on_mount(self) -> None:
         for col in COLUMNS:
@@ -69,10 +75,11 @@ class FleetTable(DataTable[Text]):
 
     # -- writing -----------------------------------------------------------------------
 
-    def redraw_all(self, values_of: Callable[[str], RowValues]) -> None:
+    def redraw_all(self, values: dict[str, RowValues]) -> None:
         """Rebuild every cell (after a theme change)."""
         self._drawn.clear()
-        self.update_values({vm_id: values_of(vm_id) for vm_id in self._order})
+        self._cell_lines.clear()
+        self.update_values(values)
 
     def update_values(self, changed: dict[str, RowValues]) -> int:
         """Redraw the cells whose value changed; returns how many cells were touched."""
@@ -180,6 +187,50 @@ class FleetTable(DataTable[Text]):
         target = max(0, index - max(0, screen_line))
         # The virtual size is recomputed on idle; scroll once it is.
         self.call_after_refresh(self.scroll_to, y=target, animate=False, immediate=True)
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        """DataTable drops every rendered cell whenever any cell changes (its caches are
+        keyed on an update counter). Here a cell's rendering is reused for as long as the
+        cell object is the same one, so a tick redraws only the cells it replaced."""
+        if row_index < 0 or column_index < 0:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        row = self._data.get(row_key) if row_key is not None else None
+        if row is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cell = row.get(column_key)
+        key = (
+            row_key,
+            column_key,
+            row_index,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+        )
+        hit = self._cell_lines.get(key)
+        if hit is not None and hit[0] is cell:
+            return hit[1]
+        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        if len(self._cell_lines) > CELL_CACHE_SIZE:
+            self._cell_lines.clear()
+        self._cell_lines[key] = (cell, lines)
+        return lines
+
+    def notify_style_update(self) -> None:
+        self._cell_lines.clear()
+        super().notify_style_update()
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         """Every column has a fixed width and every row height 1: no need to measure cells."""

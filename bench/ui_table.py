@@ -1,0 +1,215 @@
+"""Dashboard benchmarks: table tick cost, first paint, key-press latency under polling.
+
+    python bench/ui_table.py            # everything (about a minute on 2 cores)
+    python bench/ui_table.py --quick    # smaller samples
+
+1. Tick: the fleet table applying one tick of store changes (10% of the VMs changed:
+   latency, last seen, load) in one batch, then the screen rendered, at 1,000 and
+   5,000 VMs; sorted by VM id (rows stay put) and by RTT (every tick re-sorts).
+   Targets: <= 50 ms at 1,000, <= 200 ms at 5,000.
+2. First paint: from creating the app to the first full frame with 1,000 rows (the
+   store already holds them). Target: <= 1.5 s.
+3. Key-press latency: the real engine polls 1,000 simulated guests (a separate
+   `python -m qgadash.sim` process, poll_interval 1 s: ~1,000 polls a second in the
+   dashboard's event loop) while the cursor moves; time from key press to the frame
+   that shows the moved cursor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from textual import events  # noqa: E402
+
+from qgadash.fleet.model import VmSnapshot  # noqa: E402
+from qgadash.ui.app import QgadashApp  # noqa: E402
+from tests.ui.fakes import NOW, FakeClock, FakeEngine, big_fleet  # noqa: E402
+
+SIZE = (200, 50)
+
+
+def render(app: QgadashApp) -> None:
+    """Draw the whole screen now (what the compositor does for a frame, everything dirty)."""
+    app.screen._compositor.render_strips()
+
+
+def summary(samples: list[float]) -> str:
+    samples = sorted(samples)
+    p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+    return (
+        f"median {statistics.median(samples):6.1f} ms  p95 {p95:6.1f} ms  "
+        f"max {samples[-1]:6.1f} ms  (n={len(samples)})"
+    )
+
+
+def changed_snapshot(snap: VmSnapshot, rng: random.Random, now: float) -> VmSnapshot:
+    facts = snap.facts
+    load = facts.load
+    if load is not None:
+        load = dataclasses.replace(load, load1=round(rng.random() * 4, 2))
+    return dataclasses.replace(
+        snap,
+        latency_ms=round(rng.random() * 5, 2),
+        last_seen=now,
+        last_poll=now,
+        facts=dataclasses.replace(facts, load=load),
+    )
+
+
+async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    end = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > end:
+            raise TimeoutError("condition not met")
+        await pilot.pause(0.01)
+
+
+async def bench_tick(n: int, ticks: int, sort: str) -> list[float]:
+    clock = FakeClock(NOW)
+    engine = FakeEngine(big_fleet(n), clock=clock)
+    app = QgadashApp(engine, clock=clock)
+    rng = random.Random(n)
+    ids = engine.store.ids()
+    samples: list[float] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.fleet.table.order) == n)
+        app.fleet.sort_by(sort, False)
+        await pilot.pause()
+        app._refresh()
+        for _ in range(ticks):
+            clock.advance(0.25)
+            for vm_id in rng.sample(ids, n // 10):
+                snap = engine.store.get(vm_id)
+                assert snap is not None
+                engine.store.put(changed_snapshot(snap, rng, clock()))
+            app._refresh_pending = True
+            t0 = time.perf_counter()
+            app._refresh()
+            app._tick()
+            render(app)
+            samples.append((time.perf_counter() - t0) * 1000)
+            await pilot.pause()
+            await asyncio.sleep(max(0.0, 0.25 - (time.perf_counter() - t0)))  # 4 Hz, as live
+    return samples
+
+
+async def bench_first_paint(n: int) -> float:
+    clock = FakeClock(NOW)
+    engine = FakeEngine(big_fleet(n), clock=clock)
+    t0 = time.perf_counter()
+    app = QgadashApp(engine, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.fleet.live and len(app.fleet.table.order) == n)
+        render(app)
+        elapsed = time.perf_counter() - t0
+        assert app.fleet.table.row_count == n
+    return elapsed * 1000
+
+
+async def bench_keys(n: int, presses: int) -> tuple[list[float], int]:
+    from qgadash.fleet.config import load_config
+    from qgadash.fleet.engine import FleetEngine
+
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="qgadash-bench-", dir=base) as tmp:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "qgadash.sim", "--dir", tmp, "--count", str(n),
+             "--poll-interval", "1", "--timeout", "2"],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+        )  # fmt: skip
+        try:
+            assert sim.stdout is not None
+            line = sim.stdout.readline()
+            if b"ready" not in line:
+                raise RuntimeError(f"the simulator did not start: {line!r}")
+            engine = FleetEngine(load_config(Path(tmp) / "hosts.toml"))
+            app = QgadashApp(engine)
+            samples: list[float] = []
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: len(app.fleet.table.order) == n, timeout=120)
+                await pilot.pause(3)  # polling in full swing
+                table = app.fleet.table
+                frames: list[float] = []
+                display = app._display
+
+                def record(screen, renderable) -> None:  # type: ignore[no-untyped-def]
+                    if renderable is not None:
+                        frames.append(time.perf_counter())
+                    display(screen, renderable)
+
+                app._display = record  # type: ignore[method-assign]
+                puts = 0
+                put = engine.store.put
+
+                def counting_put(snapshot: VmSnapshot) -> None:
+                    nonlocal puts
+                    puts += 1
+                    put(snapshot)
+
+                engine.store.put = counting_put  # type: ignore[method-assign]
+                started = time.perf_counter()
+                for i in range(presses):
+                    key = "down" if (i // 20) % 2 == 0 else "up"
+                    row = table.cursor_row
+                    t0 = time.perf_counter()
+                    app._driver.send_message(events.Key(key, None))  # type: ignore[union-attr]
+                    while table.cursor_row == row:
+                        await asyncio.sleep(0.001)
+                    moved = time.perf_counter()
+                    while not frames or frames[-1] < moved:
+                        await asyncio.sleep(0.001)
+                    samples.append((frames[-1] - t0) * 1000)
+                    await asyncio.sleep(0.05)
+                polled = round(puts / (time.perf_counter() - started))
+                await engine.stop()
+            return samples, polled
+        finally:
+            sim.terminate()
+            sim.wait(timeout=30)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-sim", action="store_true", help="skip the key-press benchmark")
+    args = parser.parse_args()
+    ticks = 10 if args.quick else 30
+    print("UI table benchmark (headless Textual, one core of the machine)")
+    paints = []
+    for _ in range(1 if args.quick else 3):
+        gc.collect()
+        paints.append(await bench_first_paint(1000))
+    print(f"first paint 1000 VMs: {summary(paints)}  [target 1500 ms]")
+    for n, target in ((1000, 50), (5000, 200)):
+        for sort in ("vm", "rtt"):
+            gc.collect()
+            samples = await bench_tick(n, ticks, sort)
+            ok = "ok" if statistics.median(samples) <= target else "OVER TARGET"
+            print(f"tick  {n:5d} VMs, 10% changed, sort {sort:3s}: {summary(samples)}  "
+                  f"[target {target} ms: {ok}]")  # fmt: skip
+    if not args.no_sim:
+        samples, rate = await bench_keys(1000, 40 if args.quick else 100)
+        print(
+            f"key press -> frame, 1000 VMs polled every 1 s ({rate} snapshot updates/s): "
+            f"{summary(samples)}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
