@@ -4,5 +4,6 @@ when its peer is missing, and skips otherwise)."""
 pytest_plugins = [
     "tests.integration.realagent",
     "tests.integration.sshd",
+    "tests.integration.libvirtd",
     "tests.guests.fixtures",
 ]
