@@ -364,7 +364,13 @@ class QgadashApp(App[int]):
         owed = self.engine.frozen_by_us()
         if owed:
             self.notify(f"Thawing {len(owed)} VMs before exit…", markup=False)
-        results = await self.engine.stop()
+        try:
+            results = await self.engine.stop()
+        except Exception as exc:  # noqa: BLE001 - reported below like a failed thaw
+            results = [
+                ActionResult(vm_id, False, None, f"stopping the engine failed: {exc}")
+                for vm_id in owed
+            ]
         self._stopped = True
         failed = [r for r in results if not r.ok]
         if not failed:

@@ -38,6 +38,10 @@ def _vms(n: int) -> str:
     return f"{n} VM{'s' if n != 1 else ''}"
 
 
+def _marked(n: int) -> str:
+    return f"{n} marked VM{'s' if n != 1 else ''}"
+
+
 def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
     """The context actions for the palette, given the app's state now."""
     fleet = app.fleet
@@ -52,19 +56,19 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
         how = f"{len(marks)} marked VM{'s' if len(marks) != 1 else ''}"
         entries += [
             PaletteEntry(
-                f"Freeze {_vms(len(marks))} marked",
+                f"Freeze {_marked(len(marks))}",
                 partial(app.confirm_freeze, marks, how),
                 "freeze filesystems, with a thaw deadline",
                 True,
             ),
             PaletteEntry(
-                f"Thaw {_vms(len(marks))} marked",
+                f"Thaw {_marked(len(marks))}",
                 partial(app.confirm_thaw, marks, how),
                 "thaw filesystems",
                 True,
             ),
             PaletteEntry(
-                f"Power: shutdown or suspend {_vms(len(marks))} marked",
+                f"Power: shutdown or suspend {_marked(len(marks))}",
                 partial(app.open_power, marks, how),
                 "power menu",
                 True,

@@ -28,6 +28,7 @@ from textual.theme import Theme
 from qgadash.ui.fleet_view import Palette
 
 __all__ = [
+    "available_theme_names",
     "DEFAULT_THEME",
     "SHIPPED_THEME_DIR",
     "THEME_VARIABLE_DEFAULTS",
@@ -140,6 +141,12 @@ def load_themes(user_dir: Path | None = None) -> tuple[dict[str, Theme], list[st
                 continue
             themes[theme.name] = theme
     return themes, errors
+
+
+def available_theme_names(user_dir: Path | None = None) -> list[str]:
+    """Names `--theme` accepts: shipped themes and the user's (for the CLI's checks and help)."""
+    themes, _ = load_themes(user_dir)
+    return sorted(themes)
 
 
 def palette_from_variables(variables: dict[str, str]) -> Palette:

@@ -1,0 +1,83 @@
+"""The command palette's context actions, and the detail tabs kept live."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from textual.command import CommandPalette
+
+from qgadash.ui.commands import palette_entries
+from qgadash.ui.screens.detail import DetailScreen
+from qgadash.ui.screens.files import FilesScreen
+from qgadash.ui.screens.modals import ConfirmActionScreen
+
+from .conftest import SIZE
+from .screen import screen_text, wait_until
+
+
+async def test_palette_offers_context_actions(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.set_marks({s.id for s in engine.store.snapshots()[:12]})
+        app.fleet.table.move_to("hv1/web-00")
+        await pilot.pause()
+        names = [e.name for e in palette_entries(app)]
+        assert "Freeze 12 marked VMs" in names
+        assert "Thaw 12 marked VMs" in names
+        assert any(n.startswith("Thaw all frozen (") for n in names)
+        assert "Open files of hv1/web-00" in names
+        assert "Details of hv1/web-00" in names
+
+
+async def test_palette_runs_an_action_through_its_confirmation(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.set_marks({"hv1/web-00", "hv2/db-04"})
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        for ch in "freeze 2 marked":
+            await pilot.press("space" if ch == " " else ch)
+        await wait_until(pilot, lambda: "Freeze 2 marked VMs" in screen_text(app))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
+        assert app.focused.id == "cancel"
+        assert engine.calls == []
+
+
+async def test_palette_jumps_to_a_vm_and_opens_files(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.jump_to("hv3/web-17")
+        await pilot.pause()
+        assert app.fleet.table.cursor_vm == "hv3/web-17"
+        entry = next(e for e in palette_entries(app) if e.name == "Open files of hv3/web-17")
+        entry.run()
+        await pilot.pause()
+        assert isinstance(app.screen, FilesScreen) and app.screen.vm_id == "hv3/web-17"
+
+
+async def test_details_follow_the_store(engine, make_app, clock) -> None:
+    app = make_app(engine)
+    engine.record_nic("hv1/web-00", [(0.0, 0, 0), (5.0, 5_000_000, 50_000)])
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.table.move_to("hv1/web-00")
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DetailScreen)
+        assert "Hostname     web-00" in screen_text(app)
+        snap = engine.store.get("hv1/web-00")
+        engine.store.put(
+            dataclasses.replace(snap, facts=dataclasses.replace(snap.facts, hostname="renamed"))
+        )
+        await wait_until(pilot, lambda: "Hostname     renamed" in screen_text(app))
+        await pilot.press("2")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "eth0  52:54:00:12:34:00" in text
+        assert "1 MB/s" in text and "10 KB/s" in text
+        await pilot.press("4")
+        await pilot.pause()
+        assert "✓ guest-fsfreeze-freeze" in screen_text(app)
+        await pilot.press("escape")
+        assert app.screen is app.fleet
