@@ -366,7 +366,7 @@ class QgadashApp(App[int]):
             self.notify(f"Thawing {len(owed)} VMs before exit…", markup=False)
         try:
             results = await self.engine.stop()
-        except Exception as exc:  # noqa: BLE001 - reported below like a failed thaw
+        except Exception as exc:
             results = [
                 ActionResult(vm_id, False, None, f"stopping the engine failed: {exc}")
                 for vm_id in owed

@@ -28,11 +28,11 @@ from textual.theme import Theme
 from qgadash.ui.fleet_view import Palette
 
 __all__ = [
-    "available_theme_names",
     "DEFAULT_THEME",
     "SHIPPED_THEME_DIR",
     "THEME_VARIABLE_DEFAULTS",
     "ThemeError",
+    "available_theme_names",
     "load_theme_file",
     "load_themes",
     "palette_from_variables",

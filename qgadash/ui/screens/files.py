@@ -591,7 +591,7 @@ class FilesScreen(Screen[None]):
         vm_id = self.vm_id
 
         def progress(done_bytes: int, total: int | None) -> None:
-            if self.is_attached:
+            if self.is_attached and bar.is_attached:
                 bar.update(total=total if total else None, progress=done_bytes)
                 label.update(
                     plain(

@@ -7,6 +7,7 @@ and offers only what the agents can do.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
@@ -395,11 +397,16 @@ class ActionRunScreen(ModalScreen[None]):
             button.focus()
 
     def _progress(self, result: ActionResult) -> None:
+        """Called by the engine per VM: drawing trouble must never break the action."""
         if any(r.vm_id == result.vm_id for r in self.results):
             return
         self.results.append(result)
         if not self.is_attached:
             return
+        with contextlib.suppress(NoMatches):
+            self._show_result(result)
+
+    def _show_result(self, result: ActionResult) -> None:
         self.query_one("#progress", ProgressBar).advance(1)
         outcome, detail = describe_result(result, self._done_word)
         style = (
