@@ -218,15 +218,26 @@ class Column:
     width: int
     sort_key: Callable[[VmSnapshot], Any] | None  # None: the column does not sort
     justify: str = "left"
+    flex: tuple[int, int, float] | None = None  # (min, max, share of spare width)
+
+    @property
+    def max_width(self) -> int:
+        return self.flex[1] if self.flex else self.width
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("mark", "✓", 1, None),
-    Column("vm", "VM", 24, lambda s: s.id),
+    Column("vm", "VM", 24, lambda s: s.id, flex=(16, 44, 2.0)),
     Column("hv", "HV", 8, lambda s: s.ref.hypervisor),
     Column("agent", "AGENT", 11, lambda s: _STATE_ORDER[s.agent]),
-    Column("os", "OS", 18, lambda s: (s.facts.os_label or "").lower() or None),
-    Column("host", "HOSTNAME", 18, lambda s: (s.facts.hostname or "").lower() or None),
+    Column("os", "OS", 18, lambda s: (s.facts.os_label or "").lower() or None, flex=(10, 32, 1.5)),
+    Column(
+        "host",
+        "HOSTNAME",
+        18,
+        lambda s: (s.facts.hostname or "").lower() or None,
+        flex=(10, 32, 1.5),
+    ),
     Column("ip", "IPv4", 15, lambda s: _ip_key(s.facts.first_ipv4)),
     Column("fs", "FS", 11, _freeze_rank),
     Column("full", "FULL", 4, _fullest_pct, "right"),
@@ -248,6 +259,35 @@ def _ip_key(ip: str | None) -> tuple[int, ...] | None:
         return tuple(int(p) for p in ip.split("."))
     except ValueError:
         return (999,)
+
+
+def fit_widths(available: int, padding: int) -> dict[str, int]:
+    """Column widths for a table `available` cells wide: fixed columns keep theirs, the
+    flexible ones (VM, OS, hostname) share what is left between their minimum and maximum."""
+    fixed = sum(c.width for c in COLUMNS if c.flex is None)
+    spare = available - fixed - 2 * padding * len(COLUMNS)
+    flexible = [c for c in COLUMNS if c.flex is not None]
+    widths = {c.key: c.width for c in COLUMNS}
+    for c in flexible:
+        assert c.flex is not None
+        widths[c.key] = c.flex[0]
+    spare -= sum(widths[c.key] for c in flexible)
+    while spare > 0:
+        growing = [c for c in flexible if c.flex is not None and widths[c.key] < c.flex[1]]
+        if not growing:
+            break
+        total = sum(c.flex[2] for c in growing if c.flex is not None)
+        given = 0
+        for c in growing:
+            assert c.flex is not None
+            share = max(1, int(spare * c.flex[2] / total))
+            share = min(share, c.flex[1] - widths[c.key], spare - given)
+            widths[c.key] += share
+            given += share
+        if given == 0:
+            break
+        spare -= given
+    return widths
 
 
 def sort_ids(snapshots: Iterable[VmSnapshot], column: str, reverse: bool) -> list[str]:
@@ -336,7 +376,7 @@ def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
     the same object in every row, which keeps the table's memory and GC work small.
     """
     key = COLUMN_KEYS[index]
-    width = COLUMNS[index].width
+    width = COLUMNS[index].max_width
     if key == "mark":
         return Text("✓", style=palette.mark) if value[0] else Text(" ")
     if key == "agent":

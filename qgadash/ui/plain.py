@@ -73,5 +73,5 @@ def plain(
     `None` (the guest did not say) becomes `missing`.
     """
     if s is None:
-        return Text(missing, style=style, no_wrap=True, end="")
-    return Text(sanitize(s, max_len), style=style, no_wrap=True, end="")
+        return Text(missing, style=style, no_wrap=True, overflow="ellipsis", end="")
+    return Text(sanitize(s, max_len), style=style, no_wrap=True, overflow="ellipsis", end="")

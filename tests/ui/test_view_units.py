@@ -143,7 +143,7 @@ def test_every_column_renders_every_snapshot() -> None:
         for i, value in enumerate(values):
             cell = render_cell(i, value, palette)
             assert isinstance(cell, Text)
-            assert cell.cell_len <= max(COLUMNS[i].width, 11)
+            assert cell.cell_len <= max(COLUMNS[i].max_width, 11)
 
 
 def test_countdown_cell_follows_the_clock() -> None:
@@ -282,3 +282,19 @@ def test_user_themes_override_and_bad_files_are_reported(tmp_path: Path) -> None
     assert any("unknown key 'primry'" in e for e in errors)
     with pytest.raises(ThemeError):
         load_theme_file(tmp_path / "broken.toml")
+
+
+@pytest.mark.parametrize("available", [80, 120, 160, 200, 400])
+def test_flexible_columns_share_the_spare_width(available: int) -> None:
+    from qgadash.ui.fleet_view import fit_widths
+
+    widths = fit_widths(available, padding=1)
+    for col in COLUMNS:
+        if col.flex is None:
+            assert widths[col.key] == col.width
+        else:
+            assert col.flex[0] <= widths[col.key] <= col.flex[1]
+    total = sum(widths.values()) + 2 * len(COLUMNS)
+    mins = sum(c.flex[0] if c.flex else c.width for c in COLUMNS) + 2 * len(COLUMNS)
+    maxes = sum(c.max_width for c in COLUMNS) + 2 * len(COLUMNS)
+    assert total == min(max(available, mins), maxes)

@@ -21,7 +21,14 @@ from textual.geometry import Size
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
-from qgadash.ui.fleet_view import COLUMN_KEYS, COLUMNS, CellValue, Palette, render_cell
+from qgadash.ui.fleet_view import (
+    COLUMN_KEYS,
+    COLUMNS,
+    CellValue,
+    Palette,
+    fit_widths,
+    render_cell,
+)
 
 __all__ = ["FleetTable"]
 
@@ -50,6 +57,27 @@ class FleetTable(DataTable[Text]):
         for col in COLUMNS:
             label = Text(col.label, justify="right" if col.justify == "right" else "left")
             self.add_column(label, width=col.width, key=col.key)
+
+    def on_resize(self) -> None:
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Give VM, OS and hostname the width the screen has to spare."""
+        available = self.scrollable_content_region.width
+        if available <= 0 or not self.columns:
+            return
+        widths = fit_widths(available, self.cell_padding)
+        changed = False
+        for key, width in widths.items():
+            column = self.columns.get(ColumnKey(key))
+            if column is not None and column.width != width:
+                column.width = width
+                changed = True
+        if changed:
+            self._require_update_dimensions = True
+            self._update_count += 1
+            self.check_idle()
+            self.refresh(layout=True)
 
     # -- reading -----------------------------------------------------------------------
 
