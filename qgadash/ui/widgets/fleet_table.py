@@ -114,24 +114,21 @@ class FleetTable(DataTable[Text]):
         touched = 0
         palette = self.palette
         keys = self._column_keys
-        data = self._data
+        rows = self._row_locations
         for vm_id, values in changed.items():
             old = self._drawn.get(vm_id)
             if old == values:
                 continue
             row_key = RowKey(vm_id)
-            row = data.get(row_key)
-            if row is None:
+            if row_key not in rows:
                 continue
             for index, value in enumerate(values):
                 if old is None or old[index] != value:
-                    row[keys[index]] = render_cell(index, value, palette)
+                    self.update_cell(
+                        row_key, keys[index], render_cell(index, value, palette), update_width=False
+                    )
                     touched += 1
             self._drawn[vm_id] = values
-        if touched:
-            # What update_cell(..., update_width=False) does per cell, once per batch.
-            self._update_count += 1
-            self.refresh()
         return touched
 
     def reconcile(self, order: Sequence[str], values_of: Callable[[str], RowValues]) -> None:
@@ -259,6 +256,22 @@ class FleetTable(DataTable[Text]):
     def notify_style_update(self) -> None:
         self._cell_lines.clear()
         super().notify_style_update()
+
+    def _get_offsets(self, y: int) -> tuple[RowKey, int]:
+        """Every row is one line high: row `y` is at line `y` (DataTable builds a list of
+        every line of every row for this, after every change)."""
+        if self.show_header:
+            if y < self.header_height:
+                return self._header_row_key, y
+            y -= self.header_height
+        key = self._row_locations.get_key(y)
+        if key is None:
+            raise LookupError(f"Y coord {y!r} is greater than total height")
+        return key, 0
+
+    @property
+    def _total_row_height(self) -> int:
+        return self.row_count
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         """Every column has a fixed width and every row height 1: no need to measure cells."""
