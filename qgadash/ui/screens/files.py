@@ -176,9 +176,10 @@ class FilesScreen(Screen[None]):
         table.add_column("SIZE", key="size", width=8)
         table.add_column("MODIFIED", key="mtime", width=16)
         self.query_one("#transfer").display = False
-        self._title()
         if self.windows and self.cwd == "/":
             self.cwd = "C:\\"
+        self._title()
+        self._viewer_title()
         reason = self.qapp.engine.files.can_list(self.vm_id)
         if reason is None:
             self.list_dir(self.cwd)
@@ -206,12 +207,17 @@ class FilesScreen(Screen[None]):
             text.append(f"   (listed via {via})", style=self.qapp.palette.stale)
         self.query_one("#files-title", Static).update(text)
 
+    def _reason(self, text: Text) -> None:
+        reason = self.query_one("#files-reason", Static)
+        reason.update(text)
+        reason.display = bool(text.plain)
+
     def _no_listing(self, reason: str) -> None:
         palette = self.qapp.palette
         text = Text("No listing: ", style=palette.warning)
         text.append_text(plain(reason, 200))
         text.append("\nType a path above and press enter to open it.", style=palette.stale)
-        self.query_one("#files-reason", Static).update(text)
+        self._reason(text)
         self.query_one("#files-list", DataTable).display = False
         path = self.query_one("#files-path", Input)
         path.focus()
@@ -219,9 +225,7 @@ class FilesScreen(Screen[None]):
     # -- listing --------------------------------------------------------------------------
 
     def list_dir(self, path: str) -> None:
-        self.query_one("#files-reason", Static).update(
-            Text("listing…", style=self.qapp.palette.stale)
-        )
+        self._reason(Text("listing…", style=self.qapp.palette.stale))
         self.run_worker(self._list(path), group="list", exclusive=True, exit_on_error=False)
 
     async def _list(self, path: str) -> None:
@@ -231,9 +235,7 @@ class FilesScreen(Screen[None]):
             self._no_listing(str(exc))
             return
         except Exception as exc:
-            self.query_one("#files-reason", Static).update(
-                plain(f"cannot list {path}: {exc}", 300, style=self.qapp.palette.error)
-            )
+            self._reason(plain(f"cannot list {path}: {exc}", 300, style=self.qapp.palette.error))
             return
         self.show_listing(listing)
 
@@ -251,7 +253,7 @@ class FilesScreen(Screen[None]):
         note = Text()
         if listing.truncated:
             note.append(f"only the first {len(listing.entries)} entries", style=palette.warning)
-        self.query_one("#files-reason", Static).update(note)
+        self._reason(note)
         self.query_one("#files-path", Input).value = listing.path
 
     def _entry_cells(self, entry: DirEntry) -> tuple[Text, Text, Text]:
@@ -342,7 +344,7 @@ class FilesScreen(Screen[None]):
         palette = self.qapp.palette
         text = Text(" ─ ", no_wrap=True, overflow="ellipsis")
         if self.viewing is None:
-            text.append("nothing open", style=palette.stale)
+            text.append("nothing open: enter on a file shows it here", style=palette.stale)
         else:
             text.append_text(plain(self.viewing, 100, style=Style(bold=True)))
             if self.view_size is not None:
