@@ -81,3 +81,37 @@ async def test_details_follow_the_store(engine, make_app, clock) -> None:
         assert "✓ guest-fsfreeze-freeze" in screen_text(app)
         await pilot.press("escape")
         assert app.screen is app.fleet
+
+
+async def test_theme_switch_recolours_the_table(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        before = app.fleet.table.get_cell("hv1/web-00", "agent").style
+        app.theme = "qgadash-light"
+        await wait_until(
+            pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "agent").style != before
+        )
+        assert app.palette.ok.color is not None
+        assert app.palette.ok.color.triplet.hex.lower() == "#1a7f37"
+
+
+async def test_unknown_theme_falls_back_and_says_so(engine, make_app) -> None:
+    app = make_app(engine, theme="no-such-theme")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "qgadash-dark"
+        assert any("no-such-theme" in n.message for n in app._notifications)
+
+
+async def test_user_theme_from_the_config_folder(engine, make_app, tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "cfg" / "qgadash" / "themes"
+    folder.mkdir(parents=True)
+    (folder / "mine.toml").write_text(
+        'name = "mine"\nprimary = "#ff00ff"\n[variables]\nfrozen = "#00ff00"\n'
+    )
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    app = make_app(engine, theme="mine")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "mine"
+        assert app.palette.frozen.color.triplet.hex.lower() == "#00ff00"
