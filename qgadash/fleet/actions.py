@@ -58,8 +58,13 @@ def skip_reason(action: Action, snap: VmSnapshot, owned: bool) -> str | None:
     if action is Action.THAW and owned:
         return None  # we owe this thaw; try it whatever the last poll said
     if snap.agent is not AgentState.OK:
-        why = snap.error or snap.agent.value
-        return f"agent not answering ({snap.agent.value})" if not snap.error else f"agent {why}"
+        if snap.agent is AgentState.ERROR:
+            return (
+                f"agent answers nonsense: {snap.error}" if snap.error else "agent answers nonsense"
+            )
+        if snap.agent is AgentState.PENDING:
+            return "agent not polled yet"
+        return f"agent not answering ({snap.agent.value})"
     info = snap.facts.info
     command = action.command
     if info is not None:
