@@ -50,6 +50,7 @@ async def test_detail_panes_show_what_the_real_agent_reports(
                 )
                 and len(engine.store) == 2
             ),
+            timeout=30,
         )
         snap = engine.store.get("lab/east")
         assert snap is not None and snap.facts.os is not None and snap.facts.hostname
