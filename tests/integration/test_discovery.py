@@ -1,0 +1,58 @@
+"""Discovery runs again every few polls: VMs that start appear, VMs that are gone leave."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from qgadash.fleet.config import load_config
+from qgadash.fleet.engine import REDISCOVER_EVERY, FleetEngine
+from qgadash.fleet.model import AgentState
+from tests.integration.realagent import short_temp_dir, start_real_agents
+
+pytestmark = pytest.mark.real_agent
+INTERVAL = 0.25
+
+
+async def wait_for(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_vms_appear_go_unreachable_and_leave_with_their_sockets(tmp_path: Path) -> None:
+    directory = short_temp_dir()
+    agents = start_real_agents(directory, 2, ["a", "b"])
+    late = []
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(
+        f"[settings]\npoll_interval = {INTERVAL}\ntimeout = 1.0\n"
+        f'[[hypervisor]]\nname = "lab"\nagents = ["{directory}/*.sock"]\n'
+    )
+    engine = FleetEngine(load_config(hosts))
+    rediscover = INTERVAL * REDISCOVER_EVERY
+    try:
+        await engine.start()
+        await wait_for(lambda: set(engine.store.ids()) == {"lab/a", "lab/b"}, 5)
+        # A VM that starts later shows up at the next discovery, and gets polled.
+        late = start_real_agents(directory, 1, ["c"])
+        await wait_for(lambda: "lab/c" in engine.store.ids(), rediscover * 2 + 5)
+        await wait_for(lambda: engine.store.get("lab/c").agent is AgentState.OK, 10)  # type: ignore[union-attr]
+        # A VM whose agent stops but whose socket remains keeps its row, unreachable or silent.
+        agents[1].process.send_signal(signal.SIGKILL)
+        agents[1].process.wait(5)
+        assert agents[1].socket.exists()
+        await wait_for(lambda: engine.store.get("lab/b").agent is not AgentState.OK, 10)  # type: ignore[union-attr]
+        # Gone from discovery (no socket any more): the row leaves.
+        agents[1].socket.unlink()
+        await wait_for(lambda: "lab/b" not in engine.store.ids(), rediscover * 2 + 5)
+        assert {h.name: h.vm_count for h in engine.store.hypervisors()}["lab"] == 2
+    finally:
+        await engine.stop()
+        for agent in agents + late:
+            agent.stop()
