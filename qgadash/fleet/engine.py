@@ -242,8 +242,15 @@ class FleetEngine:
                 current.freeze,
                 outcome.nic_samples,
             )
-        elif outcome.freeze is FreezeState.THAWED and vm_id in self.guard.owned():
-            self.guard.release(vm_id)  # someone thawed it: nothing owed
+        elif (
+            outcome.agent is AgentState.OK
+            and outcome.freeze is FreezeState.THAWED
+            and vm_id in self.guard.owned()
+        ):
+            # Someone thawed it: nothing owed. Only an answered poll says so: a failed one
+            # carries the last known state, which after a freeze whose outcome is unknown
+            # is the "thawed" from before it.
+            self.guard.release(vm_id)
             current = self.store.get(vm_id) or current
         if current.freeze is not FreezeState.UNKNOWN and outcome.freeze is not current.freeze:
             self._reread_info(vm_id)  # frozen or thawed by someone else

@@ -29,10 +29,10 @@ import re
 import shlex
 import socket
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
@@ -677,6 +677,34 @@ def _describe(exc: BaseException) -> str:
 
 # -- one VM's session ----------------------------------------------------------------
 
+_Opened = TypeVar("_Opened")
+
+
+async def _open_within(
+    opening: Awaitable[_Opened], timeout: float, close: Callable[[_Opened], object]
+) -> _Opened:
+    """Await a channel open for at most `timeout` s; one given up on is closed once it opens.
+
+    A channel-open request cannot be taken back. Cancelled mid-open, asyncssh still marks
+    the channel open when sshd confirms it later (a hung sshd that comes back does): a
+    channel nobody owns, open for as long as the connection lives. To an agent socket,
+    which serves one client, that locks the VM out until the connection ends.
+    """
+    task = asyncio.ensure_future(opening)
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(task)
+    except BaseException:
+        task.add_done_callback(lambda done: _close_late(done, close))
+        raise
+
+
+def _close_late(task: asyncio.Future[_Opened], close: Callable[[_Opened], object]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    with contextlib.suppress(Exception):
+        close(task.result())
+
 
 class RemoteAgentCaller:
     """The agent client of one channel, with the hypervisor's state in its errors.
@@ -771,8 +799,11 @@ class SshEndpoint:
         self, conn: asyncssh.SSHClientConnection, timeout: float
     ) -> ChannelStream:
         try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await conn.open_unix_connection(self.address, encoding=None)
+            reader, writer = await _open_within(
+                conn.open_unix_connection(self.address, encoding=None),
+                timeout,
+                lambda opened: opened[1].close(),
+            )
         except TimeoutError:
             raise AgentTimeout(
                 f"{self.label}: sshd did not open a channel within {timeout:g} s"
@@ -789,8 +820,11 @@ class SshEndpoint:
         assert self._tcp is not None
         host, port = self._tcp
         try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await conn.open_connection(host, port, encoding=None)
+            reader, writer = await _open_within(
+                conn.open_connection(host, port, encoding=None),
+                timeout,
+                lambda opened: opened[1].close(),
+            )
         except TimeoutError:
             raise AgentTimeout(f"{self.label}: no channel within {timeout:g} s") from None
         except asyncssh.ChannelOpenError as exc:
@@ -812,8 +846,11 @@ class SshEndpoint:
         link = self._link.connection
         sessions = await link.session_slot(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                process = await conn.create_process(self._exec_command(), encoding=None)
+            process = await _open_within(
+                conn.create_process(self._exec_command(), encoding=None),
+                timeout,
+                lambda opened: opened.close(),
+            )
         except TimeoutError:
             sessions.release()
             raise AgentTimeout(
