@@ -281,3 +281,60 @@ def test_command_output_strips_prompt_and_echoes() -> None:
     assert command_output(b"virsh # guest-agent-timeout x\nvirsh # echo Q'G'A-END-t-2\n") == b""
     long_echo = b"\r<" + b"x" * 70 + b"' --timeout 3\n" + b"error: oops\n" + b"virsh # echo m\n"
     assert command_output(long_echo) == b"error: oops"
+
+
+async def test_engine_polls_freezes_and_thaws_through_libvirt(
+    domains: Domains, tmp_path: Any
+) -> None:
+    """The product path: hosts.toml with via = "libvirt", the engine, and `status --json`."""
+    import json
+    import subprocess
+    import sys
+
+    from qgadash.fleet.config import load_config
+    from qgadash.fleet.engine import FleetEngine
+    from qgadash.fleet.model import AgentState, FreezeState
+
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[settings]\ntimeout = 2.0\n[[hypervisor]]\nname = "lv"\nvia = "libvirt"\n')
+    engine = FleetEngine(load_config(hosts))
+    try:
+        started = time.monotonic()
+        await engine.poll_once()
+        assert time.monotonic() - started < 2.0 + 3.0
+        web = engine.store.get("lv/lv-web")
+        noagent = engine.store.get("lv/lv-noagent")
+        assert web is not None and web.agent is AgentState.OK, web
+        assert web.facts.hostname and web.freeze is FreezeState.THAWED
+        assert noagent is not None and noagent.agent in (AgentState.UNREACHABLE, AgentState.TIMEOUT)
+        (frozen,) = await engine.freeze(["lv/lv-web"], thaw_after=60)
+        assert frozen.ok and frozen.value >= 1, frozen
+        await engine.poll_vm("lv/lv-web")
+        assert engine.store.get("lv/lv-web").freeze is FreezeState.FROZEN  # type: ignore[union-attr]
+        (thawed,) = await engine.thaw(["lv/lv-web"])
+        assert thawed.ok, thawed
+        await engine.poll_vm("lv/lv-web")
+        assert engine.store.get("lv/lv-web").freeze is FreezeState.THAWED  # type: ignore[union-attr]
+        assert engine.frozen_by_us() == []
+    finally:
+        await engine.stop()
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "qgadash",
+            "--hosts",
+            str(hosts),
+            "status",
+            "--json",
+            "--match",
+            "lv/lv-web",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["vms"][0]["agent"]["state"] == "ok" and doc["vms"][0]["fsfreeze"] == "thawed"
+    assert doc["hypervisors"][0]["state"] == "local"
