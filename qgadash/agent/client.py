@@ -128,6 +128,7 @@ class AgentClient:
         """
         async with self._lock:
             self._check_open()
+            sent = False
             try:
                 async with asyncio.timeout(timeout):
                     if not self._in_sync:
@@ -138,11 +139,14 @@ class AgentClient:
                         for (name, args), rid in zip(requests, ids, strict=True)
                     )
                     self._stream.write(payload)
+                    sent = True
                     await self._stream.drain()
                     replies = await self._collect(ids)
             except TimeoutError:
                 self._in_sync = False
-                raise self._timeout_error(_names(requests), timeout) from None
+                error = self._timeout_error(_names(requests), timeout)
+                error.request_sent = sent  # stuck in the resync: nothing of ours went out
+                raise error from None
             except AgentProtocolError:
                 self._in_sync = False
                 raise

@@ -76,6 +76,9 @@ class HypervisorConfig:
     identity: str | None = None
     known_hosts: str | None = None
     jump: str | None = None
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 3.0  # a dead link is noticed after interval × count_max
+    keepalive_count_max: int = 3
 
     @property
     def local(self) -> bool:
@@ -276,7 +279,20 @@ class _Reader:
         self._unknown(
             obj,
             table,
-            {"name", "ssh", "agents", "session", "via", "tags", "identity", "known_hosts", "jump"},
+            {
+                "name",
+                "ssh",
+                "agents",
+                "session",
+                "via",
+                "tags",
+                "identity",
+                "known_hosts",
+                "jump",
+                "connect_timeout",
+                "keepalive_interval",
+                "keepalive_count_max",
+            },
         )
         via = obj.get("via", "socket")
         if via not in VIA_CHOICES:
@@ -307,6 +323,9 @@ class _Reader:
             identity=self._str(obj, table, "identity"),
             known_hosts=self._str(obj, table, "known_hosts"),
             jump=self._str(obj, table, "jump"),
+            connect_timeout=self._number(obj, table, "connect_timeout", 10.0, 0.5, 600),
+            keepalive_interval=self._number(obj, table, "keepalive_interval", 3.0, 0.5, 600),
+            keepalive_count_max=self._int(obj, table, "keepalive_count_max", 3, 1, 100),
         )
 
     def vm(self, value: Any, index: int, hypervisors: set[str]) -> VmConfig:

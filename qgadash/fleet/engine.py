@@ -55,22 +55,31 @@ SHUTDOWN_MODES = ("powerdown", "halt", "reboot")
 
 def make_link(hv: HypervisorConfig, settings: Settings) -> HypervisorLink:
     """The transport a [[hypervisor]] table asks for."""
+    if hv.via != "libvirt" and hv.ssh is None:
+        return LocalHypervisor(hv.name, settings.max_reply_bytes)
+    from qgadash.transport.libvirt import LibvirtHypervisor
+    from qgadash.transport.ssh import SshHypervisor, SshTarget
+
+    target = SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump) if hv.ssh else None
     if hv.via == "libvirt":
-        from qgadash.transport.libvirt import LibvirtHypervisor
-        from qgadash.transport.ssh import SshTarget
-
-        target = SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump) if hv.ssh else None
-        return LibvirtHypervisor(hv.name, target, max_reply=settings.max_reply_bytes)
-    if hv.ssh is not None:
-        from qgadash.transport.ssh import SshHypervisor, SshTarget
-
-        return SshHypervisor(
+        return LibvirtHypervisor(
             hv.name,
-            SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump),
-            via=hv.via,
+            target,
             max_reply=settings.max_reply_bytes,
+            connect_timeout=hv.connect_timeout,
+            keepalive_interval=hv.keepalive_interval,
+            keepalive_count_max=hv.keepalive_count_max,
         )
-    return LocalHypervisor(hv.name, settings.max_reply_bytes)
+    assert target is not None
+    return SshHypervisor(
+        hv.name,
+        target,
+        via=hv.via,
+        max_reply=settings.max_reply_bytes,
+        connect_timeout=hv.connect_timeout,
+        keepalive_interval=hv.keepalive_interval,
+        keepalive_count_max=hv.keepalive_count_max,
+    )
 
 
 def settle_garbage_collector() -> None:
@@ -115,6 +124,7 @@ class FleetEngine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._discovery_tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._initial_discovery_done: asyncio.Future[None] | None = None
         self.guard = FreezeGuard(self.store, self._guard_thaw, clock)
         self.files = GuestFiles(self)
 
@@ -139,14 +149,17 @@ class FleetEngine:
     async def discover(self) -> None:
         """Find every hypervisor's agents; add new VMs, drop ones that are gone."""
         await asyncio.gather(*(self._discover_hypervisor(hv) for hv in self.config.hypervisors))
+        self._add_configured_vms()
+        if LOCAL_HYPERVISOR in self._links and self.config.hypervisor(LOCAL_HYPERVISOR) is None:
+            self._publish_hypervisor(LOCAL_HYPERVISOR)
+
+    def _add_configured_vms(self) -> None:
         for vm in self.config.vms:
             link = self._links[vm.hypervisor]
             hv = self.config.hypervisor(vm.hypervisor)
             tags = tuple(dict.fromkeys((*(hv.tags if hv else ()), *vm.tags)))
             mode = vm.session or self._session_mode(hv, vm.agent)
             self._add_vm(VmRef(vm.hypervisor, vm.name, vm.agent, tags, mode), link)
-        if LOCAL_HYPERVISOR in self._links and self.config.hypervisor(LOCAL_HYPERVISOR) is None:
-            self._publish_hypervisor(LOCAL_HYPERVISOR)
 
     async def _discover_hypervisor(self, hv: HypervisorConfig) -> None:
         link = self._links[hv.name]
@@ -252,8 +265,13 @@ class FleetEngine:
             # is the "thawed" from before it.
             self.guard.release(vm_id)
             current = self.store.get(vm_id) or current
-        if current.freeze is not FreezeState.UNKNOWN and outcome.freeze is not current.freeze:
-            self._reread_info(vm_id)  # frozen or thawed by someone else
+        if (
+            outcome.agent is AgentState.OK
+            and current.facts.info is not None  # not the first poll: that one read it anyway
+            and outcome.freeze is not FreezeState.UNKNOWN
+            and outcome.freeze is not current.freeze
+        ):
+            self._reread_info(vm_id)  # frozen or thawed since we last knew: capabilities change
         self.store.put(outcome.applied_to(current))
         if outcome.nic_samples:
             self.store.record_nic_counters(vm_id, outcome.nic_samples)
@@ -261,18 +279,32 @@ class FleetEngine:
             await self.guard.retry_now(vm_id)
 
     async def start(self) -> None:
-        """Discover, then poll every VM on its interval in the background."""
+        """Discover, then poll every VM on its interval in the background.
+
+        Each hypervisor's VMs start polling as soon as its own discovery is done, so a
+        hung hypervisor never holds up the others; `start` returns once discovery is
+        done or after `timeout`, whichever comes first.
+        """
         if self._running:
             return
         self._running = True
-        await self.discover()
-        settle_garbage_collector()
-        for vm_id in list(self._sessions):
+        self._add_configured_vms()  # [[vm]] entries need no discovery: they poll at once
+        for vm_id in list(self._sessions):  # and so do VMs an earlier discovery found
             self._start_polling(vm_id, stagger=True)
-        for hv in self.config.hypervisors:
-            self._discovery_tasks.append(
-                asyncio.get_running_loop().create_task(self._rediscover_loop(hv))
-            )
+        loop = asyncio.get_running_loop()
+        done = self._initial_discovery_done = loop.create_future()
+        self._discovery_tasks.append(loop.create_task(self._discover_and_watch()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), self.settings.timeout)
+
+    async def _discover_and_watch(self) -> None:
+        await asyncio.gather(*(self._discover_hypervisor(hv) for hv in self.config.hypervisors))
+        if LOCAL_HYPERVISOR in self._links and self.config.hypervisor(LOCAL_HYPERVISOR) is None:
+            self._publish_hypervisor(LOCAL_HYPERVISOR)
+        if self._initial_discovery_done is not None and not self._initial_discovery_done.done():
+            self._initial_discovery_done.set_result(None)
+        settle_garbage_collector()
+        await asyncio.gather(*(self._rediscover_loop(hv) for hv in self.config.hypervisors))
 
     def _start_polling(self, vm_id: str, stagger: bool) -> None:
         task = self._tasks.get(vm_id)
@@ -294,7 +326,12 @@ class FleetEngine:
         first = True
         while True:
             started = loop.time()
-            await self.poll_vm(vm_id)
+            try:
+                await self.poll_vm(vm_id)
+            except Exception as exc:  # a bug must cost one poll of one VM, not its polling
+                self.store.update(
+                    vm_id, agent=AgentState.ERROR, error=one_line(f"internal error: {exc!r}")
+                )
             session = self._sessions.get(vm_id)
             failures = session.failures if session else 0
             # Degrade by stretching: a failing VM waits longer, never piles up work.
@@ -418,6 +455,10 @@ class FleetEngine:
                     # Known not frozen by us (refused or never sent): nothing to thaw.
                     # (A partial freeze error makes qemu-ga thaw what it froze itself.)
                     self.guard.release(vm_id)
+                else:
+                    # It may be frozen now, or later when the request gets through: do not
+                    # keep showing the "thawed" of before; the guard owns it until a poll says.
+                    self.store.update(vm_id, freeze=FreezeState.UNKNOWN)
                 raise
             self.store.update(vm_id, freeze=FreezeState.FROZEN)
             self._reread_info(vm_id)

@@ -865,6 +865,9 @@ class SshEndpoint:
         except (OSError, asyncssh.Error) as exc:
             sessions.release()
             raise AgentConnectionError(link.error or f"{self.label}: {_describe(exc)}") from None
+        except BaseException:
+            sessions.release()  # cancelled mid-open: the slot must not leak
+            raise
         return ProcessStream(process, sessions.release)
 
     async def _exec_failure(self, stream: ProcessStream) -> AgentConnectionError:
