@@ -66,30 +66,30 @@ def commands_for(plan: PollPlan, facts: GuestFacts, poll_number: int) -> list[st
     return [c for c in wanted if c == "guest-info" or info.enabled(c)]
 
 
+# Which fact each reply fills, and its parser.
+_FACT_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "guest-info": ("info", replies.parse_info),
+    "guest-get-osinfo": ("os", replies.parse_osinfo),
+    "guest-get-host-name": ("hostname", replies.parse_host_name),
+    "guest-get-users": ("users", replies.parse_users),
+    "guest-get-timezone": ("timezone", replies.parse_timezone),
+    "guest-get-disks": ("disks", replies.parse_disks),
+    "guest-network-get-interfaces": ("interfaces", replies.parse_interfaces),
+    "guest-get-fsinfo": ("filesystems", replies.parse_fsinfo),
+    "guest-get-load": ("load", replies.parse_load),
+}
+
+
 def _apply(name: str, value: Any, facts: GuestFacts, sent_at: float, rtt: float) -> GuestFacts:
     """The facts with one command's reply folded in (raises ReplyShapeError)."""
-    if name == "guest-info":
-        return dataclasses.replace(facts, info=replies.parse_info(value))
-    if name == "guest-get-osinfo":
-        return dataclasses.replace(facts, os=replies.parse_osinfo(value))
-    if name == "guest-get-host-name":
-        return dataclasses.replace(facts, hostname=replies.parse_host_name(value))
-    if name == "guest-get-users":
-        return dataclasses.replace(facts, users=replies.parse_users(value))
-    if name == "guest-get-timezone":
-        return dataclasses.replace(facts, timezone=replies.parse_timezone(value))
     if name == "guest-get-time":
         guest_s = replies.parse_time(value) / 1e9
         return dataclasses.replace(facts, time_drift_s=guest_s - (sent_at + rtt / 2))
-    if name == "guest-get-disks":
-        return dataclasses.replace(facts, disks=replies.parse_disks(value))
-    if name == "guest-network-get-interfaces":
-        return dataclasses.replace(facts, interfaces=replies.parse_interfaces(value))
-    if name == "guest-get-fsinfo":
-        return dataclasses.replace(facts, filesystems=replies.parse_fsinfo(value))
-    if name == "guest-get-load":
-        return dataclasses.replace(facts, load=replies.parse_load(value))
-    return facts
+    fact = _FACT_PARSERS.get(name)
+    if fact is None:
+        return facts
+    field, parse = fact
+    return dataclasses.replace(facts, **{field: parse(value)})
 
 
 # Replies whose parsed form depends only on the reply (not on the time it came).
@@ -125,11 +125,8 @@ def _apply_shared(name: str, body: bytes, facts: GuestFacts) -> tuple[bytes, Gue
             _shared_replies.pop(next(iter(_shared_replies)))
         hit = _shared_replies[key] = (body, parsed)
     shared_body, parsed = hit
-    if name == "guest-info":
-        return shared_body, dataclasses.replace(facts, info=parsed.info)
-    if name == "guest-get-osinfo":
-        return shared_body, dataclasses.replace(facts, os=parsed.os)
-    return shared_body, dataclasses.replace(facts, timezone=parsed.timezone)
+    field = _FACT_PARSERS[name][0]
+    return shared_body, dataclasses.replace(facts, **{field: getattr(parsed, field)})
 
 
 @dataclass(frozen=True, slots=True)

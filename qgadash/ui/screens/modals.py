@@ -463,12 +463,30 @@ def _skipped_text(plan: ActionPlan, palette: Palette) -> Text:
 # -- quitting -------------------------------------------------------------------------------
 
 
-class QuitScreen(ModalScreen[bool]):
-    """Quitting with guests this process froze: they are thawed first."""
+class YesNoScreen(ModalScreen[bool]):
+    """A question whose safe answer (#cancel, False) has the focus; #confirm says True."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="modal.cancel")
     ]
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)
+
+
+class QuitScreen(YesNoScreen):
+    """Quitting with guests this process froze: they are thawed first."""
 
     def __init__(self, frozen: Sequence[str], palette: Palette) -> None:
         super().__init__(classes="confirm-dialog")
@@ -494,27 +512,9 @@ class QuitScreen(ModalScreen[bool]):
                     f"Thaw {_vms(len(self._frozen))} and quit", id="confirm", variant="warning"
                 )
 
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
 
-    def action_cancel(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed, "#confirm")
-    def _confirm(self) -> None:
-        self.dismiss(True)
-
-
-class MessageScreen(ModalScreen[bool]):
+class MessageScreen(YesNoScreen):
     """A message with two answers; the first (safe) one has the focus."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal.cancel")
-    ]
 
     def __init__(self, title: str, body: Text, *, safe: str, risky: str | None = None) -> None:
         super().__init__(classes="confirm-dialog")
@@ -532,17 +532,3 @@ class MessageScreen(ModalScreen[bool]):
                 yield Button(self._safe, id="cancel")
                 if self._risky:
                     yield Button(self._risky, id="confirm", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed, "#confirm")
-    def _confirm(self) -> None:
-        self.dismiss(True)
