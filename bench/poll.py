@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.floor import FloorClient  # noqa: E402
-from qgadash.fleet.config import HypervisorConfig, Settings, Config  # noqa: E402
-from qgadash.fleet.engine import FleetEngine, settle_garbage_collector  # noqa: E402
-from qgadash.fleet.model import SessionMode  # noqa: E402
-from qgadash.fleet.poller import BENCH_COMMANDS, PollPlan  # noqa: E402
+from bench.floor import FloorClient
+from qgadash.fleet.config import Config, HypervisorConfig, Settings
+from qgadash.fleet.engine import FleetEngine, settle_garbage_collector
+from qgadash.fleet.model import SessionMode
+from qgadash.fleet.poller import BENCH_COMMANDS, PollPlan
 
 
 def machine() -> str:
@@ -43,7 +43,7 @@ def machine() -> str:
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -104,22 +104,15 @@ async def bench(
     return results
 
 
-def start_sim(count: int, directory: Path, procs: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qgadash.sim",
-            "--count",
-            str(count),
-            "--dir",
-            str(directory),
-            "--procs",
-            str(procs),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def start_sim(
+    count: int, directory: Path, procs: int, faults: dict[str, int] | None = None
+) -> subprocess.Popen[str]:
+    """`python -m qgadash.sim` in its own processes; returns once it prints `ready`."""
+    cmd = [sys.executable, "-m", "qgadash.sim", "--count", str(count), "--dir", str(directory)]
+    cmd += ["--procs", str(procs)]
+    for fault, number in (faults or {}).items():
+        cmd += ["--fault", f"{fault}={number}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "ready" not in line:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.poll import machine, raise_nofile
+import itertools
+
+from bench.poll import machine, raise_nofile, start_sim
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, SessionMode
@@ -44,7 +44,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(math.ceil(q * len(ordered))) - 1)]
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 class MeasuredEngine(FleetEngine):
@@ -113,7 +113,7 @@ async def run_size(
     gaps: list[float] = []
     for vm_id in healthy:
         times = engine.ok_times.get(vm_id, [])
-        gaps.extend(b - a for a, b in zip(times, times[1:], strict=False))
+        gaps.extend(b - a for a, b in itertools.pairwise(times))
     polled = sum(len(engine.ok_times.get(i, [])) for i in healthy)
     await engine.stop()
     return {
@@ -131,32 +131,6 @@ async def run_size(
         "polls_per_s": polled / wall,
         "cpu_us_per_poll": cpu / max(1, polled) * 1e6,
     }
-
-
-def start_sim(directory: Path, count: int, silent: float, garbage: float) -> subprocess.Popen[str]:
-    procs = max(1, math.ceil(count / 4000))
-    cmd = [
-        sys.executable,
-        "-m",
-        "qgadash.sim",
-        "--count",
-        str(count),
-        "--dir",
-        str(directory),
-        "--procs",
-        str(procs),
-    ]
-    if silent:
-        cmd += ["--fault", f"silent={int(count * silent)}"]
-    if garbage:
-        cmd += ["--fault", f"garbage={int(count * garbage)}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "ready" not in line:
-        proc.kill()
-        raise SystemExit(f"simulator did not start: {line!r}")
-    return proc
 
 
 def main() -> None:
@@ -197,7 +171,8 @@ def main() -> None:
     print(" | ".join(header))
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="qgas-") as tmp:
-            sim = start_sim(Path(tmp), size, args.silent, args.garbage)
+            faults = {"silent": int(size * args.silent), "garbage": int(size * args.garbage)}
+            sim = start_sim(size, Path(tmp), max(1, math.ceil(size / 4000)), faults)
             try:
                 r = asyncio.run(
                     run_size(Path(tmp), size, args.duration, args.interval, args.timeout)

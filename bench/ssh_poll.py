@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -34,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.poll import machine
 from qgadash.agent.client import AgentCaller
 from qgadash.transport.local import LocalHypervisor
 from qgadash.transport.ssh import SshHypervisor
@@ -47,19 +47,6 @@ POLL = [
 ]
 IN_FLIGHT = 256
 TIMEOUT = 30.0
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{platform.system()} {platform.release()}, nproc {os.cpu_count()}, {model}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def cpu_of(pids: list[int]) -> float:
