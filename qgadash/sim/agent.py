@@ -134,6 +134,10 @@ _FROZEN_ALLOWED = frozenset(
     }
 )
 _LINUX_UNSUPPORTED = frozenset({"guest-get-devices"})
+# SLOW: every reply this late. A default poll pipelines up to 11 requests, so a poll
+# takes 1-2.5 s: far slower than a healthy agent, still inside the 3 s timeout (an agent
+# that is slow but working, which the dashboard shows by its round-trip time).
+SLOW_REPLY_DELAY = 0.2
 _SYNC_COMMANDS = frozenset({"guest-sync", "guest-sync-delimited", "guest-ping"})
 
 # Argument schemas: (name, type, required), in the order QEMU's visitor checks them.
@@ -632,7 +636,7 @@ class GuestAgent:
         plain_sync = command is None or command in _SYNC_COMMANDS  # None: a parse error
         rid_text = "" if rid is None else f', "id": {dumps(wrap_floats(rid))}'
         if fault is Fault.SLOW:
-            out.append(Pause(1.5))
+            out.append(Pause(SLOW_REPLY_DELAY))
         elif fault is Fault.LATE_REPLY:
             out.append(Pause(4.0))
         elif fault is Fault.GARBAGE:

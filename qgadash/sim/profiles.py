@@ -37,7 +37,7 @@ class Fault(enum.Enum):
 
     NONE = "none"
     SILENT = "silent"  # accepts, reads, never answers (a guest with no agent running)
-    SLOW = "slow"  # every reply 1.5 s late
+    SLOW = "slow"  # every reply 0.2 s late: a slow poll that still answers in time
     GARBAGE = "garbage"  # answers every request with bytes that are not JSON
     DISCONNECT = "disconnect"  # syncs, then closes half-way through the next reply
     OVERSIZE = "oversize"  # replies of 17 MiB (one huge string), streamed

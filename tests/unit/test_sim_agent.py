@@ -359,7 +359,7 @@ SYNC = b'\xff{"execute":"guest-sync-delimited","arguments":{"id":9}}'
 
 def test_slow_and_late_faults_pause_before_each_reply() -> None:
     slow = agent_for(make_profile(0), Fault.SLOW).receive(b'{"execute":"guest-ping"}')
-    assert slow[0] == Pause(1.5)
+    assert slow[0] == Pause(0.2)
     late = agent_for(make_profile(0), Fault.LATE_REPLY).receive(b'{"execute":"guest-ping"}')
     assert late[0] == Pause(4.0)
 
