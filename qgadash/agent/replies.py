@@ -12,7 +12,7 @@ import base64
 import binascii
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgadash.agent.errors import AgentProtocolError
 
@@ -389,15 +389,18 @@ def parse_diskstats(value: Any) -> tuple[DiskStat, ...]:
 # -- network -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class IpAddress:
+class IpAddress(NamedTuple):
+    """Immutable like the dataclasses here, but a NamedTuple: one is built per address on
+    every poll, and a tuple is several times cheaper to build than a frozen dataclass."""
+
     address: str
     prefix: int
     family: str  # "ipv4" | "ipv6"
 
 
-@dataclass(frozen=True, slots=True)
-class InterfaceStats:
+class InterfaceStats(NamedTuple):
+    """A NamedTuple for the same reason: rebuilt for every interface on every poll."""
+
     rx_bytes: int
     tx_bytes: int
     rx_packets: int

@@ -56,14 +56,28 @@ class PollPlan:
 
 def commands_for(plan: PollPlan, facts: GuestFacts, poll_number: int) -> list[str]:
     slow = facts.info is None or poll_number % plan.slow_every == 0
+    info = facts.info
+    # Every poll of every VM asks this; the answer only changes with guest-info.
+    key = (id(plan), id(info), slow)
+    cached = _commands_cache.get(key)
+    if cached is not None and cached[0] is plan and cached[1] is info:
+        return cached[2]
     wanted = list(plan.slow if slow else ()) + [
         c for c in plan.fast if not slow or c not in plan.slow
     ]
-    info = facts.info
     if info is None:
         # guest-get-load is newer than many agents; ask once guest-info says it exists.
         return [c for c in wanted if c != "guest-get-load" or c in plan.slow]
-    return [c for c in wanted if c == "guest-info" or info.enabled(c)]
+    names = [c for c in wanted if c == "guest-info" or info.enabled(c)]
+    if len(_commands_cache) >= 1024:
+        _commands_cache.clear()
+    _commands_cache[key] = (plan, info, names)  # holding both keeps their ids unique
+    return names
+
+
+# Keyed by identity (hashing an AgentInfo walks its whole command list): identical
+# guest-info replies share one AgentInfo (see _apply_shared), so few entries are needed.
+_commands_cache: dict[tuple[int, int, bool], tuple[PollPlan, Any, list[str]]] = {}
 
 
 # Which fact each reply fills, and its parser.
@@ -129,9 +143,11 @@ def _apply_shared(name: str, body: bytes, facts: GuestFacts) -> tuple[bytes, Gue
     return shared_body, dataclasses.replace(facts, **{field: getattr(parsed, field)})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PollOutcome:
-    """The members of a snapshot that one poll decides; the rest belongs to others."""
+    """The members of a snapshot that one poll decides; the rest belongs to others.
+
+    Short-lived and never shared, so not frozen: building it is on every poll's path."""
 
     agent: AgentState
     error: str | None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgadash.fleet.model import HypervisorStatus, VmRef, VmSnapshot
 
@@ -19,8 +19,9 @@ HISTORY_LENGTH = 60
 Listener = Callable[[], None]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CounterSample:
+class CounterSample(NamedTuple):
+    """One interface's byte counters at one poll (a NamedTuple: one per NIC per poll)."""
+
     at: float  # monotonic seconds
     rx_bytes: int
     tx_bytes: int
