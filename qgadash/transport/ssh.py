@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
+from asyncssh.encryption import get_default_encryption_algs
 from asyncssh.public_key import get_default_public_key_algs
 
 from qgadash.agent.client import AgentCaller, AgentClient, NoReplyOutcome, Request
@@ -62,6 +63,8 @@ COMMAND_TIMEOUT = 15.0
 _connect_slots: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, int | None], asyncio.Semaphore]
 ] = weakref.WeakKeyDictionary()
+
+_PREFERRED_CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
 
 
 def _connect_slot(host: str, port: int | None) -> asyncio.Semaphore:
@@ -505,6 +508,15 @@ class SshConnection:
             changes["server_host_key_algs"] = "+" + ",".join(
                 alg.decode() for alg in get_default_public_key_algs()
             )
+        if not options.config.get("Ciphers"):
+            # AES-GCM first: one AEAD call per packet in C (AES-NI), where asyncssh's
+            # chacha20-poly1305 default costs several Python-level steps per packet; every
+            # agent request and reply is a packet. Measured: see docs/benchmarks-ssh.md.
+            changes["encryption_algs"] = _PREFERRED_CIPHERS + [
+                alg.decode()
+                for alg in get_default_encryption_algs()
+                if alg.decode() not in _PREFERRED_CIPHERS
+            ]
         if changes:
             options = await asyncssh.SSHClientConnectionOptions.construct(options, **changes)
         return options, files
