@@ -198,32 +198,26 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
 
 
 async def _demo_dashboard(args: argparse.Namespace) -> int:
-    from qgadash.sim.fleet import SimFleet
+    from qgadash.ui.app import QgadashApp
 
-    count = max(1, min(args.demo, 5000))
-    with tempfile.TemporaryDirectory(prefix="qgadash-demo-") as tmp:
-        fleet = SimFleet.demo(Path(tmp), count)
-        await fleet.start()
-        try:
-            hosts = Path(tmp) / "hosts.toml"
-            fleet.write_hosts_toml(hosts, hypervisor="demo")
-            args.hosts = str(hosts)
-            config = load(args)
-            from qgadash.ui.app import QgadashApp
+    async with contextlib.AsyncExitStack() as stack:
+        config = await _demo_config(args, stack)
+        label = f"demo · {_demo_count(args)} simulated VMs"
+        app = QgadashApp(FleetEngine(config), config_label=label, theme=args.theme)
+        await app.run_async()
+        return app.return_code or 0
 
-            engine = FleetEngine(config)
-            app = QgadashApp(engine, config_label=f"demo · {count} simulated VMs", theme=args.theme)
-            await app.run_async()
-            return app.return_code or 0
-        finally:
-            await fleet.stop()
+
+def _demo_count(args: argparse.Namespace) -> int:
+    requested: int = args.demo
+    return max(1, min(requested, 5000))
 
 
 async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Config:
     from qgadash.sim.fleet import SimFleet
 
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qgadash-demo-"))
-    fleet = SimFleet.demo(Path(tmp), max(1, min(args.demo, 5000)))
+    fleet = SimFleet.demo(Path(tmp), _demo_count(args))
     await fleet.start()
     stack.push_async_callback(fleet.stop)
     hosts = Path(tmp) / "hosts.toml"
