@@ -29,6 +29,22 @@ async def wait_until(pilot, condition, timeout: float = 20.0) -> None:  # type: 
         await pilot.pause(0.05)
 
 
+async def confirm_and_run(pilot, app: QgadashApp, key: str, thaw_after: str | None = None) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """Press `key`, check the dialog defaults to Cancel, confirm, and wait for the outcomes."""
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
+    assert isinstance(app.focused, Button) and app.focused.id == "cancel"
+    if thaw_after is not None:
+        app.screen.query_one("#thaw-after", Input).value = thaw_after
+    await pilot.click("#confirm")
+    await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
+    run = app.screen
+    assert isinstance(run, ActionRunScreen)
+    await wait_until(pilot, lambda: run.finished)
+    await pilot.press("escape")
+    return list(run.results)
+
+
 async def test_mark_freeze_countdown_and_thaw_two_real_guests(
     tmp_path: Path, shared_guests: list[Guest]
 ) -> None:
@@ -53,16 +69,11 @@ async def test_mark_freeze_countdown_and_thaw_two_real_guests(
                 await pilot.press("space")
             await pilot.press("f")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
-            assert isinstance(app.focused, Button) and app.focused.id == "cancel"
             assert "Will freeze 2 VMs" in screen_text(app)
-            app.screen.query_one("#thaw-after", Input).value = "600"
-            await pilot.click("#confirm")
-            await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
-            run = app.screen
-            assert isinstance(run, ActionRunScreen)
-            await wait_until(pilot, lambda: run.finished)
-            assert [r.ok for r in run.results] == [True, True], run.results
-            await pilot.press("escape")
+            await pilot.press("escape")  # Cancel first: nothing happens
+            assert engine.frozen_by_us() == []
+            results = await confirm_and_run(pilot, app, "f", thaw_after="600")
+            assert [r.ok for r in results] == [True, True], results
             # The table shows each guest frozen, with the countdown to its thaw deadline.
             for vm in ids:
                 await wait_until(
@@ -73,16 +84,8 @@ async def test_mark_freeze_countdown_and_thaw_two_real_guests(
             for guest in shared_guests:  # really frozen, by the guest's own agent
                 assert await asyncio.to_thread(guest_freeze_status, guest) == "frozen"
             # Thaw from the dashboard: `t` on the marked rows, confirmed.
-            await pilot.press("t")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
-            assert isinstance(app.focused, Button) and app.focused.id == "cancel"
-            await pilot.click("#confirm")
-            await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
-            run = app.screen
-            assert isinstance(run, ActionRunScreen)
-            await wait_until(pilot, lambda: run.finished)
-            assert [r.ok for r in run.results] == [True, True], run.results
-            await pilot.press("escape")
+            results = await confirm_and_run(pilot, app, "t")
+            assert [r.ok for r in results] == [True, True], results
             for vm in ids:
                 await wait_until(pilot, lambda vm=vm: table.get_cell(vm, "fs").plain == "thawed")
                 snap = engine.store.get(vm)
