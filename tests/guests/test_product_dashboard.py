@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import Button, Input
 
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.model import AgentState, FreezeState
+from qgadash.fleet.model import ActionResult, AgentState, FreezeState
 from qgadash.ui.app import QgadashApp
 from qgadash.ui.screens.modals import ActionRunScreen, ConfirmActionScreen
 from tests.guests.product import ensure_thawed, guest_freeze_status, vm_id, write_hosts
@@ -29,7 +30,9 @@ async def wait_until(pilot, condition, timeout: float = 20.0) -> None:  # type: 
         await pilot.pause(0.05)
 
 
-async def confirm_and_run(pilot, app: QgadashApp, key: str, thaw_after: str | None = None) -> list:  # type: ignore[no-untyped-def,type-arg]
+async def confirm_and_run(
+    pilot: Any, app: QgadashApp, key: str, thaw_after: str | None = None
+) -> list[ActionResult]:
     """Press `key`, check the dialog defaults to Cancel, confirm, and wait for the outcomes."""
     await pilot.press(key)
     await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
