@@ -36,8 +36,9 @@ if str(REPO) not in sys.path:
 
 from textual import events  # noqa: E402
 
+from qgadash.fleet.engine import settle_garbage_collector  # noqa: E402
 from qgadash.fleet.model import VmSnapshot  # noqa: E402
-from qgadash.ui.app import QgadashApp, freeze_startup_objects  # noqa: E402
+from qgadash.ui.app import QgadashApp  # noqa: E402
 from tests.ui.fakes import NOW, FakeClock, FakeEngine, big_fleet  # noqa: E402
 
 SIZE = (200, 50)
@@ -91,7 +92,7 @@ async def bench_tick(n: int, ticks: int, sort: str) -> list[float]:
         app.fleet.sort_by(sort, False)
         await pilot.pause()
         app._refresh()
-        freeze_startup_objects()  # what the app does a few seconds after start (not headless)
+        settle_garbage_collector()  # what the app does a few seconds after start (not headless)
         for _ in range(ticks):
             clock.advance(0.25)
             for vm_id in rng.sample(ids, n // 10):
@@ -146,7 +147,7 @@ async def bench_keys(n: int, presses: int, interval: float = 1.0) -> tuple[list[
             async with app.run_test(size=SIZE) as pilot:
                 await wait_for(pilot, lambda: len(app.fleet.table.order) == n, timeout=120)
                 await pilot.pause(3)  # polling in full swing
-                freeze_startup_objects()
+                settle_garbage_collector()
                 table = app.fleet.table
                 frames: list[float] = []
                 display = app._display

@@ -7,7 +7,6 @@ mount and stops it (which thaws what this process froze) before it exits.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.theme import Theme
 
+from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
 from qgadash.ui.commands import FleetCommands
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
@@ -140,7 +140,7 @@ class QgadashApp(App[int]):
         self._unsubscribe = self.engine.store.subscribe(self._store_changed)
         self.set_interval(TICK_SECONDS, self._tick)
         if not self.is_headless:
-            self.set_timer(GC_FREEZE_AFTER, freeze_startup_objects)
+            self.set_timer(GC_FREEZE_AFTER, settle_garbage_collector)
         for error in self.theme_errors:
             self.notify(error, severity="warning", markup=False, timeout=10)
         if self.fleet.live:
@@ -407,19 +407,6 @@ class QgadashApp(App[int]):
 
     async def _restart(self) -> None:
         await self.engine.start()
-
-
-def freeze_startup_objects() -> None:
-    """Keep the cyclic GC off what lives as long as the app.
-
-    Python's full collections walk every tracked object; with thousands of VMs (store,
-    rows, the app's widgets) one takes 100-300 ms, long enough to stutter the screen.
-    Everything alive a few seconds after start (the app, its screens, the engine) lives
-    until exit, so it is moved out of the GC's reach once; snapshots replaced later are
-    still freed by reference counting. Measured in bench/ui_table.py.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def run_dashboard(engine: Engine, *, theme: str | None = None, config_label: str = "") -> int:
