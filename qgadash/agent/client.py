@@ -144,8 +144,11 @@ class AgentClient:
                     replies = await self._collect(ids)
             except TimeoutError:
                 self._in_sync = False
-                error = self._timeout_error(_names(requests), timeout)
-                error.request_sent = sent  # stuck in the resync: nothing of ours went out
+                what = _names(requests)
+                if not sent:  # stuck in the resync: nothing of ours went out
+                    what = f"the resync before {what} (not sent)"
+                error = self._timeout_error(what, timeout)
+                error.request_sent = sent
                 raise error from None
             except AgentProtocolError:
                 self._in_sync = False

@@ -233,6 +233,19 @@ async def start_and_settle(fleet: Fleet) -> None:
     await engine.start()  # background polls from now on, as in the dashboard
 
 
+async def just_after_a_poll(fleet: Fleet, vm: str) -> None:
+    """Return as soon as a background poll of `vm` has finished.
+
+    The next one is a poll interval away, so a cut made now finds the session idle and
+    an action sent now goes straight into the synced channel (not behind a poll).
+    """
+    before = fleet.snap(vm).last_poll
+    await wait_fleet(
+        fleet, lambda: fleet.snap(vm).last_poll != before, 3 * SETTINGS["poll_interval"] + 1,
+        f"a poll of {vm} to finish",
+    )
+
+
 async def stop_and_check_guests(fleet: Fleet) -> None:
     """Nothing left for stop() to thaw, and each guest itself says thawed."""
     owed = await fleet.engine.stop()
@@ -258,6 +271,7 @@ async def test_link_cut_during_bulk_freeze(
         await start_and_settle(fleet)
         read_before = {vm: freezes_read(fleet.guests[vm]) for vm in (HELD, PER_POLL)}
 
+        await just_after_a_poll(fleet, HELD)
         server.pause()  # the link is cut as the bulk freeze goes out
         cut_at = time.monotonic()
         results: dict[str, ActionResult] = {
@@ -270,9 +284,9 @@ async def test_link_cut_during_bulk_freeze(
         assert results[local].error is None
         # Unknown: the held channel was open and synced, the freeze went into it and no
         # reply came; whether sshd forwards it later is not for this process to know. (If
-        # a background poll was mid-flight at the cut, the freeze waited behind it and
-        # then only its resync went out: still reported unknown, which errs on the safe
-        # side, since the guard then keeps owing a thaw.)
+        # a background poll were mid-flight at the cut, the freeze would wait behind it
+        # and then only its resync would go out: failed, correctly, as nothing was sent.
+        # The cut is made just after a poll so that the freeze itself goes out.)
         held = results[HELD]
         assert held.ok is None, held
         assert held.error is not None and held.error.startswith("outcome unknown: "), held
