@@ -26,6 +26,7 @@ from qgadash.agent.codec import (
     encode_request,
     encode_sync,
 )
+from qgadash.agent.deadline import deadline
 from qgadash.agent.errors import (
     AgentCommandError,
     AgentConnectionError,
@@ -130,7 +131,7 @@ class AgentClient:
             self._check_open()
             sent = False
             try:
-                async with asyncio.timeout(timeout):
+                with deadline(timeout):
                     if not self._in_sync:
                         await self._sync_unlocked()
                     ids = [next(self._ids) for _ in requests]
@@ -180,7 +181,7 @@ class AgentClient:
             self._check_open()
             rid = next(self._ids)
             try:
-                async with asyncio.timeout(grace * 4 + 1):
+                with deadline(grace * 4 + 1):
                     if not self._in_sync:
                         await self._sync_unlocked()
                 self._stream.write(encode_request(name, args, rid))
@@ -193,7 +194,7 @@ class AgentClient:
                 raise AgentConnectionError(f"connection lost: {exc}") from exc
             self._in_sync = False
             try:
-                async with asyncio.timeout(grace):
+                with deadline(grace):
                     reply = (await self._collect([rid]))[rid]
             except TimeoutError:
                 return NoReplyOutcome.NO_ERROR
@@ -226,7 +227,7 @@ class AgentClient:
     async def _sync(self, timeout: float) -> None:
         self._check_open()
         try:
-            async with asyncio.timeout(timeout):
+            with deadline(timeout):
                 await self._sync_unlocked()
         except TimeoutError:
             raise self._timeout_error("guest-sync-delimited", timeout) from None
