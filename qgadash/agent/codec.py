@@ -13,7 +13,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_MAX_REPLY = 16 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
@@ -21,13 +21,13 @@ SYNC_MARKER = 0xFF
 _NL = 0x0A
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """One well-formed reply: either `value` (the `return` member) or `error_class`/`desc`.
 
     From a lazy decoder, a success reply may carry `body` (the `return` member's JSON
     text, undecoded) instead of `value`: callers that cache replies compare bytes and
-    decode only what changed (`decode_body`).
+    decode only what changed (`decode_body`). A NamedTuple, as immutable as a frozen
+    dataclass and cheaper to build: every reply of every poll is one.
     """
 
     id: Any
@@ -52,15 +52,16 @@ Message = Reply | DecodeError
 
 
 @functools.lru_cache(maxsize=256)
-def _execute_prefix(name: str) -> bytes:
-    return b'{"execute":' + json.dumps(name).encode()
+def _request_template(name: str) -> bytes:
+    """`{"execute":NAME,"id":%d}`, with any % in the name escaped for the id's formatting."""
+    return b'{"execute":' + json.dumps(name).encode().replace(b"%", b"%%") + b',"id":%d}'
 
 
 def encode_request(name: str, arguments: dict[str, Any] | None = None, id: Any = None) -> bytes:
     """One request document; only the three members the agent accepts."""
     if not arguments and type(id) is int:
         # The poll's hot path: no arguments, an integer id.
-        return _execute_prefix(name) + b',"id":%d}' % id
+        return _request_template(name) % id
     request: dict[str, Any] = {"execute": name}
     if arguments:
         request["arguments"] = arguments

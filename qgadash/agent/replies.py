@@ -411,8 +411,9 @@ class InterfaceStats(NamedTuple):
     tx_dropped: int
 
 
-@dataclass(frozen=True, slots=True)
-class Interface:
+class Interface(NamedTuple):
+    """A NamedTuple too: one per NIC per poll."""
+
     name: str
     mac: str | None
     addresses: tuple[IpAddress, ...]

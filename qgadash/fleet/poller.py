@@ -9,7 +9,6 @@ shape marks the VM `error`, since the agent is then not to be believed.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,12 +97,12 @@ def _apply(name: str, value: Any, facts: GuestFacts, sent_at: float, rtt: float)
     """The facts with one command's reply folded in (raises ReplyShapeError)."""
     if name == "guest-get-time":
         guest_s = replies.parse_time(value) / 1e9
-        return dataclasses.replace(facts, time_drift_s=guest_s - (sent_at + rtt / 2))
+        return facts.with_fact("time_drift_s", guest_s - (sent_at + rtt / 2))
     fact = _FACT_PARSERS.get(name)
     if fact is None:
         return facts
     field, parse = fact
-    return dataclasses.replace(facts, **{field: parse(value)})
+    return facts.with_fact(field, parse(value))
 
 
 # Replies whose parsed form depends only on the reply (not on the time it came).
@@ -140,7 +139,7 @@ def _apply_shared(name: str, body: bytes, facts: GuestFacts) -> tuple[bytes, Gue
         hit = _shared_replies[key] = (body, parsed)
     shared_body, parsed = hit
     field = _FACT_PARSERS[name][0]
-    return shared_body, dataclasses.replace(facts, **{field: getattr(parsed, field)})
+    return shared_body, facts.with_fact(field, getattr(parsed, field))
 
 
 @dataclass(slots=True)
