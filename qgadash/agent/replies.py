@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import operator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -432,10 +433,21 @@ _STAT_KEYS = (
 )
 
 
-def parse_interfaces(value: Any) -> tuple[Interface, ...]:
-    """Parsed on every poll (statistics change): type checks inline, paths built on error."""
+_address_fields = operator.itemgetter("ip-address", "prefix", "ip-address-type")
+_stat_fields = operator.itemgetter(*_STAT_KEYS)
+_INT_ONLY = {int}
+
+
+def parse_interfaces(
+    value: Any, previous: tuple[Interface, ...] | None = None
+) -> tuple[Interface, ...]:
+    """Parsed on every poll, since the statistics change: type checks inline, paths built
+    only on error. `previous` is the last poll's result: an address equal to the one in
+    the same place then (one comparison in C) is reused instead of checked and built anew.
+    """
     cmd = "guest-network-get-interfaces"
     out = []
+    before = previous or ()
     for i, obj in enumerate(_list(value, cmd)):
         if type(obj) is not dict:
             _obj(obj, f"{cmd}[{i}]")
@@ -445,11 +457,22 @@ def parse_interfaces(value: Any) -> tuple[Interface, ...]:
             w = f"{cmd}[{i}]"
             _str(obj, "name", w)
             _opt_str(obj, "hardware-address", w)
+        known = before[i].addresses if i < len(before) else ()
         addresses = []
+        fresh = False  # any address not reused from `known`
         raw_addresses = obj.get("ip-addresses", ())
         if type(raw_addresses) is not list and raw_addresses != ():
             _list(raw_addresses, f"{cmd}[{i}].ip-addresses")
         for j, a in enumerate(raw_addresses):
+            if j < len(known) and type(a) is dict:
+                try:
+                    fields = _address_fields(a)
+                except KeyError:
+                    fields = None
+                if len(a) == 3 and fields == known[j] and type(fields[1]) is int:
+                    addresses.append(known[j])
+                    continue
+            fresh = True
             family = a.get("ip-address-type") if type(a) is dict else None
             address = a.get("ip-address") if type(a) is dict else None
             prefix = a.get("prefix") if type(a) is dict else None
@@ -469,15 +492,29 @@ def parse_interfaces(value: Any) -> tuple[Interface, ...]:
         if raw_stats is not None:
             if type(raw_stats) is not dict:
                 _obj(raw_stats, f"{cmd}[{i}].statistics")
-            values = []
-            for key in _STAT_KEYS:
-                v = raw_stats.get(key) or 0
-                if type(v) is not int or not 0 <= v <= INT64_MAX:
-                    _check_int(v, f"{cmd}[{i}].statistics.{key}", 0, INT64_MAX)
-                values.append(v)
-            stats = InterfaceStats(*values)
-        out.append(Interface(name, mac, tuple(addresses), stats))
+            stats = _interface_stats(raw_stats, f"{cmd}[{i}].statistics")
+        reuse = not fresh and len(addresses) == len(known)
+        out.append(Interface(name, mac, known if reuse else tuple(addresses), stats))
     return tuple(out)
+
+
+def _interface_stats(raw: dict[str, Any], where: str) -> InterfaceStats:
+    """All eight counters as non-negative integers (a missing or null one counts as 0)."""
+    if len(raw) == 8:
+        try:
+            values = _stat_fields(raw)
+        except KeyError:
+            pass
+        else:
+            if set(map(type, values)) == _INT_ONLY and 0 <= min(values) <= max(values) <= INT64_MAX:
+                return InterfaceStats._make(values)
+    checked = []
+    for key in _STAT_KEYS:
+        v = raw.get(key) or 0
+        if type(v) is not int or not 0 <= v <= INT64_MAX:
+            _check_int(v, f"{where}.{key}", 0, INT64_MAX)
+        checked.append(v)
+    return InterfaceStats._make(checked)
 
 
 # -- cpu, load ---------------------------------------------------------------

@@ -98,6 +98,8 @@ def _apply(name: str, value: Any, facts: GuestFacts, sent_at: float, rtt: float)
     if name == "guest-get-time":
         guest_s = replies.parse_time(value) / 1e9
         return facts.with_fact("time_drift_s", guest_s - (sent_at + rtt / 2))
+    if name == "guest-network-get-interfaces":
+        return facts.with_fact("interfaces", replies.parse_interfaces(value, facts.interfaces))
     fact = _FACT_PARSERS.get(name)
     if fact is None:
         return facts

@@ -19,9 +19,8 @@ def pending_entries() -> int:
 async def test_an_overdue_block_raises_timeout_never_early() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(TimeoutError):
-        with deadline(0.1):
-            await asyncio.sleep(10)
+    with pytest.raises(TimeoutError), deadline(0.1):
+        await asyncio.sleep(10)
     assert loop.time() - started >= 0.1
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     await asyncio.sleep(0)  # no cancellation left pending for the task
@@ -71,16 +70,13 @@ async def test_a_cancellation_racing_the_deadline_is_not_swallowed() -> None:
 async def test_nested_deadlines_each_report_their_own_expiry() -> None:
     # The inner one is shorter: it times out, the outer block goes on.
     with deadline(10) as outer:
-        with pytest.raises(TimeoutError):
-            with deadline(0.05):
-                await asyncio.sleep(10)
+        with pytest.raises(TimeoutError), deadline(0.05):
+            await asyncio.sleep(10)
         await asyncio.sleep(0)
     assert not outer.expired
     # The outer one is shorter: the inner block sees a cancellation, the outer a timeout.
-    with pytest.raises(TimeoutError):
-        with deadline(0.05):
-            with deadline(10) as inner:
-                await asyncio.sleep(10)
+    with pytest.raises(TimeoutError), deadline(0.05), deadline(10) as inner:
+        await asyncio.sleep(10)
     assert not inner.expired
     assert pending_entries() == 0
 

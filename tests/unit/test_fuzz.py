@@ -10,11 +10,12 @@ import json
 import os
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qgadash.agent import replies
-from qgadash.agent.codec import Decoder, DecodeError, Reply
+from qgadash.agent.codec import DecodeError, Decoder, Reply
 from qgadash.agent.errors import AgentProtocolError
 
 settings.register_profile(
@@ -83,6 +84,7 @@ PARSERS = [
     replies.parse_disks,
     replies.parse_diskstats,
     replies.parse_interfaces,
+    lambda v: replies.parse_interfaces(v, replies.parse_interfaces(INTERFACES)),
     replies.parse_vcpus,
     replies.parse_cpustats,
     replies.parse_load,
@@ -92,6 +94,23 @@ PARSERS = [
     replies.parse_file_seek,
     replies.parse_exec,
     replies.parse_exec_status,
+]
+
+INTERFACES: list[Any] = [
+    {
+        "name": "eth0",
+        "hardware-address": "52:54:00:00:00:01",
+        "ip-addresses": [
+            {"ip-address-type": "ipv4", "ip-address": "10.0.0.1", "prefix": 24},
+            {"ip-address-type": "ipv6", "ip-address": "fe80::1", "prefix": 64},
+        ],
+        "statistics": {"rx-bytes": 1, "tx-bytes": 2},
+    },
+    {
+        "name": "eth1",
+        "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "10.0.1.1", "prefix": 16}],
+        "statistics": dict.fromkeys(replies._STAT_KEYS, 7),
+    },
 ]
 
 # Realistic shapes with every field then replaced by an arbitrary value.
@@ -114,14 +133,7 @@ SHAPES: list[Any] = [
             "disk": [{"dev": "/dev/vda"}],
         }
     ],
-    [
-        {
-            "name": "eth0",
-            "hardware-address": "52:54:00:00:00:01",
-            "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "10.0.0.1", "prefix": 24}],
-            "statistics": {"rx-bytes": 1, "tx-bytes": 2},
-        }
-    ],
+    INTERFACES,
     {"load1m": 0.1, "load5m": 0.2, "load15m": 0.3},
     {"count": 3, "buf-b64": "YWJj", "eof": True},
     {"exited": True, "exitcode": 0, "out-data": "YWJj"},
@@ -151,3 +163,47 @@ def test_every_parser_returns_or_raises_a_protocol_error(value: Any) -> None:
             parse(value)
         except AgentProtocolError:
             pass
+
+
+def _deep_mutations(value: Any) -> st.SearchStrategy[Any]:
+    """Like `_mutations`, but into any element of a list, not only the first."""
+    if isinstance(value, dict) and value:
+        return st.sampled_from(sorted(value)).flatmap(
+            lambda k: st.one_of(json_values, _deep_mutations(value[k])).map(
+                lambda new: {**value, k: new}
+            )
+        )
+    if isinstance(value, list) and value:
+        return st.integers(0, len(value) - 1).flatmap(
+            lambda i: _deep_mutations(value[i]).map(lambda new: [*value[:i], new, *value[i + 1 :]])
+        )
+    return st.one_of(json_values, st.just(value))
+
+
+def _with_address(prefix: Any, extra: dict[str, Any] | None = None) -> list[Any]:
+    """INTERFACES with its first address's prefix (and maybe more members) replaced."""
+    first = {**INTERFACES[0]["ip-addresses"][0], "prefix": prefix, **(extra or {})}
+    eth0 = {**INTERFACES[0], "ip-addresses": [first, *INTERFACES[0]["ip-addresses"][1:]]}
+    return [eth0, *INTERFACES[1:]]
+
+
+@given(_deep_mutations(INTERFACES))
+@example(_with_address(24.0))  # equal to the last poll's 24, but not an integer
+@example(_with_address(24, {"scope": "global"}))  # a member more: the careful path
+@example(_with_address(25))
+@example(INTERFACES[::-1])
+@settings(max_examples=400)
+def test_interfaces_parse_the_same_with_or_without_the_last_poll(value: Any) -> None:
+    """Reusing the last poll's addresses never accepts what a fresh parse would refuse."""
+    previous = replies.parse_interfaces(INTERFACES)
+    try:
+        expected = replies.parse_interfaces(value)
+    except AgentProtocolError:
+        with pytest.raises(AgentProtocolError):
+            replies.parse_interfaces(value, previous)
+        return
+    got = replies.parse_interfaces(value, previous)
+    assert got == expected
+    assert [[type(x) for x in a] for i in got for a in i.addresses] == [
+        [type(x) for x in a] for i in expected for a in i.addresses
+    ]
