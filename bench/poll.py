@@ -3,10 +3,14 @@
     python bench/poll.py --sim 1000          # simulated agents, simulator in its own process
     python bench/poll.py --real 200          # real qemu-ga agents (dangerous commands blocked)
 
-Both poll the same agents over held sockets with the same three requests per VM
-(guest-info, guest-fsfreeze-status, guest-network-get-interfaces). Reported: wall and
-CPU seconds (this process only) per fleet poll, as the median of --rounds polls after a
-warm-up poll that connects and syncs.
+Both poll N agents over held sockets with the same three requests per VM (guest-info,
+guest-fsfreeze-status, guest-network-get-interfaces). An agent serves one client at a
+time, so each gets its own identical fleet of N (two simulators with the same seed, or
+2N real agents), and their polls alternate round by round (engine, floor, floor,
+engine, ...): on a shared machine whose speed drifts by tens of percent over a minute,
+back-to-back phases measured the drift as much as the code. Reported: wall and CPU
+seconds (this process only) per fleet poll, median and least of --rounds polls each,
+after a warm-up poll that connects and syncs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,7 +44,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{system}, {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
 def raise_nofile() -> None:
@@ -47,24 +53,35 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def measure(poll, rounds: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
-    """Median wall, median CPU and least CPU of `rounds` polls after a warm-up poll.
+Poll = Callable[[], Awaitable[None]]
+
+
+async def measure(polls: dict[str, Poll], rounds: int) -> dict[str, tuple[float, float, float]]:
+    """Median wall, median CPU and least CPU of each poll, rounds interleaved (ABBA).
 
     The least CPU is the steadiest figure on a shared machine (others' work only adds)."""
-    await poll()  # warm-up: connect and sync
-    walls, cpus = [], []
+    for poll in polls.values():
+        await poll()  # warm-up: connect and sync
+    walls: dict[str, list[float]] = {name: [] for name in polls}
+    cpus: dict[str, list[float]] = {name: [] for name in polls}
+    order = list(polls)
     for _ in range(rounds):
-        c0, w0 = time.process_time(), time.perf_counter()
-        await poll()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), min(cpus)
+        for name in order:
+            c0, w0 = time.process_time(), time.perf_counter()
+            await polls[name]()
+            walls[name].append(time.perf_counter() - w0)
+            cpus[name].append(time.process_time() - c0)
+        order.reverse()
+    return {
+        name: (statistics.median(walls[name]), statistics.median(cpus[name]), min(cpus[name]))
+        for name in polls
+    }
 
 
 async def bench(
-    sockets: list[Path], rounds: int, max_in_flight: int
+    engine_sockets: list[Path], floor_sockets: list[Path], rounds: int, max_in_flight: int
 ) -> dict[str, tuple[float, float, float]]:
-    directory = sockets[0].parent
+    directory = engine_sockets[0].parent
     settings = Settings(timeout=10.0, max_in_flight=max_in_flight, poll_interval=3600)
     config = Config(
         None,
@@ -76,23 +93,19 @@ async def bench(
     await engine.discover()
     settle_garbage_collector()  # what engine.start() does once the inventory exists
     ids = engine.store.ids()
-    assert len(ids) == len(sockets), (len(ids), len(sockets))
+    assert len(ids) == len(engine_sockets), (len(ids), len(engine_sockets))
 
     async def engine_poll() -> None:
         await asyncio.gather(*(engine.poll_vm(i) for i in ids))
 
-    results = {"qgadash": await measure(engine_poll, rounds)}
-    bad = [s for s in engine.store.snapshots() if s.agent.value != "ok"]
-    assert not bad, f"{len(bad)} VMs not ok, e.g. {bad[0].error}"
-    await engine.stop()
-
+    # The engine's own in-flight cap; the floor gets one of the same size.
     sem = asyncio.Semaphore(max_in_flight)
 
     async def connect(path: Path) -> FloorClient:
         async with sem:
             return await FloorClient.connect(path)
 
-    clients = await asyncio.gather(*(connect(p) for p in sockets))
+    clients = await asyncio.gather(*(connect(p) for p in floor_sockets))
 
     async def floor_poll() -> None:
         async def one(c: FloorClient) -> None:
@@ -101,7 +114,10 @@ async def bench(
 
         await asyncio.gather(*(one(c) for c in clients))
 
-    results["floor"] = await measure(floor_poll, rounds)
+    results = await measure({"qgadash": engine_poll, "floor": floor_poll}, rounds)
+    bad = [s for s in engine.store.snapshots() if s.agent.value != "ok"]
+    assert not bad, f"{len(bad)} VMs not ok, e.g. {bad[0].error}"
+    await engine.stop()
     for c in clients:
         c.close()
     return results
@@ -136,31 +152,48 @@ def main() -> None:
     raise_nofile()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="qgab-") as tmp:
-        directory = Path(tmp)
+        engine_dir, floor_dir = Path(tmp) / "engine", Path(tmp) / "floor"
         if args.sim:
-            sim = start_sim(args.sim, directory, procs=1 if args.sim <= 5000 else 2)
+            procs = 1 if args.sim <= 5000 else 2
+            sims = [start_sim(args.sim, d, procs) for d in (engine_dir, floor_dir)]
             try:
-                sockets = sorted(directory.glob("*.sock"))
                 label = f"{args.sim} simulated agents"
-                results = asyncio.run(bench(sockets, args.rounds, args.max_in_flight))
+                results = asyncio.run(
+                    bench(
+                        sorted(engine_dir.glob("*.sock")),
+                        sorted(floor_dir.glob("*.sock")),
+                        args.rounds,
+                        args.max_in_flight,
+                    )
+                )
             finally:
-                sim.terminate()
-                sim.wait()
+                for sim in sims:
+                    sim.terminate()
+                    sim.wait()
         elif args.real:
             from tests.integration.realagent import start_real_agents
 
-            agents = start_real_agents(directory, args.real)
+            agents = []
             try:
-                sockets = [a.socket for a in agents]
+                for d in (engine_dir, floor_dir):
+                    agents.append(start_real_agents(d, args.real))
                 label = f"{args.real} real qemu-ga agents"
-                results = asyncio.run(bench(sockets, args.rounds, args.max_in_flight))
+                results = asyncio.run(
+                    bench(
+                        [a.socket for a in agents[0]],
+                        [a.socket for a in agents[1]],
+                        args.rounds,
+                        args.max_in_flight,
+                    )
+                )
             finally:
-                for a in agents:
-                    a.stop()
+                for group in agents:
+                    for a in group:
+                        a.stop()
         else:
             parser.error("give --sim N or --real N")
     _, floor_cpu, floor_least = results["floor"]
-    print(f"one fleet poll of {label} ({args.rounds} rounds):")
+    print(f"one fleet poll of {label}, each on its own fleet ({args.rounds} rounds, interleaved):")
     for name, (wall, cpu, least) in results.items():
         print(
             f"  {name:<8} wall {wall * 1000:7.1f} ms  cpu median {cpu * 1000:7.1f} ms "

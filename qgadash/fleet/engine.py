@@ -28,6 +28,7 @@ from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.files import GuestFiles, run_exec
 from qgadash.fleet.guard import FreezeGuard
+from qgadash.fleet.limit import InFlightLimit
 from qgadash.fleet.model import (
     ActionResult,
     AgentState,
@@ -122,7 +123,7 @@ class FleetEngine:
         self._sessions: dict[str, VmSession] = {}
         self._poll_numbers: dict[str, int] = {}
         self._action_epochs: dict[str, int] = {}
-        self._semaphore = asyncio.Semaphore(config.settings.max_in_flight)
+        self._in_flight = InFlightLimit(config.settings.max_in_flight)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._discovery_tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -237,7 +238,7 @@ class FleetEngine:
                 caller, current, self.poll_plan, number, timeout, self._clock, session.reply_cache
             )
 
-        async with self._semaphore:
+        async with self._in_flight:
             try:
                 outcome = await session.run(work, connect_timeout=timeout)
             except AgentError as exc:
@@ -403,7 +404,7 @@ class FleetEngine:
             started = time.perf_counter()
             ok: bool | None
             try:
-                async with self._semaphore:
+                async with self._in_flight:
                     value = await one(vm_id)
                 ok, error = True, None
             except AgentError as exc:

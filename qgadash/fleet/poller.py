@@ -207,15 +207,13 @@ async def poll_with(
     error: str | None = None
     state = AgentState.OK
     for name, result in zip(names, results, strict=True):
-        if isinstance(result, AgentCommandError):
-            if name == "guest-fsfreeze-status":
-                freeze = replies.FreezeState.UNKNOWN
-            continue
-        if isinstance(result, AgentProtocolError):
-            state = AgentState.ERROR
-            error = one_line(f"nonsense from the agent: {result}")
-            continue
-        if isinstance(result, AgentError):
+        if type(result) is not bytes and isinstance(result, AgentError):
+            if isinstance(result, AgentCommandError):
+                if name == "guest-fsfreeze-status":
+                    freeze = replies.FreezeState.UNKNOWN
+            elif isinstance(result, AgentProtocolError):
+                state = AgentState.ERROR
+                error = one_line(f"nonsense from the agent: {result}")
             continue
         if cache is not None and name in _CACHEABLE:
             if cache.get(name) == result:
