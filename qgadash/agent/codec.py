@@ -187,11 +187,16 @@ def decode_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     if body.count(b"[") + body.count(b"{") > max_depth and not _depth_within(body, max_depth):
         raise ValueError(f"reply nested deeper than {max_depth} levels")
     try:
-        return json.loads(body)
+        # What json.loads does with UTF-8 bytes, minus its encoding sniffing: every poll
+        # decodes a reply or two.
+        return _decode_json(body.decode("utf-8", "surrogatepass"))
     except RecursionError:
         raise ValueError(f"reply nested deeper than {max_depth} levels") from None
-    except ValueError as exc:
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ValueError(f"invalid JSON from agent: {_short(exc)}") from None
+
+
+_decode_json = json.JSONDecoder().decode
 
 
 def _depth_within(line: bytes, limit: int) -> bool:

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from qgadash.agent import replies
@@ -228,13 +228,14 @@ class FleetEngine:
         timeout = self.settings.timeout
         was_failing = snap.agent is not AgentState.OK
 
-        async def work(caller: AgentCaller) -> PollOutcome:
+        def work(caller: AgentCaller) -> Coroutine[Any, Any, PollOutcome]:
             # Read under the session's lock: the facts the reply cache vouches for are the
-            # ones the last poll of this VM stored, not a copy taken before waiting.
+            # ones the last poll of this VM stored, not a copy taken before waiting. (The
+            # coroutine itself is handed back, one await less on every resumption.)
             current = self.store.get(vm_id) or snap
             number = self._poll_numbers.get(vm_id, 0)
             self._poll_numbers[vm_id] = number + 1
-            return await poll_with(
+            return poll_with(
                 caller, current, self.poll_plan, number, timeout, self._clock, session.reply_cache
             )
 

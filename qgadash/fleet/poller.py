@@ -177,6 +177,12 @@ class PollOutcome:
 
 ReplyCache = dict[str, Any]
 
+# guest-fsfreeze-status's two answers, as qemu-ga writes them: no JSON decoding needed.
+_FREEZE_BODIES = {
+    b'"thawed"': replies.FreezeState.THAWED,
+    b'"frozen"': replies.FreezeState.FROZEN,
+}
+
 
 async def poll_with(
     caller: AgentCaller,
@@ -221,8 +227,12 @@ async def poll_with(
             cache.pop(name, None)
         try:
             if name == "guest-fsfreeze-status":
-                value = decode_body(result) if isinstance(result, bytes) else result
-                freeze = replies.parse_fsfreeze_status(value)
+                known = _FREEZE_BODIES.get(result) if type(result) is bytes else None
+                if known is not None:
+                    freeze = known
+                else:
+                    value = decode_body(result) if isinstance(result, bytes) else result
+                    freeze = replies.parse_fsfreeze_status(value)
             elif isinstance(result, bytes) and name in _SHARED:
                 result, facts = _apply_shared(name, result, facts)
             else:
