@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from textual.command import CommandPalette
+from textual.widgets import TabbedContent
 
 from qgadash.ui.commands import palette_entries
 from qgadash.ui.screens.detail import DetailScreen
@@ -76,11 +77,30 @@ async def test_details_follow_the_store(engine, make_app, clock) -> None:
         text = screen_text(app)
         assert "eth0  52:54:00:12:34:00" in text
         assert "1 MB/s" in text and "10 KB/s" in text
-        await pilot.press("4")
+        await pilot.press("5")
         await pilot.pause()
         assert "✓ guest-fsfreeze-freeze" in screen_text(app)
         await pilot.press("escape")
         assert app.screen is app.fleet
+
+
+async def test_the_files_tab_opens_the_file_browser_and_comes_back(engine, make_app) -> None:
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.table.move_to("hv1/web-00")
+        await pilot.press("enter")
+        await pilot.press("2")
+        await pilot.pause()
+        details = app.screen
+        assert isinstance(details, DetailScreen)
+        await pilot.press("4")
+        await wait_until(pilot, lambda: isinstance(app.screen, FilesScreen))
+        assert app.screen.vm_id == "hv1/web-00"
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is details)
+        # Back on the tab that was open, not on an empty Files tab.
+        assert details.query_one(TabbedContent).active == "network"
+        assert "eth0  52:54:00:12:34:00" in screen_text(app)
 
 
 async def test_theme_switch_recolours_the_table(engine, make_app) -> None:

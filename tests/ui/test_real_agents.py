@@ -69,7 +69,7 @@ async def test_detail_panes_show_what_the_real_agent_reports(
         fs = snap.facts.fullest_filesystem
         assert fs is not None
         await wait_until(pilot, lambda: fs.mountpoint in screen_text(app))
-        await pilot.press("4")
+        await pilot.press("5")
         await wait_until(pilot, lambda: "guest-fsfreeze-freeze" in screen_text(app))
         assert "guest-get-osinfo" in screen_text(app)
 

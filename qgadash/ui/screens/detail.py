@@ -1,4 +1,5 @@
-"""Details of one VM (enter): overview, network, storage and agent tabs, kept live."""
+"""Details of one VM (enter): overview, network, storage and agent tabs, kept live, and
+a Files tab that opens the guest's file browser."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DetailScreen"]
 
-TABS = ("overview", "network", "storage", "agent")
+TABS = ("overview", "network", "storage", "files", "agent")
+# Tabs drawn from the snapshot; the Files tab is a way into the file browser instead.
+DRAWN_TABS = ("overview", "network", "storage", "agent")
 
 
 class DetailScreen(Screen[None]):
@@ -28,7 +31,8 @@ class DetailScreen(Screen[None]):
         Binding("1", "tab('overview')", "Overview", show=False, id="detail.overview"),
         Binding("2", "tab('network')", "Network", show=False, id="detail.network"),
         Binding("3", "tab('storage')", "Storage", show=False, id="detail.storage"),
-        Binding("4", "tab('agent')", "Agent", show=False, id="detail.agent"),
+        Binding("4", "tab('files')", "Files", show=False, id="detail.files-tab"),
+        Binding("5", "tab('agent')", "Agent", show=False, id="detail.agent"),
         Binding("b", "files", "Files", id="detail.files"),
         Binding("f", "freeze", "Freeze", id="detail.freeze"),
         Binding("t", "thaw", "Thaw", id="detail.thaw"),
@@ -38,7 +42,8 @@ class DetailScreen(Screen[None]):
     def __init__(self, vm_id: str, tab: str = "overview") -> None:
         super().__init__(classes="vm-screen")
         self.vm_id = vm_id
-        self._initial_tab = tab if tab in TABS else "overview"
+        self._initial_tab = tab if tab in DRAWN_TABS else "overview"
+        self._last_tab = self._initial_tab
         self._drawn: VmSnapshot | None = None
 
     @property
@@ -50,7 +55,10 @@ class DetailScreen(Screen[None]):
         with TabbedContent(initial=self._initial_tab, id="detail-tabs"):
             for tab in TABS:
                 with TabPane(tab.capitalize(), id=tab), VerticalScroll():
-                    yield Static(id=f"{tab}-body")
+                    if tab == "files":
+                        yield Static(Text(" Opening the file browser (b)…"), id="files-body")
+                    else:
+                        yield Static(id=f"{tab}-body")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -89,6 +97,15 @@ class DetailScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id or ""
+        if tab != "files":
+            self._last_tab = tab
+            return
+        # The tab is the way in; coming back shows the tab that was open before.
+        event.tabbed_content.active = self._last_tab
+        self.action_files()
 
     def action_files(self) -> None:
         self.qapp.open_files(self.vm_id)
