@@ -261,13 +261,32 @@ def _ip_key(ip: str | None) -> tuple[int, ...] | None:
         return (999,)
 
 
+# Dropped in this order when the terminal is too narrow for every column at its
+# minimum: the VM id already names its hypervisor; load, hostname, RTT and OS are the
+# least needed to answer "is anything wrong?".
+DROP_ORDER = ("hv", "load", "host", "rtt", "os")
+
+
 def fit_widths(available: int, padding: int) -> dict[str, int]:
-    """Column widths for a table `available` cells wide: fixed columns keep theirs, the
-    flexible ones (VM, OS, hostname) share what is left between their minimum and maximum."""
-    fixed = sum(c.width for c in COLUMNS if c.flex is None)
-    spare = available - fixed - 2 * padding * len(COLUMNS)
-    flexible = [c for c in COLUMNS if c.flex is not None]
-    widths = {c.key: c.width for c in COLUMNS}
+    """Widths of the columns shown in a table `available` cells wide, in COLUMNS order.
+
+    Fixed columns keep theirs; the flexible ones (VM, OS, hostname) share what is left
+    between their minimum and maximum; when even the minimums do not fit, columns are
+    dropped in DROP_ORDER, never the mark, VM, agent state, address or freeze state.
+    """
+    shown = list(COLUMNS)
+
+    def minimum() -> int:
+        return sum(c.flex[0] if c.flex else c.width for c in shown) + 2 * padding * len(shown)
+
+    for key in DROP_ORDER:
+        if minimum() <= available:
+            break
+        shown = [c for c in shown if c.key != key]
+    fixed = sum(c.width for c in shown if c.flex is None)
+    spare = available - fixed - 2 * padding * len(shown)
+    flexible = [c for c in shown if c.flex is not None]
+    widths = {c.key: c.width for c in shown}
     for c in flexible:
         assert c.flex is not None
         widths[c.key] = c.flex[0]

@@ -447,3 +447,35 @@ async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
             pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "seen").plain == "2m"
         )
         assert clock() > NOW
+
+
+async def test_a_narrow_terminal_drops_the_least_needed_columns_and_a_wide_one_restores_them(
+    make_engine, make_app
+) -> None:
+    engine = make_engine(300)
+    app = make_app(engine)
+    async with app.run_test(size=(90, 30)) as pilot:
+        table = app.fleet.table
+        await wait_until(pilot, lambda: len(table.order) == len(engine.store))
+        assert "hv" not in table.shown_columns and "load" not in table.shown_columns
+        assert {"vm", "agent", "ip", "fs", "seen"} <= set(table.shown_columns)
+        # What is shown fits: nothing needs scrolling sideways.
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        await pilot.press("down", "down", "down")
+        vm = table.cursor_vm
+        assert vm is not None
+        assert "SEEN" in screen_text(app)
+
+        await pilot.resize_terminal(200, 50)
+        await wait_until(pilot, lambda: "hv" in table.shown_columns)
+        assert table.cursor_vm == vm
+        assert len(table.order) == len(engine.store)
+        assert table.get_cell(vm, "hv").plain == vm.split("/")[0]
+        # Live updates still reach the rebuilt table.
+        snap = engine.store.get(vm)
+        engine.store.update(vm, facts=dataclasses.replace(snap.facts, hostname="renamed"))
+        await wait_until(pilot, lambda: table.get_cell(vm, "host").plain == "renamed")
+
+        await pilot.resize_terminal(90, 30)
+        await wait_until(pilot, lambda: "hv" not in table.shown_columns)
+        assert table.cursor_vm == vm

@@ -284,17 +284,29 @@ def test_user_themes_override_and_bad_files_are_reported(tmp_path: Path) -> None
         load_theme_file(tmp_path / "broken.toml")
 
 
-@pytest.mark.parametrize("available", [80, 120, 160, 200, 400])
+@pytest.mark.parametrize("available", [60, 80, 100, 120, 126, 160, 200, 400])
 def test_flexible_columns_share_the_spare_width(available: int) -> None:
-    from qgadash.ui.fleet_view import fit_widths
+    from qgadash.ui.fleet_view import DROP_ORDER, fit_widths
 
     widths = fit_widths(available, padding=1)
-    for col in COLUMNS:
+    shown = [c for c in COLUMNS if c.key in widths]
+    assert list(widths) == [c.key for c in shown]  # in table order
+    for col in shown:
         if col.flex is None:
             assert widths[col.key] == col.width
         else:
             assert col.flex[0] <= widths[col.key] <= col.flex[1]
-    total = sum(widths.values()) + 2 * len(COLUMNS)
-    mins = sum(c.flex[0] if c.flex else c.width for c in COLUMNS) + 2 * len(COLUMNS)
-    maxes = sum(c.max_width for c in COLUMNS) + 2 * len(COLUMNS)
+    total = sum(widths.values()) + 2 * len(shown)
+    mins = sum(c.flex[0] if c.flex else c.width for c in shown) + 2 * len(shown)
+    maxes = sum(c.max_width for c in shown) + 2 * len(shown)
     assert total == min(max(available, mins), maxes)
+    dropped = {c.key for c in COLUMNS if c.key not in widths}
+    # Only what must go, least needed first; what answers "is anything wrong?" stays.
+    assert dropped == set(DROP_ORDER[: len(dropped)])
+    assert {"mark", "vm", "agent", "ip", "fs", "full", "seen"} <= set(widths)
+    if len(dropped) < len(DROP_ORDER):
+        assert mins <= available  # it fits: no sideways scrolling
+    if dropped:  # and one column fewer would not have been needed
+        back = DROP_ORDER[len(dropped) - 1]
+        more = next(c for c in COLUMNS if c.key == back)
+        assert mins + (more.flex[0] if more.flex else more.width) + 2 > available

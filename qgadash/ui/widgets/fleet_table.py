@@ -50,23 +50,39 @@ class FleetTable(DataTable[Text]):
         self._order: list[str] = []  # shown VM ids, top to bottom
         self._drawn: dict[str, RowValues] = {}
         self._column_keys = [ColumnKey(k) for k in COLUMN_KEYS]
+        # Which of COLUMNS are shown (a narrow terminal drops some; see fit_widths).
+        self._shown: tuple[int, ...] = tuple(range(len(COLUMNS)))
+        self._values_of: Callable[[str], RowValues] | None = None
         # Rendered cells by position and state, kept while the cell object is the same.
         self._cell_lines: dict[tuple[object, ...], tuple[object, SegmentLines]] = {}
 
     def on_mount(self) -> None:
+        self._add_columns({c.key: c.width for c in COLUMNS})
+
+    def _add_columns(self, widths: dict[str, int]) -> None:
         for col in COLUMNS:
-            label = Text(col.label, justify="right" if col.justify == "right" else "left")
-            self.add_column(label, width=col.width, key=col.key)
+            if col.key in widths:
+                label = Text(col.label, justify="right" if col.justify == "right" else "left")
+                self.add_column(label, width=widths[col.key], key=col.key)
 
     def on_resize(self) -> None:
         self.fit_columns()
 
+    @property
+    def shown_columns(self) -> tuple[str, ...]:
+        return tuple(COLUMNS[i].key for i in self._shown)
+
     def fit_columns(self) -> None:
-        """Give VM, OS and hostname the width the screen has to spare."""
+        """Give VM, OS and hostname the width the screen has to spare, and drop the
+        least needed columns when the screen is too narrow for all of them."""
         available = self.scrollable_content_region.width
         if available <= 0 or not self.columns:
             return
         widths = fit_widths(available, self.cell_padding)
+        shown = tuple(i for i, c in enumerate(COLUMNS) if c.key in widths)
+        if shown != self._shown:
+            self._rebuild(shown, widths)
+            return
         changed = False
         for key, width in widths.items():
             column = self.columns.get(ColumnKey(key))
@@ -78,6 +94,21 @@ class FleetTable(DataTable[Text]):
             self._update_count += 1
             self.check_idle()
             self.refresh(layout=True)
+
+    def _rebuild(self, shown: tuple[int, ...], widths: dict[str, int]) -> None:
+        """Columns shown change: build the table anew (rare: the terminal was resized
+        across a threshold), keeping the rows, their order and the cursor's VM."""
+        order, cursor_vm = list(self._order), self.cursor_vm
+        self.clear(columns=True)
+        self._order = []
+        self._drawn.clear()
+        self._cell_lines.clear()
+        self._shown = shown
+        self._add_columns(widths)
+        if self._values_of is not None and order:
+            self.reconcile(order, self._values_of)
+            if cursor_vm is not None:
+                self.move_to(cursor_vm)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -122,7 +153,8 @@ class FleetTable(DataTable[Text]):
             row_key = RowKey(vm_id)
             if row_key not in rows:
                 continue
-            for index, value in enumerate(values):
+            for index in self._shown:
+                value = values[index]
                 if old is None or old[index] != value:
                     self.update_cell(
                         row_key, keys[index], render_cell(index, value, palette), update_width=False
@@ -137,6 +169,7 @@ class FleetTable(DataTable[Text]):
         The VM under the cursor keeps the cursor and, when it stays shown, its line on
         the screen.
         """
+        self._values_of = values_of
         cursor_vm = self.cursor_vm
         screen_line = self.cursor_row - int(self.scroll_y)
         wanted = list(order)
@@ -150,7 +183,7 @@ class FleetTable(DataTable[Text]):
                 values = values_of(vm_id)
                 self._drawn[vm_id] = values
                 self.add_row(
-                    *(render_cell(i, v, self.palette) for i, v in enumerate(values)),
+                    *(render_cell(i, values[i], self.palette) for i in self._shown),
                     key=vm_id,
                 )
         if wanted != self._order_of_table():
