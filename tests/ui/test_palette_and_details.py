@@ -135,3 +135,19 @@ async def test_user_theme_from_the_config_folder(engine, make_app, tmp_path, mon
         await pilot.pause()
         assert app.theme == "mine"
         assert app.palette.frozen.color.triplet.hex.lower() == "#00ff00"
+
+
+async def test_a_tab_chosen_while_the_details_open_is_kept(engine, make_app) -> None:
+    """Textual's tabs settle on their first tab by a message after mount: a tab chosen
+    before that (a key pressed as the screen opens) must not be undone by it."""
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        details = DetailScreen("hv1/web-00")
+        mounting = app.push_screen(details)
+        details.action_tab("storage")  # before its tabs exist
+        await mounting
+        tabs = details.query_one(TabbedContent)
+        await wait_until(pilot, lambda: tabs.active == "storage")
+        await pilot.pause(0.2)
+        assert tabs.active == "storage"
+        assert "/data" in screen_text(app)

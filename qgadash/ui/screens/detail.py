@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -44,6 +45,10 @@ class DetailScreen(Screen[None]):
         self.vm_id = vm_id
         self._initial_tab = tab if tab in DRAWN_TABS else "overview"
         self._last_tab = self._initial_tab
+        # Until the tabs report their first activation, a tab chosen by key would be
+        # undone by it (Textual's Tabs activate their initial tab by message, after mount).
+        self._tabs_ready = False
+        self._pending_tab: str | None = None
         self._drawn: VmSnapshot | None = None
 
     @property
@@ -56,7 +61,7 @@ class DetailScreen(Screen[None]):
             for tab in TABS:
                 with TabPane(tab.capitalize(), id=tab), VerticalScroll():
                     if tab == "files":
-                        yield Static(Text(" Opening the file browser (b)…"), id="files-body")
+                        yield Static(Text(" Opening the file browser (b)…"), id="files-tab-body")
                     else:
                         yield Static(id=f"{tab}-body")
         yield Footer()
@@ -91,15 +96,26 @@ class DetailScreen(Screen[None]):
     def tick(self) -> None:
         snap = self.qapp.engine.store.get(self.vm_id)
         if snap is not None and (snap.thaw_deadline is not None or snap.last_seen is not None):
-            self.query_one("#overview-body", Static).update(
-                overview_text(snap, self.qapp.clock(), self.qapp.palette)
-            )
+            try:
+                body = self.query_one("#overview-body", Static)
+            except NoMatches:  # the screen is being taken down
+                return
+            body.update(overview_text(snap, self.qapp.clock(), self.qapp.palette))
 
     def action_tab(self, tab: str) -> None:
+        if not self._tabs_ready:
+            self._pending_tab = tab
+            return
         self.query_one(TabbedContent).active = tab
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id or ""
+        if not self._tabs_ready:
+            self._tabs_ready = True
+            pending, self._pending_tab = self._pending_tab, None
+            if pending is not None and pending != tab:
+                event.tabbed_content.active = pending
+                return
         if tab != "files":
             self._last_tab = tab
             return
