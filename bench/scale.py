@@ -76,13 +76,18 @@ async def heartbeat(lags: list[float], stop: asyncio.Event) -> None:
 
 
 async def run_size(
-    directory: Path, count: int, duration: float, interval: float, timeout: float
+    directory: Path,
+    count: int,
+    duration: float,
+    interval: float,
+    timeout: float,
+    session: SessionMode = SessionMode.HELD,
 ) -> dict[str, float]:
     settings = Settings(poll_interval=interval, timeout=timeout, max_in_flight=256)
     config = Config(
         None,
         settings,
-        (HypervisorConfig("sim", agents=(f"{directory}/*.sock",), session=SessionMode.HELD),),
+        (HypervisorConfig("sim", agents=(f"{directory}/*.sock",), session=session),),
     )
     engine = MeasuredEngine(config)
     base_rss = rss_mb()
@@ -139,6 +144,12 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument(
+        "--session",
+        choices=[m.value for m in SessionMode],
+        default=SessionMode.HELD.value,
+        help="held: one connection kept per VM; per-poll: connect, sync, poll, close",
+    )
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument(
@@ -152,7 +163,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"interval {args.interval:g} s, timeout {args.timeout:g} s, duration {args.duration:g} s, "
-        f"silent {args.silent:.0%}, garbage {args.garbage:.0%}"
+        f"silent {args.silent:.0%}, garbage {args.garbage:.0%}, sessions {args.session}"
     )
     header = (
         "VMs",
@@ -175,7 +186,14 @@ def main() -> None:
             sim = start_sim(size, Path(tmp), max(1, math.ceil(size / 4000)), faults)
             try:
                 r = asyncio.run(
-                    run_size(Path(tmp), size, args.duration, args.interval, args.timeout)
+                    run_size(
+                        Path(tmp),
+                        size,
+                        args.duration,
+                        args.interval,
+                        args.timeout,
+                        SessionMode(args.session),
+                    )
                 )
             finally:
                 sim.terminate()
