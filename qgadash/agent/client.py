@@ -120,28 +120,40 @@ class AgentClient:
         ]
 
     async def call_many_raw(
-        self, requests: Sequence[Request], *, timeout: float
+        self, requests: Sequence[Request], *, timeout: float, read_only: bool = False
     ) -> list[Any | bytes | AgentError]:
         """As `call_many`, but a success may come back as its undecoded JSON text (bytes).
 
         Pollers compare those bytes with the last poll's and decode only what changed;
         `qgadash.agent.codec.decode_body` turns them into a value.
+
+        `read_only` requests (a poll) may go out in the same write as the sync that a
+        fresh or confused channel needs, which saves a round trip on every per-poll
+        session; anything else waits for the sync's reply, so that a request that
+        changes the guest never goes into a channel not known to be in sync.
         """
         async with self._lock:
             self._check_open()
             sent = False
             try:
                 with deadline(timeout):
-                    if not self._in_sync:
-                        await self._sync_unlocked()
                     ids = [next(self._ids) for _ in requests]
                     payload = b"".join(
                         encode_request(name, args, rid)
                         for (name, args), rid in zip(requests, ids, strict=True)
                     )
+                    sync_id = None
+                    if not self._in_sync:
+                        if read_only:
+                            sync_id = self._start_sync()
+                            payload = encode_sync(sync_id) + payload
+                        else:
+                            await self._sync_unlocked()
                     self._stream.write(payload)
                     sent = True
                     await self._stream.drain()
+                    if sync_id is not None:
+                        await self._await_sync(sync_id, keep_rest=True)
                     replies = await self._collect(ids)
             except TimeoutError:
                 self._in_sync = False
@@ -242,19 +254,31 @@ class AgentClient:
         return AgentTimeout(f"no reply to {what} within {timeout:g} s")
 
     async def _sync_unlocked(self) -> None:
-        sync_id = new_sync_id()
+        sync_id = self._start_sync()
+        self._stream.write(encode_sync(sync_id))
+        await self._stream.drain()
+        await self._await_sync(sync_id, keep_rest=False)
+
+    def _start_sync(self) -> int:
+        """Forget what was half-read; the id of the sync about to be sent."""
         self._pending.clear()
         self._decoder.reset()
         self._noise = None
-        self._stream.write(encode_sync(sync_id))
-        await self._stream.drain()
+        return new_sync_id()
+
+    async def _await_sync(self, sync_id: int, *, keep_rest: bool) -> None:
+        """Skip everything up to the sync's reply (stale replies, noise: remembered as
+        such). What follows it in the same read is kept only when requests went out
+        right behind the sync (`keep_rest`); otherwise it belongs to nobody."""
         while True:
-            for message in await self._read_messages():
+            messages = await self._read_messages()
+            for i, message in enumerate(messages):
                 if isinstance(message, DecodeError):
                     self._noise = message.reason
                 elif message.ok and message.value == sync_id:
                     self._in_sync = True
-                    # Later messages of this read belong to nobody yet; keep nothing.
+                    if keep_rest:
+                        self._pending = messages[i + 1 :]
                     return
 
     async def _collect(self, ids: list[int]) -> dict[int, Reply]:

@@ -204,7 +204,7 @@ async def poll_with(
     raw_call = getattr(caller, "call_many_raw", None)
     requests = [(n, None) for n in names]
     if raw_call is not None:
-        results = await raw_call(requests, timeout=timeout)
+        results = await raw_call(requests, timeout=timeout, read_only=True)
     else:
         results = await caller.call_many(requests, timeout=timeout)
     rtt = time.perf_counter() - started

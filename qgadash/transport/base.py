@@ -75,7 +75,8 @@ class Endpoint(Protocol):
         ...
 
     async def connect(self, timeout: float) -> AgentCaller:
-        """A ready caller: connected and in sync (raises `AgentError` otherwise)."""
+        """A ready caller: connected, and in sync or syncing before its first request
+        (raises `AgentError` otherwise)."""
         ...
 
 

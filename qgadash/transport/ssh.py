@@ -750,6 +750,16 @@ class RemoteAgentCaller:
         except AgentConnectionError as exc:
             raise self._explain(exc) from None
 
+    async def call_many_raw(
+        self, requests: Sequence[Request], *, timeout: float, read_only: bool = False
+    ) -> list[Any | bytes | AgentError]:
+        """Undecoded successes, as `AgentClient.call_many_raw`: the poller's reply cache
+        then spares remote polls the decoding of what did not change, as local ones."""
+        try:
+            return await self._client.call_many_raw(requests, timeout=timeout, read_only=read_only)
+        except AgentConnectionError as exc:
+            raise self._explain(exc) from None
+
     async def call_no_reply(
         self, name: str, args: dict[str, Any] | None = None, *, grace: float
     ) -> NoReplyOutcome:
