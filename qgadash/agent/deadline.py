@@ -58,37 +58,40 @@ class Deadline:
 
 
 class DeadlineSweeper:
-    """The deadlines of one event loop, bucketed by when they fall due."""
+    """The deadlines of one event loop, bucketed by when they fall due.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    It holds no reference to its loop (the loop's timer holds it), so a finished loop
+    and its sweeper go away together."""
+
+    def __init__(self) -> None:
         self.buckets: dict[int, dict[Deadline, None]] = {}
         self._next_sweep: int | None = None  # the bucket the armed timer sweeps
 
-    def add(self, seconds: float) -> Deadline:
-        task = asyncio.current_task(self.loop)
+    def add(self, loop: asyncio.AbstractEventLoop, seconds: float) -> Deadline:
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a deadline needs a running task")
         # The bucket that ends at or after the due time: never fires early.
-        bucket = math.ceil((self.loop.time() + seconds) / RESOLUTION)
+        bucket = math.ceil((loop.time() + seconds) / RESOLUTION)
         entry = Deadline(self, task, bucket)
         members = self.buckets.get(bucket)
         if members is None:
             members = self.buckets[bucket] = {}
         members[entry] = None
         if self._next_sweep is None or bucket < self._next_sweep:
-            self._arm(bucket)
+            self._arm(loop, bucket)
         return entry
 
-    def _arm(self, bucket: int) -> None:
+    def _arm(self, loop: asyncio.AbstractEventLoop, bucket: int) -> None:
         self._next_sweep = bucket
-        self.loop.call_at(bucket * RESOLUTION, self._sweep, bucket)
+        loop.call_at(bucket * RESOLUTION, self._sweep, bucket)
 
     def _sweep(self, armed_for: int) -> None:
         if armed_for != self._next_sweep:
             return  # superseded by an earlier bucket's timer, which re-armed
         self._next_sweep = None
-        now = math.floor(self.loop.time() / RESOLUTION)
+        loop = asyncio.get_running_loop()
+        now = math.floor(loop.time() / RESOLUTION)
         for bucket in sorted(self.buckets):
             members = self.buckets.pop(bucket)
             if bucket <= now:
@@ -96,24 +99,25 @@ class DeadlineSweeper:
                     entry._expire()
             elif members:  # the next bucket with anybody left in it
                 self.buckets[bucket] = members
-                self._arm(bucket)
+                self._arm(loop, bucket)
                 return
 
 
 _sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineSweeper] = (
     weakref.WeakKeyDictionary()
 )
-_last: tuple[asyncio.AbstractEventLoop | None, DeadlineSweeper | None] = (None, None)
+# The last loop asked for (weakly) and its sweeper: one dict lookup less per request.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop] | None, DeadlineSweeper | None] = (None, None)
 
 
 def deadline(seconds: float) -> Deadline:
     """`with deadline(5):` – the block is cancelled after 5 s and raises TimeoutError."""
     global _last
     loop = asyncio.get_running_loop()
-    last_loop, sweeper = _last
-    if loop is not last_loop or sweeper is None:
+    last_ref, sweeper = _last
+    if sweeper is None or last_ref is None or last_ref() is not loop:
         sweeper = _sweepers.get(loop)
         if sweeper is None:
-            sweeper = _sweepers[loop] = DeadlineSweeper(loop)
-        _last = (loop, sweeper)
-    return sweeper.add(seconds)
+            sweeper = _sweepers[loop] = DeadlineSweeper()
+        _last = (weakref.ref(loop), sweeper)
+    return sweeper.add(loop, seconds)

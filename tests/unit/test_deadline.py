@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -122,3 +124,16 @@ async def test_outside_a_task_is_an_error() -> None:
 
     loop.call_soon(callback)
     assert isinstance(await outcome, RuntimeError)
+
+
+def test_a_finished_loop_is_not_kept_alive() -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def overrun() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        with pytest.raises(TimeoutError), deadline(0.05):
+            await asyncio.sleep(10)
+
+    asyncio.run(overrun())
+    gc.collect()
+    assert loops[0]() is None
