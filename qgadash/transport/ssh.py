@@ -803,7 +803,14 @@ class SshEndpoint:
         else:
             stream = await self._open_exec(conn, remaining)
         client = AgentClient(stream, max_reply=link.max_reply)
+        if isinstance(stream, ChannelStream):
+            # A forwarded socket: the client syncs before its first request, and a poll's
+            # requests ride along with that sync, one round trip less for every per-poll
+            # session. (Its errors are explained by RemoteAgentCaller like any call's.)
+            return RemoteAgentCaller(client, stream, link.connection)
         try:
+            # socat behind exec/sudo: its failures (not installed, no socket, sudo
+            # refused) show up here and are explained from its exit status and stderr.
             await client.sync(max(0.1, deadline - loop.time()))
         except AgentError as exc:
             await client.close()
