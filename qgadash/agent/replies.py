@@ -245,6 +245,14 @@ class FreezeState(enum.Enum):
     UNKNOWN = "unknown"
 
 
+# guest-fsfreeze-status's two answers as qemu-ga writes them, for callers holding the
+# reply undecoded (a poll): the same mapping as parse_fsfreeze_status, without JSON.
+FREEZE_STATUS_BODIES = {
+    b'"thawed"': FreezeState.THAWED,
+    b'"frozen"': FreezeState.FROZEN,
+}
+
+
 def parse_fsfreeze_status(value: Any) -> FreezeState:
     if value == "thawed":
         return FreezeState.THAWED

@@ -79,7 +79,8 @@ def commands_for(plan: PollPlan, facts: GuestFacts, poll_number: int) -> list[st
 _commands_cache: dict[tuple[int, int, bool], tuple[PollPlan, Any, list[str]]] = {}
 
 
-# Which fact each reply fills, and its parser.
+# Which fact each reply fills, and its parser. (guest-network-get-interfaces fills
+# `interfaces` in _apply: its parser also takes the last poll's interfaces.)
 _FACT_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "guest-info": ("info", replies.parse_info),
     "guest-get-osinfo": ("os", replies.parse_osinfo),
@@ -87,7 +88,6 @@ _FACT_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "guest-get-users": ("users", replies.parse_users),
     "guest-get-timezone": ("timezone", replies.parse_timezone),
     "guest-get-disks": ("disks", replies.parse_disks),
-    "guest-network-get-interfaces": ("interfaces", replies.parse_interfaces),
     "guest-get-fsinfo": ("filesystems", replies.parse_fsinfo),
     "guest-get-load": ("load", replies.parse_load),
 }
@@ -177,12 +177,6 @@ class PollOutcome:
 
 ReplyCache = dict[str, Any]
 
-# guest-fsfreeze-status's two answers, as qemu-ga writes them: no JSON decoding needed.
-_FREEZE_BODIES = {
-    b'"thawed"': replies.FreezeState.THAWED,
-    b'"frozen"': replies.FreezeState.FROZEN,
-}
-
 
 async def poll_with(
     caller: AgentCaller,
@@ -227,7 +221,7 @@ async def poll_with(
             cache.pop(name, None)
         try:
             if name == "guest-fsfreeze-status":
-                known = _FREEZE_BODIES.get(result) if type(result) is bytes else None
+                known = replies.FREEZE_STATUS_BODIES.get(result) if type(result) is bytes else None
                 if known is not None:
                     freeze = known
                 else:

@@ -74,3 +74,12 @@ def test_the_next_poll_reuses_unchanged_addresses_and_takes_new_counters() -> No
     assert moved[0].addresses[0] == IpAddress("10.0.0.9", 24, "ipv4")
     assert moved[0].addresses[1] is first[0].addresses[1]
     assert moved == parse_interfaces(_nics(rx=300, address="10.0.0.9"))
+
+
+def test_undecoded_freeze_answers_mean_what_the_parser_says() -> None:
+    import json
+
+    from qgadash.agent.replies import FREEZE_STATUS_BODIES, parse_fsfreeze_status
+
+    for body, state in FREEZE_STATUS_BODIES.items():
+        assert parse_fsfreeze_status(json.loads(body)) is state
