@@ -24,9 +24,12 @@ from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, ConfigError, find_config, load_config
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.holds import HoldJournal
+from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import ActionResult, AgentState, VmSnapshot
 from qgadash.fleet.report import action_document, status_document
 from qgadash.fleet.sanitize import printable
+from qgadash.fleet.signals import SignalWatch, say
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DESTRUCTIVE = {"freeze", "thaw", "shutdown", "suspend", "exec", "fstrim"}
@@ -226,41 +229,88 @@ async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStac
     return load(args)
 
 
-def _cancel_on_sigterm() -> None:
-    """SIGTERM cancels the command like Ctrl-C does, so `finally` thaws what was frozen.
-
-    asyncio.run already turns SIGINT into a cancellation of the main task; without this,
-    SIGTERM would kill the process mid-freeze and leave guests frozen with nobody to thaw.
-    """
-    task = asyncio.current_task()
-    if task is not None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+THAW_PATIENCE = 60.0  # seconds past a deadline the CLI keeps retrying a failed thaw
+STOP_RETRY_BUDGET = 20.0  # seconds a thaw on exit (signal, error) is retried
 
 
 async def run(args: argparse.Namespace) -> int:
-    _cancel_on_sigterm()
-    async with contextlib.AsyncExitStack() as stack:
-        config = await _demo_config(args, stack) if args.demo is not None else load(args)
-        writes = args.command in DESTRUCTIVE or (args.command == "cp" and ":" in args.destination)
-        if config.settings.read_only and writes:
-            raise ReadOnlyError(f"read-only mode: `{args.command}` is not allowed")
-        engine = FleetEngine(config, audit=None if args.command == "status" else AuditLog())
-        try:
-            return await COMMANDS[args.command](engine, args)
-        finally:
-            thawed = await engine.stop()
-            report_thaws(thawed)
-    return EXIT_OK
+    """Run one subcommand; whatever ends it (return, error, any stop signal), the engine
+    stops and thaws what this process froze, and the exit status says if it could not."""
+    task = asyncio.current_task()
+    assert task is not None
+    engine: FleetEngine | None = None
+
+    def cancel_command(_sig: signal.Signals) -> None:
+        task.cancel()
+
+    watch = SignalWatch(cancel_command, lambda: len(engine.frozen_by_us()) if engine else 0)
+    watch.install()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            config = await _demo_config(args, stack) if args.demo is not None else load(args)
+            writes = args.command in DESTRUCTIVE or (
+                args.command == "cp" and ":" in args.destination
+            )
+            if config.settings.read_only and writes:
+                raise ReadOnlyError(f"read-only mode: `{args.command}` is not allowed")
+            audit = AuditLog()
+            engine = FleetEngine(
+                config, audit=None if args.command == "status" else audit, journal=HoldJournal()
+            )
+            engine.keeping.audit = audit  # settling an earlier run's holds is always audited
+            code = EXIT_FAILED
+            try:
+                report_settled(await engine.settle_journal())
+                code = await COMMANDS[args.command](engine, args)
+            except asyncio.CancelledError:
+                if watch.received is None:
+                    raise
+                task.uncancel()
+                code = 128 + watch.received
+            finally:
+                watch.stopping()
+                if engine.frozen_by_us():
+                    say(f"qgadash: thawing {len(engine.frozen_by_us())} VMs before exit…")
+                budget = STOP_RETRY_BUDGET if watch.received is not None else 0.0
+                results = await engine.stop(watch.reason, budget)
+                code = report_thaws(results, code)
+            return code
+    except asyncio.CancelledError:
+        if watch.received is None:
+            raise
+        return 128 + watch.received
+    finally:
+        watch.remove()
 
 
-def report_thaws(results: list[ActionResult]) -> None:
+def report_thaws(results: list[ActionResult], code: int) -> int:
+    """Say what the exit thaw did; EXIT_FAILED if any VM is not known to be thawed."""
+    failed = [r for r in results if not r.ok]
     for r in results:
         if r.ok:
-            print(f"thawed {r.vm_id}", file=sys.stderr)
+            say(f"thawed {printable(r.vm_id, 80)}")
+    for r in failed:
+        say(
+            f"qgadash: COULD NOT THAW {printable(r.vm_id, 80)}: {printable(r.error, 300)}"
+            " — it may still be frozen; thaw it by hand (`qgadash thaw --match VM`)"
+        )
+    return EXIT_FAILED if failed and code == EXIT_OK else code
+
+
+def report_settled(settled: Sequence[Settled]) -> None:
+    """What this start did with holds an earlier, dead qgadash left in the journal."""
+    for s in settled:
+        vm = printable(s.vm_id, 80)
+        if s.outcome == "thawed":
+            say(f"qgadash: thawed {vm}: an earlier qgadash froze it and died before its thaw")
+        elif s.outcome == "thawed by keeper":
+            say(f"qgadash: {vm} was thawed at its deadline by the keeper ({s.detail})")
+        elif s.outcome == "pending":
+            say(f"qgadash: {vm} is frozen by an earlier qgadash; its {printable(s.detail)}")
         else:
-            print(
-                f"qgadash: COULD NOT THAW {r.vm_id}: {r.error} — thaw it by hand", file=sys.stderr
+            say(
+                f"qgadash: COULD NOT THAW {vm or 'a journal entry'}, owed by an earlier qgadash: "
+                f"{printable(s.detail, 300)}"
             )
 
 
@@ -389,25 +439,32 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
     )
     frozen = [r.vm_id for r in results if r.ok]
     status = _print_results("freeze", results, plan.skipped, args.json)
-    if after > 0 and engine.frozen_by_us():
-        print(
-            f"frozen: {len(frozen)} VMs; thawing in {after:g} s (Ctrl-C or SIGTERM thaws now)",
-            file=sys.stderr,
+    if after == 0:
+        for vm_id in engine.frozen_by_us():  # handed to the operator: not ours to thaw
+            engine.guard.release(vm_id, "left frozen (--thaw-after 0)")
+        if frozen:
+            say(f"left frozen: {len(frozen)} VMs; no keeper armed (--thaw-after 0)")
+        return status
+    if engine.guard.owed():
+        kinds = sorted({h.keeper for h in engine.guard.holds()})
+        say(
+            f"frozen: {len(frozen)} VMs; thawing in {after:g} s (keeper: {', '.join(kinds)}; "
+            "Ctrl-C, SIGTERM or closing the terminal thaws now)"
         )
-        await wait_for_signal_or(after)
+        if not await hold_until_thawed(engine, after + THAW_PATIENCE):
+            status = EXIT_FAILED  # `run` names every VM still frozen
     return status
 
 
-async def wait_for_signal_or(seconds: float) -> None:
-    """Hold the freeze until the deadline, or until SIGINT/SIGTERM: the normal way to end
-    a hold early, so the command goes on (and `run` thaws) rather than being cancelled."""
+async def hold_until_thawed(engine: FleetEngine, seconds: float) -> bool:
+    """Wait while the guard thaws at the deadline (retrying failures) for up to `seconds`;
+    a stop signal ends the hold early (`run` then thaws). Whether every hold ended."""
     try:
-        await asyncio.sleep(seconds)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.uncancel() == 0:
-            return
-        raise
+        async with asyncio.timeout(seconds):
+            await engine.guard.settled()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def cmd_thaw(engine: FleetEngine, args: argparse.Namespace) -> int:

@@ -27,8 +27,12 @@ from qgadash.fleet.actions import (
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.files import GuestFiles, run_exec
-from qgadash.fleet.guard import FreezeGuard
+from qgadash.fleet.guard import FreezeGuard, GuardClosed
+from qgadash.fleet.holds import HoldJournal, HoldRecord, Reach
+from qgadash.fleet.keeper import thaw_record
+from qgadash.fleet.keeping import HoldKeeping, Settled
 from qgadash.fleet.limit import InFlightLimit
+from qgadash.fleet.links import make_link
 from qgadash.fleet.model import (
     ActionResult,
     AgentState,
@@ -44,43 +48,22 @@ from qgadash.transport.base import HypervisorLink, HypervisorState
 from qgadash.transport.discovery import is_proxmox_socket
 from qgadash.transport.local import LocalHypervisor
 
-__all__ = ["Action", "ActionPlan", "FleetEngine", "ReadOnlyError"]
+__all__ = ["Action", "ActionPlan", "FleetEngine", "ReadOnlyError", "make_link"]
 
 T = TypeVar("T")
+
+
+class KeeperNotSent(AgentConnectionError):
+    """A freeze refused before it went out (qgadash is stopping)."""
+
+    request_sent = False
+
+
 ProgressCallback = Callable[[ActionResult], None]
 LOCAL_HYPERVISOR = "local"
 REDISCOVER_EVERY = 6  # polls between two discoveries of a hypervisor's agents
 NO_REPLY_GRACE = 3.0  # seconds an error to shutdown/suspend may take to come back
 SHUTDOWN_MODES = ("powerdown", "halt", "reboot")
-
-
-def make_link(hv: HypervisorConfig, settings: Settings) -> HypervisorLink:
-    """The transport a [[hypervisor]] table asks for."""
-    if hv.via != "libvirt" and hv.ssh is None:
-        return LocalHypervisor(hv.name, settings.max_reply_bytes)
-    from qgadash.transport.libvirt import LibvirtHypervisor
-    from qgadash.transport.ssh import SshHypervisor, SshTarget
-
-    target = SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump) if hv.ssh else None
-    if hv.via == "libvirt":
-        return LibvirtHypervisor(
-            hv.name,
-            target,
-            max_reply=settings.max_reply_bytes,
-            connect_timeout=hv.connect_timeout,
-            keepalive_interval=hv.keepalive_interval,
-            keepalive_count_max=hv.keepalive_count_max,
-        )
-    assert target is not None
-    return SshHypervisor(
-        hv.name,
-        target,
-        via=hv.via,
-        max_reply=settings.max_reply_bytes,
-        connect_timeout=hv.connect_timeout,
-        keepalive_interval=hv.keepalive_interval,
-        keepalive_count_max=hv.keepalive_count_max,
-    )
 
 
 def settle_garbage_collector() -> None:
@@ -106,10 +89,15 @@ class FleetEngine:
         poll_plan: PollPlan | None = None,
         links: dict[str, HypervisorLink] | None = None,
         clock: Callable[[], float] = time.time,
+        journal: HoldJournal | None = None,
     ) -> None:
+        """`journal`: where holds are made durable and local keepers find them; None
+        (tests, benchmarks) keeps holds in this process only, with no keeper."""
         self.config = config
         self.store = FleetStore()
         self.audit = audit
+        self.keeping = HoldKeeping(journal, audit)
+        self.settled: list[Settled] = []  # what the last settle_journal did
         self.poll_plan = poll_plan or PollPlan()
         self._clock = clock
         self._links: dict[str, HypervisorLink] = dict(links or {})
@@ -128,7 +116,7 @@ class FleetEngine:
         self._discovery_tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._initial_discovery_done: asyncio.Future[None] | None = None
-        self.guard = FreezeGuard(self.store, self._guard_thaw, clock)
+        self.guard = FreezeGuard(self.store, self._guard_thaw, clock, self.keeping.released)
         self.files = GuestFiles(self)
 
     @property
@@ -267,7 +255,7 @@ class FleetEngine:
             # Someone thawed it: nothing owed. Only an answered poll says so: a failed one
             # carries the last known state, which after a freeze whose outcome is unknown
             # is the "thawed" from before it.
-            self.guard.release(vm_id)
+            self.guard.release(vm_id, "thawed by someone else")
             current = self.store.get(vm_id) or current
         if (
             outcome.agent is AgentState.OK
@@ -350,8 +338,12 @@ class FleetEngine:
             await asyncio.sleep(self.settings.poll_interval * REDISCOVER_EVERY)
             await self._discover_hypervisor(hv)
 
-    async def stop(self) -> list[ActionResult]:
-        """Stop polling and thaw everything this process froze; the thaw results."""
+    async def stop(self, reason: str = "quit", budget: float = 0.0) -> list[ActionResult]:
+        """Stop polling and thaw everything this process froze; the thaw results.
+
+        `reason` names the thaws in the audit log ("quit", "signal SIGTERM"); failed
+        thaws are retried for up to `budget` seconds. No freeze starts once this begins.
+        """
         self._running = False
         tasks = [*self._tasks.values(), *self._discovery_tasks]
         self._tasks.clear()
@@ -361,7 +353,8 @@ class FleetEngine:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        results = await self.guard.thaw_all()
+        results = await self.guard.thaw_all(reason, budget)
+        await self.keeping.drain()
         await asyncio.gather(*(s.close() for s in self._sessions.values()))
         await asyncio.gather(*(link.close() for link in self._links.values()))
         return results
@@ -378,7 +371,52 @@ class FleetEngine:
     # -- actions -----------------------------------------------------------------------------
 
     def frozen_by_us(self) -> list[str]:
+        """Every VM this process froze and has not thawed, timed or not."""
         return self.guard.owned()
+
+    def _link_of(self, vm_id: str) -> tuple[HypervisorLink, Reach]:
+        session = self._sessions.get(vm_id)
+        if session is None:
+            raise AgentConnectionError(f"{vm_id}: no such VM")
+        ref = session.ref
+        link = self._links[ref.hypervisor]
+        return link, Reach.of(self.config.hypervisor(ref.hypervisor), ref.hypervisor, ref.address)
+
+    async def keepers(self, vm_ids: Sequence[str]) -> dict[str, str | None]:
+        """For each VM: None if a keeper can be armed next to it, else why not (asked
+        before a freeze is confirmed, so the operator knows)."""
+        by_link: dict[str, list[str]] = {}
+        for vm_id in vm_ids:
+            session = self._sessions.get(vm_id)
+            if session is not None:
+                by_link.setdefault(session.ref.hypervisor, []).append(vm_id)
+        names = list(by_link)
+        answers = await asyncio.gather(
+            *(self.keeping.keeper_for(self._links[name]) for name in names)
+        )
+        out: dict[str, str | None] = {}
+        for name, why in zip(names, answers, strict=True):
+            for vm_id in by_link[name]:
+                out[vm_id] = why
+        return out
+
+    async def settle_journal(self) -> list[Settled]:
+        """Thaw what an earlier qgadash (killed, crashed) still owed past its deadline."""
+        self.settled = await self.keeping.settle(self._thaw_record)
+        return self.settled
+
+    async def _thaw_record(self, record: HoldRecord) -> None:
+        session = self._sessions.get(record.vm_id)
+        if session is not None and session.ref.address == record.reach.address:
+            timeout = self.settings.action_timeout
+            await self.with_agent(
+                record.vm_id, lambda c: c.call("guest-fsfreeze-thaw", None, timeout=timeout)
+            )
+            self._bump(record.vm_id)
+            self.store.update(record.vm_id, freeze=FreezeState.THAWED)
+            self._reread_info(record.vm_id)
+            return
+        await thaw_record(record, self.settings.action_timeout)
 
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
         owned = set(self.guard.owned())
@@ -438,7 +476,10 @@ class FleetEngine:
         thaw_after: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> list[ActionResult]:
-        """Freeze filesystems; each freeze is owned by the guard unless thaw_after is 0."""
+        """Freeze filesystems. Every freeze is held by the guard: thawed at `thaw_after`
+        seconds (default: the settings'), or with 0 only on quit or signal. A timed hold
+        is written to the journal and a keeper armed next to the guest before the freeze
+        goes out; if that fails, the VM is not frozen."""
         self._check_writable()
         after = self.settings.thaw_after if thaw_after is None else thaw_after
         timeout = self.settings.action_timeout
@@ -446,8 +487,18 @@ class FleetEngine:
         args = {"mountpoints": list(mountpoints)} if mountpoints else None
 
         async def one(vm_id: str) -> int:
+            link, reach = self._link_of(vm_id)
+            try:
+                # Before the request: a lost reply still thaws.
+                hold = self.guard.record(vm_id, after if after > 0 else None)
+            except GuardClosed as exc:
+                raise KeeperNotSent(str(exc)) from None
             if after > 0:
-                self.guard.record(vm_id, after)  # before the request: a lost reply still thaws
+                try:
+                    await self.keeping.arm(hold, reach, link, after)
+                except AgentError:
+                    self.guard.release(vm_id, "not frozen")
+                    raise
             self._bump(vm_id)
             try:
                 value = await self.with_agent(
@@ -488,8 +539,8 @@ class FleetEngine:
         self._reread_info(vm_id)
         return count
 
-    async def _guard_thaw(self, vm_id: str) -> ActionResult:
-        return (await self._bulk("thaw (deadline)", [vm_id], None, self._thaw_one, None))[0]
+    async def _guard_thaw(self, vm_id: str, reason: str) -> ActionResult:
+        return (await self._bulk(f"thaw ({reason})", [vm_id], None, self._thaw_one, None))[0]
 
     async def thaw(
         self, vm_ids: Sequence[str], *, progress: ProgressCallback | None = None

@@ -80,8 +80,38 @@ class Endpoint(Protocol):
         ...
 
 
+class ThawKeeper(Protocol):
+    """A thaw armed *next to the guest*, on the hypervisor, that fires at a deadline even
+    if this process, its terminal or its link dies. Our own thaw disarms it; it never
+    thaws once disarmed (it checks its own hold marker, named by `token`, first)."""
+
+    async def probe(self, timeout: float) -> str | None:
+        """None if a keeper can be armed on this hypervisor, else why not (for people)."""
+        ...
+
+    async def arm(self, address: str, token: str, seconds: float, timeout: float) -> str:
+        """Arm a thaw of the agent at `address` in `seconds`; the kind armed ("systemd",
+        "nohup"). Raises `AgentError` when it could not be armed."""
+        ...
+
+    async def disarm(self, token: str, timeout: float) -> None:
+        """Our thaw succeeded (or the hold ended): the keeper must not fire."""
+        ...
+
+    async def pending(self, token: str, timeout: float) -> bool:
+        """True while armed and not yet fired or disarmed (raises `AgentError` if the
+        hypervisor cannot be asked)."""
+        ...
+
+
 class HypervisorLink(Protocol):
     """One hypervisor: how its agents are found and reached."""
+
+    @property
+    def keeper(self) -> ThawKeeper | None:
+        """The hypervisor-side thaw keeper; None for this machine (the local keeper
+        process of `qgadash.fleet.keeper` serves local agents)."""
+        ...
 
     @property
     def name(self) -> str: ...

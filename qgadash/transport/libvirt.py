@@ -34,7 +34,7 @@ from qgadash.agent.errors import (
     AgentProtocolError,
     AgentTimeout,
 )
-from qgadash.transport.base import DiscoveredAgent, HypervisorState
+from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.ssh import SshConnection, SshTarget, sh_command
 
@@ -577,6 +577,10 @@ class LibvirtHypervisor:
         if self.connection is not None and self.connection.state != HypervisorState.CONNECTED:
             return self.connection.error
         return self.pool.error
+
+    @property
+    def keeper(self) -> ThawKeeper | None:
+        return None  # TODO(remote keeper): armed on the hypervisor over this connection
 
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
         """Every active domain (running or paused); `patterns` do not apply to libvirt."""

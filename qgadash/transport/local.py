@@ -106,6 +106,10 @@ class LocalHypervisor:
     def error(self) -> str | None:
         return None
 
+    @property
+    def keeper(self) -> None:
+        return None  # this machine: the local keeper process serves these agents
+
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
         # Globbing thousands of paths is blocking file-system work: keep it off the loop.
         return await asyncio.to_thread(discover_local, patterns)

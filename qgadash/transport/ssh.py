@@ -41,7 +41,7 @@ from asyncssh.public_key import get_default_public_key_algs
 from qgadash.agent.client import AgentCaller, AgentClient, NoReplyOutcome, Request
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
-from qgadash.transport.base import DiscoveredAgent, HypervisorState
+from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.discovery import vm_name_for_socket
 from qgadash.transport.exec_stream import ChannelStream, ProcessStream
 from qgadash.transport.local import parse_tcp_address
@@ -1038,6 +1038,10 @@ class SshHypervisor:
     @property
     def error(self) -> str | None:
         return self.connection.error
+
+    @property
+    def keeper(self) -> ThawKeeper | None:
+        return None  # TODO(remote keeper): armed on the hypervisor over this connection
 
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
         """Sockets matching the globs on the hypervisor (one command there)."""
