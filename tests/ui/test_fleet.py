@@ -412,6 +412,39 @@ async def test_jump_to_vm_by_id_clears_a_hiding_filter(engine, make_app) -> None
         assert not app.fleet.filter
 
 
+async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(engine, make_app) -> None:
+    """Textual starts an auto-pilot eagerly on Python 3.12+, before deferred focus
+    changes land: a `p` typed at once must open Power, not go into the filter."""
+    app = make_app(engine)
+    seen: dict[str, object] = {}
+
+    async def first_keys(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.press("p")
+        await wait_until(pilot, lambda: app.screen is not app.fleet or app.fleet.filter.text)
+        seen["screen"], seen["filter"] = app.screen, app.fleet.filter.text
+        app.exit()
+
+    await app.run_async(headless=True, size=SIZE, auto_pilot=first_keys)
+    assert isinstance(seen["screen"], PowerScreen), seen
+    assert seen["filter"] == ""
+
+
+async def test_the_fleet_screen_resumes_with_the_table_focused(engine, make_app) -> None:
+    """Back from a dialog with nothing focused, keys go to the table, not the filter."""
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        app.fleet.set_focus(None)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: app.screen is not app.fleet)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is app.fleet)
+        assert app.focused is app.fleet.table
+        await pilot.press("p")
+        await wait_until(pilot, lambda: app.screen is not app.fleet)
+        assert isinstance(app.screen, PowerScreen)
+        assert app.fleet.filter.text == ""
+
+
 async def test_help_lists_every_binding(engine, make_app) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:

@@ -45,6 +45,11 @@ RESORT_SECONDS = 1.0
 
 
 class FleetScreen(Screen[None]):
+    # The table, not the filter (the first focusable widget, Textual's default): the
+    # screen takes this focus as it composes and whenever it resumes with none, while
+    # `table.focus()` only lands a message later. Keys pressed in between (a script, a
+    # fast typist, an auto-pilot started eagerly on Python 3.12+) went into the filter.
+    AUTO_FOCUS = "#fleet-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("space", "mark", "Mark", id="mark"),
