@@ -196,19 +196,19 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
     config = load(args)
     from qgadash.ui.app import run_dashboard
 
-    engine = FleetEngine(config, audit=AuditLog())
+    audit = AuditLog()
+    engine = FleetEngine(config, audit=audit, journal=HoldJournal())
     return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
 
 
 async def _demo_dashboard(args: argparse.Namespace) -> int:
-    from qgadash.ui.app import QgadashApp
+    from qgadash.ui.app import QgadashApp, run_app
 
     async with contextlib.AsyncExitStack() as stack:
         config = await _demo_config(args, stack)
         label = f"demo · {_demo_count(args)} simulated VMs"
         app = QgadashApp(FleetEngine(config), config_label=label, theme=args.theme)
-        await app.run_async()
-        return app.return_code or 0
+        return await run_app(app)
 
 
 def _demo_count(args: argparse.Namespace) -> int:

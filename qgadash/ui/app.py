@@ -7,6 +7,7 @@ mount and stops it (which thaws what this process froze) before it exits.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from textual.theme import Theme
 
 from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
+from qgadash.fleet.signals import SignalWatch, say
 from qgadash.ui.commands import FleetCommands
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
 from qgadash.ui.fleet_view import Palette
@@ -52,6 +54,7 @@ Clock = Callable[[], float]
 TICK_SECONDS = 0.25  # countdowns and ages on screen
 BATCH_SECONDS = 0.05  # store changes are gathered this long, then drawn in one batch
 GC_FREEZE_AFTER = 5.0  # seconds after start: the fleet is discovered and drawn by then
+STOP_RETRY_BUDGET = 20.0  # seconds a thaw on a stop signal is retried
 
 
 class QgadashApp(App[int]):
@@ -92,6 +95,7 @@ class QgadashApp(App[int]):
         self.keymap: dict[str, str] = dict(engine.settings.keys)
         self._start_engine = start_engine
         self._stopped = False
+        self._engine_stop: asyncio.Task[list[ActionResult]] | None = None
         self._quitting = False
         self._refresh_pending = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -146,6 +150,7 @@ class QgadashApp(App[int]):
         if self.fleet.live:
             self.fleet.redraw()
         if self._start_engine:
+            self.run_worker(self._settle_journal(), group="journal", exit_on_error=False)
             try:
                 await self.engine.start()
             except Exception as exc:
@@ -163,7 +168,41 @@ class QgadashApp(App[int]):
             self._unsubscribe = None
         if not self._stopped:
             self._stopped = True
-            await self.engine.stop()
+            await self.stop_engine("quit")
+
+    def stop_engine(self, reason: str) -> asyncio.Task[list[ActionResult]]:
+        """Stop the engine (which thaws) once; every caller waits on the same stop.
+
+        A task of the running loop, not of a widget: it finishes even while Textual
+        itself shuts down (a signal, the terminal gone).
+        """
+        if self._engine_stop is None:
+            self._engine_stop = asyncio.get_running_loop().create_task(
+                self.engine.stop(reason, STOP_RETRY_BUDGET if reason != "quit" else 0.0),
+                name="engine-stop",
+            )
+        return self._engine_stop
+
+    def stop_for_signal(self, reason: str) -> None:
+        """A stop signal (terminal closed, kill, Ctrl-C from outside): thaw and exit, no
+        dialog: nobody may be there to answer it."""
+        self._quitting = True
+        stopping = self.stop_engine(reason)
+        stopping.add_done_callback(lambda _task: self.exit(1 if _failed(stopping) else 0))
+
+    async def _settle_journal(self) -> None:
+        """Holds an earlier qgadash left (killed, crashed): thawed now if overdue."""
+        for s in await self.engine.settle_journal():
+            vm = sanitize(s.vm_id, 80)
+            if s.outcome == "failed":
+                self.notify(
+                    f"Could not thaw {vm}, owed by an earlier qgadash: {sanitize(s.detail, 200)}",
+                    severity="error",
+                    markup=False,
+                    timeout=60,
+                )
+            elif s.outcome != "pending":
+                self.notify(f"{vm}: {s.outcome} (owed by an earlier qgadash)", markup=False)
 
     def _store_changed(self) -> None:
         if not self._refresh_pending:
@@ -369,7 +408,7 @@ class QgadashApp(App[int]):
         if owed:
             self.notify(f"Thawing {len(owed)} VMs before exit…", markup=False)
         try:
-            results = await self.engine.stop()
+            results = await self.stop_engine("quit")
         except Exception as exc:
             results = [
                 ActionResult(vm_id, False, None, f"stopping the engine failed: {exc}")
@@ -396,6 +435,7 @@ class QgadashApp(App[int]):
             else:
                 self._quitting = False
                 self._stopped = False
+                self._engine_stop = None
                 self.run_worker(self._restart(), group="quit", exit_on_error=False)
 
         self.push_screen(
@@ -409,10 +449,40 @@ class QgadashApp(App[int]):
         await self.engine.start()
 
 
+def _failed(stopping: asyncio.Task[list[ActionResult]]) -> list[ActionResult]:
+    if stopping.cancelled() or stopping.exception() is not None:
+        return [ActionResult("?", False, None, "stopping the engine failed")]
+    return [r for r in stopping.result() if not r.ok]
+
+
+async def run_app(app: QgadashApp) -> int:
+    """Run the dashboard in the current loop until it exits, then make sure the engine
+    stopped and thawed, whatever ended it (quit, a stop signal, a crash in the UI).
+    The exit status is 1 if any VM this process froze is not known to be thawed."""
+    watch = SignalWatch(
+        lambda _sig: app.stop_for_signal(watch.reason), lambda: len(app.engine.frozen_by_us())
+    )
+    watch.install()
+    try:
+        await app.run_async()
+    finally:
+        watch.stopping()
+        stopping = app.stop_engine(watch.reason)
+        try:
+            await asyncio.shield(stopping)
+        finally:
+            watch.remove()
+    failed = _failed(stopping)
+    for r in failed:
+        say(
+            f"qgadash: COULD NOT THAW {sanitize(r.vm_id, 80)}: {sanitize(r.error or '', 300)}"
+            " — it may still be frozen; thaw it by hand (`qgadash thaw --match VM`)"
+        )
+    code = app.return_code or 0
+    return 1 if failed and code == 0 else code
+
+
 def run_dashboard(engine: Engine, *, theme: str | None = None, config_label: str = "") -> int:
     """Run the dashboard until the operator quits; the exit status for the CLI."""
     app = QgadashApp(engine, theme=theme, config_label=config_label)
-    result = app.run()
-    if isinstance(result, int):
-        return result
-    return app.return_code or 0
+    return asyncio.run(run_app(app))

@@ -13,6 +13,7 @@ from typing import Protocol
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError
 from qgadash.fleet.config import Settings
 from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
+from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.store import FleetStore
 
@@ -28,6 +29,7 @@ __all__ = [
     "Files",
     "ListingUnavailable",
     "ReadOnlyError",
+    "Settled",
     "TransferProgress",
 ]
 
@@ -69,7 +71,13 @@ class Engine(Protocol):
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> list[ActionResult]: ...
+    async def stop(self, reason: str = "quit", budget: float = 0.0) -> list[ActionResult]:
+        """Stop polling and thaw every hold; `reason` names the thaws in the audit log."""
+        ...
+
+    async def settle_journal(self) -> list[Settled]:
+        """Thaw what an earlier, dead qgadash owed past its deadline."""
+        ...
 
     def frozen_by_us(self) -> list[str]: ...
 

@@ -30,6 +30,7 @@ from qgadash.agent.replies import (
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError, make_plan
 from qgadash.fleet.config import Settings
 from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
+from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import (
     ActionResult,
     AgentState,
@@ -399,7 +400,10 @@ class FakeEngine:
     async def start(self) -> None:
         self.started = True
 
-    async def stop(self) -> list[ActionResult]:
+    async def settle_journal(self) -> list[Settled]:
+        return []
+
+    async def stop(self, reason: str = "quit", budget: float = 0.0) -> list[ActionResult]:
         self.stopped += 1
         self.calls.append(("stop", tuple(sorted(self._owned)), {}))
         results = [await self._thaw_one(vm_id) for vm_id in sorted(self._owned)]
