@@ -36,6 +36,7 @@ from qgadash.agent.errors import (
 )
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
+from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
 from qgadash.transport.ssh import SshConnection, SshTarget, sh_command
 
 DEFAULT_URI = "qemu:///system"
@@ -559,6 +560,9 @@ class LibvirtHypervisor:
         # domain -> (seconds, when set) of the last guest-agent-timeout sent for it
         self.agent_timeouts: dict[str, tuple[int, float]] = {}
         self.closed = False
+        self._keeper: RemoteThawKeeper | None = None
+        if self.connection is not None:
+            self._keeper = RemoteThawKeeper(self.connection, ThawRoute("virsh", uri))
 
     @property
     def name(self) -> str:
@@ -580,7 +584,9 @@ class LibvirtHypervisor:
 
     @property
     def keeper(self) -> ThawKeeper | None:
-        return None  # TODO(remote keeper): armed on the hypervisor over this connection
+        """Over SSH, a `virsh domfsthaw` armed on the hypervisor; None for this machine,
+        whose own keeper process serves its domains."""
+        return self._keeper
 
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
         """Every active domain (running or paused); `patterns` do not apply to libvirt."""

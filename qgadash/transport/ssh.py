@@ -1026,6 +1026,7 @@ class SshHypervisor:
             keepalive_count_max=keepalive_count_max,
             max_sessions=max_sessions,
         )
+        self._keeper: ThawKeeper | None = None
 
     @property
     def name(self) -> str:
@@ -1041,7 +1042,16 @@ class SshHypervisor:
 
     @property
     def keeper(self) -> ThawKeeper | None:
-        return None  # TODO(remote keeper): armed on the hypervisor over this connection
+        """A thaw armed on the hypervisor over this connection (`transport/keeper.py`)."""
+        if self._keeper is None:
+            # Imported here: the keeper module builds on this one.
+            from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
+
+            route = (
+                ThawRoute("sudo", self.sudo_wrapper) if self.via == "sudo" else ThawRoute("socat")
+            )
+            self._keeper = RemoteThawKeeper(self.connection, route)
+        return self._keeper
 
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
         """Sockets matching the globs on the hypervisor (one command there)."""
