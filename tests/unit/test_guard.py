@@ -1,0 +1,239 @@
+"""The FreezeGuard on its own: deadlines, retries, dismissal, thaw_all racing its timers.
+
+No agent: the thaw function is a coroutine that records calls and answers as told, so
+every ordering is exercised in milliseconds. (The engine, the CLI and real guests are
+tested in tests/integration and tests/guests.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from qgadash.fleet import guard as guard_module
+from qgadash.fleet.guard import FreezeGuard, GuardClosed, Hold
+from qgadash.fleet.model import ActionResult, VmRef
+from qgadash.fleet.store import FleetStore
+
+IDS = [f"hv/vm{i}" for i in range(10)]
+
+
+class Thawer:
+    """A thaw function: answers from `plan` (True, False) per call, releases on success."""
+
+    def __init__(
+        self, delay: float = 0.0, fail_first: int = 0, stagger: float = 0.0, cleanup: float = 0.0
+    ) -> None:
+        self.delay = delay
+        self.stagger = stagger  # VM i answers i * stagger later: thaws end one by one
+        self.cleanup = cleanup  # a cancelled thaw takes this long to let go (closes its channel)
+        self.fail_first = fail_first
+        self.calls: list[tuple[str, str, float]] = []
+        self.guard: FreezeGuard | None = None
+
+    async def __call__(self, vm_id: str, reason: str) -> ActionResult:
+        self.calls.append((vm_id, reason, time.monotonic()))
+        try:
+            await asyncio.sleep(self.delay + self.stagger * IDS.index(vm_id))
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(self.cleanup))
+            raise
+        if sum(1 for c in self.calls if c[0] == vm_id) <= self.fail_first:
+            return ActionResult(vm_id, False, None, "link down")
+        assert self.guard is not None
+        self.guard.release(vm_id)  # as the engine's thaw does
+        return ActionResult(vm_id, True, 1, None)
+
+    def count(self, vm_id: str) -> int:
+        return sum(1 for c in self.calls if c[0] == vm_id)
+
+
+def make_guard(
+    thawer: Thawer, on_release: Callable[[Hold, str], None] | None = None
+) -> tuple[FreezeGuard, FleetStore]:
+    store = FleetStore()
+    for vm_id in IDS:
+        hv, name = vm_id.split("/")
+        store.add(VmRef(hv, name, f"/run/{name}.sock"))
+    guard = FreezeGuard(store, thawer, on_release=on_release)
+    thawer.guard = guard
+    return guard, store
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.01, 0.02, 0.04))
+
+
+async def wait_until(condition: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    give_up = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        await asyncio.sleep(0.005)
+
+
+async def test_thaw_runs_at_the_deadline_for_every_hold() -> None:
+    thawer = Thawer()
+    guard, store = make_guard(thawer)
+    for vm_id in IDS:
+        guard.record(vm_id, 0.05)
+    assert set(guard.owed()) == set(IDS)
+    await asyncio.wait_for(guard.settled(), 2)
+    assert sorted(c[0] for c in thawer.calls) == sorted(IDS)
+    assert all(c[1] == "deadline" for c in thawer.calls)
+    assert guard.owned() == []
+    assert all(s.thaw_deadline is None for s in store.snapshots())
+
+
+async def test_thaw_all_while_deadline_timers_release_holds() -> None:
+    """The crash of issue 11: the deadline timers released holds while thaw_all walked
+    them (KeyError), and the rest stayed frozen."""
+    thawer = Thawer(delay=0.01, stagger=0.01, cleanup=0.05)
+    guard, _ = make_guard(thawer)
+    for vm_id in IDS:
+        guard.record(vm_id, 0.0)
+    await wait_until(lambda: len(thawer.calls) == len(IDS), "every deadline thaw started")
+    results = await guard.thaw_all("signal SIGTERM")
+    assert guard.owned() == []
+    # Every VM was thawed once: by its timer, or (the timer being cancelled mid-way) by
+    # thaw_all; none was forgotten.
+    assert all(thawer.count(vm_id) >= 1 for vm_id in IDS)
+    assert all(r.ok for r in results)
+
+
+async def test_thaw_all_thaws_every_hold_timed_or_not_and_reports_each() -> None:
+    thawer = Thawer()
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], 600)
+    guard.record(IDS[1], None)  # "thaw after 0 (never)": still ours on quit
+    assert guard.owed() == [IDS[0]]
+    assert set(guard.owned()) == {IDS[0], IDS[1]}
+    results = await guard.thaw_all("quit")
+    assert {r.vm_id for r in results} == {IDS[0], IDS[1]}
+    assert all(r.ok for r in results)
+    assert {c[1] for c in thawer.calls} == {"quit"}
+    assert guard.owned() == []
+
+
+async def test_a_freeze_after_thaw_all_began_is_refused() -> None:
+    thawer = Thawer(delay=0.05)
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], 600)
+    stopping = asyncio.create_task(guard.thaw_all("quit"))
+    await asyncio.sleep(0)
+    with pytest.raises(GuardClosed):
+        guard.record(IDS[1], 600)
+    await stopping
+    assert guard.owned() == []
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_a_failed_deadline_thaw_is_retried_with_backoff_and_shown() -> None:
+    thawer = Thawer(fail_first=2)
+    guard, store = make_guard(thawer)
+    guard.record(IDS[0], 0.0)
+    await wait_until(lambda: thawer.count(IDS[0]) == 2, "two failed attempts")
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_error == "thaw failed: link down"
+    hold = guard.hold(IDS[0])
+    assert hold is not None and hold.failures >= 1
+    await asyncio.wait_for(guard.settled(), 2)
+    times = [c[2] for c in thawer.calls]
+    assert thawer.count(IDS[0]) == 3
+    assert times[1] - times[0] >= 0.01 and times[2] - times[1] >= 0.02  # backoff grows
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_error is None and snap.thaw_deadline is None
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_dismiss_ends_a_failing_hold_and_its_retries() -> None:
+    released: list[tuple[str, str]] = []
+    thawer = Thawer(fail_first=1000)
+    guard, store = make_guard(thawer, lambda hold, why: released.append((hold.vm_id, why)))
+    guard.record(IDS[0], 0.0)
+    await wait_until(lambda: thawer.count(IDS[0]) >= 2, "retrying")
+    guard.dismiss(IDS[0])
+    calls = thawer.count(IDS[0])
+    await asyncio.sleep(0.1)  # several retry periods: none may happen now
+    assert thawer.count(IDS[0]) == calls
+    assert guard.owned() == []
+    assert released == [(IDS[0], "dismissed")]
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_error is None
+    await asyncio.wait_for(guard.settled(), 1)
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_thaw_all_retries_failures_within_its_budget_and_reports_the_last() -> None:
+    thawer = Thawer(fail_first=2)
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], 600)
+    guard.record(IDS[1], 600)
+    results = await guard.thaw_all("signal SIGHUP", budget=5)
+    assert all(r.ok for r in results) and len(results) == 2
+    assert thawer.count(IDS[0]) == 3
+    assert {c[1] for c in thawer.calls} == {"signal SIGHUP", "signal SIGHUP, retry"}
+
+
+async def test_thaw_all_without_budget_tries_once_and_reports_failure() -> None:
+    thawer = Thawer(fail_first=1000)
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], 600)
+    (result,) = await guard.thaw_all("quit")
+    assert result.ok is False and result.vm_id == IDS[0]
+    assert guard.owned() == [IDS[0]]  # still owed: the caller must say so
+
+
+async def test_settled_waits_for_timed_holds_only() -> None:
+    thawer = Thawer()
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], None)
+    await asyncio.wait_for(guard.settled(), 0.5)  # nothing timed: settled at once
+    guard.record(IDS[1], 0.05)
+    waiting = asyncio.create_task(guard.settled())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await asyncio.wait_for(waiting, 2)
+    assert guard.owned() == [IDS[0]]
+
+
+async def test_each_hold_is_released_once_with_its_reason() -> None:
+    released: list[tuple[str, str]] = []
+    thawer = Thawer()
+    guard, _ = make_guard(thawer, lambda hold, why: released.append((hold.vm_id, why)))
+    first = guard.record(IDS[0], 600, token="a1", keeper="local")
+    guard.record(IDS[0], 600, token="b2", keeper="local")  # a second freeze replaces it
+    guard.release(IDS[0], "thawed by someone else")
+    guard.release(IDS[0], "thawed by someone else")  # a no-op now
+    assert released == [(IDS[0], "superseded"), (IDS[0], "thawed by someone else")]
+    assert first.timer is not None
+    await asyncio.sleep(0)
+    assert first.timer.cancelled()  # the replaced hold's deadline can no longer fire
+
+
+async def test_retry_now_thaws_an_overdue_hold_when_the_link_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    thawer = Thawer(fail_first=1)
+    guard, _ = make_guard(thawer)
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (60.0,))  # only retry_now can help
+    guard.record(IDS[0], 0.0)
+    await wait_until(lambda: thawer.count(IDS[0]) == 1, "the failed deadline thaw")
+    await guard.retry_now(IDS[0])
+    await asyncio.wait_for(guard.settled(), 2)
+    assert thawer.count(IDS[0]) == 2
+    assert thawer.calls[1][1] == "deadline, retry"
+
+
+async def test_retry_now_leaves_a_hold_whose_deadline_is_ahead() -> None:
+    thawer = Thawer()
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], 600)
+    await guard.retry_now(IDS[0])
+    await asyncio.sleep(0.02)
+    assert thawer.calls == []
+    assert guard.next_deadline() == guard.deadline(IDS[0])
