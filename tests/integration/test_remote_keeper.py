@@ -31,7 +31,10 @@ import pytest
 from qgadash.agent.errors import AgentConnectionError, AgentTimeout
 from qgadash.sim import SimFleet, SimVm, make_profile
 from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
+from qgadash.transport.libvirt import LibvirtHypervisor
 from qgadash.transport.ssh import DEFAULT_SUDO_WRAPPER, SshHypervisor
+from tests.guests.image import GuestImage
+from tests.integration.libvirtd import Libvirtd
 from tests.integration.realagent import RealAgent, missing_peer, short_temp_dir
 from tests.integration.sshd import SshServer, descendants, require_tool
 from tests.integration.test_ssh_sudo import doc_block
@@ -142,11 +145,12 @@ def sshd_children(server: SshServer) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("via", ["socket", "exec"])
 async def test_armed_keeper_thaws_a_frozen_guest_by_its_deadline(
-    sshd: SshServer, sim: SimFleet, armed: Armed
+    sshd: SshServer, sim: SimFleet, armed: Armed, via: str
 ) -> None:
     freeze(sim, "vm0")
-    hv = SshHypervisor("hv1", sshd.target())
+    hv = SshHypervisor("hv1", sshd.target(), via=via)
     keeper = hv.keeper
     assert isinstance(keeper, RemoteThawKeeper)
     token = armed.add(marker_dir(0), new_token())
@@ -472,3 +476,43 @@ async def test_keeper_request_reaches_the_real_agent_and_keeps_trying(
         await wait_for(lambda: not alive(pid), SLACK, "the keeper stopped by disarm")
     finally:
         await hv.close()
+
+
+# -- libvirt over SSH: a real guest, a real ext4 freeze -------------------------------
+
+
+@pytest.mark.libvirt
+@pytest.mark.guest
+async def test_libvirt_keeper_thaws_a_real_guest_with_domfsthaw(
+    sshd: SshServer, libvirtd: Libvirtd, guest_image: GuestImage, armed: Armed
+) -> None:
+    name = "lv-keeper"
+    libvirtd.destroy(name)  # a leftover of an interrupted run
+    kernel = guest_image.vmlinux or guest_image.bzimage
+    libvirtd.start_guest(kernel, guest_image.initrd, name, ip="10.0.2.31/24")
+    hv = LibvirtHypervisor("hv2", sshd.target())
+    try:
+        await asyncio.to_thread(libvirtd.wait_booted, name)
+        found = {agent.name: agent.address for agent in await hv.discover([])}
+        domain = found[name]
+        keeper = hv.keeper
+        assert isinstance(keeper, RemoteThawKeeper)
+        assert await keeper.probe(TIMEOUT) is None
+        caller = await hv.endpoint(domain).connect(10)
+        assert await caller.call("guest-fsfreeze-freeze", timeout=20) >= 1  # /data, ext4
+        token = armed.add(marker_dir(0), new_token())
+        started = time.monotonic()
+        assert await keeper.arm(domain, token, 3, TIMEOUT) == "nohup"
+
+        async def thawed() -> bool:
+            return await caller.call("guest-fsfreeze-status", timeout=10) == "thawed"
+
+        assert not await thawed()
+        await wait_for_async(thawed, 3 + SLACK + 10, "virsh domfsthaw by the keeper")
+        assert time.monotonic() - started >= 2.5
+        await wait_for_async(
+            lambda: _not(keeper.pending(token, TIMEOUT)), SLACK, "the marker removed"
+        )
+    finally:
+        await hv.close()
+        libvirtd.destroy(name)
