@@ -19,5 +19,6 @@ async def wait_until(pilot: Any, condition: Any, timeout: float = 10.0) -> None:
     end = loop.time() + timeout
     while not condition():
         if loop.time() > end:
-            raise AssertionError(f"condition not met in time; the screen:\n{screen_text(pilot.app)}")
+            shown = screen_text(pilot.app)
+            raise AssertionError(f"condition not met in time; the screen:\n{shown}")
         await pilot.pause(0.05)

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from qgadash.agent.codec import Decoder, DecodeError, Reply, encode_request, encode_sync
+from qgadash.agent.codec import DecodeError, Decoder, Reply, encode_request, encode_sync
 
 STREAM = (
     b'{"return": {"version": "7.2.22", "supported_commands": []}, "id": 1}\n'
-    b'{"error": {"class": "CommandNotFound", "desc": "Command guest-exec has been disabled"}, "id": 2}\n'
+    b'{"error": {"class": "CommandNotFound", '
+    b'"desc": "Command guest-exec has been disabled"}, "id": 2}\n'
     b'{"return": "thawed", "id": 3}\n'
 )
 
@@ -51,7 +52,10 @@ def test_ff_mid_reply_drops_the_partial_reply() -> None:
 
 def test_stale_replies_before_the_sync_reply_are_delivered_then_ignored_by_id() -> None:
     # What an agent sends to a new client after an old client's abandoned request.
-    stale = b'{"return": {"old": true}, "id": 99}\n{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\ufffd\'"}}\n'
+    stale = (
+        b'{"return": {"old": true}, "id": 99}\n'
+        b'{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\ufffd\'"}}\n'
+    )
     got = replies_of(Decoder().feed(stale + b'\xff{"return": 7}\n'))
     assert got[-1] == Reply(None, 7)
     assert got[0].id == 99

@@ -119,8 +119,8 @@ def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
 def test_status_does_not_import_textual(tmp_path: Path) -> None:
     path = write(tmp_path, f"[[vm]]\nname='v'\nagent='{tmp_path}/none.sock'\n")
     code = (
-        "import sys; from qgadash.cli import main; rc = main(['--hosts', %r, 'status']); "
-        "assert 'textual' not in sys.modules, 'textual imported'; print('rc', rc)"
-    ) % str(path)
+        f"import sys; from qgadash.cli import main; rc = main(['--hosts', {str(path)!r}, "
+        "'status']); assert 'textual' not in sys.modules, 'textual imported'; print('rc', rc)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "rc 1" in proc.stdout, proc.stderr
