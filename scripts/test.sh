@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: installs the real peers (qemu-ga,
 # QEMU, sshd, libvirtd, a kernel and busybox for the test guests), a virtualenv with
-# the test extras, then lint, types and pytest. Usage: bash scripts/test.sh [PYTEST ARGS]
+# the test extras, then lint, types and pytest; then the fast tests on every other supported
+# Python found here (pyenv's too). Usage: bash scripts/test.sh [PYTEST ARGS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,14 +22,59 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# A virtualenv with the test extras, made with interpreter $1 in directory $2.
+make_venv() {
+  [ -x "$2/bin/python" ] || "$1" -m venv "$2"
+  "$2/bin/python" -m pip install -q --upgrade pip
+  "$2/bin/python" -m pip install -q -e '.[test]'
+}
+
+# An interpreter for Python $1 (e.g. 3.12): on PATH or installed by pyenv. Each candidate
+# is run, because a pyenv shim exists for versions that are not active and then fails.
+find_python() {
+  local candidate
+  for candidate in "$(command -v "python$1" || true)" \
+    $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/"python$1" 2>/dev/null | sort -V -r); do
+    if [ -n "$candidate" ] && [ "$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$1" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
 PY=${PYTHON:-python3}
 VENV=${QGADASH_VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+make_venv "$PY" "$VENV"
+MAIN=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-"$VENV/bin/ruff" check qgadash
+"$VENV/bin/ruff" check qgadash tests
 "$VENV/bin/mypy" --strict qgadash
-"$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+failed=()
+echo "== Python $MAIN: pytest $*"
+"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || failed+=("Python $MAIN")
+
+# The fast parts (no real peer: unit, the simulator, the dashboard) on every other
+# supported Python this machine has, each in its own virtualenv (.venv-3.12, ...): the
+# package says >=3.11 and operators' jump boxes run Debian 13 (3.13), Ubuntu 24.04 (3.12).
+# Only on a whole run: pytest arguments (a developer's narrow run) go to the main Python.
+FAST=(tests/unit tests/integration tests/ui -m "not real_agent and not real_sshd and not libvirt and not guest")
+for version in ${QGADASH_EXTRA_PYTHONS-3.11 3.12 3.13}; do
+  [ "$version" = "$MAIN" ] && continue
+  if (($#)); then
+    echo "== Python $version: skipped (pytest arguments given: they run on Python $MAIN only)"
+    continue
+  fi
+  if ! interpreter=$(find_python "$version"); then
+    echo "== Python $version: skipped (not on this machine)"
+    continue
+  fi
+  echo "== Python $version ($interpreter): the fast tests"
+  make_venv "$interpreter" ".venv-$version"
+  ".venv-$version/bin/python" -m pytest -p no:cacheprovider "${FAST[@]}" || failed+=("Python $version")
+done
+
+if ((${#failed[@]})); then
+  echo "tests failed on: ${failed[*]}" >&2
+  exit 1
+fi
