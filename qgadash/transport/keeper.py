@@ -47,7 +47,7 @@ from qgadash.transport.discovery import is_proxmox_socket, vm_name_for_socket
 from qgadash.transport.local import parse_tcp_address
 from qgadash.transport.ssh import SshConnection, sh_command, socat_unix_address
 
-__all__ = ["THAW_RETRY_FOR", "RemoteThawKeeper", "ThawRoute", "keeper_directory_script"]
+__all__ = ["THAW_RETRY_FOR", "RemoteThawKeeper", "ThawRoute"]
 
 # How long a fired keeper keeps trying to reach the agent before it gives up.
 THAW_RETRY_FOR = 600
@@ -172,10 +172,10 @@ fi
 i=0
 while [ ! -e "$m.pid" ]; do
   i=$((i + 1))
-  if [ "$i" -gt 50 ]; then
+  if [ "$i" -gt 250 ]; then
     rm -f "$m"; echo "error the keeper process did not start"; exit 0
   fi
-  sleep 0.1 2>/dev/null || sleep 1
+  sleep 0.02 2>/dev/null || { sleep 1; i=$((i + 50)); }
 done
 echo "armed nohup"
 """
@@ -206,12 +206,6 @@ t=$1
 case $t in *[!0-9a-f]* | "") echo "error bad token"; exit 0 ;; esac
 if [ -e "$d/$t" ]; then echo "pending yes"; else echo "pending no"; fi
 """
-
-
-def keeper_directory_script() -> str:
-    """The shell text that finds (and makes) the marker directory into `$d`; tests use it
-    to find markers the way the keeper does."""
-    return _DIRECTORY
 
 
 @dataclass(frozen=True, slots=True)
