@@ -229,7 +229,6 @@ async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStac
     return load(args)
 
 
-THAW_PATIENCE = 60.0  # seconds past a deadline the CLI keeps retrying a failed thaw
 STOP_RETRY_BUDGET = 20.0  # seconds a thaw on exit (signal, error) is retried
 
 
@@ -451,19 +450,25 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
             f"frozen: {len(frozen)} VMs; thawing in {after:g} s (keeper: {', '.join(kinds)}; "
             "Ctrl-C, SIGTERM or closing the terminal thaws now)"
         )
-        if not await hold_until_thawed(engine, after + THAW_PATIENCE):
+        if not await hold_until_thawed(engine, after + engine.settings.thaw_retry_for):
             status = EXIT_FAILED  # `run` names every VM still frozen
     return status
 
 
 async def hold_until_thawed(engine: FleetEngine, seconds: float) -> bool:
     """Wait while the guard thaws at the deadline (retrying failures) for up to `seconds`;
-    a stop signal ends the hold early (`run` then thaws). Whether every hold ended."""
+    whether every hold ended. A stop signal ends the hold early, as the contract says
+    ("until Ctrl-C, which thaws at once"): the command goes on and `run` thaws."""
     try:
         async with asyncio.timeout(seconds):
             await engine.guard.settled()
     except TimeoutError:
         return False
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.uncancel() == 0:
+            return True  # the thaw on exit decides the exit status
+        raise
     return True
 
 

@@ -58,6 +58,7 @@ class Settings:
     timeout: float = 3.0
     action_timeout: float = 30.0  # freeze, thaw, fstrim: their own, longer
     thaw_after: float = 60.0
+    thaw_retry_for: float = 60.0  # the CLI retries a failed deadline thaw this long, then exits 1
     max_in_flight: int = 256
     read_only: bool = False
     theme: str = "qgadash-dark"
@@ -251,6 +252,7 @@ class _Reader:
                 "timeout",
                 "action_timeout",
                 "thaw_after",
+                "thaw_retry_for",
                 "max_in_flight",
                 "read_only",
                 "theme",
@@ -266,6 +268,7 @@ class _Reader:
             timeout=self._number(obj, table, "timeout", 3.0, 0.05, 600),
             action_timeout=self._number(obj, table, "action_timeout", 30.0, 0.1, 3600),
             thaw_after=self._number(obj, table, "thaw_after", 60.0, 0, 86400),
+            thaw_retry_for=self._number(obj, table, "thaw_retry_for", 60.0, 0, 86400),
             max_in_flight=self._int(obj, table, "max_in_flight", 256, 1, 100_000),
             read_only=self._bool(obj, table, "read_only", False),
             theme=self._str(obj, table, "theme") or "qgadash-dark",

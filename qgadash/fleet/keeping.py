@@ -185,7 +185,7 @@ class HoldKeeping:
         for record in records:
             if record.token in self._records or record.owner.alive():
                 continue  # ours, or a live process's: it keeps its own promises
-            if record.deadline + KEEPER_GRACE > time.time():
+            if record.deadline > time.time():  # its owner is dead: no grace to wait for
                 if record.keeper == LOCAL_KEEPER and self.local_keeper:
                     await self._ensure_local_keeper()
                 due_in = record.deadline - time.time()
