@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from qgadash.agent.errors import AgentConnectionError, AgentError
 from qgadash.fleet.audit import AuditLog
@@ -33,9 +34,10 @@ from qgadash.fleet.holds import (
 )
 from qgadash.fleet.keeper import KEEPER_GRACE, KeeperUnavailable, ensure_local_keeper
 from qgadash.fleet.links import make_link
-from qgadash.transport.base import HypervisorLink
+from qgadash.transport.base import HypervisorLink, ThawKeeper
 
 KEEPER_TIMEOUT = 15.0  # arming or disarming a keeper on a hypervisor
+T = TypeVar("T")
 ThawVia = Callable[[HoldRecord], Awaitable[None]]  # thaw a settled record (raises AgentError)
 
 
@@ -216,18 +218,30 @@ class HoldKeeping:
             return Settled(record.vm_id, "failed", str(exc))
         self.journal.remove(record.token)
         self._audit("thaw (journal)", record.vm_id, args, True, None, started)
+        if record.keeper not in (LOCAL_KEEPER, NO_KEEPER):
+            # A keeper that gave up leaves its marker: take it away, or a later freeze's
+            # settle would read it as still armed.
+            await self._remote_keeper(record, lambda k: k.disarm(record.token, KEEPER_TIMEOUT))
         return Settled(record.vm_id, "thawed", "")
 
     async def _remote_keeper_fired(self, record: HoldRecord) -> bool:
         """Whether the hypervisor's keeper has done its work (its marker is gone)."""
+        pending = await self._remote_keeper(
+            record, lambda k: k.pending(record.token, KEEPER_TIMEOUT)
+        )
+        return pending is False
+
+    async def _remote_keeper(
+        self, record: HoldRecord, ask: Callable[[ThawKeeper], Awaitable[T]]
+    ) -> T | None:
+        """`ask` the keeper of the record's hypervisor, over a link of its own; None if
+        there is none or it cannot be reached."""
         link = make_link(record.reach.hypervisor_config(), Settings())
         try:
             keeper = link.keeper
-            if keeper is None:
-                return False
-            return not await keeper.pending(record.token, KEEPER_TIMEOUT)
+            return None if keeper is None else await ask(keeper)
         except AgentError:
-            return False
+            return None
         finally:
             await link.close()
 
