@@ -428,7 +428,9 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
         raise UsageError("--thaw-after must be 0 or more seconds")
     if not plan.eligible:
         return _print_results("freeze", [], plan.skipped, args.json)
-    when = "never (--thaw-after 0)" if after == 0 else f"after {after:g} s"
+    when = "never (--thaw-after 0; no keeper)" if after == 0 else f"after {after:g} s"
+    if after > 0:
+        say(keeper_summary(await engine.keepers(plan.eligible), engine))
     if not confirm(
         f"Freeze {len(plan.eligible)} VMs ({_names(plan.eligible)}), thaw {when}?", args
     ):
@@ -452,7 +454,30 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
         )
         if not await hold_until_thawed(engine, after + engine.settings.thaw_retry_for):
             status = EXIT_FAILED  # `run` names every VM still frozen
+        elif not engine.guard.owed():
+            say(f"thawed: {len(frozen)} VMs")
     return status
+
+
+def keeper_summary(keepers: dict[str, str | None], engine: FleetEngine) -> str:
+    """Before a freeze: which keepers will thaw at the deadline if this process cannot,
+    and every VM that gets none (and why)."""
+    armed: dict[str, int] = {}
+    none: list[str] = []
+    for vm_id, why in keepers.items():
+        if why is None:
+            snap = engine.store.get(vm_id)
+            link = snap.ref.hypervisor if snap else "?"
+            where = "this machine" if engine.is_local(vm_id) else f"hypervisor {link}"
+            armed[where] = armed.get(where, 0) + 1
+        else:
+            none.append(f"  {printable(vm_id, 80)}: {printable(why, 200)}")
+    parts = [f"{n} on {where}" for where, n in sorted(armed.items())]
+    text = "keepers (thaw at the deadline even if qgadash dies): " + (", ".join(parts) or "none")
+    if none:
+        text += f"\nNO KEEPER for {len(none)} VMs (only this process will thaw them):\n"
+        text += "\n".join(none)
+    return text
 
 
 async def hold_until_thawed(engine: FleetEngine, seconds: float) -> bool:

@@ -27,7 +27,7 @@ from qgadash.fleet.actions import (
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.files import GuestFiles, run_exec
-from qgadash.fleet.guard import FreezeGuard, GuardClosed
+from qgadash.fleet.guard import FreezeGuard, GuardClosed, Hold
 from qgadash.fleet.holds import HoldJournal, HoldRecord, Reach
 from qgadash.fleet.keeper import thaw_record
 from qgadash.fleet.keeping import HoldKeeping, Settled
@@ -374,6 +374,11 @@ class FleetEngine:
         """Every VM this process froze and has not thawed, timed or not."""
         return self.guard.owned()
 
+    def holds(self) -> list[Hold]:
+        """The holds behind `frozen_by_us`: deadline (None: no automatic thaw), keeper
+        kind, failures. Read-only: the guard owns them."""
+        return self.guard.holds()
+
     def _link_of(self, vm_id: str) -> tuple[HypervisorLink, Reach]:
         session = self._sessions.get(vm_id)
         if session is None:
@@ -381,6 +386,11 @@ class FleetEngine:
         ref = session.ref
         link = self._links[ref.hypervisor]
         return link, Reach.of(self.config.hypervisor(ref.hypervisor), ref.hypervisor, ref.address)
+
+    def is_local(self, vm_id: str) -> bool:
+        """Whether this machine reaches the VM's agent directly (no hypervisor in between)."""
+        session = self._sessions.get(vm_id)
+        return session is not None and self._links[session.ref.hypervisor].keeper is None
 
     async def keepers(self, vm_ids: Sequence[str]) -> dict[str, str | None]:
         """For each VM: None if a keeper can be armed next to it, else why not (asked

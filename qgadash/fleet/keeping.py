@@ -14,6 +14,7 @@ Every step is audited as its own record: "keeper armed", "keeper disarmed",
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from qgadash.fleet.holds import (
 )
 from qgadash.fleet.keeper import KEEPER_GRACE, KeeperUnavailable, ensure_local_keeper
 from qgadash.fleet.links import make_link
+from qgadash.fleet.poller import one_line
 from qgadash.transport.base import HypervisorLink, ThawKeeper
 
 KEEPER_TIMEOUT = 15.0  # arming or disarming a keeper on a hypervisor
@@ -41,8 +43,8 @@ T = TypeVar("T")
 ThawVia = Callable[[HoldRecord], Awaitable[None]]  # thaw a settled record (raises AgentError)
 
 
-class KeeperNotArmed(AgentConnectionError):
-    """The hold could not be made durable: the freeze is not sent."""
+class HoldNotDurable(AgentConnectionError):
+    """The hold could not be written to the journal: the freeze is not sent."""
 
     request_sent = False
 
@@ -92,7 +94,9 @@ class HoldKeeping:
             return str(exc)
 
     async def arm(self, hold: Hold, reach: Reach, link: HypervisorLink, after: float) -> None:
-        """Make `hold` durable: journal record, then a keeper. Raises KeeperNotArmed."""
+        """Make `hold` durable: the journal record (HoldNotDurable if it cannot be written:
+        the freeze must not go out), then a keeper (if none can be armed, the hold says
+        why and the freeze goes on: the confirmation said so)."""
         if self.journal is None:
             return
         assert hold.deadline is not None
@@ -106,7 +110,7 @@ class HoldKeeping:
         try:
             await asyncio.to_thread(self.journal.write, record)
         except OSError as exc:
-            raise KeeperNotArmed(
+            raise HoldNotDurable(
                 f"cannot write the hold journal {self.journal.directory}: {exc.strerror or exc}"
             ) from None
         hold.token = token
@@ -121,10 +125,18 @@ class HoldKeeping:
                 await asyncio.to_thread(self.journal.write, record)
                 self._links[token] = link
         except (KeeperUnavailable, AgentError, OSError) as exc:
-            self.journal.remove(token)
-            hold.token = ""
+            # The operator was told before confirming when no keeper could be armed; the
+            # freeze goes on, held by this process and the journal only.
+            kind = NO_KEEPER
+            record = HoldRecord(
+                token, hold.vm_id, reach, hold.deadline, kind, record.owner, record.created
+            )
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.journal.write, record)
             self._audit("keeper armed", hold.vm_id, {"token": token}, False, str(exc), started)
-            raise KeeperNotArmed(f"no keeper could be armed: {exc}") from None
+            hold.keeper = f"{NO_KEEPER}: {one_line(str(exc))}"
+            self._records[token] = record
+            return
         hold.keeper = kind
         self._records[token] = record
         self._audit(
