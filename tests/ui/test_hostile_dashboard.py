@@ -9,10 +9,11 @@ from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState
 from qgadash.ui.app import QgadashApp
+from qgadash.ui.screens.help import HelpScreen
 from tests.integration.test_hostile import HEALTHY, HOSTILE, TIMEOUT, start_sim
 
 from .conftest import SIZE
-from .screen import screen_text
+from .screen import screen_text, wait_until
 
 USABLE_HOSTILE = {"markup", "out-of-range", "repeated-ids", "ff-flood"}  # may still be ok
 
@@ -42,17 +43,20 @@ async def test_every_vm_settles_within_timeout_plus_two_seconds(tmp_path: Path) 
             for s in bad:
                 assert s.agent in (AgentState.ERROR, AgentState.TIMEOUT, AgentState.UNREACHABLE)
                 assert s.error and "\n" not in s.error
-            await pilot.pause(0.3)
+            # The markup agent's strings, literally.
+            await wait_until(pilot, lambda: "[bold red]" in screen_text(app))
             text = screen_text(app)
-            assert "[bold red]" in text  # the markup agent's strings, literally
             await pilot.press("z")  # faults only: every failing row on screen at once
-            await pilot.pause(0.3)
-            for screen in (text, screen_text(app)):
+            await wait_until(pilot, lambda: "faults only" in screen_text(app))
+            faults = screen_text(app)
+            assert 0 < len(app.fleet.table.order) < len(snaps)  # the failing rows only
+            for screen in (text, faults):
                 assert "\x1b" not in screen and "\x07" not in screen and "\x00" not in screen
-            # The UI still answers keys after all that.
+            # The UI still answers keys after all that: `?` opens the help (the footer's
+            # "? Help" is on screen whether or not the key did anything).
             await pilot.press("question_mark")
-            await pilot.pause(0.2)
-            assert "help" in screen_text(app).lower()
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            assert "Faults only" in screen_text(app)  # a line of the help's key list
     finally:
         sim.terminate()
         sim.wait(10)
