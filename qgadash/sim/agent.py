@@ -490,6 +490,7 @@ class GuestAgent:
     def power_on(self) -> None:
         """Boot again after a shutdown: a fresh agent (the frozen state is gone)."""
         self._restart()
+        self._frozen = False  # a boot starts with nothing frozen (an agent restart keeps it)
         self._down = False
         self._resume_at = 0.0
 

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from qgadash.fleet import guard as guard_module
+from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import load_config
+from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.holds import HoldJournal
 from qgadash.fleet.keeper import keeper_running
 from qgadash.sim import Fault, SimFleet
@@ -302,3 +306,54 @@ async def test_thaw_after_0_leaves_the_guests_frozen_and_arms_no_keeper(
     thaw = await Cli.start(hosts, state, "thaw", "--yes")
     assert await thaw.wait(30) == 0, thaw.output()
     assert frozen(fleet) == []
+
+
+async def engine_with_journal(fleet: SimFleet, tmp_path: Path, state: Path) -> FleetEngine:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    return FleetEngine(
+        load_config(hosts),
+        audit=AuditLog(state / "qgadash" / "audit.jsonl"),
+        journal=journal(state),
+    )
+
+
+async def test_a_guest_rebooted_while_held_ends_the_hold_and_disarms_its_keeper(
+    tmp_path: Path, fleet: SimFleet, state: Path
+) -> None:
+    engine = await engine_with_journal(fleet, tmp_path, state)
+    vm = ids(fleet)[0]
+    try:
+        await engine.poll_once()
+        (result,) = await engine.freeze([vm], thaw_after=600)
+        assert result.ok, result.error
+        assert [r.vm_id for r in journal(state).load()[0]] == [vm]
+        fleet.agent(names(fleet)[0]).power_on()  # the guest rebooted: its freeze is gone
+        await engine.poll_vm(vm)
+        assert engine.frozen_by_us() == []
+        assert journal(state).load() == ([], [])
+        disarmed = [r for r in audit_records(state) if r["action"] == "keeper disarmed"]
+        assert [r["arguments"]["why"] for r in disarmed] == ["thawed by someone else"]  # type: ignore[index]
+    finally:
+        thawed = await engine.stop()
+    assert thawed == []  # nothing owed: a thaw now could undo someone else's freeze
+
+
+async def test_a_hypervisor_down_past_the_deadline_is_thawed_when_it_is_back(
+    tmp_path: Path, fleet: SimFleet, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.2, 0.5))
+    engine = await engine_with_journal(fleet, tmp_path, state)
+    vm, name = ids(fleet)[0], names(fleet)[0]
+    try:
+        await engine.poll_once()
+        (result,) = await engine.freeze([vm], thaw_after=0.5)
+        assert result.ok, result.error
+        fleet.agent(name).fault = Fault.SILENT  # unreachable past the deadline
+        await wait_until(lambda: bool(engine.store.get(vm).thaw_error), "a failed thaw", 10)  # type: ignore[union-attr]
+        assert fleet.agent(name).frozen
+        fleet.agent(name).fault = Fault.NONE  # back (a rebooted host would also be thawed)
+        await wait_until(lambda: engine.frozen_by_us() == [], "the retried thaw", 10)
+        assert not fleet.agent(name).frozen
+        assert journal(state).load() == ([], [])
+    finally:
+        await engine.stop()
