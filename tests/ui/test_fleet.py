@@ -43,25 +43,25 @@ async def test_filter_by_tag_glob_ip_and_os(engine, make_app) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         fleet = app.fleet
-        fleet.set_filter("tag:lab")
-        await pilot.pause()
-        assert set(fleet.table.order) == {
-            s.id for s in engine.store.snapshots() if "lab" in s.ref.tags
-        }
-        fleet.set_filter("hv2/web-*")
-        await pilot.pause()
-        assert fleet.table.order and all(v.startswith("hv2/web-") for v in fleet.table.order)
+        snaps = engine.store.snapshots()
+
+        async def shown_for(text: str) -> set[str]:
+            fleet.set_filter(text)
+            await pilot.pause()
+            return set(fleet.table.order)
+
+        lab = {s.id for s in snaps if "lab" in s.ref.tags}
+        assert lab and await shown_for("tag:lab") == lab
+        hv2_web = {s.id for s in snaps if s.id.startswith("hv2/web-")}
+        assert hv2_web and await shown_for("hv2/web-*") == hv2_web
         fleet.set_filter("10.0.1.13")
         await pilot.pause()
         assert list(fleet.table.order) == ["hv1/web-03"]
         fleet.set_filter("windows")
         await pilot.pause()
         assert set(fleet.table.order) == {"hv3/web-05", "hv3/web-17"}
-        fleet.set_filter("tag:prod !tag:db")
-        await pilot.pause()
-        for vm in fleet.table.order:
-            tags = engine.store.get(vm).ref.tags
-            assert "prod" in tags and "db" not in tags
+        prod_not_db = {s.id for s in snaps if "prod" in s.ref.tags and "db" not in s.ref.tags}
+        assert prod_not_db and await shown_for("tag:prod !tag:db") == prod_not_db
 
 
 async def test_marks_survive_filtering_and_actions_use_them(engine, make_app) -> None:
@@ -210,7 +210,7 @@ async def test_bulk_freeze_end_to_end_with_deadline_thaw(
         assert isinstance(app.focused, Button) and app.focused.id == "cancel"
         text = screen_text(app)
         assert "Will freeze 2 VMs" in text and "Skipped 1" in text
-        assert "hv2/web-01 (agent not answering (timeout))" in text or "hv2/web-01 (agent" in text
+        assert "hv2/web-01 (agent not answering (timeout))" in text
         deadline = modal.query_one("#thaw-after")
         assert deadline.value == "60"
         deadline.value = "30"
@@ -355,6 +355,7 @@ async def test_read_only_hides_every_action(make_engine, make_app) -> None:
 
 async def test_quit_with_frozen_guests_asks_and_thaws_them(engine, make_app) -> None:
     app = make_app(engine)
+    assert not engine.fail  # every thaw succeeds here; a failing one is another test
     async with app.run_test(size=SIZE) as pilot:
         owned = engine.frozen_by_us()
         assert owned
@@ -371,7 +372,8 @@ async def test_quit_with_frozen_guests_asks_and_thaws_them(engine, make_app) -> 
         await wait_until(pilot, lambda: not app.is_running)
     assert engine.stopped == 1
     assert engine.calls[-1] == ("stop", tuple(owned), {})
-    assert engine.frozen_by_us() == [] or engine.fail
+    assert engine.frozen_by_us() == []
+    assert all(engine.store.get(vm).freeze is FreezeState.THAWED for vm in owned)
     assert app.return_code == 0
 
 
