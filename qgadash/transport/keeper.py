@@ -197,6 +197,7 @@ case $pid in
 "" | *[!0-9]*) ;;
 *) if grep -q "$t" "/proc/$pid/cmdline" 2>/dev/null; then kill "$pid" 2>/dev/null; fi ;;
 esac
+rm -f "$m.pid"  # a killed keeper's own (its exit trap never ran)
 echo disarmed
 """
 
