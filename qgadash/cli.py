@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import fnmatch
 import json
+import os
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from qgadash import __version__
@@ -135,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     confirmable(p)
     p.add_argument("--timeout", type=float, metavar="S", help="seconds the command may run")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG]...")
-    p = sub.add_parser("cp", help="copy a file: cp VM:PATH LOCAL | cp LOCAL VM:PATH")
+    p = sub.add_parser("cp", help="copy a file: cp VM:PATH LOCAL|DIR|- (stdout) | cp LOCAL VM:PATH")
     p.add_argument("source")
     p.add_argument("destination")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing local file without asking"
+    )
     confirmable(p)
     p = sub.add_parser("agent", help="any agent command, raw: agent VM COMMAND [JSON_ARGUMENTS]")
     p.add_argument("vm")
@@ -630,16 +634,7 @@ async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
     if (src is None) == (dst is None):
         raise UsageError("cp needs exactly one side as VM:PATH (VM is an id such as hv1/web-1)")
     if src is not None:
-        vm_id, path = src
-        try:
-            size = await engine.files.download(vm_id, path, Path(args.destination))
-        except (AgentError, OSError) as exc:
-            return _cp_failed(vm_id, path, exc)
-        print(
-            f"copied {size} bytes from {vm_id}:{printable(path)} to {args.destination}",
-            file=sys.stderr,
-        )
-        return EXIT_OK
+        return await _download(engine, args, *src)
     assert dst is not None
     if engine.settings.read_only:
         raise ReadOnlyError("read-only mode: writing to a guest is not allowed")
@@ -654,6 +649,39 @@ async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
     except (AgentError, OSError) as exc:
         return _cp_failed(vm_id, path, exc)
     print(f"copied {size} bytes from {local} to {vm_id}:{printable(path)}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _download(engine: FleetEngine, args: argparse.Namespace, vm_id: str, path: str) -> int:
+    """cp VM:PATH LOCAL: an existing LOCAL is replaced only with --force or a "y" on a
+    terminal; a directory gets the file under the name the operator typed; `-` is stdout."""
+    if args.destination == "-":
+        try:
+            size = await engine.files.download_to(vm_id, path, sys.stdout.buffer.write)
+        except (AgentError, OSError) as exc:
+            return _cp_failed(vm_id, path, exc)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    local = Path(args.destination)
+    if local.is_dir():
+        name = PurePosixPath(path.replace("\\", "/")).name
+        if name in ("", ".", ".."):
+            raise UsageError(f"{printable(path)}: no file name to save under; name the file")
+        local = local / name
+    overwrite = bool(args.force)
+    if os.path.lexists(local) and not overwrite:
+        if not sys.stdin.isatty():
+            print(f"qgadash: {local} exists; not replaced (add --force)", file=sys.stderr)
+            return EXIT_FAILED
+        # Not `confirm`: --yes answers "run the copy", not "replace my file".
+        if input(f"{local} exists. Replace it? [y/N] ").strip().lower() not in ("y", "yes"):
+            return EXIT_FAILED
+        overwrite = True
+    try:
+        size = await engine.files.download(vm_id, path, local, overwrite=overwrite)
+    except (AgentError, OSError) as exc:
+        return _cp_failed(vm_id, path, exc)
+    print(f"copied {size} bytes from {vm_id}:{printable(path)} to {local}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -63,6 +63,7 @@ class Settings:
     read_only: bool = False
     theme: str = "qgadash-dark"
     max_reply_bytes: int = 16 * 1024 * 1024
+    max_download_bytes: int = 1 << 30  # one download from a guest, at most
     keys: dict[str, str] = field(default_factory=dict)  # binding id -> keys
 
 
@@ -257,6 +258,7 @@ class _Reader:
                 "read_only",
                 "theme",
                 "max_reply_bytes",
+                "max_download_bytes",
                 "keys",
             },
         )
@@ -273,6 +275,7 @@ class _Reader:
             read_only=self._bool(obj, table, "read_only", False),
             theme=self._str(obj, table, "theme") or "qgadash-dark",
             max_reply_bytes=self._int(obj, table, "max_reply_bytes", 16 * 1024 * 1024, 4096, 2**30),
+            max_download_bytes=self._int(obj, table, "max_download_bytes", 1 << 30, 1, 2**50),
             keys=dict(keys),
         )
 

@@ -1,10 +1,13 @@
 """Guest files: directory listings through guest-exec, reads and writes in chunks.
 
-The agent has no directory listing; on Linux we run a small `sh` script through
-guest-exec that prints `stat -c '%f %s %Y %n'` per entry, on Windows a PowerShell
-one-liner printing the same shape. File handles are agent-global integers, valid across
-connections, so each chunk is its own short request and polls interleave with a long
-transfer instead of waiting behind it.
+Listings are made and parsed by `fleet/listing.py`. File handles are agent-global
+integers, valid across connections, so each chunk is its own short request and polls
+interleave with a long transfer instead of waiting behind it.
+
+What lands on the operator's disk is decided here, never by the guest: a download is
+bounded by the size the guest reported and by `max_download_bytes`, is written to a
+new temporary file (O_EXCL, O_NOFOLLOW: nothing planted there is followed) and renamed
+into place only when complete, and never replaces an existing file unless asked to.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import os
-import stat
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,44 +27,42 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from qgadash.agent import replies
 from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentError, AgentProtocolError
+from qgadash.fleet.listing import (
+    TRUNCATED_EXIT,
+    DirEntry,
+    linux_list_command,
+    parse_listing,
+    windows_list_command,
+)
 from qgadash.fleet.model import AgentState
 
 if TYPE_CHECKING:
     from qgadash.fleet.engine import FleetEngine
+
+__all__ = [
+    "DirEntry",
+    "DirListing",
+    "DownloadTooLarge",
+    "FileSlice",
+    "GuestFiles",
+    "ListingUnavailable",
+    "run_exec",
+]
 
 T = TypeVar("T")
 Progress = Callable[[int, int | None], None]
 
 READ_CHUNK = 1 << 20  # per guest-file-read; the agent allows up to 48 MiB
 WRITE_CHUNK = 48 * 1024  # raw bytes per guest-file-write (64 KiB as base64)
-MAX_LIST_ENTRIES = 5000
 EXEC_POLL = 0.05
-
-LIST_SCRIPT = (
-    'cd -- "$1" || exit 1; n=0; for f in .* *; do case "$f" in .|..) continue;; esac; '
-    '[ -e "$f" ] || [ -L "$f" ] || continue; n=$((n+1)); '
-    f'[ $n -gt {MAX_LIST_ENTRIES} ] && {{ echo "... more" >&2; exit 3; }}; '
-    "stat -c '%f %s %Y %n' -- \"$f\"; done"
-)
-WINDOWS_LIST_SCRIPT = (
-    "Get-ChildItem -Force -LiteralPath $args[0] | Select-Object -First "
-    f"{MAX_LIST_ENTRIES} | ForEach-Object {{ $m = if ($_.PSIsContainer) {{ '41ed' }} "
-    "else { '81a4' }; $s = if ($_.PSIsContainer) { 0 } else { $_.Length }; "
-    "'{0} {1} {2} {3}' -f $m, $s, ([DateTimeOffset]$_.LastWriteTimeUtc).ToUnixTimeSeconds(), "
-    "$_.Name }"
-)
 
 
 class ListingUnavailable(Exception):
     """No listing for this guest; str() says why in one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
-    name: str
-    kind: str  # "dir" | "file" | "link" | "other"
-    size: int | None
-    mtime: float | None
+class DownloadTooLarge(AgentProtocolError):
+    """The guest sent more than the download may hold (max_download_bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,9 @@ class DirListing:
     path: str
     entries: tuple[DirEntry, ...]
     via: str = "guest-exec"
-    truncated: bool = False
+    truncated: bool = False  # the guest had more entries than are shown
+    skipped: int = 0  # records that did not parse (bad numbers, repeated names)
+    more: int = 0  # records past the parser's caps
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,33 +82,6 @@ class FileSlice:
     offset: int
     eof: bool
     size: int | None
-
-
-def parse_listing(output: bytes) -> list[DirEntry]:
-    """Lines of `MODEHEX SIZE MTIME NAME`; lines that do not parse are skipped."""
-    entries = []
-    for raw in output.decode("utf-8", errors="replace").split("\n"):
-        parts = raw.split(" ", 3)
-        if len(parts) != 4:
-            continue
-        mode_hex, size, mtime, name = parts
-        try:
-            mode = int(mode_hex, 16)
-            size_n = int(size)
-            mtime_n = float(mtime)
-        except ValueError:
-            continue
-        if stat.S_ISDIR(mode):
-            kind = "dir"
-        elif stat.S_ISREG(mode):
-            kind = "file"
-        elif stat.S_ISLNK(mode):
-            kind = "link"
-        else:
-            kind = "other"
-        entries.append(DirEntry(name, kind, size_n if size_n >= 0 else None, mtime_n))
-    entries.sort(key=lambda e: (e.kind != "dir", e.name))
-    return entries
 
 
 async def run_exec(
@@ -164,10 +142,7 @@ class GuestFiles:
         snap = self._engine.store.get(vm_id)
         windows = bool(snap and snap.facts.os and snap.facts.os.id == "mswindows")
         settings = self._engine.settings
-        if windows:
-            prog, args = "powershell.exe", ["-NoProfile", "-Command", WINDOWS_LIST_SCRIPT, path]
-        else:
-            prog, args = "/bin/sh", ["-c", LIST_SCRIPT, "qgadash-ls", path]
+        prog, args = windows_list_command(path) if windows else linux_list_command(path)
 
         async def work(caller: AgentCaller) -> replies.ExecStatus:
             return await run_exec(
@@ -179,11 +154,19 @@ class GuestFiles:
             )
 
         status = await self._run(vm_id, work)
-        if status.exitcode not in (0, 3):
+        if status.exitcode not in (0, TRUNCATED_EXIT):
             err = status.stderr.decode("utf-8", errors="replace").strip()
             raise ListingUnavailable(err.splitlines()[-1] if err else f"cannot list {path}")
-        entries = parse_listing(status.stdout)
-        return DirListing(vm_id, path, tuple(entries), truncated=status.exitcode == 3)
+        # Up to 16 MiB of guest output: parsed in a thread, the loop keeps polling.
+        parsed = await asyncio.to_thread(parse_listing, status.stdout)
+        return DirListing(
+            vm_id,
+            path,
+            parsed.entries,
+            truncated=status.exitcode == TRUNCATED_EXIT or parsed.more > 0,
+            skipped=parsed.skipped,
+            more=parsed.more,
+        )
 
     async def _open(self, vm_id: str, path: str, mode: str) -> int:
         timeout = self._engine.settings.timeout
@@ -265,11 +248,55 @@ class GuestFiles:
             await self._close(vm_id, handle)
 
     async def download(
-        self, vm_id: str, path: str, local: Path, *, progress: Progress | None = None
+        self,
+        vm_id: str,
+        path: str,
+        local: Path,
+        *,
+        progress: Progress | None = None,
+        overwrite: bool = False,
     ) -> int:
-        """Copy a guest file to `local` (written beside it, renamed when complete)."""
+        """Copy a guest file to `local`: into a new temporary file beside it, renamed
+        into place when complete. An existing `local` is replaced only with `overwrite`
+        (FileExistsError otherwise, also if it appears while the copy runs)."""
+        started = time.perf_counter()
+        args = {"path": path, "local": str(local)}
+        try:
+            if not overwrite and os.path.lexists(local):
+                raise FileExistsError(errno.EEXIST, "exists (not replaced)", str(local))
+            fd, partial = _new_partial(local)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    done = await self.download_to(vm_id, path, out.write, progress=progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                _move_into_place(partial, local, overwrite)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
+        except (AgentError, OSError) as exc:
+            self._audit("download", vm_id, args, False, str(exc), started)
+            raise
+        self._audit("download", vm_id, {**args, "bytes": done}, True, None, started)
+        return done
+
+    async def download_to(
+        self,
+        vm_id: str,
+        path: str,
+        write: Callable[[bytes], object],
+        *,
+        progress: Progress | None = None,
+    ) -> int:
+        """Read a guest file chunk by chunk into `write`; the bytes copied.
+
+        Bounded twice: by the size the guest reported when the file was opened (a file
+        that grows, or claims eof late, is copied up to that size) and, when no size can
+        be told (pipes, devices), by `max_download_bytes` (DownloadTooLarge past it).
+        """
+        limit = self._engine.settings.max_download_bytes
         handle = await self._open(vm_id, path, "r")
-        partial = local.with_name(local.name + ".partial")
         done = 0
         try:
             total: int | None
@@ -278,28 +305,48 @@ class GuestFiles:
                 await self._seek(vm_id, handle, 0, "set")
             except AgentError:
                 total = None
-            with partial.open("wb") as out:
-                while True:
-                    chunk = await self._read(vm_id, handle, READ_CHUNK)
-                    out.write(chunk.data)
-                    done += len(chunk.data)
-                    if progress:
-                        progress(done, total)
-                    if chunk.eof or not chunk.data:
-                        break
-            os.replace(partial, local)
+            if total is not None and total > limit:
+                raise DownloadTooLarge(f"{path} is {total} bytes; max_download_bytes is {limit}")
+            bound = total if total is not None else limit
+            while done < bound or total is None:
+                want = min(READ_CHUNK, bound - done) if total is not None else READ_CHUNK
+                chunk = await self._read(vm_id, handle, want)
+                if total is None and done + len(chunk.data) > limit:
+                    raise DownloadTooLarge(
+                        f"{path} sent over max_download_bytes ({limit}) and no end"
+                    )
+                write(chunk.data)
+                done += len(chunk.data)
+                if progress:
+                    progress(done, total)
+                if chunk.eof or not chunk.data:
+                    break
             return done
-        except BaseException:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise
         finally:
             await self._close(vm_id, handle)
+
+    def _audit(
+        self, action: str, vm_id: str, args: object, ok: bool, error: str | None, started: float
+    ) -> None:
+        audit = self._engine.audit
+        if audit is not None:
+            audit.record(action, vm_id, args, ok, error, (time.perf_counter() - started) * 1000)
 
     async def upload(
         self, vm_id: str, local: Path, path: str, *, progress: Progress | None = None
     ) -> int:
         """Write a local file to the guest in chunks; the guest file is truncated first."""
+        started = time.perf_counter()
+        args = {"path": path, "local": str(local)}
+        try:
+            done = await self._upload(vm_id, local, path, progress)
+        except (AgentError, OSError) as exc:
+            self._audit("upload", vm_id, args, False, str(exc), started)
+            raise
+        self._audit("upload", vm_id, {**args, "bytes": done}, True, None, started)
+        return done
+
+    async def _upload(self, vm_id: str, local: Path, path: str, progress: Progress | None) -> int:
         total = local.stat().st_size
         handle = await self._open(vm_id, path, "w")
         timeout = self._engine.settings.action_timeout
@@ -329,3 +376,36 @@ class GuestFiles:
             return done
         finally:
             await self._close(vm_id, handle)
+
+
+def _new_partial(local: Path) -> tuple[int, str]:
+    """A new file beside `local` for the download: O_EXCL and O_NOFOLLOW, so a file or
+    symlink planted under the name is never written through; mode 0600 until complete."""
+    directory = local.parent
+    for _ in range(16):
+        name = os.path.join(directory, f".{local.name}.{secrets.token_hex(4)}.partial")
+        try:
+            fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+        except FileExistsError:
+            continue
+        return fd, name
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(directory))
+
+
+def _move_into_place(partial: str, local: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(partial, local)
+        return
+    try:
+        os.link(partial, local)  # fails if `local` appeared meanwhile: never replaced
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "exists (not replaced)", str(local)) from None
+    except OSError:
+        # No hard links here (some network and FAT file systems): check, then rename.
+        if os.path.lexists(local):
+            raise FileExistsError(errno.EEXIST, "exists (not replaced)", str(local)) from None
+        os.rename(partial, local)
+        return
+    os.unlink(partial)

@@ -1,0 +1,283 @@
+"""Guest files against a hostile agent: what lands on the operator's disk is bounded,
+never replaces a file without consent, never follows a planted link, and is audited.
+
+The hostile behaviours (a read that never ends, a seek that lies) come from a small
+scriptable agent (tests/integration/fakeagent.py); the real agent's side is in
+test_real_agent.py and tests/guests/test_product_files.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import load_config
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.files import DownloadTooLarge
+from tests.integration.fakeagent import FakeAgent, FakeError, fake_agent, supported
+
+REPO = Path(__file__).resolve().parents[2]
+VM = "local/fake"
+
+
+class GuestFile:
+    """guest-file-* handlers over one in-memory file; `endless` never reports eof,
+    `seekable` False makes seek fail (a pipe), `claimed_size` lies about the size."""
+
+    def __init__(
+        self,
+        data: bytes = b"",
+        *,
+        endless: bool = False,
+        seekable: bool = True,
+        claimed_size: int | None = None,
+    ) -> None:
+        self.data = data
+        self.endless = endless
+        self.seekable = seekable
+        self.claimed_size = claimed_size
+        self.position = 0
+        self.written = bytearray()
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "guest-info": lambda a: supported(
+                [
+                    "guest-file-open",
+                    "guest-file-read",
+                    "guest-file-write",
+                    "guest-file-seek",
+                    "guest-file-close",
+                    "guest-ping",
+                ]
+            ),
+            "guest-ping": lambda a: {},
+            "guest-file-open": self.open,
+            "guest-file-seek": self.seek,
+            "guest-file-read": self.read,
+            "guest-file-write": self.write,
+            "guest-file-close": lambda a: {},
+        }
+
+    def open(self, args: dict[str, Any]) -> int:
+        self.position = 0
+        return 1000
+
+    def seek(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.seekable:
+            raise FakeError("failed to seek file: Illegal seek")
+        if args["whence"] == "end":
+            size = self.claimed_size if self.claimed_size is not None else len(self.data)
+            self.position = size + int(args["offset"])
+        else:
+            self.position = int(args["offset"])
+        return {"position": self.position, "eof": False}
+
+    def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        count = int(args.get("count", 4096))
+        chunk = (
+            b"\x00" * count if self.endless else self.data[self.position : self.position + count]
+        )
+        self.position += len(chunk)
+        eof = not self.endless and self.position >= len(self.data)
+        return {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": eof}
+
+    def write(self, args: dict[str, Any]) -> dict[str, Any]:
+        data = base64.b64decode(args["buf-b64"])
+        self.written += data
+        return {"count": len(data), "eof": False}
+
+
+def write_hosts(tmp_path: Path, socket: Path, **settings: int) -> Path:
+    lines = ["[settings]", "timeout = 2.0", "action_timeout = 5.0"]
+    lines += [f"{k} = {v}" for k, v in settings.items()]
+    lines += ["", "[[vm]]", 'name = "fake"', f"agent = {json.dumps(str(socket))}"]
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text("\n".join(lines) + "\n")
+    return hosts
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> Path:
+    return tmp_path / "fake.sock"
+
+
+@pytest.fixture
+def audit_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "qgadash" / "audit.jsonl"
+
+
+async def engine_over(
+    tmp_path: Path, socket: Path, audit_path: Path, **settings: int
+) -> FleetEngine:
+    engine = FleetEngine(
+        load_config(write_hosts(tmp_path, socket, **settings)), audit=AuditLog(audit_path)
+    )
+    await engine.discover()
+    return engine
+
+
+@pytest.fixture
+async def served(socket_path: Path) -> AsyncIterator[tuple[GuestFile, FakeAgent]]:
+    guest = GuestFile(b"hello from the guest\n")
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        yield guest, agent
+
+
+def audit(audit_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in audit_path.read_text().splitlines()]
+
+
+def leftovers(directory: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+async def test_a_read_that_never_ends_stops_at_the_size_the_guest_reported(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = GuestFile(b"x" * 1000, endless=True)  # eof never comes
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        out = tmp_path / "out"
+        out.mkdir()
+        size = await engine.files.download(VM, "/dev/zero-ish", out / "copy")
+        await engine.stop()
+    assert size == 1000 and (out / "copy").stat().st_size == 1000
+    assert leftovers(out, {"copy"}) == []
+
+
+async def test_a_stream_with_no_size_is_cut_at_max_download_bytes_and_nothing_is_kept(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = GuestFile(endless=True, seekable=False)  # a pipe that never ends
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(
+            tmp_path, socket_path, audit_path, max_download_bytes=3 * 1024 * 1024
+        )
+        out = tmp_path / "out"
+        out.mkdir()
+        with pytest.raises(DownloadTooLarge):
+            await engine.files.download(VM, "/dev/zero", out / "zero")
+        await engine.stop()
+    assert leftovers(out, set()) == []  # neither the file nor a partial
+    (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
+    assert record["ok"] is False and "max_download_bytes" in record["error"]
+
+
+async def test_a_file_larger_than_max_download_bytes_is_refused_before_reading(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = GuestFile(b"", claimed_size=10**12)
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path, max_download_bytes=4096)
+        with pytest.raises(DownloadTooLarge, match="1000000000000 bytes"):
+            await engine.files.download(VM, "/big", tmp_path / "big")
+        await engine.stop()
+    assert not any(r.get("execute") == "guest-file-read" for r in agent.requests)
+    assert not (tmp_path / "big").exists()
+
+
+async def test_a_download_never_replaces_an_existing_file_without_consent(
+    tmp_path: Path, socket_path: Path, audit_path: Path, served: tuple[GuestFile, FakeAgent]
+) -> None:
+    engine = await engine_over(tmp_path, socket_path, audit_path)
+    mine = tmp_path / "authorized_keys"
+    mine.write_bytes(b"my key\n")
+    with pytest.raises(FileExistsError):
+        await engine.files.download(VM, "/root/.ssh/authorized_keys", mine)
+    assert mine.read_bytes() == b"my key\n"
+    assert await engine.files.download(VM, "/x", mine, overwrite=True) == 21
+    assert mine.read_bytes() == b"hello from the guest\n"
+    await engine.stop()
+    assert leftovers(tmp_path, {"authorized_keys", "fake.sock", "hosts.toml", "state"}) == []
+
+
+async def test_a_planted_symlink_is_never_written_through(
+    tmp_path: Path, socket_path: Path, audit_path: Path, served: tuple[GuestFile, FakeAgent]
+) -> None:
+    engine = await engine_over(tmp_path, socket_path, audit_path)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    planted = tmp_path / "download"
+    planted.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        await engine.files.download(VM, "/x", planted)
+    await engine.files.download(VM, "/x", planted, overwrite=True)  # replaces the link itself
+    await engine.stop()
+    assert victim.read_bytes() == b"precious\n"
+    assert not planted.is_symlink() and planted.read_bytes() == b"hello from the guest\n"
+
+
+async def test_every_transfer_is_audited_with_paths_sizes_and_outcome(
+    tmp_path: Path, socket_path: Path, audit_path: Path, served: tuple[GuestFile, FakeAgent]
+) -> None:
+    guest, _ = served
+    engine = await engine_over(tmp_path, socket_path, audit_path)
+    local = tmp_path / "up.txt"
+    local.write_bytes(b"operator data")
+    await engine.files.upload(VM, local, "/tmp/up.txt")
+    await engine.files.download(VM, "/etc/motd", tmp_path / "motd")
+    with pytest.raises(FileExistsError):
+        await engine.files.download(VM, "/etc/motd", tmp_path / "motd")
+    await engine.stop()
+    assert bytes(guest.written) == b"operator data"
+    records = [(r["action"], r["ok"], r["arguments"]) for r in audit(audit_path)]
+    assert records[0] == ("upload", True, {"path": "/tmp/up.txt", "local": str(local), "bytes": 13})
+    assert records[1] == (
+        "download",
+        True,
+        {"path": "/etc/motd", "local": str(tmp_path / "motd"), "bytes": 21},
+    )
+    assert records[2][:2] == ("download", False)
+
+
+async def run_cli(tmp_path: Path, *args: str) -> tuple[int, bytes, str]:
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qgadash",
+        "--hosts",
+        str(tmp_path / "hosts.toml"),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out, err.decode(errors="replace")
+
+
+async def test_cp_refuses_to_replace_a_file_without_force_and_writes_stdout_on_dash(
+    tmp_path: Path, socket_path: Path, served: tuple[GuestFile, FakeAgent]
+) -> None:
+    write_hosts(tmp_path, socket_path)
+    mine = tmp_path / "bashrc"
+    mine.write_bytes(b"mine\n")
+    code, _, err = await run_cli(tmp_path, "cp", f"{VM}:/root/.bashrc", str(mine))
+    assert code == 1 and "not replaced (add --force)" in err
+    assert mine.read_bytes() == b"mine\n"
+    code, _, err = await run_cli(tmp_path, "cp", "--force", f"{VM}:/root/.bashrc", str(mine))
+    assert code == 0, err
+    assert mine.read_bytes() == b"hello from the guest\n"
+    code, out, err = await run_cli(tmp_path, "cp", f"{VM}:/etc/motd", "-")
+    assert code == 0, err
+    assert out == b"hello from the guest\n"
+    target = tmp_path / "into"
+    target.mkdir()
+    code, _, err = await run_cli(tmp_path, "cp", f"{VM}:/etc/motd", str(target))
+    assert code == 0, err
+    assert (target / "motd").read_bytes() == b"hello from the guest\n"
+    assert leftovers(target, {"motd"}) == []
