@@ -1,23 +1,31 @@
-"""Guest strings made safe to print: no escape sequences, no control characters.
+"""Guest strings made safe to show: one rule for what is unsafe, for the CLI and the
+dashboard alike.
 
 A guest can put anything in a hostname or a file name; printed raw, an ESC sequence
-would repaint the operator's terminal. Control characters become visible `\\xNN` or
-`\\uNNNN` escapes and long strings are cut, so what is shown is what was sent.
+would repaint the operator's terminal and a bidi override could make `evil` read as
+`live`. A character is unsafe when it is a control (C0, DEL, C1), a format character
+(bidi controls, zero-width and other invisible ones, soft hyphen, tag characters), a
+line or paragraph separator, a lone surrogate, private use, or unassigned. The CLI shows
+each as a visible `\\xNN`/`\\uNNNN` escape (`printable`); the dashboard as a placeholder
+glyph (`qgadash.ui.plain`); both decide with `unsafe_char`.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
+from functools import lru_cache
 
-# C0, DEL, C1, and the bidi/format characters that can reorder what is displayed.
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]"
-)
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
+@lru_cache(maxsize=65536)
+def unsafe_char(ch: str) -> bool:
+    """Whether `ch` must not reach a terminal as itself."""
+    return unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
@@ -27,11 +35,10 @@ def printable(text: str | None, max_len: int = 200, placeholder: str = "") -> st
         return placeholder
     if len(text) > max_len * 4:
         text = text[: max_len * 4]
-    cleaned = _UNSAFE.sub(_escape, text)
-    if any(unicodedata.category(ch) in ("Cs", "Co", "Cn") for ch in cleaned):
-        cleaned = "".join(
-            ch if unicodedata.category(ch) not in ("Cs", "Co", "Cn") else "\ufffd" for ch in cleaned
-        )
+    if text.isascii() and text.isprintable():
+        cleaned = text
+    else:
+        cleaned = "".join(_escape(ch) if unsafe_char(ch) else ch for ch in text)
     if len(cleaned) > max_len:
         cleaned = cleaned[: max_len - 1] + "…"
     return cleaned

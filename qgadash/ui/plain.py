@@ -3,24 +3,24 @@
 Everything a guest says (hostnames, OS names, user names, file names, error text) is
 untrusted. It must never be read as markup, and control characters must never reach the
 terminal: an ESC could move the cursor or recolour the screen, a bidi override could make
-`evil` read as `live`. `plain()` builds a `rich.text.Text` (never parsed as markup) with
-each such character replaced by a visible placeholder, and truncates long strings.
+`evil` read as `live`. Which characters are unsafe is decided in one place for the CLI
+and the dashboard (`qgadash.fleet.sanitize.unsafe_char`). `plain()` builds a
+`rich.text.Text` (never parsed as markup) with each such character replaced by a visible
+placeholder, and truncates long strings.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from functools import lru_cache
 
 from rich.style import Style
 from rich.text import Text
 
+from qgadash.fleet.sanitize import unsafe_char
+
 __all__ = ["ELLIPSIS", "plain", "sanitize"]
 
 ELLIPSIS = "…"
-
-# Characters that pass the category test below but still change how text is laid out.
-_ALSO_UNSAFE = frozenset("\u2028\u2029")
 
 # Visible stand-ins: the Unicode "control pictures" for C0 and DEL.
 _C0_PICTURES = {i: chr(0x2400 + i) for i in range(0x20)}
@@ -37,16 +37,6 @@ def _placeholder(ch: str) -> str:
     return "\ufffd"  # C1, bidi controls, format characters, separators, surrogates
 
 
-@lru_cache(maxsize=65536)
-def _unsafe(ch: str) -> bool:
-    if ch in _ALSO_UNSAFE:
-        return True
-    category = unicodedata.category(ch)
-    # Cc: C0, DEL, C1.  Cf: bidi overrides/isolates, zero-width and other invisible
-    # format characters.  Cs: lone surrogates (from undecodable bytes).  Co: private use.
-    return category in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
-
-
 def sanitize(s: str, max_len: int = 200) -> str:
     """`s` with every control/format character replaced and cut to `max_len` characters."""
     if max_len < 1:
@@ -57,7 +47,7 @@ def sanitize(s: str, max_len: int = 200) -> str:
     if s.isprintable() and s.isascii():
         out = s
     else:
-        out = "".join(_placeholder(ch) if _unsafe(ch) else ch for ch in s)
+        out = "".join(_placeholder(ch) if unsafe_char(ch) else ch for ch in s)
     return out + ELLIPSIS if cut else out
 
 
