@@ -21,6 +21,7 @@ from typing import Any
 
 from qgadash import __version__
 from qgadash.agent.errors import AgentError
+from qgadash.agent.policy import changes_guest, command_policy
 from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, ConfigError, find_config, load_config
@@ -34,6 +35,7 @@ from qgadash.fleet.signals import SignalWatch, say
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DESTRUCTIVE = {"freeze", "thaw", "shutdown", "suspend", "exec", "fstrim"}
+# (`agent` is judged per command by qgadash.agent.policy; `cp` by its direction.)
 
 
 class UsageError(Exception):
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--read-only", action="store_true", help="view only: no freeze, thaw, power, exec or writes"
+    )
+    parser.add_argument(
+        "--audit-argv",
+        action="store_true",
+        help="keep exec command lines and environments in the audit log (masked by default)",
     )
     parser.add_argument(
         "--theme",
@@ -144,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     confirmable(p)
     p = sub.add_parser("agent", help="any agent command, raw: agent VM COMMAND [JSON_ARGUMENTS]")
+    confirmable(p)
+    p.add_argument(
+        "--thaw-after",
+        type=float,
+        metavar="S",
+        help="for a raw freeze: seconds until this process thaws (as `freeze`)",
+    )
     p.add_argument("vm")
     p.add_argument("agent_command", metavar="COMMAND")
     p.add_argument("arguments", nargs="?", metavar="JSON_ARGUMENTS")
@@ -200,7 +214,7 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
     config = load(args)
     from qgadash.ui.app import run_dashboard
 
-    audit = AuditLog()
+    audit = AuditLog(keep_argv=args.audit_argv)
     engine = FleetEngine(config, audit=audit, journal=HoldJournal())
     return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
 
@@ -256,7 +270,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             if config.settings.read_only and writes:
                 raise ReadOnlyError(f"read-only mode: `{args.command}` is not allowed")
-            audit = AuditLog()
+            audit = AuditLog(keep_argv=args.audit_argv)
             engine = FleetEngine(
                 config, audit=None if args.command == "status" else audit, journal=HoldJournal()
             )
@@ -703,7 +717,28 @@ async def cmd_agent(engine: FleetEngine, args: argparse.Namespace) -> int:
             raise UsageError(f"JSON_ARGUMENTS is not JSON: {exc}") from None
         if not isinstance(arguments, dict):
             raise UsageError("JSON_ARGUMENTS must be a JSON object")
-    result = await engine.agent_command(args.vm, args.agent_command, arguments)
+    name = args.agent_command
+    if command_policy(name).freeze:
+        # A raw freeze is a freeze: the same guard, keepers, hold and exit status.
+        mountpoints = (arguments or {}).get("mountpoints")
+        if mountpoints is not None and not (
+            isinstance(mountpoints, list) and all(isinstance(m, str) for m in mountpoints)
+        ):
+            raise UsageError("mountpoints must be a JSON list of strings")
+        freeze_args = argparse.Namespace(
+            match=[args.vm],
+            tag=[],
+            json=False,
+            yes=args.yes,
+            mountpoint=mountpoints or [],
+            thaw_after=args.thaw_after,
+        )
+        return await cmd_freeze(engine, freeze_args)
+    if changes_guest(name, arguments) and not confirm(
+        f"Run {printable(name, 60)} on {args.vm}? It may change the guest", args
+    ):
+        return EXIT_FAILED
+    result = await engine.agent_command(args.vm, name, arguments)
     if result.ok:
         print(json.dumps(result.value, indent=2))
         return EXIT_OK

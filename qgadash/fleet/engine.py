@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from qgadash.agent import replies
 from qgadash.agent.client import AgentCaller, NoReplyOutcome
 from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
+from qgadash.agent.policy import changes_guest, command_policy
 from qgadash.fleet.actions import (
     SUSPEND_ACTIONS,
     Action,
@@ -665,51 +666,32 @@ class FleetEngine:
     async def agent_command(
         self, vm_id: str, name: str, args: dict[str, Any] | None
     ) -> ActionResult:
-        """Any agent command, raw (the CLI's `agent`)."""
-        if not self.settings.read_only or name in READ_ONLY_COMMANDS:
-            timeout = self.settings.action_timeout
+        """Any agent command, raw (the CLI's `agent`), under the same rules as the verbs
+        (`agent/policy.py`): refused read-only if it may change the guest; a freeze goes
+        through the freeze guard (deadline, journal, keeper), a thaw ends its hold."""
+        if self.settings.read_only and changes_guest(name, args):
+            raise ReadOnlyError(f"read-only mode: {name} may change the guest")
+        policy = command_policy(name)
+        if policy.freeze:
+            mountpoints = (args or {}).get("mountpoints")
+            if mountpoints is not None and not (
+                isinstance(mountpoints, list) and all(isinstance(m, str) for m in mountpoints)
+            ):
+                raise ValueError("mountpoints must be a list of strings")
+            return (await self.freeze([vm_id], mountpoints=mountpoints or None))[0]
+        if name == "guest-fsfreeze-thaw":
+            return (await self.thaw([vm_id]))[0]
+        timeout = self.settings.action_timeout
 
-            async def one(vm: str) -> Any:
-                if name in (
-                    "guest-shutdown",
-                    "guest-suspend-ram",
-                    "guest-suspend-disk",
-                    "guest-suspend-hybrid",
-                ):
-                    outcome = await self.with_agent(
-                        vm, lambda c: c.call_no_reply(name, args, grace=NO_REPLY_GRACE)
-                    )
-                    return outcome.value
-                return await self.with_agent(vm, lambda c: c.call(name, args, timeout=timeout))
+        async def one(vm: str) -> Any:
+            if policy.no_reply:
+                outcome = await self.with_agent(
+                    vm, lambda c: c.call_no_reply(name, args, grace=NO_REPLY_GRACE)
+                )
+                return outcome.value
+            return await self.with_agent(vm, lambda c: c.call(name, args, timeout=timeout))
 
-            return (await self._bulk(f"agent {name}", [vm_id], args, one, None))[0]
-        raise ReadOnlyError(f"read-only mode: {name} may change the guest")
+        return (await self._bulk(f"agent {name}", [vm_id], args, one, None))[0]
 
     def hypervisor_states(self) -> dict[str, HypervisorState]:
         return {h.name: h.state for h in self.store.hypervisors()}
-
-
-READ_ONLY_COMMANDS = frozenset(
-    {
-        "guest-ping",
-        "guest-info",
-        "guest-get-osinfo",
-        "guest-get-host-name",
-        "guest-get-users",
-        "guest-get-timezone",
-        "guest-get-time",
-        "guest-get-fsinfo",
-        "guest-get-disks",
-        "guest-network-get-interfaces",
-        "guest-get-vcpus",
-        "guest-get-cpustats",
-        "guest-get-diskstats",
-        "guest-get-load",
-        "guest-fsfreeze-status",
-        "guest-get-memory-blocks",
-        "guest-get-memory-block-info",
-        "guest-get-devices",
-        "guest-sync",
-        "guest-sync-delimited",
-    }
-)
