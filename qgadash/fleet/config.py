@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qgadash.fleet.model import SessionMode
+from qgadash.transport.address import parse_ssh_spec, parse_tcp_address
 
 VIA_CHOICES = ("socket", "exec", "sudo", "libvirt")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -161,6 +162,18 @@ def parse_config(doc: dict[str, Any], path: Path | None = None) -> Config:
     if not isinstance(vm_list, list):
         raise ConfigError(path, None, "vm", vm_list, "an array of tables [[vm]]")
     vms = tuple(reader.vm(item, i, set(names)) for i, item in enumerate(vm_list))
+    first: dict[tuple[str, str], int] = {}
+    for i, vm in enumerate(vms):
+        vm_key = (vm.hypervisor, vm.name)
+        if vm_key in first:
+            raise ConfigError(
+                path,
+                f"vm[{i}]",
+                "name",
+                vm.name,
+                f"a name no other [[vm]] of {vm.hypervisor!r} has (vm[{first[vm_key]}] has it)",
+            )
+        first[vm_key] = i
     if not hypervisors and not vms:
         raise ConfigError(
             path, None, "hypervisor", MISSING, "at least one [[hypervisor]] or [[vm]]"
@@ -305,7 +318,8 @@ class _Reader:
             raise ConfigError(
                 self.path, table, "via", via, " or ".join(f'"{v}"' for v in VIA_CHOICES)
             )
-        ssh = self._str(obj, table, "ssh")
+        ssh = self._ssh_target(obj, table, "ssh")
+        jump = self._ssh_target(obj, table, "jump")
         agents = self._strings(obj, table, "agents")
         if via != "libvirt" and not agents:
             raise ConfigError(
@@ -328,11 +342,22 @@ class _Reader:
             tags=self._strings(obj, table, "tags"),
             identity=self._str(obj, table, "identity"),
             known_hosts=self._str(obj, table, "known_hosts"),
-            jump=self._str(obj, table, "jump"),
+            jump=jump,
             connect_timeout=self._number(obj, table, "connect_timeout", 10.0, 0.5, 600),
             keepalive_interval=self._number(obj, table, "keepalive_interval", 3.0, 0.5, 600),
             keepalive_count_max=self._int(obj, table, "keepalive_count_max", 3, 1, 100),
         )
+
+    def _ssh_target(self, obj: dict[str, Any], table: str, key: str) -> str | None:
+        value = self._str(obj, table, key)
+        if value is not None:
+            try:
+                parse_ssh_spec(value)
+            except ValueError:
+                raise ConfigError(
+                    self.path, table, key, value, "[user@]host[:port] with a port 1-65535"
+                ) from None
+        return value
 
     def vm(self, value: Any, index: int, hypervisors: set[str]) -> VmConfig:
         table = f"vm[{index}]"
@@ -350,6 +375,12 @@ class _Reader:
             )
         agent = self._str(obj, table, "agent", required=True)
         assert agent is not None
+        try:
+            parse_tcp_address(agent)
+        except ValueError:
+            raise ConfigError(
+                self.path, table, "agent", agent, "a socket path or tcp:HOST:PORT (port 1-65535)"
+            ) from None
         return VmConfig(
             name, hv, agent, self._strings(obj, table, "tags"), self._session(obj, table)
         )

@@ -160,20 +160,30 @@ class FleetEngine:
         except (AgentError, OSError) as exc:
             self._publish_hypervisor(hv.name, error=one_line(str(exc)))
             return
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # vm id -> the address that got it
+        clashes: list[str] = []
         explicit = {f"{vm.hypervisor}/{vm.name}" for vm in self.config.vms}
         for agent in found:
             ref = VmRef(
                 hv.name, agent.name, agent.address, hv.tags, self._session_mode(hv, agent.address)
             )
             if ref.id in seen:
+                # Never silently: two sockets, one name; the first keeps it.
+                clashes.append(f"{agent.address} (also named {agent.name}, as {seen[ref.id]})")
                 continue
-            seen.add(ref.id)
+            seen[ref.id] = agent.address
             self._add_vm(ref, link)
         for vm_id in [i for i in self._sessions if i.startswith(hv.name + "/")]:
             if vm_id not in seen and vm_id not in explicit and vm_id not in self.guard.owned():
                 await self._remove_vm(vm_id)
-        self._publish_hypervisor(hv.name)
+        error = None
+        if clashes:
+            error = one_line(
+                f"{len(clashes)} agent sockets not polled, their VM name is taken: "
+                + "; ".join(clashes[:3])
+                + " (give them [[vm]] entries)"
+            )
+        self._publish_hypervisor(hv.name, error=error)
 
     def _publish_hypervisor(self, name: str, error: str | None = None) -> None:
         link = self._links[name]

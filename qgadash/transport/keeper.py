@@ -43,8 +43,8 @@ import shlex
 from dataclasses import dataclass
 
 from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
+from qgadash.transport.address import parse_tcp_address
 from qgadash.transport.discovery import is_proxmox_socket, vm_name_for_socket
-from qgadash.transport.local import parse_tcp_address
 from qgadash.transport.ssh import SshConnection, sh_command, socat_unix_address
 
 __all__ = ["THAW_RETRY_FOR", "RemoteThawKeeper", "ThawRoute"]

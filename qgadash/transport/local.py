@@ -10,6 +10,7 @@ import stat
 from qgadash.agent.client import AgentCaller, AgentClient
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import AgentConnectionError, AgentTimeout
+from qgadash.transport.address import parse_tcp_address
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, StreamPair
 from qgadash.transport.discovery import vm_name_for_socket
 
@@ -74,17 +75,6 @@ class TcpEndpoint:
             asyncio.open_connection(self.host, self.port, limit=_STREAM_LIMIT)
         )
         return await connect_client(opening, self.label, timeout, self.max_reply)
-
-
-def parse_tcp_address(address: str) -> tuple[str, int] | None:
-    """`tcp:HOST:PORT` (HOST may be `[v6]`), else None."""
-    if not address.startswith("tcp:"):
-        return None
-    host, _, port = address[4:].rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{address!r} is not tcp:HOST:PORT")
-    return host, int(port)
 
 
 class LocalHypervisor:

@@ -41,10 +41,10 @@ from asyncssh.public_key import get_default_public_key_algs
 from qgadash.agent.client import AgentCaller, AgentClient, NoReplyOutcome, Request
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
+from qgadash.transport.address import parse_ssh_spec, parse_tcp_address
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.discovery import vm_name_for_socket
 from qgadash.transport.exec_stream import ChannelStream, ProcessStream
-from qgadash.transport.local import parse_tcp_address
 
 VIAS = ("socket", "exec", "sudo")
 DEFAULT_SUDO_WRAPPER = "/usr/local/sbin/qgadash-agent-connect"
@@ -85,37 +85,6 @@ class SshTarget:
     identity: str | None = None  # key file
     known_hosts: str | None = None  # file
     jump: str | None = None  # bastion, like ProxyJump
-
-
-def parse_ssh_spec(spec: str) -> tuple[str | None, str, int | None]:
-    """`[user@]host[:port]` (host may be `[v6]` or a bare v6 address) → (user, host, port).
-
-    A missing user or port is None, so ~/.ssh/config (User, Port) or the defaults apply.
-    """
-    text = spec.strip()
-    user: str | None = None
-    if "@" in text:
-        user, _, text = text.rpartition("@")
-        if not user:
-            raise ValueError(f"ssh target {spec!r}: empty user name before '@'")
-    port_text = ""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"ssh target {spec!r}: expected [ADDRESS]:PORT")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host = text  # a name, or an IPv6 address without a port
-    if not host or any(ch.isspace() for ch in host):
-        raise ValueError(f"ssh target {spec!r}: no host name")
-    port: int | None = None
-    if port_text or text.endswith(":"):
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"ssh target {spec!r}: port must be 1-65535, not {port_text!r}")
-        port = int(port_text)
-    return user, host, port
 
 
 # -- shell text ----------------------------------------------------------------------

@@ -56,3 +56,25 @@ async def test_vms_appear_go_unreachable_and_leave_with_their_sockets(tmp_path: 
         await engine.stop()
         for agent in agents + late:
             agent.stop()
+
+
+async def test_two_sockets_that_map_to_one_name_are_named_not_dropped_silently(
+    tmp_path: Path,
+) -> None:
+    from qgadash.fleet.config import load_config
+    from qgadash.fleet.engine import FleetEngine
+    from qgadash.sim import SimFleet, SimVm, make_profile
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    async with (
+        SimFleet(a, [SimVm("web", make_profile(0))]),
+        SimFleet(b, [SimVm("web", make_profile(1))]),
+    ):
+        hosts = tmp_path / "hosts.toml"
+        hosts.write_text(f'[[hypervisor]]\nname = "hv"\nagents = ["{a}/*.sock", "{b}/*.sock"]\n')
+        engine = FleetEngine(load_config(hosts))
+        await engine.discover()
+        (status,) = engine.store.hypervisors()
+        await engine.stop()
+    assert engine.store.ids() == ["hv/web"]
+    assert status.error is not None and f"{b}/web.sock" in status.error

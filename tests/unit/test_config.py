@@ -124,3 +124,51 @@ def test_status_does_not_import_textual(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "rc 1" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "table", "key"),
+    [
+        ('[[vm]]\nname = "a"\nagent = "tcp:host:notaport"\n', "vm[0]", "agent"),
+        ('[[vm]]\nname = "a"\nagent = "tcp:onlyhost"\n', "vm[0]", "agent"),
+        ('[[vm]]\nname = "a"\nagent = "tcp:host:70000"\n', "vm[0]", "agent"),
+        (
+            '[[hypervisor]]\nname = "h"\nssh = "user@host:70000"\nagents = ["/x"]\n',
+            "hypervisor[0]",
+            "ssh",
+        ),
+        ('[[hypervisor]]\nname = "h"\nssh = "@host"\nagents = ["/x"]\n', "hypervisor[0]", "ssh"),
+        (
+            '[[hypervisor]]\nname = "h"\nssh = "h"\njump = "j:0"\nagents = ["/x"]\n',
+            "hypervisor[0]",
+            "jump",
+        ),
+    ],
+)
+def test_a_bad_endpoint_is_a_config_error_naming_table_and_key(
+    tmp_path: Path, text: str, table: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert (caught.value.table, caught.value.key) == (table, key)
+
+
+def test_a_bad_port_from_the_cli_is_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[vm]]\nname = "a"\nagent = "tcp:host:notaport"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "qgadash", "--hosts", str(path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "[vm[0]] agent" in proc.stderr
+
+
+def test_duplicate_vm_names_are_an_error_naming_both(tmp_path: Path) -> None:
+    text = '[[vm]]\nname = "a"\nagent = "/x"\n[[vm]]\nname = "b"\nagent = "/y"\n'
+    text += '[[vm]]\nname = "a"\nagent = "/z"\n'
+    with pytest.raises(ConfigError, match=r"vm\[0\] has it") as caught:
+        load_config(write(tmp_path, text))
+    assert (caught.value.table, caught.value.key) == ("vm[2]", "name")
