@@ -1,10 +1,11 @@
-"""The async agent client: sync, request/response, timeouts, no-reply commands.
+"""The async agent client: a thin asyncio loop around the sans-IO `Session`.
 
 One client owns one byte stream. Calls are serialised (the agent runs one command at a
 time anyway) but several requests can go out in one write (`call_many`), which costs
-one system call instead of three for a poll. Replies are matched by id; anything else
-(stale replies of earlier clients, parse errors) is dropped. After a timeout or a
-decode error the client resynchronises before its next request.
+one system call instead of three for a poll. Everything about the protocol (sync,
+stale replies, matching replies in order, ids, old agents) is the session's; this
+module writes, reads, keeps time and turns the session's events into results and
+exceptions.
 """
 
 from __future__ import annotations
@@ -12,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import itertools
-import random
+import logging
 from collections.abc import Sequence
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
-from qgadash.agent.codec import (
-    DEFAULT_MAX_REPLY,
-    DecodeError,
-    Decoder,
-    Reply,
-    decode_body,
-    encode_request,
-    encode_sync,
+from qgadash.agent.codec import DEFAULT_MAX_REPLY, decode_body
+from qgadash.agent.commands import (
+    ALWAYS_OFFERED,
+    COMMAND_SINCE,
+    NO_REPLY_COMMANDS,
+    READ_ONLY_COMMANDS,
+    version_text,
 )
 from qgadash.agent.deadline import deadline
 from qgadash.agent.errors import (
@@ -33,15 +32,35 @@ from qgadash.agent.errors import (
     AgentError,
     AgentProtocolError,
     AgentTimeout,
+    AgentUnsupported,
+)
+from qgadash.agent.replies import AgentInfo, parse_info
+from qgadash.agent.session import (
+    NO_ERROR_REPLY,
+    AgentTraits,
+    Done,
+    Failed,
+    Request,
+    Runstate,
+    Session,
+    new_sync_id,
 )
 from qgadash.transport.base import ByteStream
 
-NO_REPLY_COMMANDS = frozenset(
-    {"guest-shutdown", "guest-suspend-ram", "guest-suspend-disk", "guest-suspend-hybrid"}
-)
+__all__ = [
+    "NO_REPLY_COMMANDS",
+    "AgentCaller",
+    "AgentClient",
+    "AgentTraits",
+    "NoReplyOutcome",
+    "Request",
+    "new_sync_id",
+    "unsupported_reason",
+]
+
 READ_CHUNK = 256 * 1024
 
-Request = tuple[str, dict[str, Any] | None]
+log = logging.getLogger(__name__)
 
 
 class NoReplyOutcome(enum.Enum):
@@ -72,35 +91,62 @@ class AgentCaller(Protocol):
     async def close(self) -> None: ...
 
 
-def new_sync_id() -> int:
-    """A random id that fits a signed 64-bit integer, as the agent requires."""
-    return random.randint(1, 2**63 - 1)
+def unsupported_reason(info: AgentInfo | None, name: str) -> str | None:
+    """Why `name` must not be sent to the agent `info` describes, or None."""
+    if info is None or name in ALWAYS_OFFERED or info.offers(name):
+        return None
+    since = COMMAND_SINCE.get(name)
+    came = f" (it came with qemu-ga {version_text(since)})" if since else ""
+    return f"this agent (qemu-ga {info.version}) has no {name}{came}"
 
 
 class AgentClient:
-    """The qemu-ga protocol over one `ByteStream`."""
+    """The qemu-ga protocol over one `ByteStream`.
 
-    def __init__(self, stream: ByteStream, *, max_reply: int = DEFAULT_MAX_REPLY) -> None:
+    `traits` is what is known about the agent from earlier connections (its endpoint
+    keeps it): an agent that refused request ids is never sent one again.
+    """
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        max_reply: int = DEFAULT_MAX_REPLY,
+        traits: AgentTraits | None = None,
+    ) -> None:
         self._stream = stream
-        self._decoder = Decoder(max_reply=max_reply, lazy=True)
+        self._session = Session(traits, max_reply=max_reply)
         self._lock = asyncio.Lock()
-        self._ids = itertools.count(random.randint(1, 2**40))
-        self._in_sync = False
         self._closed = False
-        self._pending: list[Reply | DecodeError] = []
-        self._noise: str | None = None  # the last undecodable bytes seen while syncing
+        self._info: tuple[Any, AgentInfo | None] = (None, None)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def traits(self) -> AgentTraits:
+        return self._session.traits
+
+    @property
+    def note(self) -> str | None:
+        """How this agent was adapted to ("agent too old for request ids; ..."), if at all."""
+        return self._session.traits.note
+
     async def sync(self, timeout: float) -> None:
-        """Put the channel in a known state: 0xFF + guest-sync-delimited, skip to its reply."""
+        """Put the channel in a known state: 0xFF + guest-sync(-delimited), skip to its reply.
+
+        Raises AgentTimeout, AgentProtocolError (garbage), AgentConnectionError."""
         async with self._lock:
-            await self._sync(timeout)
+            self._check_open()
+            self._session.sync()
+            await self._exchange("guest-sync-delimited", timeout)
 
     async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
-        """Run one command; its `return` value, or an `AgentError`."""
+        """Run one command; its `return` value. Raises AgentCommandError (the agent
+        refused; AgentUnsupported when it was not sent because the agent lacks it) or
+        another AgentError."""
+        await self._refuse_unsupported(name, timeout)
         result = (await self.call_many([(name, args)], timeout=timeout))[0]
         if isinstance(result, AgentError):
             raise result
@@ -112,7 +158,9 @@ class AgentClient:
         """Send the requests in one write; each result is a value or an `AgentCommandError`.
 
         A timeout, a closed channel or garbage fail the whole batch (raised), since the
-        channel's state is then unknown.
+        channel's state is then unknown. A command that answers nothing on success may
+        end the batch: its result is None unless the agent reports an error before
+        `timeout` (`call_no_reply` waits a shorter grace period for one).
         """
         return [
             _decoded(r) if isinstance(r, bytes) else r
@@ -134,52 +182,15 @@ class AgentClient:
         """
         async with self._lock:
             self._check_open()
-            sent = False
-            try:
-                with deadline(timeout):
-                    ids = [next(self._ids) for _ in requests]
-                    payload = b"".join(
-                        encode_request(name, args, rid)
-                        for (name, args), rid in zip(requests, ids, strict=True)
-                    )
-                    sync_id = None
-                    if not self._in_sync:
-                        if read_only:
-                            sync_id = self._start_sync()
-                            payload = encode_sync(sync_id) + payload
-                        else:
-                            await self._sync_unlocked()
-                    self._stream.write(payload)
-                    sent = True
-                    await self._stream.drain()
-                    if sync_id is not None:
-                        await self._await_sync(sync_id, keep_rest=True)
-                    replies = await self._collect(ids)
-            except TimeoutError:
-                self._in_sync = False
-                what = _names(requests)
-                if not sent:  # stuck in the resync: nothing of ours went out
-                    what = f"the resync before {what} (not sent)"
-                error = self._timeout_error(what, timeout)
-                error.request_sent = sent
-                raise error from None
-            except AgentProtocolError:
-                self._in_sync = False
-                raise
-            except (OSError, EOFError) as exc:
-                await self._abort()
-                raise AgentConnectionError(f"connection lost: {exc}") from exc
-        results: list[Any | bytes | AgentError] = []
-        for (name, _), rid in zip(requests, ids, strict=True):
-            reply = replies[rid]
-            if not reply.ok:
-                results.append(
-                    AgentCommandError(reply.error_class or "GenericError", reply.desc or "", name)
-                )
-            elif reply.body is not None:
-                results.append(reply.body)
-            else:
-                results.append(reply.value)
+            if not read_only:
+                for name, _ in requests:
+                    why = unsupported_reason(self._agent_info(), name)
+                    if why is not None:
+                        raise AgentUnsupported(name, why)
+            self._session.start(requests, read_only=read_only)
+            results = await self._exchange(_names(requests), timeout)
+        if results and results[-1] is NO_ERROR_REPLY:
+            results[-1] = None
         return results
 
     async def call_no_reply(
@@ -187,37 +198,45 @@ class AgentClient:
     ) -> NoReplyOutcome:
         """Send a command that is silent on success; an error reply within `grace` raises.
 
-        Afterwards the channel is out of sync (the guest may be going away).
-        """
+        Afterwards the channel is out of sync (the guest may be going away)."""
+        await self._refuse_unsupported(name, grace * 4 + 1)
         async with self._lock:
             self._check_open()
-            rid = next(self._ids)
+            session = self._session
+            session.start([(name, args)])
             try:
+                # The request waits for the sync a fresh channel needs: the sync gets
+                # its own, longer, deadline; `grace` starts once the request is out.
                 with deadline(grace * 4 + 1):
-                    if not self._in_sync:
-                        await self._sync_unlocked()
-                self._stream.write(encode_request(name, args, rid))
-                await self._stream.drain()
+                    await self._send_request()
             except TimeoutError:
-                self._in_sync = False
+                session.expire()
                 raise AgentTimeout(f"no reply to the sync before {name}") from None
+            except AgentError:
+                raise
             except (OSError, EOFError) as exc:
                 await self._abort()
                 raise AgentConnectionError(f"connection lost: {exc}") from exc
-            self._in_sync = False
             try:
                 with deadline(grace):
-                    reply = (await self._collect([rid]))[rid]
+                    result = (await self._events())[0]
             except TimeoutError:
+                session.expire()
                 return NoReplyOutcome.NO_ERROR
-            except (AgentConnectionError, OSError, EOFError):
+            except AgentConnectionError:
                 await self._abort()
                 return NoReplyOutcome.CHANNEL_CLOSED
             except AgentProtocolError:
                 return NoReplyOutcome.NO_ERROR
-            if reply.ok:
-                return NoReplyOutcome.NO_ERROR
-            raise AgentCommandError(reply.error_class or "GenericError", reply.desc or "", name)
+            except (OSError, EOFError):
+                await self._abort()
+                return NoReplyOutcome.CHANNEL_CLOSED
+        if isinstance(result, AgentCommandError):
+            raise result
+        if isinstance(result, AgentConnectionError):
+            await self._abort()
+            return NoReplyOutcome.CHANNEL_CLOSED
+        return NoReplyOutcome.NO_ERROR
 
     async def close(self) -> None:
         await self._abort()
@@ -231,98 +250,107 @@ class AgentClient:
     async def _abort(self) -> None:
         if not self._closed:
             self._closed = True
-            self._in_sync = False
+            self._session.close()
             # Closing a broken transport must not raise.
             with contextlib.suppress(Exception):
                 self._stream.close()
 
-    async def _sync(self, timeout: float) -> None:
-        self._check_open()
+    def _agent_info(self) -> AgentInfo | None:
+        """The agent's last guest-info as seen on this channel or an earlier one."""
+        raw = self._session.traits.info
+        cached_raw, info = self._info
+        if raw is cached_raw:
+            return info
+        try:
+            info = parse_info(decode_body(raw) if isinstance(raw, bytes) else raw)
+        except (ValueError, AgentError):
+            info = None
+        self._info = (raw, info)
+        return info
+
+    async def _refuse_unsupported(self, name: str, timeout: float) -> None:
+        """Raise AgentUnsupported for a command this agent lacks. A command that changes
+        the guest and is newer than the first agents is not sent blind: without a
+        guest-info from this agent yet, read it first."""
+        if (
+            self._session.traits.info is None
+            and name not in READ_ONLY_COMMANDS
+            and COMMAND_SINCE.get(name, (0, 15)) > (0, 15)
+        ):
+            with contextlib.suppress(AgentError):
+                await self.call_many_raw([("guest-info", None)], timeout=timeout, read_only=True)
+        why = unsupported_reason(self._agent_info(), name)
+        if why is not None:
+            raise AgentUnsupported(name, why)
+
+    async def _exchange(self, what: str, timeout: float) -> list[Any]:
+        """Run the session's queued batch to its end under `timeout`."""
+        session = self._session
+        note = session.traits.note
         try:
             with deadline(timeout):
-                await self._sync_unlocked()
+                return await self._events()
         except TimeoutError:
-            raise self._timeout_error("guest-sync-delimited", timeout) from None
+            sent = session.request_sent
+            done = session.expire()
+            if done is not None:
+                return done.results
+            if not sent:  # stuck in the sync: nothing of ours went out
+                what = f"the sync before {what} (not sent)"
+            error = self._timeout_error(what, timeout, note)
+            error.request_sent = sent
+            raise error from None
         except (OSError, EOFError) as exc:
             await self._abort()
             raise AgentConnectionError(f"connection lost: {exc}") from exc
 
-    def _timeout_error(self, what: str, timeout: float) -> AgentError:
-        """A timeout, or garbage if the agent talked but never sensibly."""
-        if self._noise is not None:
-            return AgentProtocolError(f"garbage from the agent instead of a reply ({self._noise})")
-        return AgentTimeout(f"no reply to {what} within {timeout:g} s")
-
-    async def _sync_unlocked(self) -> None:
-        sync_id = self._start_sync()
-        self._stream.write(encode_sync(sync_id))
-        await self._stream.drain()
-        await self._await_sync(sync_id, keep_rest=False)
-
-    def _start_sync(self) -> int:
-        """Forget what was half-read; the id of the sync about to be sent."""
-        self._pending.clear()
-        self._decoder.reset()
-        self._noise = None
-        return new_sync_id()
-
-    async def _await_sync(self, sync_id: int, *, keep_rest: bool) -> None:
-        """Skip everything up to the sync's reply (stale replies, noise: remembered as
-        such). What follows it in the same read is kept only when requests went out
-        right behind the sync (`keep_rest`); otherwise it belongs to nobody."""
+    async def _events(self) -> list[Any]:
+        """Write what the session has to send, read until it settles the batch."""
+        session = self._session
+        stream = self._stream
         while True:
-            messages = await self._read_messages()
-            for i, message in enumerate(messages):
-                if isinstance(message, DecodeError):
-                    self._noise = message.reason
-                elif message.ok and message.value == sync_id:
-                    self._in_sync = True
-                    if keep_rest:
-                        self._pending = messages[i + 1 :]
-                    return
+            event = session.next_event()
+            data = session.data_to_send()
+            if data:
+                stream.write(data)
+                await stream.drain()
+            if type(event) is Done:
+                return event.results
+            if type(event) is Failed:
+                if session.state is Runstate.CLOSED:
+                    await self._abort()
+                raise event.error
+            session.receive_data(await stream.read(READ_CHUNK))
 
-    async def _collect(self, ids: list[int]) -> dict[int, Reply]:
-        # Reads for itself rather than through _read_messages: one coroutine less to
-        # pass through on every resumption of every poll.
-        wanted = set(ids)
-        got: dict[int, Reply] = {}
-        while wanted:
-            if self._pending:
-                messages, self._pending = self._pending, []
-            else:
-                data = await self._stream.read(READ_CHUNK)
-                if not data:
-                    await self._channel_closed()
-                messages = self._decoder.feed(data)
-            for message in messages:
-                if isinstance(message, DecodeError):
-                    raise AgentProtocolError(message.reason)
-                if message.id in wanted:
-                    wanted.discard(message.id)
-                    got[message.id] = message
-        return got
-
-    async def _read_messages(self) -> list[Reply | DecodeError]:
+    async def _send_request(self) -> None:
+        """Run the session until the queued request has been written (after its sync)."""
+        session = self._session
+        stream = self._stream
         while True:
-            if self._pending:
-                messages, self._pending = self._pending, []
-                return messages
-            data = await self._stream.read(READ_CHUNK)
-            if not data:
-                await self._channel_closed()
-            messages = self._decoder.feed(data)
-            if messages:
-                return messages
+            data = session.data_to_send()
+            if data:
+                stream.write(data)
+                await stream.drain()
+            if session.request_sent:
+                return
+            event = session.next_event()
+            if type(event) is Done:
+                return
+            if type(event) is Failed:
+                if session.state is Runstate.CLOSED:
+                    await self._abort()
+                raise event.error
+            session.receive_data(await stream.read(READ_CHUNK))
 
-    async def _channel_closed(self) -> NoReturn:
-        """The agent's end closed: mid-reply is garbage, between replies a lost channel."""
-        partial = self._decoder.buffered
-        await self._abort()
-        if partial:
-            raise AgentProtocolError(
-                f"the agent closed the channel in the middle of a reply ({partial} bytes)"
-            )
-        raise AgentConnectionError("the agent's channel closed")
+    def _timeout_error(self, what: str, timeout: float, note_before: str | None) -> AgentError:
+        """A timeout, or garbage if the agent talked but never sensibly; prefixed with
+        how the agent was adapted to during this call, which is the likelier story."""
+        noise = self._session.noise
+        if noise is not None:
+            return AgentProtocolError(f"garbage from the agent instead of a reply ({noise})")
+        note = self._session.traits.note
+        prefix = f"{note}; then " if note is not None and note != note_before else ""
+        return AgentTimeout(f"{prefix}no reply to {what} within {timeout:g} s")
 
 
 def _decoded(body: bytes) -> Any:

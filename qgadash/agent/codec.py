@@ -57,11 +57,21 @@ def _request_template(name: str) -> bytes:
     return b'{"execute":' + json.dumps(name).encode().replace(b"%", b"%%") + b',"id":%d}'
 
 
+@functools.lru_cache(maxsize=256)
+def _bare_request(name: str) -> bytes:
+    """`{"execute":NAME}`: what an agent that takes no ids gets on every poll."""
+    return b'{"execute":' + json.dumps(name).encode() + b"}"
+
+
 def encode_request(name: str, arguments: dict[str, Any] | None = None, id: Any = None) -> bytes:
-    """One request document; only the three members the agent accepts."""
-    if not arguments and type(id) is int:
-        # The poll's hot path: no arguments, an integer id.
-        return _request_template(name) % id
+    """One request document; only the members the agent accepts (`id` only when given:
+    agents before qemu-ga 2.12 refuse a request that has one)."""
+    if not arguments:
+        # The poll's hot path: no arguments, an integer id or none.
+        if type(id) is int:
+            return _request_template(name) % id
+        if id is None:
+            return _bare_request(name)
     request: dict[str, Any] = {"execute": name}
     if arguments:
         request["arguments"] = arguments
@@ -70,9 +80,12 @@ def encode_request(name: str, arguments: dict[str, Any] | None = None, id: Any =
     return json.dumps(request, separators=(",", ":")).encode()
 
 
-def encode_sync(sync_id: int) -> bytes:
-    """0xFF then guest-sync-delimited: flushes a half-parsed request in the agent first."""
-    return b"\xff" + encode_request("guest-sync-delimited", {"id": sync_id})
+def encode_sync(sync_id: int, *, delimited: bool = True, probe_id: int | None = None) -> bytes:
+    """0xFF (flushes a half-parsed request in the agent), then guest-sync-delimited, or
+    guest-sync for agents older than qemu-ga 1.1. `probe_id` puts a request id on the
+    sync itself, to learn from its reply whether the agent echoes ids."""
+    name = "guest-sync-delimited" if delimited else "guest-sync"
+    return b"\xff" + encode_request(name, {"id": sync_id}, probe_id)
 
 
 class Decoder:
@@ -157,10 +170,14 @@ class Decoder:
         if not line:
             return
         if self.lazy and line.startswith(_RETURN_PREFIX):
-            # qemu-ga writes `{"return": VALUE, "id": ID}`: keep VALUE's text undecoded.
+            # qemu-ga writes `{"return": VALUE, "id": ID}`, or `{"return": VALUE}` when the
+            # request had no id: keep VALUE's text undecoded.
             tail = _ID_TAIL.search(line, max(0, len(line) - 32))
             if tail is not None:
                 out.append(Reply(int(tail.group(1)), body=line[len(_RETURN_PREFIX) : tail.start()]))
+                return
+            if line.endswith(b"}") and line.find(b', "id": ', max(0, len(line) - 48)) < 0:
+                out.append(Reply(None, body=line[len(_RETURN_PREFIX) : -1]))
                 return
         if line.count(b"[") + line.count(b"{") > self.max_depth and not _depth_within(
             line, self.max_depth

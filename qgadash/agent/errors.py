@@ -28,8 +28,16 @@ class AgentCommandError(AgentError):
 
     @property
     def disabled(self) -> bool:
-        """The command exists but is disabled (blocked by policy, or the guest is frozen)."""
-        return self.error_class == "CommandNotFound" and "has been disabled" in self.desc
+        """The command exists but is disabled (blocked by policy, or the guest is frozen).
+
+        qemu-ga 4.0 and later say `CommandNotFound` / "Command X has been disabled";
+        earlier ones `GenericError` / "The command X has been disabled for this instance".
+        """
+        return "has been disabled" in self.desc and self.error_class in (
+            "CommandNotFound",
+            "GenericError",
+            "CommandDisabled",  # qemu-ga 1.0's QError class
+        )
 
     @property
     def not_found(self) -> bool:
@@ -47,3 +55,17 @@ class AgentConnectionError(AgentError):
 
 class AgentProtocolError(AgentError):
     """The agent's bytes were not a valid reply: garbage, over a cap, or the wrong shape."""
+
+
+class AgentUnsupported(AgentCommandError):
+    """Not sent: the agent does not offer the command (known from its guest-info or, for
+    agents that list nothing, its version). Reads like the agent's own refusal."""
+
+    request_sent = False
+
+    def __init__(self, command: str, why: str) -> None:
+        super().__init__("CommandNotFound", f"{why}; not sent", command)
+
+    @property
+    def not_found(self) -> bool:
+        return True

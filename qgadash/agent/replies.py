@@ -15,6 +15,13 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from qgadash.agent.commands import (
+    NO_REPLY_COMMANDS,
+    commands_of_version,
+    era_of,
+    parse_version,
+    unreported,
+)
 from qgadash.agent.errors import AgentProtocolError
 
 INT64_MAX = 2**63 - 1
@@ -126,10 +133,15 @@ class CommandInfo:
 
 @dataclass(frozen=True, slots=True)
 class AgentInfo:
-    """guest-info: the agent's version and the commands it offers (enabled or not)."""
+    """guest-info: the agent's version and the commands it offers (enabled or not).
+
+    `listed` is False for agents whose guest-info lists no commands (qemu-ga 1.0): their
+    `commands` are then what a qemu-ga of that version has, all taken as enabled.
+    """
 
     version: str
     commands: tuple[CommandInfo, ...]
+    listed: bool = True
     # Looked up on every poll: sets, not scans of `commands`.
     enabled_names: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     offered_names: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -146,23 +158,41 @@ class AgentInfo:
     def offers(self, name: str) -> bool:
         return name in self.offered_names
 
+    @property
+    def era(self) -> str:
+        """Which generation of qemu-ga this is, for people: "qemu-ga 2.5-2.9 (2015-2017)"."""
+        return era_of(self.version)
+
+    @property
+    def cannot_report(self) -> tuple[str, ...]:
+        """The dashboard's facts this agent has no command for ("OS", "load", ...)."""
+        return unreported(self.offered_names)
+
 
 def parse_info(value: Any) -> AgentInfo:
     obj = _obj(value, "guest-info")
+    version = _str(obj, "version", "guest-info")
+    listed = obj.get("supported_commands")
+    if listed is None:
+        # qemu-ga 1.0 lists nothing (supported_commands came with 1.1): its version says.
+        names = sorted(commands_of_version(parse_version(version)))
+        commands = [CommandInfo(n, True, n not in NO_REPLY_COMMANDS) for n in names]
+        return AgentInfo(version, tuple(commands), listed=False)
     commands = []
-    for i, item in enumerate(
-        _list(obj.get("supported_commands", []), "guest-info.supported_commands")
-    ):
+    for i, item in enumerate(_list(listed, "guest-info.supported_commands")):
         what = f"guest-info.supported_commands[{i}]"
         entry = _obj(item, what)
+        name = _str(entry, "name", what)
+        # success-response came with qemu-ga 1.7; before it, the schema's table says.
+        success = _opt_bool(entry, "success-response", what)
         commands.append(
             CommandInfo(
-                name=_str(entry, "name", what),
+                name=name,
                 enabled=_opt_bool(entry, "enabled", what) is not False,
-                success_response=_opt_bool(entry, "success-response", what) is not False,
+                success_response=success if success is not None else name not in NO_REPLY_COMMANDS,
             )
         )
-    return AgentInfo(_str(obj, "version", "guest-info"), tuple(commands))
+    return AgentInfo(version, tuple(commands))
 
 
 # -- identity ----------------------------------------------------------------
@@ -245,19 +275,24 @@ class FreezeState(enum.Enum):
     UNKNOWN = "unknown"
 
 
-# guest-fsfreeze-status's two answers as qemu-ga writes them, for callers holding the
-# reply undecoded (a poll): the same mapping as parse_fsfreeze_status, without JSON.
+# guest-fsfreeze-status's answers as qemu-ga writes them, for callers holding the reply
+# undecoded (a poll): the same mapping as parse_fsfreeze_status, without JSON.
 FREEZE_STATUS_BODIES = {
     b'"thawed"': FreezeState.THAWED,
     b'"frozen"': FreezeState.FROZEN,
+    b'"error"': FreezeState.UNKNOWN,
 }
 
 
 def parse_fsfreeze_status(value: Any) -> FreezeState:
+    """thawed or frozen; qemu-ga up to 1.0 may also say "error" (a thaw failed, or a
+    filesystem it froze is gone): the state is then not known."""
     if value == "thawed":
         return FreezeState.THAWED
     if value == "frozen":
         return FreezeState.FROZEN
+    if value == "error":
+        return FreezeState.UNKNOWN
     raise ReplyShapeError(f"guest-fsfreeze-status: expected thawed or frozen, got {value!r:.40}")
 
 

@@ -141,11 +141,39 @@ def test_lazy_decoder_keeps_the_return_text_undecoded() -> None:
     assert decode_body(got[0].body or b"") == {"host-name": 'a, "id": 3}'}
 
 
-def test_lazy_decoder_parses_errors_and_id_less_replies_eagerly() -> None:
-    got = Decoder(lazy=True).feed(
-        b'{"return": 5}\n{"error": {"class": "X", "desc": "d"}, "id": 1}\n'
-    )
-    assert got == [Reply(None, 5), Reply(1, None, "X", "d")]
+def test_lazy_decoder_parses_errors_eagerly() -> None:
+    got = Decoder(lazy=True).feed(b'{"error": {"class": "X", "desc": "d"}, "id": 1}\n')
+    assert got == [Reply(1, None, "X", "d")]
+
+
+def test_lazy_decoder_keeps_id_less_replies_undecoded_too() -> None:
+    """Agents before qemu-ga 2.12 get no ids, and their replies carry none: a poll of
+    them must not pay for decoding what did not change either."""
+    got = Decoder(lazy=True).feed(b'{"return": 5}\n{"return": {"a": [1, {"b": 2}]}}\n')
+    assert got == [Reply(None, body=b"5"), Reply(None, body=b'{"a": [1, {"b": 2}]}')]
+
+
+def test_lazy_decoder_decodes_replies_with_an_odd_id_whole() -> None:
+    got = Decoder(lazy=True).feed(b'{"return": 5, "id": "not-ours"}\n{"return": {"id": 3}}\n')
+    assert got == [Reply("not-ours", 5), Reply(None, body=b'{"id": 3}')]
+
+
+def test_requests_without_an_id_have_only_execute_and_arguments() -> None:
+    assert encode_request("guest-info") == b'{"execute":"guest-info"}'
+    assert json.loads(encode_request("guest-exec", {"path": "/bin/true"})) == {
+        "execute": "guest-exec",
+        "arguments": {"path": "/bin/true"},
+    }
+
+
+def test_sync_forms() -> None:
+    plain = encode_sync(7, delimited=False)
+    assert plain[0] == 0xFF and json.loads(plain[1:]) == {
+        "execute": "guest-sync",
+        "arguments": {"id": 7},
+    }
+    probe = json.loads(encode_sync(7, probe_id=7)[1:])
+    assert probe == {"execute": "guest-sync-delimited", "arguments": {"id": 7}, "id": 7}
 
 
 def test_decode_body_refuses_deep_or_broken_json() -> None:
