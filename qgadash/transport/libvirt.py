@@ -25,15 +25,24 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from qgadash.agent.client import AgentCaller, NoReplyOutcome, Request
+from qgadash.agent.client import (
+    AgentCaller,
+    AgentTraits,
+    NoReplyOutcome,
+    Request,
+    unsupported_reason,
+)
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
+from qgadash.agent.commands import READ_ONLY_COMMANDS
 from qgadash.agent.errors import (
     AgentCommandError,
     AgentConnectionError,
     AgentError,
     AgentProtocolError,
     AgentTimeout,
+    AgentUnsupported,
 )
+from qgadash.agent.replies import AgentInfo, parse_info
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
@@ -382,20 +391,34 @@ class VirshPool:
 class LibvirtCaller:
     """AgentCaller for one domain, through the hypervisor's virsh pool.
 
-    libvirt syncs with the agent itself before each command. `close()` does nothing:
-    the virsh processes are the hypervisor's, shared by all its domains.
+    libvirt syncs with the agent itself before each command (with guest-sync, and
+    never a request id, so agents of every era understand it). `close()` does nothing:
+    the virsh processes are the hypervisor's, shared by all its domains. `traits` keeps
+    the agent's last guest-info, so a command it lacks is refused here, not sent.
     """
 
-    def __init__(self, link: LibvirtHypervisor, domain: str, label: str) -> None:
+    def __init__(
+        self,
+        link: LibvirtHypervisor,
+        domain: str,
+        label: str,
+        traits: AgentTraits | None = None,
+    ) -> None:
         self._link = link
         self._domain = domain
         self._label = label
+        self._traits = traits if traits is not None else AgentTraits()
+        self._info: tuple[Any, AgentInfo | None] = (None, None)
 
     @property
     def closed(self) -> bool:
         return self._link.closed
 
     async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
+        if name not in READ_ONLY_COMMANDS:
+            why = unsupported_reason(self._agent_info(), name)
+            if why is not None:
+                raise AgentUnsupported(name, why)
         request: dict[str, Any] = {"execute": name}
         if args:
             request["arguments"] = args
@@ -405,7 +428,22 @@ class LibvirtCaller:
             f"--cmd {virsh_quote(json.dumps(request, separators=(',', ':')))}"
         )
         output = await self._link.pool.run(command, seconds + VIRSH_GRACE)
-        return self._reply(name, output)
+        value = self._reply(name, output)
+        if name == "guest-info":
+            self._traits.info = value
+        return value
+
+    def _agent_info(self) -> AgentInfo | None:
+        raw = self._traits.info
+        cached_raw, info = self._info
+        if raw is cached_raw:
+            return info
+        try:
+            info = parse_info(raw) if raw is not None else None
+        except AgentError:
+            info = None
+        self._info = (raw, info)
+        return info
 
     def _reply(self, name: str, output: str) -> Any:
         for line in output.splitlines():
@@ -445,6 +483,9 @@ class LibvirtCaller:
         self, name: str, args: dict[str, Any] | None = None, *, grace: float
     ) -> NoReplyOutcome:
         """Shutdown and suspend through libvirt's own agent paths (docs/ssh.md)."""
+        why = unsupported_reason(self._agent_info(), name)
+        if why is not None:
+            raise AgentUnsupported(name, why)
         domain = virsh_quote(self._domain)
         wait = max(1.0, grace) * 4 + 30
         if name == "guest-shutdown":
@@ -492,6 +533,7 @@ class LibvirtEndpoint:
     def __init__(self, link: LibvirtHypervisor, domain: str) -> None:
         self._link = link
         self.domain = domain
+        self.traits = AgentTraits()  # the agent's last guest-info, across callers
 
     @property
     def label(self) -> str:
@@ -517,7 +559,7 @@ class LibvirtEndpoint:
             if output.strip():
                 raise libvirt_error(label, "guest-agent-timeout", output)
             self._link.agent_timeouts[self.domain] = (seconds, now)
-        caller = LibvirtCaller(self._link, self.domain, label)
+        caller = LibvirtCaller(self._link, self.domain, label, self.traits)
         try:
             await caller.call("guest-ping", timeout=timeout)
         except AgentConnectionError:

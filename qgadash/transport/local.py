@@ -7,7 +7,7 @@ import glob
 import os
 import stat
 
-from qgadash.agent.client import AgentCaller, AgentClient
+from qgadash.agent.client import AgentCaller, AgentClient, AgentTraits
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import AgentConnectionError, AgentTimeout
 from qgadash.transport.address import parse_tcp_address
@@ -24,6 +24,7 @@ async def connect_client(
     label: str,
     timeout: float,
     max_reply: int,
+    traits: AgentTraits | None = None,
 ) -> AgentClient:
     """Open a stream; the client syncs before its first request goes out.
 
@@ -37,15 +38,17 @@ async def connect_client(
         raise AgentTimeout(f"connecting to {label} took over {timeout:g} s") from None
     except OSError as exc:
         raise AgentConnectionError(f"cannot connect to {label}: {exc.strerror or exc}") from None
-    return AgentClient(StreamPair(reader, writer), max_reply=max_reply)
+    return AgentClient(StreamPair(reader, writer), max_reply=max_reply, traits=traits)
 
 
 class UnixEndpoint:
-    """An agent socket on this machine."""
+    """An agent socket on this machine. `traits`: what its agent taught earlier
+    connections (request ids refused, guest-sync only), kept for the next ones."""
 
     def __init__(self, path: str, max_reply: int = DEFAULT_MAX_REPLY) -> None:
         self.path = path
         self.max_reply = max_reply
+        self.traits = AgentTraits()
 
     @property
     def label(self) -> str:
@@ -55,7 +58,7 @@ class UnixEndpoint:
         opening = asyncio.ensure_future(
             asyncio.open_unix_connection(self.path, limit=_STREAM_LIMIT)
         )
-        return await connect_client(opening, self.label, timeout, self.max_reply)
+        return await connect_client(opening, self.label, timeout, self.max_reply, self.traits)
 
 
 class TcpEndpoint:
@@ -65,6 +68,7 @@ class TcpEndpoint:
         self.host = host
         self.port = port
         self.max_reply = max_reply
+        self.traits = AgentTraits()
 
     @property
     def label(self) -> str:
@@ -74,7 +78,7 @@ class TcpEndpoint:
         opening = asyncio.ensure_future(
             asyncio.open_connection(self.host, self.port, limit=_STREAM_LIMIT)
         )
-        return await connect_client(opening, self.label, timeout, self.max_reply)
+        return await connect_client(opening, self.label, timeout, self.max_reply, self.traits)
 
 
 class LocalHypervisor:

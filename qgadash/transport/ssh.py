@@ -38,7 +38,7 @@ import asyncssh
 from asyncssh.encryption import get_default_encryption_algs
 from asyncssh.public_key import get_default_public_key_algs
 
-from qgadash.agent.client import AgentCaller, AgentClient, NoReplyOutcome, Request
+from qgadash.agent.client import AgentCaller, AgentClient, AgentTraits, NoReplyOutcome, Request
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
 from qgadash.transport.address import parse_ssh_spec, parse_tcp_address
@@ -705,6 +705,11 @@ class RemoteAgentCaller:
     def closed(self) -> bool:
         return self._client.closed or self._stream.closing
 
+    @property
+    def note(self) -> str | None:
+        """How the agent was adapted to (see `AgentClient.note`)."""
+        return self._client.note
+
     async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
         try:
             return await self._client.call(name, args, timeout=timeout)
@@ -752,6 +757,7 @@ class SshEndpoint:
     def __init__(self, link: SshHypervisor, address: str) -> None:
         self._link = link
         self.address = address
+        self.traits = AgentTraits()  # what the agent taught earlier channels
         self._tcp = parse_tcp_address(address)
 
     @property
@@ -771,7 +777,7 @@ class SshEndpoint:
             stream = await self._open_socket(conn, remaining)
         else:
             stream = await self._open_exec(conn, remaining)
-        client = AgentClient(stream, max_reply=link.max_reply)
+        client = AgentClient(stream, max_reply=link.max_reply, traits=self.traits)
         if isinstance(stream, ChannelStream):
             # A forwarded socket: the client syncs before its first request, and a poll's
             # requests ride along with that sync, one round trip less for every per-poll
