@@ -1,0 +1,133 @@
+"""The command line: the dashboard, and headless subcommands for scripts.
+
+`status` and every other subcommand run on the fleet engine alone; Textual is imported
+only when the dashboard starts, so scripts stay light. The package: `parser` (grammar),
+`lifecycle` (one process: settle, run, stop and thaw, exit status), `select` (what
+subcommands share), and a module per group of verbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qgadash.cli.actions import cmd_agent, cmd_exec, cmd_fstrim, cmd_shutdown, cmd_suspend
+from qgadash.cli.copy import cmd_cp
+from qgadash.cli.freeze import cmd_freeze, cmd_thaw
+from qgadash.cli.lifecycle import Command, run_command
+from qgadash.cli.parser import build_parser, demo_default
+from qgadash.cli.select import EXIT_USAGE, UsageError
+from qgadash.cli.status import cmd_status
+from qgadash.fleet.actions import ReadOnlyError
+from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import Config, ConfigError, find_config, load_config
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.holds import HoldJournal
+
+__all__ = ["COMMANDS", "build_parser", "main", "run"]
+
+DESTRUCTIVE = {"freeze", "thaw", "shutdown", "suspend", "exec", "fstrim"}
+# (`agent` is judged per command by qgadash.agent.policy; `cp` by its direction.)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(demo_default(sys.argv[1:] if argv is None else argv))
+    try:
+        return asyncio.run(run(args)) if args.command else run_dashboard_command(args)
+    except ConfigError as exc:
+        print(f"qgadash: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ReadOnlyError) as exc:
+        print(f"qgadash: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except asyncio.CancelledError:  # SIGTERM, after the engine stopped and thawed
+        return 128 + signal.SIGTERM
+
+
+def load(args: argparse.Namespace) -> Config:
+    config = load_config(find_config(args.hosts))
+    if args.read_only:
+        config = Config(
+            config.path, _settings(config, read_only=True), config.hypervisors, config.vms
+        )
+    if args.theme:
+        config = Config(
+            config.path, _settings(config, theme=args.theme), config.hypervisors, config.vms
+        )
+    return config
+
+
+def _settings(config: Config, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config.settings, **changes)
+
+
+def run_dashboard_command(args: argparse.Namespace) -> int:
+    if args.demo is not None:
+        return asyncio.run(_demo_dashboard(args))
+    config = load(args)
+    from qgadash.ui.app import run_dashboard
+
+    audit = AuditLog(keep_argv=args.audit_argv)
+    engine = FleetEngine(config, audit=audit, journal=HoldJournal())
+    return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
+
+
+async def _demo_dashboard(args: argparse.Namespace) -> int:
+    from qgadash.ui.app import QgadashApp, run_app
+
+    async with contextlib.AsyncExitStack() as stack:
+        config = await _demo_config(args, stack)
+        label = f"demo · {_demo_count(args)} simulated VMs"
+        app = QgadashApp(FleetEngine(config), config_label=label, theme=args.theme)
+        return await run_app(app)
+
+
+def _demo_count(args: argparse.Namespace) -> int:
+    requested: int = args.demo
+    return max(1, min(requested, 5000))
+
+
+async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Config:
+    from qgadash.sim.fleet import SimFleet
+
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="qgadash-demo-"))
+    fleet = SimFleet.demo(Path(tmp), _demo_count(args))
+    await fleet.start()
+    stack.push_async_callback(fleet.stop)
+    hosts = Path(tmp) / "hosts.toml"
+    fleet.write_hosts_toml(hosts, hypervisor="demo")
+    args.hosts = str(hosts)
+    return load(args)
+
+
+async def run(args: argparse.Namespace) -> int:
+    writes = args.command in DESTRUCTIVE or (args.command == "cp" and ":" in args.destination)
+    return await run_command(args, COMMANDS[args.command], _config_for, writes)
+
+
+async def _config_for(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Config:
+    return await _demo_config(args, stack) if args.demo is not None else load(args)
+
+
+COMMANDS: dict[str, Command] = {
+    "status": cmd_status,
+    "freeze": cmd_freeze,
+    "thaw": cmd_thaw,
+    "fstrim": cmd_fstrim,
+    "shutdown": cmd_shutdown,
+    "suspend": cmd_suspend,
+    "exec": cmd_exec,
+    "cp": cmd_cp,
+    "agent": cmd_agent,
+}

@@ -1,0 +1,112 @@
+"""`freeze` and `thaw`: the hold in the foreground until the deadline (or a stop
+signal), the keepers named before the confirmation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from qgadash.cli.select import (
+    EXIT_FAILED,
+    UsageError,
+    confirm,
+    names,
+    poll_selected,
+    print_results,
+)
+from qgadash.fleet.actions import Action
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.model import ActionResult
+from qgadash.fleet.sanitize import printable
+from qgadash.fleet.signals import say
+
+
+async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
+
+    chosen = await poll_selected(engine, args)
+    plan = engine.plan(Action.FREEZE, [s.id for s in chosen])
+    after = engine.settings.thaw_after if args.thaw_after is None else args.thaw_after
+    if after < 0:
+        raise UsageError("--thaw-after must be 0 or more seconds")
+    if not plan.eligible:
+        return print_results("freeze", [], plan.skipped, args.json)
+    when = "never (--thaw-after 0; no keeper)" if after == 0 else f"after {after:g} s"
+    if after > 0:
+        say(keeper_summary(await engine.keepers(plan.eligible), engine))
+    if not confirm(f"Freeze {len(plan.eligible)} VMs ({names(plan.eligible)}), thaw {when}?", args):
+        return EXIT_FAILED
+    results = await engine.freeze(
+        plan.eligible, mountpoints=args.mountpoint or None, thaw_after=after
+    )
+    frozen = [r.vm_id for r in results if r.ok]
+    status = print_results("freeze", results, plan.skipped, args.json)
+    if after == 0:
+        for vm_id in engine.frozen_by_us():  # handed to the operator: not ours to thaw
+            engine.guard.release(vm_id, "left frozen (--thaw-after 0)")
+        if frozen:
+            say(f"left frozen: {len(frozen)} VMs; no keeper armed (--thaw-after 0)")
+        return status
+    if engine.guard.owed():
+        kinds = sorted({h.keeper for h in engine.guard.holds()})
+        say(
+            f"frozen: {len(frozen)} VMs; thawing in {after:g} s (keeper: {', '.join(kinds)}; "
+            "Ctrl-C, SIGTERM or closing the terminal thaws now)"
+        )
+        if not await hold_until_thawed(engine, after + engine.settings.thaw_retry_for):
+            status = EXIT_FAILED  # `run` names every VM still frozen
+        elif not engine.guard.owed():
+            say(f"thawed: {len(frozen)} VMs")
+    return status
+
+
+def keeper_summary(keepers: dict[str, str | None], engine: FleetEngine) -> str:
+    """Before a freeze: which keepers will thaw at the deadline if this process cannot,
+    and every VM that gets none (and why)."""
+    armed: dict[str, int] = {}
+    none: list[str] = []
+    for vm_id, why in keepers.items():
+        if why is None:
+            snap = engine.store.get(vm_id)
+            link = snap.ref.hypervisor if snap else "?"
+            where = "this machine" if engine.is_local(vm_id) else f"hypervisor {link}"
+            armed[where] = armed.get(where, 0) + 1
+        else:
+            none.append(f"  {printable(vm_id, 80)}: {printable(why, 200)}")
+    parts = [f"{n} on {where}" for where, n in sorted(armed.items())]
+    text = "keepers (thaw at the deadline even if qgadash dies): " + (", ".join(parts) or "none")
+    if none:
+        text += f"\nNO KEEPER for {len(none)} VMs (only this process will thaw them):\n"
+        text += "\n".join(none)
+    return text
+
+
+async def hold_until_thawed(engine: FleetEngine, seconds: float) -> bool:
+    """Wait while the guard thaws at the deadline (retrying failures) for up to `seconds`;
+    whether every hold ended. A stop signal ends the hold early, as the contract says
+    ("until Ctrl-C, which thaws at once"): the command goes on and `run` thaws."""
+    try:
+        async with asyncio.timeout(seconds):
+            await engine.guard.settled()
+    except TimeoutError:
+        return False
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.uncancel() == 0:
+            return True  # the thaw on exit decides the exit status
+        raise
+    return True
+
+
+async def cmd_thaw(engine: FleetEngine, args: argparse.Namespace) -> int:
+
+    chosen = await poll_selected(engine, args)
+    plan = engine.plan(Action.THAW, [s.id for s in chosen])
+    if plan.eligible and not confirm(
+        f"Thaw {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
+    ):
+        return EXIT_FAILED
+    results = await engine.thaw(plan.eligible) if plan.eligible else []
+    # "not frozen" is not a failure of a thaw: the goal is reached.
+    skipped = [(i, why) for i, why in plan.skipped if why != "not frozen"]
+    done = [ActionResult(i, True, 0, None) for i, why in plan.skipped if why == "not frozen"]
+    return print_results("thaw", results + done, skipped, args.json)
