@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.store import FleetStore
@@ -60,6 +61,21 @@ class FreezeGuard:
         self._holds: dict[str, Hold] = {}
         self._closed = False
         self._settled = asyncio.Event()  # set whenever no timed hold is left
+        # Every deadline/retry task, until it ends: a released hold's task still has its
+        # audit record to write, and exiting before it does would lose that record.
+        self._timers: set[asyncio.Task[None]] = set()
+
+    def _start_timer(self, hold: Hold, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+        hold.timer = task
+
+    async def _finish_timers(self) -> None:
+        """Wait for deadline tasks that are past their release (writing their record)."""
+        current = asyncio.current_task()
+        while pending := [t for t in self._timers if t is not current]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -104,9 +120,7 @@ class FreezeGuard:
         self._holds[vm_id] = hold
         if deadline is not None:
             self._settled.clear()
-            hold.timer = asyncio.get_running_loop().create_task(
-                self._thaw_at_deadline(hold), name=f"thaw-deadline:{vm_id}"
-            )
+            self._start_timer(hold, self._thaw_at_deadline(hold), f"thaw-deadline:{vm_id}")
         self._store.update(vm_id, thaw_deadline=deadline, thaw_error=None)
         return hold
 
@@ -128,10 +142,11 @@ class FreezeGuard:
         self.release(vm_id, "dismissed")
 
     async def settled(self) -> None:
-        """Return once no timed hold is left (every deadline thaw succeeded or was dismissed)."""
-        if not any(h.deadline is not None for h in self._holds.values()):
-            return
-        await self._settled.wait()
+        """Return once no timed hold is left (every deadline thaw succeeded or was
+        dismissed) and every deadline task has finished its work."""
+        if any(h.deadline is not None for h in self._holds.values()):
+            await self._settled.wait()
+        await self._finish_timers()
 
     # -- thawing -----------------------------------------------------------------------
 
@@ -161,8 +176,8 @@ class FreezeGuard:
             return
         if hold.timer is not None:
             hold.timer.cancel()
-        hold.timer = asyncio.get_running_loop().create_task(
-            self._thaw_until_done(hold, "deadline, retry"), name=f"thaw-retry:{vm_id}"
+        self._start_timer(
+            hold, self._thaw_until_done(hold, "deadline, retry"), f"thaw-retry:{vm_id}"
         )
 
     async def thaw_all(self, reason: str = "quit", budget: float = 0.0) -> list[ActionResult]:
@@ -180,6 +195,7 @@ class FreezeGuard:
             if timer is not asyncio.current_task():
                 with contextlib.suppress(asyncio.CancelledError):
                     await timer
+        await self._finish_timers()
         results: dict[str, ActionResult] = {}
         give_up = time.monotonic() + budget
         attempt = 0

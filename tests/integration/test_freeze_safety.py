@@ -232,7 +232,10 @@ async def test_sigkill_of_the_cli_the_keeper_thaws_at_the_deadline(
     assert sorted(frozen(fleet)) == names(fleet)
     await wait_until(lambda: frozen(fleet) == [], "the keeper's thaws", 15)
     assert time.monotonic() - killed_at < 2 + 10  # deadline + 10 s, the promise
-    assert actions(state, "thaw (keeper)") == ids(fleet)
+    # The keeper audits right after each thaw: wait for its lines, do not race them.
+    await wait_until(
+        lambda: actions(state, "thaw (keeper)") == ids(fleet), "the keeper's records", 5
+    )
     await wait_until(lambda: journal(state).load() == ([], []), "records removed", 5)
 
 

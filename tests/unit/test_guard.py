@@ -237,3 +237,23 @@ async def test_retry_now_leaves_a_hold_whose_deadline_is_ahead() -> None:
     await asyncio.sleep(0.02)
     assert thawer.calls == []
     assert guard.next_deadline() == guard.deadline(IDS[0])
+
+
+async def test_settled_waits_for_the_deadline_task_to_finish_its_record() -> None:
+    """The CLI exits once settled: a deadline thaw's audit record, written after its
+    release, must not be cut off (seen: two of four 'thaw (deadline)' lines lost)."""
+    recorded: list[str] = []
+    thawer = Thawer()
+    guard, _ = make_guard(thawer)
+
+    async def thaw_then_record(vm_id: str, reason: str) -> ActionResult:
+        result = await thawer(vm_id, reason)  # releases the hold
+        await asyncio.sleep(0.05)  # the engine writes its audit record after that
+        recorded.append(vm_id)
+        return result
+
+    guard._thaw = thaw_then_record  # type: ignore[method-assign]
+    for vm_id in IDS[:4]:
+        guard.record(vm_id, 0.0)
+    await asyncio.wait_for(guard.settled(), 2)
+    assert sorted(recorded) == IDS[:4]
