@@ -112,6 +112,9 @@ class FleetEngine:
         self._sessions: dict[str, VmSession] = {}
         self._poll_numbers: dict[str, int] = {}
         self._action_epochs: dict[str, int] = {}
+        # VMs whose freeze is on its way (hold taken, keeper arming, request in flight):
+        # a poll's "thawed" is the state before it, not someone else's thaw.
+        self._freezing: dict[str, int] = {}
         self._in_flight = InFlightLimit(config.settings.max_in_flight)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._discovery_tasks: list[asyncio.Task[None]] = []
@@ -262,6 +265,7 @@ class FleetEngine:
             outcome.agent is AgentState.OK
             and outcome.freeze is FreezeState.THAWED
             and vm_id in self.guard.owned()
+            and vm_id not in self._freezing
         ):
             # Someone thawed it: nothing owed. Only an answered poll says so: a failed one
             # carries the last known state, which after a freeze whose outcome is unknown
@@ -508,6 +512,15 @@ class FleetEngine:
         args = {"mountpoints": list(mountpoints)} if mountpoints else None
 
         async def one(vm_id: str) -> int:
+            self._freezing[vm_id] = self._freezing.get(vm_id, 0) + 1
+            try:
+                return await freeze_one(vm_id)
+            finally:
+                self._freezing[vm_id] -= 1
+                if not self._freezing[vm_id]:
+                    del self._freezing[vm_id]
+
+        async def freeze_one(vm_id: str) -> int:
             link, reach = self._link_of(vm_id)
             try:
                 # Before the request: a lost reply still thaws.
