@@ -19,6 +19,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.theme import Theme
+from textual.worker import Worker
 
 from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
@@ -99,6 +100,7 @@ class QgadashApp(App[int]):
         self._quitting = False
         self._refresh_pending = False
         self._unsubscribe: Callable[[], None] | None = None
+        self._journal_worker: Worker[None] | None = None
         self.fleet = FleetScreen()
         themes, self.theme_errors = load_themes(user_theme_dir)
         for t in themes.values():
@@ -118,6 +120,12 @@ class QgadashApp(App[int]):
     @property
     def read_only(self) -> bool:
         return bool(self.engine.settings.read_only)
+
+    @property
+    def settling_journal(self) -> bool:
+        """Whether the holds an earlier qgadash left are being settled (the header says so)."""
+        worker = self._journal_worker
+        return worker is not None and not worker.is_finished
 
     def key_for(self, binding_id: str, default: str) -> str:
         return self.keymap.get(binding_id, default).split(",")[0]
@@ -150,7 +158,9 @@ class QgadashApp(App[int]):
         if self.fleet.live:
             self.fleet.redraw()
         if self._start_engine:
-            self.run_worker(self._settle_journal(), group="journal", exit_on_error=False)
+            self._journal_worker = self.run_worker(
+                self._settle_journal(), group="journal", exit_on_error=False
+            )
             try:
                 await self.engine.start()
             except Exception as exc:
@@ -317,9 +327,20 @@ class QgadashApp(App[int]):
                 how=how,
                 palette=self.palette,
                 thaw_after=default,
+                keepers=lambda: self.engine.keepers(plan.eligible),
+                keeper_places=self._keeper_places(plan.eligible),
             ),
             confirmed,
         )
+
+    def _keeper_places(self, vm_ids: Sequence[str]) -> dict[str, str | None]:
+        """Per VM, the hypervisor whose keeper would thaw it; None: this machine's."""
+        places: dict[str, str | None] = {}
+        for vm_id in vm_ids:
+            snap = self.engine.store.get(vm_id)
+            hypervisor = snap.ref.hypervisor if snap is not None else vm_id.split("/", 1)[0]
+            places[vm_id] = None if self.engine.is_local(vm_id) else hypervisor
+        return places
 
     def confirm_thaw(self, vm_ids: Sequence[str], how: str) -> None:
         if self._refuse_read_only():
@@ -400,7 +421,7 @@ class QgadashApp(App[int]):
             if ok:
                 self.run_worker(self._stop_and_exit(), group="quit", exit_on_error=False)
 
-        self.push_screen(QuitScreen(frozen, self.palette), answered)
+        self.push_screen(QuitScreen(self.engine.holds, self.clock, self.palette), answered)
 
     async def _stop_and_exit(self) -> None:
         self._quitting = True

@@ -13,6 +13,7 @@ from typing import Protocol
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError
 from qgadash.fleet.config import Settings
 from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
+from qgadash.fleet.guard import Hold
 from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.store import FleetStore
@@ -27,6 +28,7 @@ __all__ = [
     "Engine",
     "FileSlice",
     "Files",
+    "Hold",
     "ListingUnavailable",
     "ReadOnlyError",
     "Settled",
@@ -80,6 +82,18 @@ class Engine(Protocol):
         ...
 
     def frozen_by_us(self) -> list[str]: ...
+
+    def holds(self) -> list[Hold]:
+        """Every freeze this process holds, timed or not: deadline, keeper, last error."""
+        ...
+
+    def is_local(self, vm_id: str) -> bool:
+        """Whether this machine reaches the VM's agent directly (its keeper is local)."""
+        ...
+
+    async def keepers(self, vm_ids: Sequence[str]) -> dict[str, str | None]:
+        """Per VM: None if a thaw keeper can be armed next to it, else why not."""
+        ...
 
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan: ...
 

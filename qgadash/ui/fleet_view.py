@@ -8,9 +8,10 @@ countdown, "last seen") are whole seconds, so they change at most once a second.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from rich.style import Style
 from rich.text import Text
 
+from qgadash.fleet.guard import Hold
 from qgadash.fleet.model import AgentState, FreezeState, HypervisorStatus, VmSnapshot
 from qgadash.transport.base import HypervisorState
 from qgadash.ui.formatting import format_age, format_countdown, format_latency
@@ -28,8 +30,11 @@ __all__ = [
     "Column",
     "FleetCounts",
     "FleetFilter",
+    "HoldSummary",
     "Palette",
+    "Tone",
     "count_fleet",
+    "hold_summary",
     "is_fault",
     "render_cell",
     "row_values",
@@ -70,7 +75,7 @@ def is_fault(snap: VmSnapshot) -> bool:
 class FleetCounts:
     total: int
     by_state: dict[AgentState, int]
-    frozen: int
+    frozen: int  # frozen and not held by this session (someone else froze them)
     thaw_errors: int
     hypervisors: tuple[HypervisorStatus, ...]
 
@@ -88,19 +93,41 @@ class FleetCounts:
 
 
 def count_fleet(
-    snapshots: Iterable[VmSnapshot], hypervisors: Iterable[HypervisorStatus]
+    snapshots: Iterable[VmSnapshot],
+    hypervisors: Iterable[HypervisorStatus],
+    held: Collection[str] = (),
 ) -> FleetCounts:
+    """Counts for the header; `held`: the VMs this session froze (counted apart, with
+    their deadline, by `hold_summary`)."""
     states: Counter[AgentState] = Counter()
     frozen = thaw_errors = total = 0
     for snap in snapshots:
         total += 1
         states[snap.agent] += 1
-        if snap.freeze is FreezeState.FROZEN:
+        if snap.freeze is FreezeState.FROZEN and snap.id not in held:
             frozen += 1
         if snap.thaw_error is not None:
             thaw_errors += 1
     hvs = tuple(sorted(hypervisors, key=lambda h: h.name))
     return FleetCounts(total, dict(states), frozen, thaw_errors, hvs)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSummary:
+    """What the header says about this session's freezes; whole seconds, so it changes
+    at most once a second."""
+
+    held: int = 0  # VMs this session froze and has not thawed, timed or not
+    next_thaw: int | None = None  # seconds to the nearest deadline; None: no timed hold
+    settling: bool = False  # the holds an earlier qgadash left are being settled
+
+
+def hold_summary(holds: Sequence[Hold], now: float, *, settling: bool = False) -> HoldSummary:
+    deadlines = [h.deadline for h in holds if h.deadline is not None]
+    next_thaw = None
+    if deadlines:
+        next_thaw = int(max(0.0, min(deadlines) - now) + 0.999)
+    return HoldSummary(len(holds), next_thaw, settling)
 
 
 # -- filter ---------------------------------------------------------------------------
@@ -331,6 +358,12 @@ def sort_ids(snapshots: Iterable[VmSnapshot], column: str, reverse: bool) -> lis
     return [vm_id for _, vm_id in have] + missing
 
 
+class Tone(enum.Enum):
+    """A row-wide colour, carried in each of the row's cell values as `(tone, value)`."""
+
+    ALARM = "alarm"  # a failed thaw: the error colour
+
+
 def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, ...]:
     """One hashable value per column: everything `render_cell` needs, and no more."""
     facts = snap.facts
@@ -346,7 +379,7 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         fs = (snap.freeze.value,)
     load = _load1(snap)
     latency = snap.latency_ms
-    return (
+    cells = (
         (marked,),
         (snap.id, stale),
         (snap.ref.hypervisor,),
@@ -360,6 +393,11 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         (None if latency is None else round(latency, 1 if latency < 10 else 0), stale),
         (None if snap.last_seen is None else int(now - snap.last_seen),),
     )
+    if snap.thaw_error is not None:
+        # A thaw this session owes failed: the whole row says so until it is thawed or
+        # dismissed, not only the FS cell.
+        return tuple((Tone.ALARM, cell) for cell in cells)
+    return cells
 
 
 def clock_values(snap: VmSnapshot, now: float) -> tuple[CellValue, CellValue]:
@@ -394,6 +432,12 @@ def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
     Cells with equal values share one `Text` (never mutated): "ok", "thawed", "hv1" are
     the same object in every row, which keeps the table's memory and GC work small.
     """
+    if value and value[0] is Tone.ALARM:
+        inner = value[1]
+        assert isinstance(inner, tuple)
+        text = render_cell(index, inner, palette).copy()
+        text.stylize(palette.error)
+        return text
     key = COLUMN_KEYS[index]
     width = COLUMNS[index].max_width
     if key == "mark":
@@ -449,51 +493,98 @@ def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
 
 
 def header_text(
-    counts: FleetCounts, *, label: str, read_only: bool, palette: Palette, max_down: int = 3
+    counts: FleetCounts,
+    *,
+    label: str,
+    read_only: bool,
+    palette: Palette,
+    holds: HoldSummary | None = None,
+    width: int | None = None,
+    max_down: int = 3,
 ) -> Text:
-    """The line that answers "is anything wrong?", then one line per hypervisor that is down."""
-    text = Text(no_wrap=True, overflow="ellipsis", end="")
-    text.append(" qgadash ", style=Style(bold=True))
+    """The line that answers "is anything wrong?", then one line per hypervisor that is down.
+
+    The first line never wraps: when it is wider than `width`, the least important parts
+    go first (the label, the ok and pending counts, the VM total, the hypervisor summary,
+    then the other counts);
+    this session's frozen count and next thaw, failed thaws, the journal being settled
+    and READ-ONLY always stay.
+    """
+    holds = holds or HoldSummary()
+    parts: list[tuple[int, Text]] = []  # (drop rank: higher goes first, 0 never; text)
+
+    def part(rank: int, *pieces: tuple[str, Style] | Text) -> None:
+        text = Text(end="")
+        for piece in pieces:
+            if isinstance(piece, Text):
+                text.append_text(piece)
+            else:
+                text.append(piece[0], style=piece[1])
+        parts.append((rank, text))
+
+    part(0, (" qgadash ", Style(bold=True)))
     if label:
-        text.append(" ")
-        text.append_text(plain(label, 60))
+        part(12, (" ", Style()), plain(label, 60))
     hvs = counts.hypervisors
     if hvs:
-        text.append(f" · {len(hvs)} hypervisor{'s' if len(hvs) != 1 else ''} (")
-        parts: list[tuple[str, Style]] = [(f"{counts.hypervisors_up} connected", Style())]
+        summary = Text(f" · {len(hvs)} hypervisor{'s' if len(hvs) != 1 else ''} (", end="")
+        hv_parts: list[tuple[str, Style]] = [(f"{counts.hypervisors_up} connected", Style())]
         if counts.hypervisors_connecting:
-            parts.append((f"{counts.hypervisors_connecting} connecting", palette.warning))
+            hv_parts.append((f"{counts.hypervisors_connecting} connecting", palette.warning))
         down = counts.hypervisors_down
         if down:
-            parts.append((f"{len(down)} down", palette.error))
-        for i, (part, style) in enumerate(parts):
+            hv_parts.append((f"{len(down)} down", palette.error))
+        for i, (piece, style) in enumerate(hv_parts):
             if i:
-                text.append(", ")
-            text.append(part, style=style)
-        text.append(")")
-    text.append(f" · {counts.total} VM{'s' if counts.total != 1 else ''} ")
+                summary.append(", ")
+            summary.append(piece, style=style)
+        summary.append(")")
+        part(8, summary)
+    part(9, (f" · {counts.total} VM{'s' if counts.total != 1 else ''} ", Style()))
     by = counts.by_state
 
-    def chip(symbol: str, n: int, what: str, style: Style) -> None:
-        text.append("  ")
-        text.append(f"{symbol} {n} {what}", style=style)
+    def chip(rank: int, symbol: str, n: int, what: str, style: Style) -> None:
+        part(rank, ("  ", Style()), (f"{symbol} {n} {what}", style))
 
-    chip("●", by.get(AgentState.OK, 0), "ok", palette.ok)
-    for state, symbol, style in (
-        (AgentState.TIMEOUT, "▲", palette.warning),
-        (AgentState.UNREACHABLE, "✖", palette.error),
-        (AgentState.ERROR, "!", palette.error),
-        (AgentState.PENDING, "…", palette.stale),
+    chip(11, "●", by.get(AgentState.OK, 0), "ok", palette.ok)
+    for state, symbol, style, rank in (
+        (AgentState.TIMEOUT, "▲", palette.warning, 6),
+        (AgentState.UNREACHABLE, "✖", palette.error, 5),
+        (AgentState.ERROR, "!", palette.error, 4),
+        (AgentState.PENDING, "…", palette.stale, 10),
     ):
         if by.get(state):
-            chip(symbol, by[state], state.value, style)
+            chip(rank, symbol, by[state], state.value, style)
+    if holds.held:
+        pieces: list[tuple[str, Style]] = [
+            ("  ", Style()),
+            (f"❄ {holds.held} frozen", palette.frozen + Style(bold=True)),
+        ]
+        if holds.next_thaw is not None:
+            pieces.append((f" · next thaw {format_countdown(holds.next_thaw)}", palette.frozen))
+        part(0, *pieces)
     if counts.frozen:
-        chip("❄", counts.frozen, "frozen", palette.frozen)
+        chip(7, "❄", counts.frozen, "frozen by others", palette.frozen)
     if counts.thaw_errors:
-        chip("✖", counts.thaw_errors, "thaw failed", palette.error + Style(bold=True))
+        chip(0, "✖", counts.thaw_errors, "thaw failed", palette.error + Style(bold=True))
+    if holds.settling:
+        part(
+            0,
+            ("  ", Style()),
+            ("⟳ settling holds of an earlier run…", palette.warning + Style(bold=True)),
+        )
     if read_only:
-        text.append("  ")
-        text.append(" READ-ONLY ", style=Style(reverse=True, bold=True) + palette.warning)
+        part(0, ("  ", Style()), (" READ-ONLY ", Style(reverse=True, bold=True) + palette.warning))
+    if width is not None:
+        while sum(t.cell_len for _, t in parts) > width:
+            rank = max(r for r, _ in parts)
+            if rank == 0:
+                break
+            drop = next(i for i, (r, _) in enumerate(parts) if r == rank)
+            del parts[drop]
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    for _, piece_text in parts:
+        text.append_text(piece_text)
     down = counts.hypervisors_down
     for hv in down[:max_down]:
         text.append("\n")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 
+from qgadash.fleet.guard import Hold
+from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER
 from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
 from qgadash.fleet.store import CounterSample
 from qgadash.ui.fleet_view import Palette
@@ -29,6 +31,8 @@ from qgadash.ui.plain import plain
 __all__ = [
     "agent_text",
     "command_reason",
+    "freeze_text",
+    "keeper_text",
     "network_text",
     "nic_rates",
     "overview_text",
@@ -73,10 +77,49 @@ def title_text(snap: VmSnapshot, palette: Palette) -> Text:
     return text
 
 
-def freeze_text(snap: VmSnapshot, now: float, palette: Palette) -> Text:
+def keeper_text(kind: str, vm_id: str, palette: Palette, *, timed: bool = True) -> Text:
+    """Where the thaw of one hold is kept beyond this process, in words: `local keeper`,
+    `systemd timer on hv2`, `no keeper` (in the error colour for a timed hold: if this
+    qgadash dies, nothing thaws it at its deadline)."""
+    if kind == LOCAL_KEEPER:
+        return Text("local keeper (a process on this machine)")
+    if kind == NO_KEEPER or kind.startswith(NO_KEEPER + ":"):
+        # "none: why" when a timed hold's keeper could not be armed
+        text = Text("no keeper", style=palette.error if timed else palette.stale)
+        why = kind.partition(":")[2].strip()
+        if why:
+            text.append(" (")
+            text.append_text(plain(why, 160))
+            text.append(")")
+        return text
+    hypervisor = vm_id.split("/", 1)[0]
+    what = {"systemd": "systemd timer", "nohup": "nohup keeper"}.get(kind, f"{kind} keeper")
+    text = plain(what, 40)
+    text.append(" on ")
+    text.append_text(plain(hypervisor, 40))
+    return text
+
+
+def freeze_text(snap: VmSnapshot, now: float, palette: Palette, hold: Hold | None = None) -> Text:
+    """The freeze state; for a hold of this session also its deadline and its keeper."""
     if snap.thaw_error:
         text = Text("THAW FAILED: ", style=palette.error + Style(bold=True))
         text.append_text(plain(snap.thaw_error, 200, style=palette.error))
+        return text
+    if hold is not None:
+        if snap.freeze is FreezeState.UNKNOWN:
+            text = Text("? freeze outcome unknown; held by this session", style=palette.warning)
+        else:
+            text = Text("❄ frozen by this session", style=palette.frozen)
+        if hold.deadline is not None:
+            left = format_countdown(hold.deadline - now)
+            text.append(f", thaws in {left}", style=palette.frozen)
+        else:
+            text.append(", no automatic thaw (thawed when qgadash quits)", style=palette.frozen)
+        text.append(" · keeper: ")
+        text.append_text(
+            keeper_text(hold.keeper, hold.vm_id, palette, timed=hold.deadline is not None)
+        )
         return text
     if snap.freeze is FreezeState.FROZEN:
         if snap.thaw_deadline is not None:
@@ -95,7 +138,7 @@ def command_reason(snap: VmSnapshot) -> str:
     return "disabled by the guest's policy (qemu-ga --block-rpcs / allow-rpcs)"
 
 
-def overview_text(snap: VmSnapshot, now: float, palette: Palette) -> Text:
+def overview_text(snap: VmSnapshot, now: float, palette: Palette, hold: Hold | None = None) -> Text:
     facts = snap.facts
     text = Text()
     agent = Text(
@@ -158,7 +201,7 @@ def overview_text(snap: VmSnapshot, now: float, palette: Palette) -> Text:
     _row(text, "Time drift", Text(format_drift(drift), style=drift_style))
     _row(text, "Agent ver.", plain(facts.version, 40))
     _row(text, "Latency", format_latency(snap.latency_ms))
-    _row(text, "Filesystems", freeze_text(snap, now, palette))
+    _row(text, "Filesystems", freeze_text(snap, now, palette, hold))
     info = facts.info
     if info is None:
         _row(text, "Commands", plain(None))

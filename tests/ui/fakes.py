@@ -30,6 +30,7 @@ from qgadash.agent.replies import (
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError, make_plan
 from qgadash.fleet.config import Settings
 from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
+from qgadash.fleet.guard import Hold
 from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import (
     ActionResult,
@@ -387,6 +388,9 @@ class FakeEngine:
         self.action_delay = 0.0
         self.fail: dict[str, str] = {}  # vm id -> error for any action
         self._owned: set[str] = set()
+        self.keeper_kinds: dict[str, str] = {}  # vm id -> keeper kind of its hold
+        self.no_keeper: dict[str, str] = {}  # vm id -> why no keeper can be armed
+        self.keeper_gate: asyncio.Event | None = None  # keepers() answers once it is set
         self._pending: list[VmSnapshot] = list(snapshots)
         for snap in snapshots:
             self.store.put(snap)
@@ -411,6 +415,30 @@ class FakeEngine:
 
     def frozen_by_us(self) -> list[str]:
         return sorted(self._owned)
+
+    def holds(self) -> list[Hold]:
+        """The holds behind `frozen_by_us`, from the snapshots (keeper: `keeper_kinds`)."""
+        out = []
+        for vm_id in sorted(self._owned):
+            snap = self.store.get(vm_id)
+            deadline = snap.thaw_deadline if snap else None
+            keeper = self.keeper_kinds.get(vm_id, "local" if deadline is not None else "none")
+            out.append(
+                Hold(vm_id, deadline, keeper=keeper, error=snap.thaw_error if snap else None)
+            )
+        return out
+
+    def is_local(self, vm_id: str) -> bool:
+        snap = self.store.get(vm_id)
+        hv = next(
+            (h for h in self.store.hypervisors() if snap and h.name == snap.ref.hypervisor), None
+        )
+        return hv is not None and hv.state is HypervisorState.LOCAL
+
+    async def keepers(self, vm_ids: Sequence[str]) -> dict[str, str | None]:
+        if self.keeper_gate is not None:
+            await self.keeper_gate.wait()
+        return {vm_id: self.no_keeper.get(vm_id) for vm_id in vm_ids}
 
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
         return make_plan(action, [(v, self.store.get(v)) for v in vm_ids], self._owned)

@@ -67,8 +67,17 @@ def test_detail_tabs(snap_compare, tab: str) -> None:
 
 def test_freeze_confirmation_modal(snap_compare) -> None:
     async def setup(pilot) -> None:  # type: ignore[no-untyped-def]
-        pilot.app.fleet.set_marks({"hv1/web-00", "hv2/web-01", "hv2/db-04", "hv1/web-03"})
+        pilot.app.engine.no_keeper["hv2/db-16"] = (
+            "hv2: no thaw keeper possible: no systemd-run, no nohup"
+        )
+        pilot.app.fleet.set_marks(
+            {"hv1/web-00", "hv2/web-01", "hv2/db-04", "hv1/web-03", "hv2/db-16"}
+        )
         await pilot.press("f")
+        for _ in range(100):  # until the keeper check has answered
+            await pilot.pause()
+            if getattr(pilot.app.screen, "keeper_answers", None) is not None:
+                break
         await pilot.pause()
 
     assert snap_compare(fixed_app(), terminal_size=SIZE, run_before=setup)

@@ -13,6 +13,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from qgadash.fleet.guard import Hold
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui.vm_view import agent_text, network_text, overview_text, storage_text, title_text
 
@@ -83,7 +84,9 @@ class DetailScreen(Screen[None]):
         now = self.qapp.clock()
         self._drawn = snap
         self.query_one("#detail-title", Static).update(title_text(snap, palette))
-        self.query_one("#overview-body", Static).update(overview_text(snap, now, palette))
+        self.query_one("#overview-body", Static).update(
+            overview_text(snap, now, palette, self._hold())
+        )
         history = self.qapp.engine.store.nic_history(self.vm_id)
         self.query_one("#network-body", Static).update(network_text(snap, history, palette))
         self.query_one("#storage-body", Static).update(storage_text(snap, palette))
@@ -93,14 +96,19 @@ class DetailScreen(Screen[None]):
         if self.vm_id in changed or self.vm_id in removed:
             self.redraw()
 
+    def _hold(self) -> Hold | None:
+        """This session's hold on the VM (its deadline and keeper), if any."""
+        return next((h for h in self.qapp.engine.holds() if h.vm_id == self.vm_id), None)
+
     def tick(self) -> None:
         snap = self.qapp.engine.store.get(self.vm_id)
-        if snap is not None and (snap.thaw_deadline is not None or snap.last_seen is not None):
+        hold = self._hold()
+        if snap is not None and (hold is not None or snap.last_seen is not None):
             try:
                 body = self.query_one("#overview-body", Static)
             except NoMatches:  # the screen is being taken down
                 return
-            body.update(overview_text(snap, self.qapp.clock(), self.qapp.palette))
+            body.update(overview_text(snap, self.qapp.clock(), self.qapp.palette, hold))
 
     def action_tab(self, tab: str) -> None:
         if not self._tabs_ready:

@@ -23,6 +23,7 @@ from qgadash.ui.fleet_view import (
     FleetFilter,
     count_fleet,
     header_text,
+    hold_summary,
     is_fault,
     row_values,
     sort_ids,
@@ -195,6 +196,11 @@ class FleetScreen(Screen[None]):
         visible = self.table.visible_ids()
         if visible:
             self.table.update_values(self._values_map(visible, now))
+        self._refresh_header()
+
+    def on_resize(self) -> None:
+        if self.live:
+            self._refresh_header()
 
     def redraw(self) -> None:
         """Everything again (the theme changed)."""
@@ -204,18 +210,30 @@ class FleetScreen(Screen[None]):
 
     def _refresh_counts(self, force: bool = False) -> None:
         store = self.qapp.engine.store
-        counts = count_fleet(store.snapshots(), store.hypervisors())
-        key = (counts, self.qapp.read_only)
+        held = {h.vm_id for h in self.qapp.engine.holds()}
+        self._counts = count_fleet(store.snapshots(), store.hypervisors(), held)
+        self._refresh_header(force)
+
+    def _refresh_header(self, force: bool = False) -> None:
+        """Redraw the header if anything it shows changed (the next-thaw countdown ticks)."""
+        counts = self._counts
+        if counts is None:
+            return
+        qapp = self.qapp
+        holds = hold_summary(qapp.engine.holds(), self.now(), settling=qapp.settling_journal)
+        width = self.app.size.width or None
+        key = (counts, holds, qapp.read_only, width)
         if not force and key == self._header_key:
             return
         self._header_key = key
-        self._counts = counts
         self.query_one("#fleet-header", Static).update(
             header_text(
                 counts,
-                label=self.qapp.config_label,
-                read_only=self.qapp.read_only,
-                palette=self.qapp.palette,
+                label=qapp.config_label,
+                read_only=qapp.read_only,
+                palette=qapp.palette,
+                holds=holds,
+                width=width,
             )
         )
         self._update_status()

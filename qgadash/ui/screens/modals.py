@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,9 +33,11 @@ from textual.widgets import (
 )
 
 from qgadash.fleet.model import ActionResult
-from qgadash.ui.engine_api import Action, ActionPlan, ActionProgress
+from qgadash.ui.engine_api import Action, ActionPlan, ActionProgress, Hold
 from qgadash.ui.fleet_view import Palette
+from qgadash.ui.formatting import format_countdown
 from qgadash.ui.plain import plain, sanitize
+from qgadash.ui.vm_view import keeper_text
 
 __all__ = [
     "ActionRunScreen",
@@ -46,10 +48,14 @@ __all__ = [
     "PowerScreen",
     "QuitScreen",
     "describe_result",
+    "keeper_plan_text",
     "plan_text",
+    "quit_text",
 ]
 
 Runner = Callable[[ActionProgress], Awaitable[list[ActionResult]]]
+KeeperCheck = Callable[[], Awaitable[Mapping[str, str | None]]]
+QUIT_REFRESH_SECONDS = 0.25  # the quit dialog re-reads the holds this often
 
 
 def _vms(n: int) -> str:
@@ -81,6 +87,78 @@ def plan_text(plan: ActionPlan, verb: str, palette: Palette, limit: int = 200) -
     return text
 
 
+def _names(vm_ids: Sequence[str], limit: int = 6) -> Text:
+    text = Text()
+    for i, vm_id in enumerate(vm_ids[:limit]):
+        if i:
+            text.append("  ")
+        text.append_text(plain(vm_id, 60))
+    if len(vm_ids) > limit:
+        text.append(f"  … and {len(vm_ids) - limit} more")
+    return text
+
+
+def keeper_plan_text(
+    vm_ids: Sequence[str],
+    answers: Mapping[str, str | None] | None,
+    places: Mapping[str, str | None],
+    thaw_after: float | None,
+    palette: Palette,
+) -> Text:
+    """Before a freeze: which VMs get which thaw keeper (a thaw armed next to the guest
+    that still happens if this qgadash dies), and every VM that can get none, and why.
+
+    `answers`: `engine.keepers` (None while it is being asked); `places`: per VM, the
+    hypervisor whose keeper would serve it, None for this machine's local keeper.
+    """
+    text = Text()
+    if thaw_after == 0:
+        text.append(
+            "Thaw after 0 (never): no keeper is armed and nothing thaws these VMs at a "
+            "deadline; they stay frozen until you thaw them or this qgadash quits.",
+            style=palette.warning + Style(bold=True),
+        )
+        return text
+    text.append("Thaw keepers ", style=Style(bold=True))
+    text.append("(thaw at the deadline even if this qgadash dies):", style=palette.stale)
+    if answers is None:
+        text.append("\n  checking where a keeper can be armed…", style=palette.stale)
+        return text
+    groups: dict[str | None, list[str]] = {}
+    refused: list[tuple[str, str]] = []
+    for vm_id in vm_ids:
+        why = answers.get(vm_id, "the engine did not say")
+        if why is None:
+            groups.setdefault(places.get(vm_id), []).append(vm_id)
+        else:
+            refused.append((vm_id, why))
+    for place, members in sorted(groups.items(), key=lambda g: (g[0] is not None, g[0] or "")):
+        text.append("\n  ")
+        if place is None:
+            text.append("local keeper (this machine)", style=palette.ok)
+        else:
+            text.append("keeper on hypervisor ", style=palette.ok)
+            text.append_text(plain(place, 40, style=palette.ok))
+        text.append(f" for {_vms(len(members))}: ")
+        text.append_text(_names(members))
+    if refused:
+        text.append(
+            f"\n  No keeper for {_vms(len(refused))}: only this qgadash will thaw "
+            f"{'them' if len(refused) != 1 else 'it'}; if it dies, "
+            f"{'they stay' if len(refused) != 1 else 'it stays'} frozen:",
+            style=palette.error + Style(bold=True),
+        )
+        for vm_id, why in refused[:50]:
+            text.append("\n    ")
+            text.append_text(plain(vm_id, 60, style=palette.error))
+            text.append(" (")
+            text.append_text(plain(why, 160))
+            text.append(")")
+        if len(refused) > 50:
+            text.append(f"\n    … and {len(refused) - 50} more", style=palette.error)
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class FreezeChoice:
     """What the freeze confirmation returns: the thaw deadline in seconds (0: none)."""
@@ -104,7 +182,13 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
         how: str,
         palette: Palette,
         thaw_after: float | None = None,
+        keepers: KeeperCheck | None = None,
+        keeper_places: Mapping[str, str | None] | None = None,
     ) -> None:
+        """`keepers` (a freeze): asks the engine which VMs can get a thaw keeper; the
+        confirm button waits for the answer, so the dialog has said it before a freeze.
+        `keeper_places`: per VM, the hypervisor whose keeper would serve it (None: the
+        local keeper of this machine)."""
         super().__init__(classes="confirm-dialog")
         self._title = title
         self._verb = verb
@@ -112,6 +196,9 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
         self._how = how
         self._palette = palette
         self._thaw_after = thaw_after
+        self._keepers = keepers
+        self._keeper_places = dict(keeper_places or {})
+        self.keeper_answers: Mapping[str, str | None] | None = None
 
     def compose(self) -> ComposeResult:
         n = len(self._plan.eligible)
@@ -130,6 +217,9 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
                         classes="seconds",
                     )
                     yield Label("seconds (0: never)")
+            if self._keepers is not None and n:
+                with VerticalScroll(classes="dialog-keepers"):
+                    yield Static(id="keeper-plan")
             yield Static(id="dialog-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel", variant="default")
@@ -137,11 +227,50 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
                     f"{self._verb} {_vms(n)}",
                     id="confirm",
                     variant="error",
-                    disabled=n == 0,
+                    disabled=n == 0 or self._keepers is not None,
                 )
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
+        if self._keepers is not None and self._plan.eligible:
+            self._show_keepers()
+            self.run_worker(self._ask_keepers(), group="keepers", exit_on_error=False)
+
+    async def _ask_keepers(self) -> None:
+        assert self._keepers is not None
+        try:
+            answers = dict(await self._keepers())
+        except Exception as exc:  # the dialog must still let the operator decide
+            why = f"could not ask: {sanitize(str(exc), 200)}"
+            answers = {vm_id: why for vm_id in self._plan.eligible}
+        self.keeper_answers = answers
+        if self.is_attached:
+            self._show_keepers()
+            self.query_one("#confirm", Button).disabled = False
+
+    def _entered_thaw_after(self) -> float | None:
+        if self._thaw_after is None:
+            return None
+        try:
+            return float(self.query_one("#thaw-after", Input).value.strip())
+        except ValueError:
+            return None
+
+    def _show_keepers(self) -> None:
+        with contextlib.suppress(NoMatches):
+            self.query_one("#keeper-plan", Static).update(
+                keeper_plan_text(
+                    self._plan.eligible,
+                    self.keeper_answers,
+                    self._keeper_places,
+                    self._entered_thaw_after(),
+                    self._palette,
+                )
+            )
+
+    @on(Input.Changed, "#thaw-after")
+    def _deadline_changed(self) -> None:
+        self._show_keepers()
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -485,32 +614,88 @@ class YesNoScreen(ModalScreen[bool]):
         self.dismiss(True)
 
 
-class QuitScreen(YesNoScreen):
-    """Quitting with guests this process froze: they are thawed first."""
+def quit_text(holds: Sequence[Hold], now: float, palette: Palette, limit: int = 100) -> Text:
+    """What quitting thaws: every hold of this session, timed or not, with its deadline
+    and its keeper; or that nothing is left frozen."""
+    text = Text()
+    if not holds:
+        text.append("Nothing this session froze is still frozen: there is nothing to thaw.")
+        return text
+    text.append(
+        f"This session froze {_vms(len(holds))}; quitting thaws them first:",
+        style=Style(bold=True),
+    )
+    ordered = sorted(holds, key=lambda h: (h.deadline is None, h.deadline or 0.0, h.vm_id))
+    for hold in ordered[:limit]:
+        text.append("\n  ")
+        if hold.error:
+            text.append("✖ ", style=palette.error)
+            text.append_text(plain(hold.vm_id, 40, style=palette.error))
+        else:
+            text.append("❄ ", style=palette.frozen)
+            text.append_text(plain(hold.vm_id, 40))
+        text.append("  ")
+        if hold.deadline is None:
+            text.append("no automatic thaw", style=palette.warning)
+        else:
+            text.append(f"thaws in {format_countdown(hold.deadline - now)}", style=palette.frozen)
+        text.append("  keeper: ", style=palette.stale)
+        text.append_text(
+            keeper_text(hold.keeper, hold.vm_id, palette, timed=hold.deadline is not None)
+        )
+        if hold.error:
+            text.append("\n      ")
+            text.append_text(plain(hold.error, 160, style=palette.error))
+    if len(ordered) > limit:
+        text.append(f"\n  … and {len(ordered) - limit} more")
+    return text
 
-    def __init__(self, frozen: Sequence[str], palette: Palette) -> None:
+
+class QuitScreen(YesNoScreen):
+    """Quitting with guests this process froze: they are thawed first. The list is read
+    again while the dialog is open (a deadline thaw takes its VM off), so what the
+    operator confirms is what quitting does."""
+
+    def __init__(
+        self, holds: Callable[[], Sequence[Hold]], clock: Callable[[], float], palette: Palette
+    ) -> None:
         super().__init__(classes="confirm-dialog")
-        self._frozen = list(frozen)
+        self._holds = holds
+        self._clock = clock
         self._palette = palette
+        self._shown: object = None
+        self.held: list[str] = []
 
     def compose(self) -> ComposeResult:
-        text = Text()
-        text.append(
-            f"This session froze {_vms(len(self._frozen))}; quitting thaws them first:",
-            style=Style(bold=True),
-        )
-        for vm_id in self._frozen[:100]:
-            text.append("\n  ❄ ", style=self._palette.frozen)
-            text.append_text(plain(vm_id, 80))
         with Vertical(classes="dialog"):
             yield Static(Text("Quit", style="bold"), classes="dialog-title")
             with VerticalScroll(classes="dialog-list"):
-                yield Static(text)
+                yield Static(id="quit-holds")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
-                yield Button(
-                    f"Thaw {_vms(len(self._frozen))} and quit", id="confirm", variant="warning"
-                )
+                yield Button("Quit", id="confirm", variant="warning")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.refresh_holds()
+        self.set_interval(QUIT_REFRESH_SECONDS, self.refresh_holds)
+
+    def refresh_holds(self) -> None:
+        holds = list(self._holds())
+        now = self._clock()
+        key = (
+            tuple((h.vm_id, h.deadline, h.keeper, h.error) for h in holds),
+            [int(max(0.0, h.deadline - now) + 0.999) for h in holds if h.deadline is not None],
+        )
+        if key == self._shown:
+            return
+        self._shown = key
+        self.held = [h.vm_id for h in holds]
+        with contextlib.suppress(NoMatches):
+            self.query_one("#quit-holds", Static).update(quit_text(holds, now, self._palette))
+            self.query_one("#confirm", Button).label = (
+                f"Thaw {_vms(len(holds))} and quit" if holds else "Quit"
+            )
 
 
 class MessageScreen(YesNoScreen):
