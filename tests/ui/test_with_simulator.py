@@ -1,4 +1,6 @@
-"""The dashboard on the real engine, polling simulated guests (qgadash.sim) over unix sockets."""
+"""The dashboard on the real engine, polling simulated guests (qgadash.sim) over unix sockets.
+
+Freezing, deadline thaws, failed thaws and quitting: test_freeze_on_engine.py."""
 
 from __future__ import annotations
 
@@ -7,15 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import Button, Input
 
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.model import AgentState, FreezeState
+from qgadash.fleet.model import AgentState
 from qgadash.sim.fleet import SimFleet
 from qgadash.ui.app import QgadashApp
 from qgadash.ui.plain import sanitize
-from qgadash.ui.screens.modals import ActionRunScreen, ConfirmActionScreen, QuitScreen
 
 from .conftest import SIZE
 from .screen import screen_text
@@ -67,61 +67,6 @@ async def test_the_simulated_fleet_fills_the_table(sim) -> None:
         await wait_until(pilot, lambda: state(engine, "demo/web-04") is AgentState.TIMEOUT)
         await pilot.press("z")
         await wait_until(pilot, lambda: "demo/web-04" in app.fleet.table.order)
-
-
-async def test_bulk_freeze_on_simulated_guests_then_the_deadline_thaws(sim) -> None:
-    fleet, engine = sim
-    app = QgadashApp(engine, config_label="demo")
-    async with app.run_test(size=SIZE) as pilot:
-        targets = {"demo/db-01", "demo/app-02", "demo/web-04"}  # web-04 has no agent
-        await wait_until(pilot, lambda: state(engine, "demo/db-01") is AgentState.OK)
-        await wait_until(pilot, lambda: state(engine, "demo/app-02") is AgentState.OK)
-        await wait_until(pilot, lambda: state(engine, "demo/web-04") is AgentState.TIMEOUT)
-        app.fleet.set_marks(targets)
-        await pilot.press("f")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmActionScreen)
-        assert isinstance(app.focused, Button) and app.focused.id == "cancel"
-        text = screen_text(app)
-        assert "Will freeze 2 VMs" in text and "Skipped 1" in text and "demo/web-04" in text
-        app.screen.query_one("#thaw-after", Input).value = "3"
-        await pilot.click("#confirm")
-        await pilot.pause()
-        run = app.screen
-        assert isinstance(run, ActionRunScreen)
-        await wait_until(pilot, lambda: run.finished)
-        assert [r.ok for r in run.results] == [True, True]
-        assert fleet.agent("db-01").frozen and fleet.agent("app-02").frozen
-        await pilot.press("escape")
-        await wait_until(
-            pilot, lambda: app.fleet.table.get_cell("demo/db-01", "fs").plain.startswith("❄ 0:0")
-        )
-        assert sorted(engine.frozen_by_us()) == ["demo/app-02", "demo/db-01"]
-        # The guard thaws at the deadline; the table follows.
-        await wait_until(pilot, lambda: not fleet.agent("db-01").frozen, timeout=8)
-        await wait_until(
-            pilot, lambda: app.fleet.table.get_cell("demo/db-01", "fs").plain == "thawed"
-        )
-        assert not fleet.agent("app-02").frozen
-        assert engine.store.get("demo/app-02").freeze is FreezeState.THAWED
-
-
-async def test_quitting_with_frozen_simulated_guests_thaws_them(sim) -> None:
-    fleet, engine = sim
-    app = QgadashApp(engine, config_label="demo")
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: state(engine, "demo/db-01") is AgentState.OK)
-        results = await engine.freeze(["demo/db-01"], thaw_after=600)
-        assert results[0].ok and fleet.agent("db-01").frozen
-        await pilot.press("q")
-        await pilot.pause()
-        assert isinstance(app.screen, QuitScreen)
-        assert "demo/db-01" in screen_text(app)
-        await pilot.click("#confirm")
-        await wait_until(pilot, lambda: not app.is_running, timeout=8)
-    assert not fleet.agent("db-01").frozen
-    assert engine.frozen_by_us() == []
-    assert app.return_code == 0
 
 
 async def test_hostile_guest_text_from_the_simulator_is_shown_literally(tmp_path: Path) -> None:
