@@ -39,7 +39,7 @@ async def _simple_action(
     }[action_name]
     chosen = await poll_selected(engine, args)
     plan = engine.plan(action, [s.id for s in chosen])
-    if plan.eligible and not confirm(
+    if plan.eligible and not await confirm(
         f"{question} {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
     ):
         return EXIT_FAILED
@@ -90,7 +90,7 @@ async def cmd_exec(engine: FleetEngine, args: argparse.Namespace) -> int:
 
     chosen = await poll_selected(engine, args)
     plan = engine.plan(Action.EXEC, [s.id for s in chosen])
-    if plan.eligible and not confirm(
+    if plan.eligible and not await confirm(
         f"Run {argv[0]!r} on {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
     ):
         return EXIT_FAILED
@@ -147,7 +147,7 @@ async def cmd_agent(engine: FleetEngine, args: argparse.Namespace) -> int:
             thaw_after=args.thaw_after,
         )
         return await cmd_freeze(engine, freeze_args)
-    if changes_guest(name, arguments) and not confirm(
+    if changes_guest(name, arguments) and not await confirm(
         f"Run {printable(name, 60)} on {args.vm}? It may change the guest", args
     ):
         return EXIT_FAILED

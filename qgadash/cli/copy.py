@@ -9,7 +9,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from qgadash.agent.errors import AgentError
-from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError, confirm
+from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError, ask_yes, confirm
 from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.sanitize import printable
@@ -38,7 +38,7 @@ async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
     local = Path(args.source)
     if not local.is_file():
         raise UsageError(f"{local}: not a file")
-    if not confirm(f"Write {local} ({local.stat().st_size} bytes) to {vm_id}:{path}?", args):
+    if not await confirm(f"Write {local} ({local.stat().st_size} bytes) to {vm_id}:{path}?", args):
         return EXIT_FAILED
     try:
         size = await engine.files.upload(vm_id, local, path)
@@ -70,7 +70,7 @@ async def _download(engine: FleetEngine, args: argparse.Namespace, vm_id: str, p
             print(f"qgadash: {local} exists; not replaced (add --force)", file=sys.stderr)
             return EXIT_FAILED
         # Not `confirm`: --yes answers "run the copy", not "replace my file".
-        if input(f"{local} exists. Replace it? [y/N] ").strip().lower() not in ("y", "yes"):
+        if not await ask_yes(f"{local} exists. Replace it?"):
             return EXIT_FAILED
         overwrite = True
     try:

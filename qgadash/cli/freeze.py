@@ -33,7 +33,9 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
     when = "never (--thaw-after 0; no keeper)" if after == 0 else f"after {after:g} s"
     if after > 0:
         say(keeper_summary(await engine.keepers(plan.eligible), engine))
-    if not confirm(f"Freeze {len(plan.eligible)} VMs ({names(plan.eligible)}), thaw {when}?", args):
+    if not await confirm(
+        f"Freeze {len(plan.eligible)} VMs ({names(plan.eligible)}), thaw {when}?", args
+    ):
         return EXIT_FAILED
     results = await engine.freeze(
         plan.eligible, mountpoints=args.mountpoint or None, thaw_after=after
@@ -101,7 +103,7 @@ async def cmd_thaw(engine: FleetEngine, args: argparse.Namespace) -> int:
 
     chosen = await poll_selected(engine, args)
     plan = engine.plan(Action.THAW, [s.id for s in chosen])
-    if plan.eligible and not confirm(
+    if plan.eligible and not await confirm(
         f"Thaw {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
     ):
         return EXIT_FAILED

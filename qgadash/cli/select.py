@@ -4,6 +4,7 @@ result per VM, and the exit statuses (0 all done, 1 something failed, 2 usage)."
 from __future__ import annotations
 
 import argparse
+import asyncio
 import fnmatch
 import json
 import sys
@@ -33,13 +34,33 @@ def select(engine: FleetEngine, args: argparse.Namespace) -> list[VmSnapshot]:
     return chosen
 
 
-def confirm(question: str, args: argparse.Namespace) -> bool:
+async def confirm(question: str, args: argparse.Namespace) -> bool:
+    """Ask on the terminal (`--yes` answers for the operator; no terminal, no answer)."""
     if getattr(args, "yes", False):
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"{question} — refusing without a terminal; add --yes")
-    answer = input(f"{question} [y/N] ").strip().lower()
-    return answer in ("y", "yes")
+    return await ask_yes(question)
+
+
+async def ask_yes(question: str) -> bool:
+    """A y/N answer read without blocking the event loop, so a stop signal (Ctrl-C, a
+    closed terminal, `kill`) at the prompt ends the command at once; EOF means no."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        if not answer.done():
+            answer.set_result(sys.stdin.readline())
+
+    loop.add_reader(fd, readable)
+    try:
+        line = await answer
+    finally:
+        loop.remove_reader(fd)
+    return line.strip().lower() in ("y", "yes")
 
 
 def names(ids: Sequence[str], limit: int = 8) -> str:

@@ -360,3 +360,79 @@ async def test_a_hypervisor_down_past_the_deadline_is_thawed_when_it_is_back(
         assert journal(state).load() == ([], [])
     finally:
         await engine.stop()
+
+
+async def cli_on_a_terminal(
+    hosts: Path, state: Path, *args: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """qgadash ARGS with a pty as its terminal: (pid, the pty's master fd)."""
+    master, slave = os.openpty()
+    env = dict(os.environ, XDG_STATE_HOME=str(state), PYTHONUNBUFFERED="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qgadash",
+        "--hosts",
+        str(hosts),
+        *args,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=REPO,
+        env=env,
+    )
+    os.close(slave)
+    os.set_blocking(master, False)
+    return proc, master
+
+
+async def read_until(master: int, text: bytes, seconds: float = 30) -> bytes:
+    seen = bytearray()
+
+    def more() -> bool:
+        try:
+            seen.extend(os.read(master, 65536))
+        except BlockingIOError:
+            pass
+        except OSError:
+            return True  # EIO: the other side is gone
+        return text in seen
+
+    await wait_until(more, f"{text!r} on the terminal", seconds)
+    return bytes(seen)
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM], ids=lambda s: s.name
+)
+async def test_a_stop_signal_at_the_confirmation_prompt_ends_the_command_at_once(
+    tmp_path: Path, fleet: SimFleet, state: Path, sig: signal.Signals
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    proc, master = await cli_on_a_terminal(hosts, state, "freeze", "--thaw-after", "60")
+    try:
+        await read_until(master, b"[y/N]")
+        proc.send_signal(sig)
+        code = await asyncio.wait_for(proc.wait(), 10)
+        assert code == 128 + sig
+        assert frozen(fleet) == []
+    finally:
+        os.close(master)
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def test_yes_at_the_prompt_freezes_and_the_hold_thaws(
+    tmp_path: Path, fleet: SimFleet, state: Path
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    proc, master = await cli_on_a_terminal(hosts, state, "freeze", "--thaw-after", "1")
+    try:
+        screen = await read_until(master, b"[y/N]")
+        assert b"keepers (thaw at the deadline even if qgadash dies): 4 on this machine" in screen
+        os.write(master, b"y\n")
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert code == 0
+        assert actions(state, "thaw (deadline)") == ids(fleet)
+    finally:
+        os.close(master)
