@@ -74,7 +74,10 @@ async def test_mark_freeze_countdown_and_thaw_two_real_guests(
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
             assert "Will freeze 2 VMs" in screen_text(app)
             await pilot.press("escape")  # Cancel first: nothing happens
+            await wait_until(pilot, lambda: app.screen is app.fleet)  # no run screen either
             assert engine.frozen_by_us() == []
+            for guest in shared_guests:  # nothing reached the guests
+                assert await asyncio.to_thread(guest_freeze_status, guest) == "thawed"
             results = await confirm_and_run(pilot, app, "f", thaw_after="600")
             assert [r.ok for r in results] == [True, True], results
             # The table shows each guest frozen, with the countdown to its thaw deadline.

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,25 @@ class Tmux:
         return self.run("capture-pane", "-p", "-t", self.name)
 
     def keys(self, *keys: str) -> None:
+        """Send keys. Wait for what the previous ones did first: a key sent while the
+        dashboard still handles the one before may go to the widget focused before it."""
         self.run("send-keys", "-t", self.name, *keys)
-        time.sleep(0.3)  # a person types slower than tmux; give each key its turn
+
+    def wait(self, condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > end:
+                raise AssertionError(
+                    f"not within {timeout:g} s: {what}; the screen:\n{self.screen()}"
+                )
+            time.sleep(0.1)
+
+    def cursor_in_line_with(self, text: str) -> bool:
+        """The terminal's cursor is on the line showing `text` (Textual puts it in the
+        focused input)."""
+        row = int(self.run("display-message", "-p", "-t", self.name, "#{cursor_y}"))
+        lines = self.screen().splitlines()
+        return row < len(lines) and text in lines[row]
 
     def wait_for(self, text: str, timeout: float = 20.0) -> str:
         end = time.monotonic() + timeout
@@ -43,6 +60,16 @@ class Tmux:
                 return screen
             time.sleep(0.2)
         raise AssertionError(f"{text!r} did not appear; the screen was:\n{screen}")
+
+    def wait_gone(self, text: str, timeout: float = 20.0) -> str:
+        end = time.monotonic() + timeout
+        screen = self.screen()
+        while text in screen:
+            if time.monotonic() > end:
+                raise AssertionError(f"{text!r} stayed; the screen was:\n{screen}")
+            time.sleep(0.2)
+            screen = self.screen()
+        return screen
 
     def alive(self) -> bool:
         return (
@@ -88,21 +115,28 @@ def test_demo_draws_reacts_to_keys_and_quits(tmux: Tmux) -> None:
     tmux.wait_for("demo/db-01")
     assert "● " in screen and "ok" in screen
     tmux.keys("/")
+    tmux.wait(lambda: tmux.cursor_in_line_with("filter:"), "the filter focused")
     tmux.keys("-l", "db-0")
+    tmux.wait_for("filter: db-0")
     tmux.keys("Enter")
     screen = tmux.wait_for("2 shown")
     assert "demo/db-01" in screen and "demo/app-02" not in screen
-    tmux.keys("Escape")  # the table has the focus again: esc clears marks, then the filter
-    tmux.keys("Escape")
+    tmux.wait_for("space Mark")  # the table's keys in the footer: it has the focus again
+    tmux.keys("Escape")  # no marks to clear, so esc clears the filter
+    tmux.wait_for("24 shown")
     tmux.wait_for("demo/app-02")
     tmux.keys("?")
     tmux.wait_for("Keys")
     tmux.keys("Escape")
+    tmux.wait_gone("Keys")
+    assert "Cancel" not in tmux.screen()
     tmux.keys("p")
-    screen = tmux.wait_for("Power")
-    assert "Cancel" in screen
+    screen = tmux.wait_for("Cancel")  # the dialog's button ("Power" is in the footer too)
+    assert "Applies to" in screen
     tmux.keys("Enter")  # Cancel has the focus: nothing happens
-    time.sleep(0.5)
+    screen = tmux.wait_gone("Cancel")
+    # No action started: its progress dialog says "Hide (keeps running)", then "Close".
+    assert "Hide (keeps running)" not in screen and "Close" not in screen, screen
     tmux.keys("q")
     status: Path = tmux.status_file  # type: ignore[attr-defined]
     end = time.monotonic() + 20
