@@ -288,6 +288,19 @@ def ensure_thawed(guest: Guest, timeout: float = 10.0) -> None:
             time.sleep(0.2)
 
 
+def unread_by_guest(guest: Guest) -> int:
+    """Bytes written to the guest's agent socket that QEMU has not read (the receive queue
+    of its end, from `ss`). While QEMU is stopped, more than 0 proves a request went out."""
+    out = subprocess.run(
+        ["ss", "-xHn", "src", str(guest.agent_socket)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    return sum(int(f[2]) for f in (line.split() for line in out.splitlines()) if f[1] == "ESTAB")
+
+
 def guest_freeze_status(guest: Guest) -> str:
     """What the guest itself says (fixture client), for asserting guest-side facts."""
     with guest.agent(timeout=5) as agent:

@@ -38,6 +38,7 @@ from tests.guests.product import (
     run_cli,
     run_in_guest,
     snap,
+    unread_by_guest,
     vm_id,
     wait_for,
     write_hosts,
@@ -400,9 +401,11 @@ async def test_cli_signal_while_the_freeze_is_in_flight_still_thaws(
         os.kill(guest.pid, signal.SIGSTOP)
         stopped = True
         os.write(master, b"y\n")
-        # The CLI connects and writes its freeze within milliseconds; its reply cannot
-        # come while QEMU is stopped. This is the window under test, not a wait for state.
-        await asyncio.sleep(1.0)
+        # The CLI writes its freeze on its held connection; the reply cannot come while
+        # QEMU is stopped. The window under test: the request sits unread in QEMU's socket.
+        await wait_for(
+            lambda: unread_by_guest(guest) > 0, 10, "the CLI's freeze queued at the stopped guest"
+        )
         assert proc.poll() is None
         os.kill(proc.pid, sig)
         os.kill(guest.pid, signal.SIGCONT)  # the queued freeze now runs in the guest
