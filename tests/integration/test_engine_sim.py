@@ -112,8 +112,16 @@ async def test_background_polling_fills_every_fact_once_per_vm(tmp_path: Path) -
                 s.id for s in engine.store.snapshots() if not (s.facts.hostname and s.facts.os)
             ]
             assert not missing
-            await asyncio.sleep(1.2)  # a few more polls: facts stay
-            assert all(s.facts.hostname and s.facts.os for s in engine.store.snapshots())
+            # Two more polls of every VM (0.5 s apart): the facts stay all along.
+            since = time.time() + 0.5
+            deadline = time.monotonic() + 10
+            while not all((s.last_poll or 0) > since for s in engine.store.snapshots()):
+                lost = [
+                    s.id for s in engine.store.snapshots() if not (s.facts.hostname and s.facts.os)
+                ]
+                assert not lost, f"facts lost on a later poll: {lost}"
+                assert time.monotonic() < deadline, "not every VM was polled twice more in 10 s"
+                await asyncio.sleep(0.02)
         finally:
             await engine.stop()
 
