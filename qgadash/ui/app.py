@@ -193,12 +193,17 @@ class QgadashApp(App[int]):
             )
         return self._engine_stop
 
+    def _exit_with(self, code: int) -> None:
+        """Exit with `code` as the process's status (Textual's `exit(result)` alone
+        leaves the return code 0)."""
+        self.exit(code, return_code=code)
+
     def stop_for_signal(self, reason: str) -> None:
         """A stop signal (terminal closed, kill, Ctrl-C from outside): thaw and exit, no
         dialog: nobody may be there to answer it."""
         self._quitting = True
         stopping = self.stop_engine(reason)
-        stopping.add_done_callback(lambda _task: self.exit(1 if _failed(stopping) else 0))
+        stopping.add_done_callback(lambda _task: self._exit_with(1 if _failed(stopping) else 0))
 
     async def _settle_journal(self) -> None:
         """Holds an earlier qgadash left (killed, crashed): thawed now if overdue."""
@@ -438,7 +443,7 @@ class QgadashApp(App[int]):
         self._stopped = True
         failed = [r for r in results if not r.ok]
         if not failed:
-            self.exit(0)
+            self._exit_with(0)
             return
         body = Text()
         body.append(
@@ -452,7 +457,7 @@ class QgadashApp(App[int]):
 
         def answered(quit_anyway: bool | None) -> None:
             if quit_anyway:
-                self.exit(1)
+                self._exit_with(1)
             else:
                 self._quitting = False
                 self._stopped = False

@@ -175,8 +175,7 @@ async def freeze_from_dialog(
 async def test_freeze_from_the_dashboard_then_the_engine_thaws_at_the_deadline(
     make_rig: MakeRig,
 ) -> None:
-    # Polls far apart: none lands while the keepers are armed (see the xfail below).
-    rig = await make_rig(journal=True, faults={"web-03": Fault.SILENT}, poll_interval=30)
+    rig = await make_rig(journal=True, faults={"web-03": Fault.SILENT}, poll_interval=1)
     engine = rig.engine
     app = QgadashApp(engine, config_label="sim")
     async with app.run_test(size=SIZE) as pilot:
@@ -227,12 +226,6 @@ async def test_freeze_from_the_dashboard_then_the_engine_thaws_at_the_deadline(
         assert rig.journal is not None and rig.journal.load() == ([], [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a poll that runs while the keeper is armed (after guard.record, before "
-    "the freeze request and before _bump) sees 'thawed' and releases the hold as 'thawed by "
-    "someone else'; the freeze then goes out with no hold, journal record or keeper",
-)
 async def test_every_guest_frozen_from_the_dashboard_is_held_while_polls_run(
     make_rig: MakeRig,
 ) -> None:
