@@ -201,7 +201,12 @@ async def test_reply_to_a_client_that_left_goes_to_the_next_client(sockdir: Path
         _reader, writer = await connect(fleet, "slow")
         writer.write(b'{"execute":"guest-ping","id":"stale"}')
         writer.close()
-        await asyncio.sleep(1.7)  # the agent answers after 1.5 s, to nobody
+        # The agent answers after 1.5 s, to nobody: the server keeps it for the next client.
+        server = fleet._servers["slow"]
+        deadline = time.monotonic() + 5
+        while not server._backlog:
+            assert time.monotonic() < deadline, "the reply was never written"
+            await asyncio.sleep(0.02)
         reader2, writer2 = await connect(fleet, "slow")
         assert json.loads(await line(reader2)) == {"return": {}, "id": "stale"}
         writer2.close()
