@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -169,13 +170,18 @@ async def test_hung_agent_times_out_within_the_session_timeout(domains: Domains)
     hv = LibvirtHypervisor("lab")
     try:
         caller = await connected(hv, domains.web, timeout=2)
+        stopped = f"qgadash-test: agent stopped {uuid.uuid4().hex[:8]}"
         stop_for_a_while = (
-            "sleep 0.5; kill -STOP $(pidof qemu-ga); sleep 3; kill -CONT $(pidof qemu-ga)"
+            f"sleep 0.5; kill -STOP $(pidof qemu-ga); echo '{stopped}' > /dev/console; "
+            "sleep 3; kill -CONT $(pidof qemu-ga)"
         )
         await caller.call(
             "guest-exec", {"path": "/bin/sh", "arg": ["-c", stop_for_a_while]}, timeout=5
         )
-        await asyncio.sleep(1.0)
+        deadline = time.monotonic() + 10
+        while stopped not in domains.daemon.console(domains.web):  # the guest says so
+            assert time.monotonic() < deadline, domains.daemon.console(domains.web)[-1500:]
+            await asyncio.sleep(0.05)
         other = await connected(hv, domains.down, timeout=2)
         started = time.perf_counter()
         results: tuple[Any, ...] = await asyncio.gather(
