@@ -533,6 +533,11 @@ class FleetEngine:
                 except AgentError:
                     self.guard.release(vm_id, "not frozen")
                     raise
+            if self.guard.hold(vm_id) is not hold:
+                # Ended while its keeper was armed (a stop thawed it, not yet frozen): a
+                # freeze sent now would be owed by nobody. Undo what the arm left behind.
+                self.keeping.released(hold, "not frozen")
+                raise KeeperNotSent(f"{vm_id}: qgadash is stopping; not frozen")
             self._bump(vm_id)
             try:
                 value = await self.with_agent(

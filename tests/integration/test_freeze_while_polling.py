@@ -105,3 +105,34 @@ async def test_a_poll_answered_while_the_keeper_is_armed_does_not_end_the_hold(
     results = await engine.stop("quit")
     assert sorted(r.vm_id for r in results if r.ok) == ids
     assert not any(sim.agent(vm.name).frozen for vm in sim.vms)
+
+
+async def test_a_stop_while_keepers_are_armed_sends_no_freeze_nobody_owes(
+    engine: FleetEngine, sim: SimFleet
+) -> None:
+    """A signal (or quit) lands while the freezes' keepers are being armed: the stop
+    thaws (a no-op: not frozen yet) and ends those holds, so the freezes must not go
+    out afterwards, and nothing of their holds may stay in the journal."""
+    ids = [f"sim/{vm.name}" for vm in sim.vms]
+    await engine.discover()
+    real_start = engine.keeping._ensure_local_keeper
+    arming = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def keeper_start_while_a_signal_lands() -> None:
+        await real_start()
+        arming.set()
+        await go_on.wait()
+
+    engine.keeping._ensure_local_keeper = keeper_start_while_a_signal_lands  # type: ignore[method-assign]
+    freezing = asyncio.create_task(engine.freeze(ids, thaw_after=600))
+    await arming.wait()
+    stopping = asyncio.create_task(engine.stop("signal SIGTERM"))
+    await wait_until(lambda: engine.frozen_by_us() == [], "the stop's thaws", 5)
+    go_on.set()
+    results = await freezing
+    await stopping
+    assert not [vm.name for vm in sim.vms if sim.agent(vm.name).frozen], results
+    assert not any(r.ok for r in results), results
+    assert engine.keeping.journal is not None
+    assert engine.keeping.journal.load() == ([], [])
