@@ -33,7 +33,10 @@ async def test_a_block_that_finishes_in_time_leaves_nothing_behind() -> None:
         await asyncio.sleep(0)
     assert not d.expired
     assert pending_entries() == 0
-    await asyncio.sleep(0.05 + 3 * RESOLUTION)  # past its due time: nothing fires
+    # A later deadline fires, so the sweeps passed the first one's due time: had it been
+    # left armed, it would have cancelled this task first (a CancelledError, not a timeout).
+    with pytest.raises(TimeoutError), deadline(0.05 + 2 * RESOLUTION):
+        await asyncio.sleep(10)
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
