@@ -22,11 +22,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from qgadash.agent import replies
 from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentError, AgentProtocolError
+from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import Settings
 from qgadash.fleet.listing import (
     TRUNCATED_EXIT,
     DirEntry,
@@ -35,9 +37,7 @@ from qgadash.fleet.listing import (
     windows_list_command,
 )
 from qgadash.fleet.model import AgentState
-
-if TYPE_CHECKING:
-    from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.store import FleetStore
 
 __all__ = [
     "DirEntry",
@@ -110,8 +110,25 @@ async def run_exec(
             delay = min(delay * 2, 0.5)
 
 
+class AgentAccess(Protocol):
+    """What guest files need of the engine: its agents (serialised with the polls), its
+    state and settings, its audit log. (A protocol, so files.py does not import the
+    engine that owns it.)"""
+
+    @property
+    def store(self) -> FleetStore: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def audit(self) -> AuditLog | None: ...
+
+    async def with_agent(self, vm_id: str, work: Callable[[AgentCaller], Awaitable[T]]) -> T: ...
+
+
 class GuestFiles:
-    def __init__(self, engine: FleetEngine) -> None:
+    def __init__(self, engine: AgentAccess) -> None:
         self._engine = engine
 
     async def _run(self, vm_id: str, work: Callable[[AgentCaller], Awaitable[T]]) -> T:

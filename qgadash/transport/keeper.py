@@ -41,11 +41,12 @@ import math
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Protocol
 
 from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
 from qgadash.transport.address import parse_tcp_address
 from qgadash.transport.discovery import is_proxmox_socket, vm_name_for_socket
-from qgadash.transport.ssh import SshConnection, sh_command, socat_unix_address
+from qgadash.transport.shell import sh_command, socat_unix_address
 
 __all__ = ["THAW_RETRY_FOR", "RemoteThawKeeper", "ThawRoute"]
 
@@ -245,6 +246,35 @@ class ThawRoute:
         return ["socat", socat_unix_address(address), "", vmid]
 
 
+class CompletedCommand(Protocol):
+    """What the keeper reads of a finished command (asyncssh's SSHCompletedProcess)."""
+
+    @property
+    def stdout(self) -> object: ...
+
+    @property
+    def stderr(self) -> object: ...
+
+    @property
+    def exit_status(self) -> int | None: ...
+
+
+class HypervisorShell(Protocol):
+    """The hypervisor connection the keeper runs its commands on (an SshConnection);
+    a protocol, so this module does not import the SSH transport that builds it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def connected_count(self) -> int: ...
+
+    async def run(self, command: str, timeout: float = ...) -> CompletedCommand: ...
+
+
 class RemoteThawKeeper:
     """`ThawKeeper` on a hypervisor reached over SSH (see the module docstring).
 
@@ -253,7 +283,7 @@ class RemoteThawKeeper:
     (`AgentConnectionError`, `AgentTimeout`) naming the hypervisor when it cannot run.
     """
 
-    def __init__(self, connection: SshConnection, route: ThawRoute) -> None:
+    def __init__(self, connection: HypervisorShell, route: ThawRoute) -> None:
         self.connection = connection
         self.route = route
         # (connection count, monotonic time, answer) of the last probe.

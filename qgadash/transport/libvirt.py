@@ -46,7 +46,8 @@ from qgadash.agent.replies import AgentInfo, parse_info
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
-from qgadash.transport.ssh import SshConnection, SshTarget, sh_command
+from qgadash.transport.shell import sh_command
+from qgadash.transport.ssh import SshConnection, SshTarget
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_MAX_SHELLS = 4

@@ -13,14 +13,10 @@ import pytest
 
 from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentConnectionError, AgentTimeout
+from qgadash.transport.address import parse_ssh_spec
 from qgadash.transport.base import HypervisorState
-from qgadash.transport.ssh import (
-    CONNECTS_PER_TARGET,
-    SshHypervisor,
-    SshTarget,
-    parse_ssh_spec,
-    shell_glob,
-)
+from qgadash.transport.shell import shell_glob
+from qgadash.transport.ssh import CONNECTS_PER_TARGET, SshHypervisor, SshTarget
 from tests.integration.realagent import RealAgent, short_temp_dir, start_real_agents
 from tests.integration.sshd import SshServer, require_tool
 
