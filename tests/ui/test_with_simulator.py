@@ -16,6 +16,7 @@ from qgadash.fleet.model import AgentState
 from qgadash.sim.fleet import SimFleet
 from qgadash.ui.app import QgadashApp
 from qgadash.ui.plain import sanitize
+from qgadash.ui.screens.detail import DetailScreen
 
 from .conftest import SIZE
 from .screen import screen_text
@@ -59,10 +60,11 @@ async def test_the_simulated_fleet_fills_the_table(sim) -> None:
         await wait_until(
             pilot, lambda: sum(s.agent is AgentState.OK for s in engine.store.snapshots()) >= 20
         )
-        await pilot.pause(0.2)
-        text = screen_text(app)
-        assert "demo/db-01" in text and "24 VMs" in text
-        assert app.fleet.table.get_cell("demo/db-01", "agent").plain == "ok"
+        await wait_until(pilot, lambda: "demo/db-01" in screen_text(app))
+        assert "24 VMs" in screen_text(app)
+        await wait_until(
+            pilot, lambda: app.fleet.table.get_cell("demo/db-01", "agent").plain == "ok"
+        )
         # The guest with no agent running ends up "timeout", in the faults-only view.
         await wait_until(pilot, lambda: state(engine, "demo/web-04") is AgentState.TIMEOUT)
         await pilot.press("z")
@@ -90,5 +92,6 @@ async def test_hostile_guest_text_from_the_simulator_is_shown_literally(tmp_path
             await wait_until(pilot, lambda: sanitize(hostname())[:9] in screen_text(app))
             assert "\x1b" not in screen_text(app)
             await pilot.press("enter")
-            await pilot.pause(0.2)
+            await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+            await wait_until(pilot, lambda: sanitize(hostname())[:9] in screen_text(app))
             assert "\x1b" not in screen_text(app)
