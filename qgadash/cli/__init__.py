@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from qgadash.cli.actions import cmd_agent, cmd_exec, cmd_fstrim, cmd_shutdown, c
 from qgadash.cli.copy import cmd_cp
 from qgadash.cli.freeze import cmd_freeze, cmd_thaw
 from qgadash.cli.lifecycle import Command, run_command
+from qgadash.cli.logs import configure_logging
 from qgadash.cli.parser import build_parser, demo_default
 from qgadash.cli.select import EXIT_USAGE, UsageError
 from qgadash.cli.status import cmd_status
@@ -33,12 +35,19 @@ from qgadash.fleet.holds import HoldJournal
 
 __all__ = ["COMMANDS", "build_parser", "main", "run"]
 
+log = logging.getLogger(__name__)
+
 DESTRUCTIVE = {"freeze", "thaw", "shutdown", "suspend", "exec", "fstrim"}
 # (`agent` is judged per command by qgadash.agent.policy; `cp` by its direction.)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(demo_default(sys.argv[1:] if argv is None else argv))
+    if args.debug and not args.log_file:
+        print("qgadash: --debug needs --log-file PATH", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(args.log_file, args.debug)
+    log.debug("qgadash %s: %s", sys.argv[0], args)
     try:
         return asyncio.run(run(args)) if args.command else run_dashboard_command(args)
     except ConfigError as exc:

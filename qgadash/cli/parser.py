@@ -24,6 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--read-only", action="store_true", help="view only: no freeze, thaw, power, exec or writes"
     )
     parser.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="write a log here (warnings and errors, with tracebacks; --debug for more)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log in detail, down to each VM's channel (secrets masked); needs --log-file",
+    )
+    parser.add_argument(
         "--audit-argv",
         action="store_true",
         help="keep exec command lines and environments in the audit log (masked by default)",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from qgadash.fleet.store import FleetStore
 ThawFunction = Callable[[str, str], Awaitable[ActionResult]]  # (vm id, reason) -> result
 ReleaseHook = Callable[["Hold", str], None]  # (hold, why) after a hold ends
 RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0)
+
+
+log = logging.getLogger(__name__)
 
 
 class GuardClosed(Exception):
@@ -167,6 +171,7 @@ class FreezeGuard:
     def _failed(self, hold: Hold, result: ActionResult) -> None:
         hold.failures += 1
         hold.error = f"thaw failed: {result.error}"
+        log.warning("%s: thaw failed (attempt %d): %s", hold.vm_id, hold.failures, result.error)
         self._store.update(hold.vm_id, thaw_error=hold.error)
 
     async def retry_now(self, vm_id: str) -> None:

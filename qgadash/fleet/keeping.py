@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from qgadash.fleet.keeper import KEEPER_GRACE, KeeperUnavailable, ensure_local_k
 from qgadash.fleet.links import make_link
 from qgadash.fleet.poller import one_line
 from qgadash.transport.base import HypervisorLink, ThawKeeper
+
+log = logging.getLogger(__name__)
 
 KEEPER_TIMEOUT = 15.0  # arming or disarming a keeper on a hypervisor
 T = TypeVar("T")
@@ -134,6 +137,7 @@ class HoldKeeping:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(self.journal.write, record)
             self._audit("keeper armed", hold.vm_id, {"token": token}, False, str(exc), started)
+            log.warning("%s: no keeper armed: %s", hold.vm_id, exc)
             hold.keeper = f"{NO_KEEPER}: {one_line(str(exc))}"
             self._records[token] = record
             return
@@ -175,6 +179,7 @@ class HoldKeeping:
             await keeper.disarm(hold.token, KEEPER_TIMEOUT)
         except AgentError as exc:
             self._audit("keeper disarmed", hold.vm_id, args, False, str(exc), started)
+            log.warning("%s: keeper %s not disarmed: %s", hold.vm_id, hold.token, exc)
             return
         self._audit("keeper disarmed", hold.vm_id, args, True, None, started)
 
@@ -227,6 +232,7 @@ class HoldKeeping:
             await thaw_via(record)
         except AgentError as exc:
             self._audit("thaw (journal)", record.vm_id, args, False, str(exc), started)
+            log.warning("%s: owed thaw from the journal failed: %s", record.vm_id, exc)
             return Settled(record.vm_id, "failed", str(exc))
         self.journal.remove(record.token)
         self._audit("thaw (journal)", record.vm_id, args, True, None, started)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -61,6 +64,7 @@ class SignalWatch:
         self._stopping = True
 
     def _handle(self, sig: signal.Signals) -> None:
+        log.warning("%s received (stopping: %s)", sig.name, self._stopping or self.received)
         if self.received is None:
             self.received = sig
             if not self._stopping:
