@@ -11,7 +11,7 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from qgadash.agent import replies
@@ -32,6 +32,7 @@ from qgadash.fleet.guard import FreezeGuard, GuardClosed, Hold
 from qgadash.fleet.holds import HoldJournal, HoldRecord, Reach
 from qgadash.fleet.keeper import thaw_record
 from qgadash.fleet.keeping import HoldKeeping, Settled
+from qgadash.fleet.lifecycle import after_poll, power_action
 from qgadash.fleet.limit import InFlightLimit
 from qgadash.fleet.links import make_link
 from qgadash.fleet.model import (
@@ -39,6 +40,7 @@ from qgadash.fleet.model import (
     AgentState,
     FreezeState,
     HypervisorStatus,
+    Lifecycle,
     SessionMode,
     VmRef,
 )
@@ -141,9 +143,16 @@ class FleetEngine:
             return SessionMode.PER_POLL
         return SessionMode.PER_POLL
 
-    async def discover(self) -> None:
-        """Find every hypervisor's agents; add new VMs, drop ones that are gone."""
-        await asyncio.gather(*(self._discover_hypervisor(hv) for hv in self.config.hypervisors))
+    async def discover(self, hypervisors: Collection[str] | None = None) -> None:
+        """Find every hypervisor's agents (or only those of `hypervisors`); add new VMs,
+        drop ones that are gone."""
+        await asyncio.gather(
+            *(
+                self._discover_hypervisor(hv)
+                for hv in self.config.hypervisors
+                if hypervisors is None or hv.name in hypervisors
+            )
+        )
         self._add_configured_vms()
         if LOCAL_HYPERVISOR in self._links and self.config.hypervisor(LOCAL_HYPERVISOR) is None:
             self._publish_hypervisor(LOCAL_HYPERVISOR)
@@ -178,7 +187,9 @@ class FleetEngine:
             self._add_vm(ref, link)
         for vm_id in [i for i in self._sessions if i.startswith(hv.name + "/")]:
             if vm_id not in seen and vm_id not in explicit and vm_id not in self.guard.owned():
-                await self._remove_vm(vm_id)
+                snap = self.store.get(vm_id)
+                if snap is None or snap.lifecycle is None:  # shut down from here: keep its row
+                    await self._remove_vm(vm_id)
         error = None
         if clashes:
             error = one_line(
@@ -217,7 +228,11 @@ class FleetEngine:
     async def poll_once(self) -> None:
         """Discover, then poll every VM once (the CLI's `status`)."""
         await self.discover()
-        await asyncio.gather(*(self.poll_vm(vm_id) for vm_id in list(self._sessions)))
+        await self.poll_vms(list(self._sessions))
+
+    async def poll_vms(self, vm_ids: Collection[str]) -> None:
+        """Poll these VMs once, no others (a selection never waits for the rest)."""
+        await asyncio.gather(*(self.poll_vm(vm_id) for vm_id in vm_ids))
         for name in self._links:
             self._publish_hypervisor(name)
 
@@ -279,7 +294,7 @@ class FleetEngine:
             and outcome.freeze is not current.freeze
         ):
             self._reread_info(vm_id)  # frozen or thawed since we last knew: capabilities change
-        self.store.put(outcome.applied_to(current))
+        self.store.put(after_poll(outcome.applied_to(current), current.lifecycle, self._clock()))
         if outcome.nic_samples:
             self.store.record_nic_counters(vm_id, outcome.nic_samples)
         if was_failing and outcome.agent is AgentState.OK and vm_id in self.guard.owned():
@@ -449,6 +464,22 @@ class FleetEngine:
 
     def dismiss_thaw_error(self, vm_id: str) -> None:
         self.guard.dismiss(vm_id)
+
+    async def forget(self, vm_id: str) -> bool:
+        """Remove the row of a VM this process shut down, suspended or rebooted (the
+        operator is done with it); False if it has none. Discovery adds it again if its
+        agent comes back."""
+        snap = self.store.get(vm_id)
+        if snap is None or snap.lifecycle is None:
+            return False
+        await self._remove_vm(vm_id)
+        return True
+
+    def _power_sent(self, vm_id: str, command: str, arguments: object) -> None:
+        """A shutdown, reboot or suspend went out: the VM's row now expects silence."""
+        action = power_action(command, arguments)
+        if action is not None:
+            self.store.update(vm_id, lifecycle=Lifecycle(action, self._clock()))
 
     def _check_writable(self) -> None:
         if self.settings.read_only:
@@ -621,6 +652,7 @@ class FleetEngine:
             outcome = await self.with_agent(
                 vm_id, lambda c: c.call_no_reply(command, args, grace=NO_REPLY_GRACE)
             )
+            self._power_sent(vm_id, command, args)
             return (
                 "sent; the guest closed the channel"
                 if outcome is NoReplyOutcome.CHANNEL_CLOSED
@@ -716,6 +748,7 @@ class FleetEngine:
                 outcome = await self.with_agent(
                     vm, lambda c: c.call_no_reply(name, args, grace=NO_REPLY_GRACE)
                 )
+                self._power_sent(vm, name, args)
                 return outcome.value
             return await self.with_agent(vm, lambda c: c.call(name, args, timeout=timeout))
 

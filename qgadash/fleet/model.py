@@ -30,6 +30,7 @@ __all__ = [
     "FreezeState",
     "GuestFacts",
     "HypervisorStatus",
+    "Lifecycle",
     "SessionMode",
     "VmRef",
     "VmSnapshot",
@@ -44,6 +45,11 @@ class AgentState(enum.Enum):
     TIMEOUT = "timeout"  # connected, no answer
     UNREACHABLE = "unreachable"  # no connection
     ERROR = "error"  # answered with an error or nonsense
+    # Not answering after this process shut it down, suspended or rebooted it (the
+    # snapshot's `lifecycle` says which and when): expected, not a fault.
+    STOPPED = "stopped"
+    SUSPENDED = "suspended"
+    REBOOTING = "rebooting"
 
 
 class SessionMode(enum.Enum):
@@ -131,6 +137,41 @@ _FACT_INDEX = {name: i for i, name in enumerate(_FACT_NAMES)}
 _facts_getter = operator.attrgetter(*_FACT_NAMES)
 
 
+POWER_ACTIONS = ("powerdown", "halt", "reboot", "suspend-ram", "suspend-disk", "suspend-hybrid")
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """A power action this process sent to a VM that has not come back from it yet.
+
+    While it is set the VM keeps its row (and its id) even when its agent socket goes
+    away, and a silent agent is the expected `stopped`/`suspended`/`rebooting`, not a
+    fault. It ends when the agent answers again after having gone quiet, or when the
+    operator removes the row.
+    """
+
+    action: str  # one of POWER_ACTIONS
+    since: float  # wall clock when the request went out
+    gone: bool = False  # the agent stopped answering since (so an answer means "back")
+
+    @property
+    def state(self) -> AgentState:
+        if self.action == "reboot":
+            return AgentState.REBOOTING
+        if self.action.startswith("suspend-"):
+            return AgentState.SUSPENDED
+        return AgentState.STOPPED
+
+    @property
+    def label(self) -> str:
+        """What the row says: "shut off by you", "suspended (ram)", "rebooting"."""
+        if self.action == "reboot":
+            return "rebooting"
+        if self.action.startswith("suspend-"):
+            return f"suspended ({self.action.removeprefix('suspend-')})"
+        return "halted by you" if self.action == "halt" else "shut off by you"
+
+
 @dataclass(frozen=True, slots=True)
 class VmSnapshot:
     """Everything known about one VM at one moment."""
@@ -145,6 +186,7 @@ class VmSnapshot:
     freeze: FreezeState = FreezeState.UNKNOWN
     thaw_deadline: float | None = None  # wall clock; set while this process holds a freeze
     thaw_error: str | None = None  # a thaw this process owes and could not do
+    lifecycle: Lifecycle | None = None  # a power action this process sent, not back yet
 
     @property
     def id(self) -> str:

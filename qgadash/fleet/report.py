@@ -68,6 +68,9 @@ def vm_document(snap: VmSnapshot) -> dict[str, Any]:
             "latency_ms": round(snap.latency_ms, 3) if snap.latency_ms is not None else None,
             "error": snap.error,
             "commands": commands,
+            # A power action this process sent (stopped, suspended, rebooting): which, when.
+            "action": snap.lifecycle.action if snap.lifecycle else None,
+            "since": iso(snap.lifecycle.since) if snap.lifecycle else None,
         },
         "hostname": facts.hostname,
         "os": os_doc,

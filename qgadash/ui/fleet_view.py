@@ -213,7 +213,10 @@ _STATE_ORDER = {
     AgentState.UNREACHABLE: 1,
     AgentState.TIMEOUT: 2,
     AgentState.PENDING: 3,
-    AgentState.OK: 4,
+    AgentState.REBOOTING: 4,
+    AgentState.SUSPENDED: 5,
+    AgentState.STOPPED: 6,
+    AgentState.OK: 7,
 }
 
 
@@ -412,6 +415,9 @@ _AGENT_SYMBOL = {
     AgentState.UNREACHABLE: "unreachable",
     AgentState.ERROR: "error",
     AgentState.PENDING: "…",
+    AgentState.STOPPED: "stopped",
+    AgentState.SUSPENDED: "suspended",
+    AgentState.REBOOTING: "rebooting",
 }
 
 

@@ -1,0 +1,46 @@
+"""Power actions this process sent, carried through polls until the VM is back.
+
+A VM that was shut down, suspended or rebooted from here stops answering on purpose:
+its row stays, with what was done and when, instead of vanishing (its socket goes
+away) or looking like a fault (a silent agent). `after_poll` is the whole rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from qgadash.fleet.model import POWER_ACTIONS, AgentState, Lifecycle, VmSnapshot
+
+__all__ = ["IGNORED_AFTER", "after_poll", "power_action"]
+
+# Seconds an agent may go on answering after a power action before the action counts
+# as ignored (a guest that refused to shut down): the row is then an ordinary one again.
+IGNORED_AFTER = 120.0
+
+
+def power_action(command: str, arguments: object) -> str | None:
+    """The lifecycle action a successful agent command starts, if any."""
+    if command == "guest-shutdown":
+        mode = arguments.get("mode", "powerdown") if isinstance(arguments, dict) else "powerdown"
+        return mode if mode in POWER_ACTIONS else None
+    if command.startswith("guest-suspend-"):
+        action = command.removeprefix("guest-")
+        return action if action in POWER_ACTIONS else None
+    return None
+
+
+def after_poll(polled: VmSnapshot, lifecycle: Lifecycle | None, now: float) -> VmSnapshot:
+    """The snapshot a poll produced, read in the light of a power action sent earlier.
+
+    No answer: the expected state of that action (`stopped`, `suspended`, `rebooting`),
+    and the action is marked as taken effect. An answer after that: the VM is back and
+    the lifecycle ends; an answer before it, past IGNORED_AFTER: the guest ignored it.
+    """
+    if lifecycle is None:
+        return polled if polled.lifecycle is None else dataclasses.replace(polled, lifecycle=None)
+    if polled.agent is AgentState.OK:
+        if lifecycle.gone or now - lifecycle.since > IGNORED_AFTER:
+            return dataclasses.replace(polled, lifecycle=None)
+        return dataclasses.replace(polled, lifecycle=lifecycle)
+    gone = lifecycle if lifecycle.gone else dataclasses.replace(lifecycle, gone=True)
+    return dataclasses.replace(polled, agent=lifecycle.state, lifecycle=gone)
