@@ -6,15 +6,17 @@ a fleet from the command line.
 
 from qgadash.sim.agent import GuestAgent
 from qgadash.sim.fleet import SimFleet, SimVm, write_hosts_toml
-from qgadash.sim.profiles import Fault, GuestProfile, demo_fleet, make_profile
+from qgadash.sim.profiles import Era, Fault, GuestProfile, demo_fleet, era_profile, make_profile
 
 __all__ = [
+    "Era",
     "Fault",
     "GuestAgent",
     "GuestProfile",
     "SimFleet",
     "SimVm",
     "demo_fleet",
+    "era_profile",
     "make_profile",
     "write_hosts_toml",
 ]

@@ -25,7 +25,7 @@ from qgadash.sim.fleet import (
     raise_open_file_limit,
     write_hosts_toml,
 )
-from qgadash.sim.profiles import Fault, demo_fleet
+from qgadash.sim.profiles import Era, Fault, demo_fleet
 
 
 def _fault_arg(text: str) -> tuple[Fault, int]:
@@ -38,6 +38,18 @@ def _fault_arg(text: str) -> tuple[Fault, int]:
     if count < 0:
         raise argparse.ArgumentTypeError(f"{text}: the count must not be negative")
     return fault, count
+
+
+def _era_arg(text: str) -> tuple[Era, int]:
+    name, sep, number = text.partition("=")
+    try:
+        era = Era.parse(name)
+        count = int(number) if sep else 1
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text}: the count must not be negative")
+    return era, count
 
 
 def _slice_arg(text: str) -> tuple[int, int]:
@@ -75,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=COUNT",
         help="give COUNT VMs this fault; repeatable. Names: "
         + ", ".join(f.value for f in Fault if f is not Fault.NONE),
+    )
+    parser.add_argument(
+        "--era",
+        action="append",
+        type=_era_arg,
+        default=[],
+        metavar="NAME=COUNT",
+        help="give COUNT VMs an agent of this era; repeatable. Names: "
+        + ", ".join(e.value for e in Era),
     )
     parser.add_argument(
         "--procs",
@@ -115,7 +136,11 @@ def _fleet_vms(args: argparse.Namespace, indices: range | None) -> list[SimVm]:
     faults: dict[Fault, int] = {}
     for fault, number in args.fault:
         faults[fault] = faults.get(fault, 0) + number
-    return fleet_slice(count, args.seed, faults, indices if indices is not None else range(count))
+    eras: dict[Era, int] = {}
+    for era, number in args.era:
+        eras[era] = eras.get(era, 0) + number
+    wanted = indices if indices is not None else range(count)
+    return fleet_slice(count, args.seed, faults, wanted, eras)
 
 
 def _slice_range(count: int, k: int, p: int) -> range:
@@ -188,6 +213,8 @@ async def _spawn_children(args: argparse.Namespace, procs: int) -> list[subproce
     ]
     for fault, number in args.fault:
         base += ["--fault", f"{fault.value}={number}"]
+    for era, number in args.era:
+        base += ["--era", f"{era.value}={number}"]
     try:
         for k in range(1, procs):
             children.append(
@@ -241,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = sum(n for _, n in args.fault)
     if wanted > args.count:
         parser.error(f"--fault asks for {wanted} faulty VMs but --count is {args.count}")
+    of_eras = sum(n for _, n in args.era)
+    if of_eras > args.count:
+        parser.error(f"--era asks for {of_eras} VMs but --count is {args.count}")
     raise_open_file_limit()
     try:
         return asyncio.run(_serve(args))

@@ -6,9 +6,14 @@
 socket, so a fleet of 10,000 agents costs a few dicts each and every edge case is a
 two-line test.
 
-Replies follow qemu-ga 7.2 (newer where the profile's agent version says so): member
-names and order, error classes and texts, `%.17g` floats, no reply to guest-shutdown and
-guest-suspend-*, 0xFF before the guest-sync-delimited reply, the frozen-state allow list.
+Replies follow qemu-ga 7.2: member names and order, error classes and texts, `%.17g`
+floats, no reply to guest-shutdown and guest-suspend-*, 0xFF before the
+guest-sync-delimited reply, the frozen-state allow list. The profile's agent version
+picks the era, as a real agent of that version would answer (see `_SINCE` and `_Era`):
+the commands it has and how guest-info lists them, whether a request id is refused
+(before 2.12), taken silently (2.12) or echoed (3.0 on), the error texts of the time,
+and the reply members each era had (NIC statistics from 2.11, disk use in
+guest-get-fsinfo from 3.0, guest-fstrim's per-path results from 2.4).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from qgadash.sim import powershell
 from qgadash.sim.profiles import (
     Disk,
     Fault,
@@ -119,7 +125,99 @@ _COMMANDS_72 = (
     "guest-sync",
     "guest-sync-delimited",
 )
-_COMMANDS_100 = ("guest-network-get-route", "guest-get-load")  # added in QEMU 10.0
+_COMMANDS_NEWER = ("guest-network-get-route", "guest-get-load")  # listed before 7.2's
+# The `Since:` tags of qga/qapi-schema.json (qapi-schema-guest.json in QEMU 1.x): the
+# first qemu-ga release with each command; a simulated agent of an older version has no
+# such command. (Kept apart from qgadash.agent.commands on purpose: the simulator states
+# the schema's history itself, so the product's table is tested against it, not with it.)
+_SINCE: dict[str, tuple[int, int]] = {
+    "guest-sync-delimited": (1, 1),
+    "guest-suspend-disk": (1, 1),
+    "guest-suspend-ram": (1, 1),
+    "guest-suspend-hybrid": (1, 1),
+    "guest-network-get-interfaces": (1, 1),
+    "guest-fstrim": (1, 2),
+    "guest-get-time": (1, 5),
+    "guest-set-time": (1, 5),
+    "guest-get-vcpus": (1, 5),
+    "guest-set-vcpus": (1, 5),
+    "guest-fsfreeze-freeze-list": (2, 2),
+    "guest-get-fsinfo": (2, 2),
+    "guest-get-memory-blocks": (2, 3),
+    "guest-set-memory-blocks": (2, 3),
+    "guest-get-memory-block-info": (2, 3),
+    "guest-set-user-password": (2, 3),
+    "guest-exec": (2, 5),
+    "guest-exec-status": (2, 5),
+    "guest-get-host-name": (2, 10),
+    "guest-get-users": (2, 10),
+    "guest-get-timezone": (2, 10),
+    "guest-get-osinfo": (2, 10),
+    "guest-get-disks": (5, 2),
+    "guest-get-devices": (5, 2),
+    "guest-ssh-get-authorized-keys": (5, 2),
+    "guest-ssh-add-authorized-keys": (5, 2),
+    "guest-ssh-remove-authorized-keys": (5, 2),
+    "guest-get-diskstats": (7, 1),
+    "guest-get-cpustats": (7, 1),
+    "guest-network-get-route": (9, 1),  # Linux only
+    "guest-get-load": (10, 0),  # Linux only (getloadavg)
+}
+_SUPPORTED: dict[tuple[tuple[int, ...], bool], tuple[str, ...]] = {}
+
+
+def _supported_commands(version: tuple[int, ...], windows: bool) -> tuple[str, ...]:
+    key = (version, windows)
+    cached = _SUPPORTED.get(key)
+    if cached is None:
+        if windows:  # the Windows agents simulated are 7.x and later builds
+            cached = _COMMANDS_72
+        else:
+            cached = tuple(
+                c for c in _COMMANDS_NEWER + _COMMANDS_72 if version >= _SINCE.get(c, (0, 15))
+            )
+        _SUPPORTED[key] = cached
+    return cached
+
+
+@dataclass(frozen=True, slots=True)
+class _Era:
+    """How a qemu-ga of one version words things, from QEMU's sources of the time
+    (qapi/qmp-dispatch.c, qga/main.c, qerror.h, the schema)."""
+
+    ids: str  # "refused" (< 2.12), "silent" (2.12: taken, not echoed), "echoed" (3.0+)
+    old_classes: bool  # < 1.2: QError classes (QMPExtraInputObjectMember, CommandDisabled...)
+    old_texts: bool  # < 3.0: "Invalid JSON syntax", "... disabled for this instance"
+    lists_commands: bool  # >= 1.1: guest-info has supported_commands
+    success_response: bool  # >= 1.7: ... each with success-response
+    nic_statistics: bool  # >= 2.11
+    fs_usage: bool  # >= 3.0: used-bytes, total-bytes in guest-get-fsinfo
+    disk_serial: bool  # >= 3.1
+    disk_dev: bool  # >= 5.2
+    fstrim_paths: bool  # >= 2.4
+    whence_names: bool  # >= 2.6: guest-file-seek takes "set"/"cur"/"end"
+    capture_modes: bool  # >= 8.0: guest-exec capture-output takes a mode name
+    disable_reason: bool  # >= 8.1: ": the command is not allowed" after a -b refusal
+
+    @classmethod
+    def of(cls, v: tuple[int, ...]) -> _Era:
+        return cls(
+            ids="refused" if v < (2, 12) else "silent" if v < (3, 0) else "echoed",
+            old_classes=v < (1, 2),
+            old_texts=v < (3, 0),
+            lists_commands=v >= (1, 1),
+            success_response=v >= (1, 7),
+            nic_statistics=v >= (2, 11),
+            fs_usage=v >= (3, 0),
+            disk_serial=v >= (3, 1),
+            disk_dev=v >= (5, 2),
+            fstrim_paths=v >= (2, 4),
+            whence_names=v >= (2, 6),
+            capture_modes=v >= (8, 0),
+            disable_reason=v >= (8, 1),
+        )
+
+
 _NO_SUCCESS_RESPONSE = frozenset(
     {"guest-shutdown", "guest-suspend-ram", "guest-suspend-disk", "guest-suspend-hybrid"}
 )
@@ -403,6 +501,7 @@ class GuestAgent:
         "_clock",
         "_down",
         "_drift_ns",
+        "_era",
         "_exec",
         "_fault",
         "_frozen",
@@ -422,6 +521,7 @@ class GuestAgent:
         "_stream",
         "_t0",
         "_tree",
+        "_version",
         "_wall",
         "_wall0",
     )
@@ -439,6 +539,8 @@ class GuestAgent:
         elif fault is Fault.INVALID_UTF8:
             profile = _mark_invalid(profile)
         self._profile = profile
+        self._version = profile.agent_version_tuple()
+        self._era = _Era.of(self._version)
         self._fault = fault
         self._clock = clock
         self._wall = wall
@@ -531,8 +633,13 @@ class GuestAgent:
     # -- dispatch -------------------------------------------------------------------------
 
     def _handle(self, request: object, out: list[Output]) -> None:
+        era = self._era
         if isinstance(request, JsonError):
-            self._emit(None, _error_text("GenericError", request.desc, None), out)
+            if era.old_texts:  # before 3.0 a stray byte was just "Invalid JSON syntax"
+                cls = "JSONParsing" if era.old_classes else "GenericError"
+                self._emit(None, _error_text(cls, "Invalid JSON syntax", None), out)
+            else:
+                self._emit(None, _error_text("GenericError", request.desc, None), out)
             return
         command: str | None = None
         rid: object = None
@@ -540,7 +647,8 @@ class GuestAgent:
         try:
             if not isinstance(request, dict):
                 raise CommandError("QMP input must be a JSON object")
-            rid = request.get("id")
+            if era.ids == "echoed":
+                rid = request.get("id")
             command = self._check_request(request)
             args = request.get("arguments", {})
             ret = self._run(command, args)
@@ -568,6 +676,12 @@ class GuestAgent:
             elif key == "arguments":
                 if not isinstance(value, dict):
                     raise CommandError("QMP input member 'arguments' must be an object")
+            elif key == "id" and self._era.ids == "refused":
+                # qmp_dispatch_check_obj() before 2.12 took only execute and arguments
+                raise CommandError(
+                    "QMP input object member 'id' is unexpected",
+                    "QMPExtraInputObjectMember" if self._era.old_classes else "GenericError",
+                )
             elif key != "id":
                 raise CommandError(f"QMP input member '{key}' is unexpected")
         if command is None:
@@ -580,9 +694,13 @@ class GuestAgent:
             raise CommandError(f"The command {command} has not been found", "CommandNotFound")
         reason = self._disabled_reason(command)
         if reason is not None:
+            if self._era.old_texts:
+                raise CommandError(
+                    f"The command {command} has been disabled for this instance",
+                    "CommandDisabled" if self._era.old_classes else "GenericError",
+                )
             raise CommandError(f"Command {command} has been disabled{reason}", "CommandNotFound")
-        modern = self._profile.agent_version_tuple() >= (8, 0)
-        params = _check_args(_SCHEMAS.get(command, ()), args, modern)
+        params = _check_args(_SCHEMAS.get(command, ()), args, self._era)
         value = handler(self, params)
         if value is _NO_REPLY:
             return None
@@ -597,9 +715,7 @@ class GuestAgent:
         return dumps(value)
 
     def _supported(self) -> tuple[str, ...]:
-        if self._profile.agent_version_tuple() >= (10, 0):
-            return _COMMANDS_100 + _COMMANDS_72
-        return _COMMANDS_72
+        return _supported_commands(self._version, self._profile.windows)
 
     def _disabled_reason(self, command: str) -> str | None:
         """None when the command may run; else the text after "has been disabled"."""
@@ -611,8 +727,7 @@ class GuestAgent:
         if command in unsupported:
             return ""
         if command in self._profile.disabled_commands:
-            newer = self._profile.agent_version_tuple() >= (8, 1)
-            return ": the command is not allowed" if newer else ""
+            return ": the command is not allowed" if self._era.disable_reason else ""
         return None
 
     def _emit(
@@ -816,15 +931,20 @@ class GuestAgent:
         )
         cached = _INFO_CACHE.get(key)
         if cached is None:
-            commands = [
-                {
+            era = self._era
+            commands: list[dict[str, object]] = []
+            for name in self._supported():
+                entry: dict[str, object] = {
                     "enabled": self._disabled_reason(name) is None,
                     "name": name,
-                    "success-response": name not in _NO_SUCCESS_RESPONSE,
                 }
-                for name in self._supported()
-            ]
-            cached = dumps({"version": self._profile.agent_version, "supported_commands": commands})
+                if era.success_response:
+                    entry["success-response"] = name not in _NO_SUCCESS_RESPONSE
+                commands.append(entry)
+            info: dict[str, object] = {"version": self._profile.agent_version}
+            if era.lists_commands:  # qemu-ga 1.0 said only its version
+                info["supported_commands"] = commands
+            cached = dumps(info)
             if len(_INFO_CACHE) < 256:
                 _INFO_CACHE[key] = cached
         if self._fault is Fault.OUT_OF_RANGE:
@@ -893,7 +1013,7 @@ class GuestAgent:
                     {"ip-address-type": a.family, "ip-address": a.address, "prefix": a.prefix}
                     for a in nic.addresses
                 ]
-            if nic.statistics:
+            if nic.statistics and self._era.nic_statistics:
                 rx = self._counter(nic.rx_bytes, nic.rx_rate, t)
                 tx = self._counter(nic.tx_bytes, nic.tx_rate, t)
                 entry["statistics"] = {
@@ -951,25 +1071,26 @@ class GuestAgent:
             "unit": 0,
             "pci-controller": {"bus": 0, "slot": fs_disk.pci_slot, "domain": 0, "function": 0},
         }
-        if fs_disk.serial is not None:
+        if fs_disk.serial is not None and self._era.disk_serial:
             address["serial"] = fs_disk.serial
-        address["dev"] = fs_disk.dev
+        if self._era.disk_dev:
+            address["dev"] = fs_disk.dev
         address["target"] = 0
         return address
 
     def _cmd_fsinfo(self, args: dict[str, object]) -> object:
         result = []
+        usage = self._era.fs_usage
         for fs in self._profile.filesystems:
-            result.append(
-                {
-                    "name": fs.name,
-                    "total-bytes": fs.total_bytes,
-                    "mountpoint": fs.mountpoint,
-                    "disk": [self._disk_address(fs.disk)] if fs.disk is not None else [],
-                    "used-bytes": fs.used_bytes,
-                    "type": fs.type,
-                }
-            )
+            entry: dict[str, object] = {"name": fs.name}
+            if usage:
+                entry["total-bytes"] = fs.total_bytes
+            entry["mountpoint"] = fs.mountpoint
+            entry["disk"] = [self._disk_address(fs.disk)] if fs.disk is not None else []
+            if usage:
+                entry["used-bytes"] = fs.used_bytes
+            entry["type"] = fs.type
+            result.append(entry)
         return result
 
     def _disks(self) -> list[Disk]:
@@ -1169,10 +1290,14 @@ class GuestAgent:
         held = self._clock() - self._frozen_at
         self._frozen = False
         if self._profile.windows and held > 10.0:
-            raise CommandError("fsfreeze is limited up to 10 seconds")
+            # VSS released the writes by itself after 10 s (qga/vss-win32/requester.cpp);
+            # the agent is thawed again all the same.
+            raise CommandError("couldn't hold writes: fsfreeze is limited up to 10 seconds")
         return len(self._profile.filesystems)
 
     def _cmd_fstrim(self, args: dict[str, object]) -> object:
+        if not self._era.fstrim_paths:
+            return {}  # before 2.4 guest-fstrim returned nothing
         minimum = args.get("minimum", 0)
         paths = []
         for fs in self._profile.filesystems:
@@ -1401,10 +1526,13 @@ class GuestAgent:
             program = program[:-4]
         if program in ("sh", "bash", "dash", "ash"):
             if len(argv) >= 4 and argv[0] == "-c" and argv[2] == "qgadash-ls":
-                return self._list_command(argv[3])
+                # qgadash's listing script: lines, or NUL-ended records if it printf's them
+                return self._list_command(argv[3], nul="\\000" in argv[1])
             if argv and argv[0] == "-c" and len(argv) >= 2:
                 return self._shell(argv[1], stdin)
             return 0, b"", b"", 0.02
+        if program == "powershell" and self._profile.windows:
+            return self._powershell(argv, stdin)
         if program in _PROGRAMS or program in ("cmd", "powershell"):
             return self._program(program, argv, stdin)
         found = self._lookup(_norm(path, self._profile.windows))
@@ -1412,18 +1540,40 @@ class GuestAgent:
             return 0, b"", b"", 0.02
         return None
 
-    def _list_command(self, directory: str) -> tuple[int, bytes, bytes, float]:
+    def _list_command(self, directory: str, nul: bool = False) -> tuple[int, bytes, bytes, float]:
         windows = self._profile.windows
         found = self._lookup(_norm(directory, windows))
         if found is False:
             return 1, b"", f"qgadash-ls: {directory}: No such file or directory\n".encode(), 0.02
         if found is not None:
             return 1, b"", f"qgadash-ls: {directory}: Not a directory\n".encode(), 0.02
+        end = "\0" if nul else "\n"
         lines = [
-            f"{mode:x} {size} {mtime} {name}\n"
+            f"{mode:x} {size} {mtime} {name}{end}"
             for mode, size, mtime, name in self._listing(directory)
         ]
         return 0, "".join(lines).encode("utf-8", "replace"), b"", 0.03
+
+    def _powershell(self, argv: list[str], stdin: bytes) -> tuple[int, bytes, bytes, float]:
+        """powershell.exe as Windows PowerShell 5.1 reads its command line (see
+        qgadash.sim.powershell): what follows -Command is script text, not $args."""
+        invocation = powershell.parse_command_line(argv, stdin)
+
+        def listing(path: str) -> list[tuple[int, int, int, str]] | bool | None:
+            found = self._lookup(_norm(path, True))
+            if found is False:
+                return False
+            if found is not None:  # a file lists as itself
+                name = path.replace("/", "\\").rstrip("\\").rsplit("\\", 1)[-1]
+                return [(_S_IFREG | 0o644, len(found) if isinstance(found, bytes) else 0, 0, name)]
+            return self._listing(path)
+
+        def create(path: str) -> None:
+            self._write_target(_norm(path, True), path)
+            self._touch(_norm(path, True))
+
+        code, out, err = powershell.run(invocation, powershell.Guest(listing, create))
+        return code, out, err, 0.3
 
     def _shell(self, script: str, stdin: bytes) -> tuple[int, bytes, bytes, float]:
         try:
@@ -1589,7 +1739,8 @@ def _is_int(value: object, unsigned: bool = False) -> bool:
     return _INT64[0] <= value < (1 << 64 if unsigned else _INT64[1])
 
 
-def _type_ok(kind: str, value: object, name: str, modern: bool = False) -> bool:
+def _type_ok(kind: str, value: object, name: str, era: _Era | None = None) -> bool:
+    modern = era is not None and era.capture_modes
     if kind == "int":
         return _is_int(value)
     if kind == "str":
@@ -1599,6 +1750,8 @@ def _type_ok(kind: str, value: object, name: str, modern: bool = False) -> bool:
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "whence":
+        if isinstance(value, str) and era is not None and not era.whence_names:
+            return False  # before 2.6 whence was an integer only
         if isinstance(value, str):
             if value not in ("set", "cur", "end"):
                 raise CommandError(f"Parameter '{name}' does not accept value '{value}'")
@@ -1614,7 +1767,7 @@ def _type_ok(kind: str, value: object, name: str, modern: bool = False) -> bool:
 
 
 def _check_args(
-    schema: _Schema, args: dict[str, object], modern: bool = False
+    schema: _Schema, args: dict[str, object], era: _Era | None = None
 ) -> dict[str, object]:
     """QEMU's input visitor: members in schema order, then anything left over."""
     for name, kind, required in schema:
@@ -1637,8 +1790,14 @@ def _check_args(
                     raise CommandError(
                         f"Invalid parameter type for '{name}[{i}]', expected: {_TYPE_NAMES[inner]}"
                     )
-        elif not _type_ok(kind, value, name, modern):
-            expected = "boolean" if kind == "capture" and not modern else _TYPE_NAMES[kind]
+        elif not _type_ok(kind, value, name, era):
+            modern = era is not None and era.capture_modes
+            if kind == "capture" and not modern:
+                expected = "boolean"
+            elif kind == "whence" and era is not None and not era.whence_names:
+                expected = "integer"
+            else:
+                expected = _TYPE_NAMES[kind]
             raise CommandError(f"Invalid parameter type for '{name}', expected: {expected}")
     known = {name for name, _, _ in schema}
     for name in args:

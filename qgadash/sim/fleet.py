@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 
 from qgadash.sim.agent import Close, GuestAgent, Output, Pause, PowerOff, Stream
-from qgadash.sim.profiles import Fault, GuestProfile, demo_fleet, make_profile
+from qgadash.sim.profiles import Era, Fault, GuestProfile, demo_fleet, era_profile, make_profile
 
-__all__ = ["SimFleet", "SimVm", "assign_faults", "raise_open_file_limit"]
+__all__ = ["SimFleet", "SimVm", "assign_eras", "assign_faults", "raise_open_file_limit"]
 
 _UNIX_PATH_MAX = 107
 _BACKLOG_CAP = 64 << 20  # replies kept for the next client, at most
@@ -48,6 +48,24 @@ def raise_open_file_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
     return soft
+
+
+def assign_eras(count: int, eras: Mapping[Era, int] | None) -> list[Era | None]:
+    """An agent era for each of `count` VMs (None: the varied default of `make_profile`),
+    the requested numbers spread evenly and deterministically, as faults are."""
+    result: list[Era | None] = [None] * count
+    wanted: list[Era] = []
+    for era in Era:
+        number = (eras or {}).get(era, 0)
+        if number < 0:
+            raise ValueError(f"era {era}: count must not be negative, got {number}")
+        wanted.extend([era] * number)
+    if len(wanted) > count:
+        raise ValueError(f"{len(wanted)} VMs of given eras asked for; the fleet has only {count}")
+    for j, era in enumerate(wanted):
+        # Offset by a quarter step from the faults' positions: eras and faults mix.
+        result[int((j + 0.25) * count / len(wanted))] = era
+    return result
 
 
 def assign_faults(count: int, faults: Mapping[Fault, int] | None) -> list[Fault]:
@@ -316,10 +334,13 @@ class SimFleet:
         faults: Mapping[Fault, int] | None = None,
         *,
         backlog: int = 1,
+        eras: Mapping[Era, int] | None = None,
     ) -> SimFleet:
         """`count` varied guests named vm-00000, vm-00001, ...; `faults` gives some of them
-        a fault each (`{Fault.SILENT: 3}`), spread evenly and deterministically."""
-        return cls(directory, fleet_slice(count, seed, faults, range(count)), backlog=backlog)
+        a fault each (`{Fault.SILENT: 3}`), `eras` an agent of that era (`{Era.QGA_1_2:
+        2}`), spread evenly and deterministically."""
+        vms = fleet_slice(count, seed, faults, range(count), eras)
+        return cls(directory, vms, backlog=backlog)
 
     @classmethod
     def demo(cls, directory: Path, count: int = 24, seed: int = 0) -> SimFleet:
@@ -456,9 +477,16 @@ def fleet_slice(
     seed: int,
     faults: Mapping[Fault, int] | None,
     indices: range,
+    eras: Mapping[Era, int] | None = None,
 ) -> list[SimVm]:
-    """The VMs at `indices` of the fleet `SimFleet.healthy(count, seed, faults)` makes, so
-    several processes can each serve a slice of one deterministic fleet."""
+    """The VMs at `indices` of the fleet `SimFleet.healthy(count, seed, faults, eras)`
+    makes, so several processes can each serve a slice of one deterministic fleet."""
     assigned = assign_faults(count, faults)
+    agents = assign_eras(count, eras)
     width = max(5, len(str(max(count - 1, 0))))
-    return [SimVm(f"vm-{i:0{width}d}", make_profile(i, seed), assigned[i]) for i in indices]
+    vms = []
+    for i in indices:
+        era = agents[i]
+        profile = make_profile(i, seed) if era is None else era_profile(era, i, seed)
+        vms.append(SimVm(f"vm-{i:0{width}d}", profile, assigned[i]))
+    return vms

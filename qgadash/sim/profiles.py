@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Disk",
+    "Era",
     "Fault",
     "Filesystem",
     "GuestFile",
@@ -25,6 +26,7 @@ __all__ = [
     "NetInterface",
     "OsInfo",
     "demo_fleet",
+    "era_profile",
     "hostile_name",
     "hostile_text",
     "make_profile",
@@ -503,6 +505,85 @@ def _windows_profile(index: int, rng: random.Random) -> GuestProfile:
     )
 
 
+class Era(enum.Enum):
+    """Generations of qemu-ga a simulated guest can run; the value names it on the command
+    line. Each is a real release of its time, and answers as that release did."""
+
+    QGA_1_0 = "1.0"  # Ubuntu 12.04: guest-sync only, guest-info lists no commands
+    QGA_1_2 = "1.2"  # Ubuntu 12.10: the seed's schema; refuses request ids
+    QGA_2_5 = "2.5"  # Ubuntu 16.04: guest-exec, fsinfo; still refuses ids, no NIC stats
+    QGA_7_2 = "7.2"  # Debian 12: today's, echoes ids
+    QGA_10 = "10"  # Fedora: guest-get-load, guest-network-get-route
+    WINDOWS = "windows"  # virtio-win on Server 2022: VSS's 10 s freeze, exec disabled
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, text: str) -> Era:
+        wanted = text.strip().lower()
+        for era in cls:
+            if era.value == wanted:
+                return era
+        names = ", ".join(e.value for e in cls)
+        raise ValueError(f"unknown era {text!r}; expected one of: {names}")
+
+
+_OS_UBUNTU_1204 = OsInfo(
+    "ubuntu",
+    "Ubuntu",
+    "Ubuntu 12.04.5 LTS",
+    "12.04.5 LTS, Precise Pangolin",
+    "12.04",
+    "3.2.0-126-generic",
+    "#169-Ubuntu SMP Fri Mar 31 14:15:21 UTC 2017",
+)
+_OS_UBUNTU_1210 = OsInfo(
+    "ubuntu",
+    "Ubuntu",
+    "Ubuntu 12.10",
+    "12.10, Quantal Quetzal",
+    "12.10",
+    "3.5.0-54-generic",
+    "#81-Ubuntu SMP Tue Jul 15 04:02:22 UTC 2014",
+)
+_OS_UBUNTU_1604 = OsInfo(
+    "ubuntu",
+    "Ubuntu",
+    "Ubuntu 16.04.7 LTS",
+    "16.04.7 LTS (Xenial Xerus)",
+    "16.04",
+    "4.4.0-210-generic",
+    "#242-Ubuntu SMP Fri Apr 16 09:57:56 UTC 2021",
+)
+_TREE_PRECISE = _linux_tree("Ubuntu 12.04.5 LTS (simulated by qgadash)\n")
+_TREE_QUANTAL = _linux_tree("Ubuntu 12.10 (simulated by qgadash)\n")
+_TREE_XENIAL = _linux_tree("Ubuntu 16.04.7 LTS (simulated by qgadash)\n")
+# era: (OS, agent version as its guest-info reports it, file tree, host name prefix)
+_ERA_GUESTS: dict[Era, tuple[OsInfo, str, tuple[GuestFile, ...], str]] = {
+    Era.QGA_1_0: (_OS_UBUNTU_1204, "1.0", _TREE_PRECISE, "precise"),
+    Era.QGA_1_2: (_OS_UBUNTU_1210, "1.2.0", _TREE_QUANTAL, "quantal"),
+    Era.QGA_2_5: (_OS_UBUNTU_1604, "2.5.0", _TREE_XENIAL, "xenial"),
+    Era.QGA_7_2: (_OS_DEBIAN, "7.2.22", _TREE_DEBIAN, "bookworm"),
+    Era.QGA_10: (_OS_FEDORA, "10.0.3", _TREE_FEDORA, "fedora"),
+}
+
+
+def era_profile(era: Era, index: int = 0, seed: int = 0) -> GuestProfile:
+    """A guest of `index` (as `make_profile` varies them) running an agent of `era`."""
+    if era is Era.WINDOWS:
+        return _windows_profile(index, random.Random(f"qgadash-era:{seed}:{index}"))
+    base = make_profile(index if index % _WINDOWS_EVERY != _WINDOWS_EVERY - 1 else index + 1, seed)
+    os_info, version, tree, prefix = _ERA_GUESTS[era]
+    return dataclasses.replace(
+        base,
+        hostname=f"{prefix}-{index:04d}",
+        os=os_info,
+        agent_version=version,
+        files=tree,
+    )
+
+
 def windows_unsupported_commands() -> frozenset[str]:
     """Commands the Windows agent lists as disabled because Windows lacks them."""
     return _WINDOWS_UNSUPPORTED
@@ -510,7 +591,8 @@ def windows_unsupported_commands() -> frozenset[str]:
 
 def demo_fleet(n: int = 24, seed: int = 0) -> list[tuple[str, GuestProfile, Fault]]:
     """The fleet behind `qgadash --demo`: mostly healthy Linux guests, one Windows guest,
-    one whose agent is down, one frozen, one slow. Deterministic.
+    one old guest (Ubuntu 16.04, qemu-ga 2.5: no request ids, fewer facts), one whose
+    agent is down, one frozen, one slow. Deterministic.
     """
     if n <= 0:
         return []
@@ -521,10 +603,15 @@ def demo_fleet(n: int = 24, seed: int = 0) -> list[tuple[str, GuestProfile, Faul
         7: Fault.SLOW,
     }
     windows_slot = min(9, n - 1) if n > 1 else -1
+    old_slot = 11 if n > 11 else -1
     for i in range(n):
         if i == windows_slot:
             profile = _windows_profile(i, random.Random(f"qgadash-demo:{seed}:{i}"))
             name = f"win-{i + 1:02d}"
+            fault = Fault.NONE
+        elif i == old_slot:
+            name = f"legacy-{i + 1:02d}"
+            profile = dataclasses.replace(era_profile(Era.QGA_2_5, i + 1000, seed), hostname=name)
             fault = Fault.NONE
         else:
             index = i if i % _WINDOWS_EVERY != _WINDOWS_EVERY - 1 else i + 1000
