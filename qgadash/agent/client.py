@@ -18,13 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from qgadash.agent.codec import DEFAULT_MAX_REPLY, decode_body
-from qgadash.agent.commands import (
-    ALWAYS_OFFERED,
-    COMMAND_SINCE,
-    NO_REPLY_COMMANDS,
-    READ_ONLY_COMMANDS,
-    version_text,
-)
+from qgadash.agent.commands import ALWAYS_OFFERED, COMMAND_SINCE, version_text
 from qgadash.agent.deadline import deadline
 from qgadash.agent.errors import (
     AgentCommandError,
@@ -34,6 +28,7 @@ from qgadash.agent.errors import (
     AgentTimeout,
     AgentUnsupported,
 )
+from qgadash.agent.policy import NO_REPLY_COMMANDS, changes_guest
 from qgadash.agent.replies import AgentInfo, parse_info
 from qgadash.agent.session import (
     NO_ERROR_REPLY,
@@ -146,7 +141,7 @@ class AgentClient:
         """Run one command; its `return` value. Raises AgentCommandError (the agent
         refused; AgentUnsupported when it was not sent because the agent lacks it) or
         another AgentError."""
-        await self._refuse_unsupported(name, timeout)
+        await self._refuse_unsupported(name, args, timeout)
         result = (await self.call_many([(name, args)], timeout=timeout))[0]
         if isinstance(result, AgentError):
             raise result
@@ -199,7 +194,7 @@ class AgentClient:
         """Send a command that is silent on success; an error reply within `grace` raises.
 
         Afterwards the channel is out of sync (the guest may be going away)."""
-        await self._refuse_unsupported(name, grace * 4 + 1)
+        await self._refuse_unsupported(name, args, grace * 4 + 1)
         async with self._lock:
             self._check_open()
             session = self._session
@@ -268,13 +263,15 @@ class AgentClient:
         self._info = (raw, info)
         return info
 
-    async def _refuse_unsupported(self, name: str, timeout: float) -> None:
+    async def _refuse_unsupported(
+        self, name: str, args: dict[str, Any] | None, timeout: float
+    ) -> None:
         """Raise AgentUnsupported for a command this agent lacks. A command that changes
         the guest and is newer than the first agents is not sent blind: without a
         guest-info from this agent yet, read it first."""
         if (
             self._session.traits.info is None
-            and name not in READ_ONLY_COMMANDS
+            and changes_guest(name, args)
             and COMMAND_SINCE.get(name, (0, 15)) > (0, 15)
         ):
             with contextlib.suppress(AgentError):
@@ -327,19 +324,19 @@ class AgentClient:
         session = self._session
         stream = self._stream
         while True:
+            event = session.next_event()
             data = session.data_to_send()
             if data:
                 stream.write(data)
                 await stream.drain()
-            if session.request_sent:
-                return
-            event = session.next_event()
             if type(event) is Done:
                 return
             if type(event) is Failed:
                 if session.state is Runstate.CLOSED:
                     await self._abort()
                 raise event.error
+            if session.request_sent:
+                return
             session.receive_data(await stream.read(READ_CHUNK))
 
     def _timeout_error(self, what: str, timeout: float, note_before: str | None) -> AgentError:

@@ -1,11 +1,10 @@
-"""What each agent command is, and since which qemu-ga version it exists.
+"""Since which qemu-ga version each agent command exists, and what it tells the dashboard.
 
-One table for the facts about commands that several layers need: which send no reply on
-success, which the poller reads (and what fact each fills), and the first qemu-ga
-release that had each one. The versions are the `Since:` tags of QEMU's
-`qga/qapi-schema.json` (`qapi-schema-guest.json` before QEMU 1.4); they let qgadash
-know what an agent can do when it does not say (qemu-ga 1.0's guest-info lists no
-commands) and tell people which era an agent belongs to and what it cannot report.
+(What each command may do to a guest is `qgadash.agent.policy`.) The versions are the
+`Since:` tags of QEMU's `qga/qapi-schema.json` (`qapi-schema-guest.json` before QEMU
+1.4); they let qgadash know what an agent can do when it does not say (qemu-ga 1.0's
+guest-info lists no commands) and tell people which era an agent belongs to and what
+it cannot report.
 """
 
 from __future__ import annotations
@@ -61,11 +60,6 @@ COMMAND_SINCE: dict[str, Version] = {
     "guest-network-get-route": (9, 1),
     "guest-get-load": (10, 0),
 }
-
-# `success-response: false` in the schema: nothing comes back on success, only errors.
-NO_REPLY_COMMANDS = frozenset(
-    {"guest-shutdown", "guest-suspend-ram", "guest-suspend-disk", "guest-suspend-hybrid"}
-)
 
 # Commands every agent answers, whatever its era or policy (the sync handshake and
 # guest-info itself): never checked against what the agent offers.
@@ -129,34 +123,6 @@ def unreported(offered: Iterable[str]) -> tuple[str, ...]:
     """The facts an agent offering `offered` cannot give the dashboard, in table order."""
     have = set(offered)
     return tuple(fact for command, fact in FACTS.items() if command not in have)
-
-
-# Commands that only read: a poll may send them before its sync is answered.
-READ_ONLY_COMMANDS = frozenset(
-    {
-        "guest-ping",
-        "guest-info",
-        "guest-get-osinfo",
-        "guest-get-host-name",
-        "guest-get-users",
-        "guest-get-timezone",
-        "guest-get-time",
-        "guest-get-fsinfo",
-        "guest-get-disks",
-        "guest-network-get-interfaces",
-        "guest-network-get-route",
-        "guest-get-vcpus",
-        "guest-get-cpustats",
-        "guest-get-diskstats",
-        "guest-get-load",
-        "guest-fsfreeze-status",
-        "guest-get-memory-blocks",
-        "guest-get-memory-block-info",
-        "guest-get-devices",
-        "guest-sync",
-        "guest-sync-delimited",
-    }
-)
 
 
 def version_text(version: Version) -> str:

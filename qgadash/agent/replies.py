@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from qgadash.agent.commands import (
-    NO_REPLY_COMMANDS,
     commands_of_version,
     era_of,
     parse_version,
     unreported,
 )
 from qgadash.agent.errors import AgentProtocolError
+from qgadash.agent.policy import NO_REPLY_COMMANDS
 
 INT64_MAX = 2**63 - 1
 

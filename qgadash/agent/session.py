@@ -43,13 +43,13 @@ from qgadash.agent.codec import (
     encode_request,
     encode_sync,
 )
-from qgadash.agent.commands import NO_REPLY_COMMANDS
 from qgadash.agent.errors import (
     AgentCommandError,
     AgentConnectionError,
     AgentError,
     AgentProtocolError,
 )
+from qgadash.agent.policy import NO_REPLY_COMMANDS
 
 __all__ = [
     "NEED_DATA",

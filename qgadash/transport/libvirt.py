@@ -33,7 +33,6 @@ from qgadash.agent.client import (
     unsupported_reason,
 )
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
-from qgadash.agent.commands import READ_ONLY_COMMANDS
 from qgadash.agent.errors import (
     AgentCommandError,
     AgentConnectionError,
@@ -42,6 +41,7 @@ from qgadash.agent.errors import (
     AgentTimeout,
     AgentUnsupported,
 )
+from qgadash.agent.policy import changes_guest
 from qgadash.agent.replies import AgentInfo, parse_info
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
@@ -416,7 +416,7 @@ class LibvirtCaller:
         return self._link.closed
 
     async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
-        if name not in READ_ONLY_COMMANDS:
+        if changes_guest(name, args):
             why = unsupported_reason(self._agent_info(), name)
             if why is not None:
                 raise AgentUnsupported(name, why)
