@@ -65,8 +65,10 @@ def commands_for(plan: PollPlan, facts: GuestFacts, poll_number: int) -> list[st
         c for c in plan.fast if not slow or c not in plan.slow
     ]
     if info is None:
-        # guest-get-load is newer than many agents; ask once guest-info says it exists.
-        return [c for c in wanted if c != "guest-get-load" or c in plan.slow]
+        # The first poll asks everything: an agent without a command answers
+        # CommandNotFound, which costs nothing, and a one-shot `status` of a 10.x agent
+        # then has its load too. Later polls send only what guest-info offers.
+        return wanted
     names = [c for c in wanted if c == "guest-info" or info.enabled(c)]
     if len(_commands_cache) >= 1024:
         _commands_cache.clear()
