@@ -25,7 +25,7 @@ from qgadash.cli.freeze import cmd_freeze, cmd_thaw
 from qgadash.cli.lifecycle import Command, run_command
 from qgadash.cli.logs import configure_logging
 from qgadash.cli.parser import build_parser, demo_default
-from qgadash.cli.select import EXIT_USAGE, UsageError
+from qgadash.cli.select import EXIT_FAILED, EXIT_USAGE, SelectionUnreachable, UsageError
 from qgadash.cli.status import cmd_status
 from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.audit import AuditLog
@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ReadOnlyError) as exc:
         print(f"qgadash: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SelectionUnreachable as exc:
+        print(f"qgadash: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except asyncio.CancelledError:  # SIGTERM, after the engine stopped and thawed

@@ -11,16 +11,26 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from qgadash.fleet.config import Config
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.model import ActionResult, VmSnapshot
+from qgadash.fleet.model import ActionResult, HypervisorStatus, VmSnapshot
 from qgadash.fleet.report import action_document
 from qgadash.fleet.sanitize import printable
+from qgadash.transport.base import HypervisorState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+HYPERVISOR_DOWN = frozenset(
+    {HypervisorState.UNREACHABLE, HypervisorState.AUTH_FAILED, HypervisorState.HOST_KEY_REJECTED}
+)
 
 
 class UsageError(Exception):
     """Wrong use of the command line: exit status 2, no traceback."""
+
+
+class SelectionUnreachable(Exception):
+    """Nothing selected because hypervisors that could hold the selection are down:
+    exit status 1 (a failure, not a usage error); str() names each and why."""
 
 
 def select(engine: FleetEngine, args: argparse.Namespace) -> list[VmSnapshot]:
@@ -68,10 +78,64 @@ def names(ids: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+def hypervisors_for(config: Config, args: argparse.Namespace) -> list[str]:
+    """The hypervisors whose discovery can find a selected VM: a `--match` glob names
+    its hypervisor before the `/` (an id has exactly one), and a discovered VM has its
+    hypervisor's tags. ([[vm]] entries need no discovery.)"""
+    names = []
+    for hv in config.hypervisors:
+        if args.match and not any(_may_match_hypervisor(g, hv.name) for g in args.match):
+            continue
+        if args.tag and not set(args.tag) & set(hv.tags):
+            continue
+        names.append(hv.name)
+    return names
+
+
+def _may_match_hypervisor(glob: str, hypervisor: str) -> bool:
+    head, slash, _ = glob.partition("/")
+    if not slash or "[" in head:
+        return True  # `*web*`, or a character class that may hold the `/`: cannot tell
+    return fnmatch.fnmatchcase(hypervisor, head)
+
+
+async def poll_selection(
+    engine: FleetEngine, args: argparse.Namespace
+) -> tuple[list[VmSnapshot], list[HypervisorStatus]]:
+    """Discover where the selection can be, then poll the selected VMs and no others (a
+    silent agent elsewhere costs nothing); the fresh snapshots and the hypervisors
+    consulted."""
+    consulted = hypervisors_for(engine.config, args)
+    await engine.discover(consulted)
+    ids = [s.id for s in select(engine, args)]
+    await engine.poll_vms(ids)
+    chosen = [snap for vm_id in ids if (snap := engine.store.get(vm_id)) is not None]
+    involved = {*consulted, *(s.ref.hypervisor for s in chosen)}
+    statuses = sorted(
+        (h for h in engine.store.hypervisors() if h.name in involved), key=lambda h: h.name
+    )
+    return chosen, statuses
+
+
+def down(hypervisors: Sequence[HypervisorStatus]) -> list[HypervisorStatus]:
+    return [h for h in hypervisors if h.state in HYPERVISOR_DOWN]
+
+
+def hypervisor_line(hv: HypervisorStatus) -> str:
+    why = f": {printable(hv.error, 300)}" if hv.error else ""
+    return f"hypervisor {printable(hv.name, 60)}: {hv.state.value}{why}"
+
+
 async def poll_selected(engine: FleetEngine, args: argparse.Namespace) -> list[VmSnapshot]:
-    await engine.poll_once()
-    chosen = select(engine, args)
+    """The selected VMs, polled; nothing selected is a usage error, or a failure when a
+    hypervisor that could hold the selection is down (it is named, with why)."""
+    chosen, hypervisors = await poll_selection(engine, args)
     if not chosen:
+        failed = down(hypervisors)
+        if failed:
+            raise SelectionUnreachable(
+                "no VM matches the selection; " + "; ".join(hypervisor_line(h) for h in failed)
+            )
         raise UsageError("no VM matches the selection")
     return chosen
 

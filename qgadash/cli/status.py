@@ -1,4 +1,5 @@
-"""`status`: one poll, as a table or JSON."""
+"""`status`: one poll of the selected VMs, as a table or JSON; hypervisors that could
+not be reached are rows of their own (and make the exit status 1)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,44 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from qgadash.cli.select import EXIT_FAILED, EXIT_OK, poll_selected
+from qgadash.cli.select import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    down,
+    poll_selection,
+)
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.model import AgentState, VmSnapshot
+from qgadash.fleet.model import AgentState, HypervisorStatus, VmSnapshot
 from qgadash.fleet.report import status_document
 from qgadash.fleet.sanitize import printable
 
 
 async def cmd_status(engine: FleetEngine, args: argparse.Namespace) -> int:
-    chosen = await poll_selected(engine, args)
+    chosen, hypervisors = await poll_selection(engine, args)
+    failed = down(hypervisors)
+    if not chosen and not failed:
+        raise UsageError("no VM matches the selection")
     if args.json:
-        print(json.dumps(status_document(chosen, engine.store.hypervisors()), indent=2))
+        print(json.dumps(status_document(chosen, hypervisors), indent=2))
     else:
-        print(status_table(chosen))
-        for hv in engine.store.hypervisors():
-            if hv.error:
-                print(f"hypervisor {hv.name}: {hv.state.value}: {printable(hv.error, 300)}")
-    return EXIT_OK if all(s.agent is AgentState.OK for s in chosen) else EXIT_FAILED
+        print(status_table(chosen, hypervisors))
+    ok = all(s.agent is AgentState.OK for s in chosen) and not failed
+    return EXIT_OK if ok else EXIT_FAILED
 
 
-def status_table(snapshots: Sequence[VmSnapshot]) -> str:
+def status_table(
+    snapshots: Sequence[VmSnapshot], hypervisors: Sequence[HypervisorStatus] = ()
+) -> str:
+    """One row per VM, then one per hypervisor that is down or has something to say."""
     header = ("VM", "AGENT", "OS", "HOSTNAME", "IPV4", "FS", "FULL", "RTT", "DETAIL")
     rows = [header]
     for s in snapshots:
         f = s.facts
         full = f.fullest_filesystem
+        detail = printable(s.error, 120, "") if s.error else ""
+        if s.lifecycle is not None:
+            detail = s.lifecycle.label
         rows.append(
             (
                 printable(s.id, 40),
@@ -43,9 +57,24 @@ def status_table(snapshots: Sequence[VmSnapshot]) -> str:
                 if full and full.used_fraction is not None
                 else "-",
                 f"{s.latency_ms:.1f}ms" if s.latency_ms is not None else "-",
-                printable(s.error, 120, "") if s.error else "",
+                detail,
             )
         )
+    for hv in hypervisors:
+        if hv in down(hypervisors) or hv.error:
+            rows.append(
+                (
+                    printable(hv.name, 38) + "/*",
+                    hv.state.value,
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    f"hypervisor: {printable(hv.error, 300)}" if hv.error else "hypervisor",
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = []
     for r in rows:
