@@ -10,6 +10,7 @@ from typing import Any
 
 from qgadash.agent.policy import changes_guest, command_policy
 from qgadash.cli.freeze import cmd_freeze
+from qgadash.cli.progress import ActionBar, plural
 from qgadash.cli.select import (
     EXIT_FAILED,
     EXIT_OK,
@@ -40,16 +41,23 @@ async def _simple_action(
     chosen = await poll_selected(engine, args)
     plan = engine.plan(action, [s.id for s in chosen])
     if plan.eligible and not await confirm(
-        f"{question} {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
+        f"{question} {plural(len(plan.eligible))} ({names(plan.eligible)})?", args
     ):
         return EXIT_FAILED
-    results = await run(plan.eligible) if plan.eligible else []
+    results = []
+    if plan.eligible:
+        with ActionBar(action_name, len(plan.eligible)) as bar:
+            results = await run(plan.eligible, bar)
     return print_results(action_name, results, plan.skipped, args.json)
 
 
 async def cmd_fstrim(engine: FleetEngine, args: argparse.Namespace) -> int:
     return await _simple_action(
-        engine, args, "fstrim", "Trim", lambda ids: engine.fstrim(ids, minimum=args.minimum)
+        engine,
+        args,
+        "fstrim",
+        "Trim",
+        lambda ids, bar: engine.fstrim(ids, minimum=args.minimum, progress=bar),
     )
 
 
@@ -59,7 +67,7 @@ async def cmd_shutdown(engine: FleetEngine, args: argparse.Namespace) -> int:
         args,
         "shutdown",
         f"Shut down ({args.mode})",
-        lambda ids: engine.shutdown(ids, mode=args.mode),
+        lambda ids, bar: engine.shutdown(ids, mode=args.mode, progress=bar),
     )
 
 
@@ -69,7 +77,7 @@ async def cmd_suspend(engine: FleetEngine, args: argparse.Namespace) -> int:
         args,
         f"suspend-{args.kind}",
         f"Suspend to {args.kind}",
-        lambda ids: engine.suspend(ids, kind=args.kind),
+        lambda ids, bar: engine.suspend(ids, kind=args.kind, progress=bar),
     )
 
 
@@ -84,17 +92,21 @@ async def cmd_exec(engine: FleetEngine, args: argparse.Namespace) -> int:
             engine,
             args,
             "exec",
-            f"Run {argv[0]!r} on",
-            lambda ids: engine.exec(ids, argv, timeout=args.timeout),
+            f"Run {printable(argv[0], 80)!r} on",
+            lambda ids, bar: engine.exec(ids, argv, timeout=args.timeout, progress=bar),
         )
 
     chosen = await poll_selected(engine, args)
     plan = engine.plan(Action.EXEC, [s.id for s in chosen])
     if plan.eligible and not await confirm(
-        f"Run {argv[0]!r} on {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
+        f"Run {printable(argv[0], 80)!r} on {plural(len(plan.eligible))} ({names(plan.eligible)})?",
+        args,
     ):
         return EXIT_FAILED
-    results = await engine.exec(plan.eligible, argv, timeout=args.timeout) if plan.eligible else []
+    results = []
+    if plan.eligible:
+        with ActionBar("exec", len(plan.eligible)) as bar:
+            results = await engine.exec(plan.eligible, argv, timeout=args.timeout, progress=bar)
     status = EXIT_OK
     for r in results:
         if r.ok and isinstance(r.value, dict):

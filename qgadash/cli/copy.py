@@ -9,6 +9,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from qgadash.agent.errors import AgentError
+from qgadash.cli.progress import transfer_bar
 from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError, ask_yes, confirm
 from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.engine import FleetEngine
@@ -41,7 +42,8 @@ async def cmd_cp(engine: FleetEngine, args: argparse.Namespace) -> int:
     if not await confirm(f"Write {local} ({local.stat().st_size} bytes) to {vm_id}:{path}?", args):
         return EXIT_FAILED
     try:
-        size = await engine.files.upload(vm_id, local, path)
+        with transfer_bar(f"upload {local.name}") as progress:
+            size = await engine.files.upload(vm_id, local, path, progress=progress)
     except (AgentError, OSError) as exc:
         return _cp_failed(vm_id, path, exc)
     print(f"copied {size} bytes from {local} to {vm_id}:{printable(path)}", file=sys.stderr)
@@ -53,7 +55,10 @@ async def _download(engine: FleetEngine, args: argparse.Namespace, vm_id: str, p
     terminal; a directory gets the file under the name the operator typed; `-` is stdout."""
     if args.destination == "-":
         try:
-            size = await engine.files.download_to(vm_id, path, sys.stdout.buffer.write)
+            with transfer_bar(f"download {printable(path, 60)}") as progress:
+                size = await engine.files.download_to(
+                    vm_id, path, sys.stdout.buffer.write, progress=progress
+                )
         except (AgentError, OSError) as exc:
             return _cp_failed(vm_id, path, exc)
         sys.stdout.buffer.flush()
@@ -71,10 +76,14 @@ async def _download(engine: FleetEngine, args: argparse.Namespace, vm_id: str, p
             return EXIT_FAILED
         # Not `confirm`: --yes answers "run the copy", not "replace my file".
         if not await ask_yes(f"{local} exists. Replace it?"):
+            print(f"qgadash: {local} not replaced; nothing was copied", file=sys.stderr)
             return EXIT_FAILED
         overwrite = True
     try:
-        size = await engine.files.download(vm_id, path, local, overwrite=overwrite)
+        with transfer_bar(f"download {printable(path, 60)}") as progress:
+            size = await engine.files.download(
+                vm_id, path, local, overwrite=overwrite, progress=progress
+            )
     except (AgentError, OSError) as exc:
         return _cp_failed(vm_id, path, exc)
     print(f"copied {size} bytes from {vm_id}:{printable(path)} to {local}", file=sys.stderr)

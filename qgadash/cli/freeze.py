@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
+from qgadash.cli.progress import ActionBar, Countdown, plural
 from qgadash.cli.select import (
     EXIT_FAILED,
     UsageError,
@@ -34,30 +36,31 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
     if after > 0:
         say(keeper_summary(await engine.keepers(plan.eligible), engine))
     if not await confirm(
-        f"Freeze {len(plan.eligible)} VMs ({names(plan.eligible)}), thaw {when}?", args
+        f"Freeze {plural(len(plan.eligible))} ({names(plan.eligible)}), thaw {when}?", args
     ):
         return EXIT_FAILED
-    results = await engine.freeze(
-        plan.eligible, mountpoints=args.mountpoint or None, thaw_after=after
-    )
+    with ActionBar("freeze", len(plan.eligible)) as bar:
+        results = await engine.freeze(
+            plan.eligible, mountpoints=args.mountpoint or None, thaw_after=after, progress=bar
+        )
     frozen = [r.vm_id for r in results if r.ok]
     status = print_results("freeze", results, plan.skipped, args.json)
     if after == 0:
         for vm_id in engine.frozen_by_us():  # handed to the operator: not ours to thaw
             engine.guard.release(vm_id, "left frozen (--thaw-after 0)")
         if frozen:
-            say(f"left frozen: {len(frozen)} VMs; no keeper armed (--thaw-after 0)")
+            say(f"left frozen: {plural(len(frozen))}; no keeper armed (--thaw-after 0)")
         return status
     if engine.guard.owed():
         kinds = sorted({h.keeper for h in engine.guard.holds()})
         say(
-            f"frozen: {len(frozen)} VMs; thawing in {after:g} s (keeper: {', '.join(kinds)}; "
+            f"frozen: {plural(len(frozen))}; thawing in {after:g} s (keeper: {', '.join(kinds)}; "
             "Ctrl-C, SIGTERM or closing the terminal thaws now)"
         )
         if not await hold_until_thawed(engine, after + engine.settings.thaw_retry_for):
             status = EXIT_FAILED  # `run` names every VM still frozen
         elif not engine.guard.owed():
-            say(f"thawed: {len(frozen)} VMs")
+            say(f"thawed: {plural(len(frozen))}")
     return status
 
 
@@ -77,7 +80,7 @@ def keeper_summary(keepers: dict[str, str | None], engine: FleetEngine) -> str:
     parts = [f"{n} on {where}" for where, n in sorted(armed.items())]
     text = "keepers (thaw at the deadline even if qgadash dies): " + (", ".join(parts) or "none")
     if none:
-        text += f"\nNO KEEPER for {len(none)} VMs (only this process will thaw them):\n"
+        text += f"\nNO KEEPER for {plural(len(none))} (only this process will thaw them):\n"
         text += "\n".join(none)
     return text
 
@@ -87,8 +90,9 @@ async def hold_until_thawed(engine: FleetEngine, seconds: float) -> bool:
     whether every hold ended. A stop signal ends the hold early, as the contract says
     ("until Ctrl-C, which thaws at once"): the command goes on and `run` thaws."""
     try:
-        async with asyncio.timeout(seconds):
-            await engine.guard.settled()
+        async with Countdown(lambda: len(engine.guard.holds()), lambda: next_thaw(engine)):
+            async with asyncio.timeout(seconds):
+                await engine.guard.settled()
     except TimeoutError:
         return False
     except asyncio.CancelledError:
@@ -99,16 +103,27 @@ async def hold_until_thawed(engine: FleetEngine, seconds: float) -> bool:
     return True
 
 
+def next_thaw(engine: FleetEngine) -> float | None:
+    """Seconds to the nearest deadline of a hold of this process, None if none is timed."""
+    deadlines = [h.deadline for h in engine.guard.holds() if h.deadline is not None]
+    return min(deadlines) - time.time() if deadlines else None
+
+
 async def cmd_thaw(engine: FleetEngine, args: argparse.Namespace) -> int:
 
     chosen = await poll_selected(engine, args)
     plan = engine.plan(Action.THAW, [s.id for s in chosen])
     if plan.eligible and not await confirm(
-        f"Thaw {len(plan.eligible)} VMs ({names(plan.eligible)})?", args
+        f"Thaw {plural(len(plan.eligible))} ({names(plan.eligible)})?", args
     ):
         return EXIT_FAILED
-    results = await engine.thaw(plan.eligible) if plan.eligible else []
+    results = []
+    if plan.eligible:
+        with ActionBar("thaw", len(plan.eligible)) as bar:
+            results = await engine.thaw(plan.eligible, progress=bar)
     # "not frozen" is not a failure of a thaw: the goal is reached.
     skipped = [(i, why) for i, why in plan.skipped if why != "not frozen"]
-    done = [ActionResult(i, True, 0, None) for i, why in plan.skipped if why == "not frozen"]
+    done = [
+        ActionResult(i, True, "not frozen", None) for i, why in plan.skipped if why == "not frozen"
+    ]
     return print_results("thaw", results + done, skipped, args.json)

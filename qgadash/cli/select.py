@@ -16,6 +16,7 @@ from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import ActionResult, HypervisorStatus, VmSnapshot
 from qgadash.fleet.report import action_document
 from qgadash.fleet.sanitize import printable
+from qgadash.fleet.signals import say
 from qgadash.transport.base import HypervisorState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -50,7 +51,10 @@ async def confirm(question: str, args: argparse.Namespace) -> bool:
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"{question} — refusing without a terminal; add --yes")
-    return await ask_yes(question)
+    if await ask_yes(question):
+        return True
+    say("qgadash: not confirmed; nothing was done.")
+    return False
 
 
 async def ask_yes(question: str) -> bool:
@@ -74,7 +78,7 @@ async def ask_yes(question: str) -> bool:
 
 
 def names(ids: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(ids[:limit])
+    shown = ", ".join(printable(i, 80) for i in ids[:limit])
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
@@ -149,19 +153,43 @@ def print_results(
     if as_json:
         print(json.dumps(action_document(action, all_results), indent=2))
     else:
-        for r in all_results:
-            mark = "ok" if r.ok else ("UNKNOWN" if r.ok is None else "FAILED")
-            detail = value_text(r.value) if r.ok else printable(r.error, 300)
-            print(f"{r.vm_id:<32} {mark:<8} {detail}")
+        print(results_table(all_results))
     return EXIT_OK if all_results and all(r.ok for r in all_results) else EXIT_FAILED
+
+
+def results_table(results: Sequence[ActionResult]) -> str:
+    """`VM  OUTCOME  DETAIL`, a header and one row per VM (the VM column at least 32 wide,
+    OUTCOME 8, as scripts that cut columns have always seen them)."""
+    rows = [("VM", "OUTCOME", "DETAIL")]
+    for r in results:
+        outcome = "ok" if r.ok else ("UNKNOWN" if r.ok is None else "FAILED")
+        detail = value_text(r.value) if r.ok else printable(r.error, 300)
+        rows.append((printable(r.vm_id, 80), outcome, detail))
+    width = max(32, *(len(row[0]) for row in rows))
+    return "\n".join(
+        f"{vm:<{width}} {outcome:<8} {detail}".rstrip() for vm, outcome, detail in rows
+    )
 
 
 def value_text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value} filesystem{'s' if value != 1 else ''}"
     if isinstance(value, str):
         return printable(value, 200)
+    if isinstance(value, list) and all(isinstance(v, dict) and "path" in v for v in value):
+        return printable("; ".join(_trim_text(v) for v in value), 300)  # fstrim
     return printable(json.dumps(value), 200)
+
+
+def _trim_text(path: dict[str, Any]) -> str:
+    if path.get("error"):
+        return f"{path['path']}: {path['error']}"
+    trimmed = path.get("trimmed")
+    return f"{path['path']}: {trimmed} bytes trimmed" if trimmed is not None else str(path["path"])
 
 
 def printable_block(text: str) -> str:
