@@ -24,8 +24,10 @@ from qgadash.cli.copy import cmd_cp
 from qgadash.cli.freeze import cmd_freeze, cmd_thaw
 from qgadash.cli.lifecycle import Command, run_command
 from qgadash.cli.logs import configure_logging
+from qgadash.cli.metrics import cmd_metrics, shard_config
 from qgadash.cli.parser import build_parser, demo_default
 from qgadash.cli.select import EXIT_FAILED, EXIT_USAGE, SelectionUnreachable, UsageError
+from qgadash.cli.serve import cmd_serve
 from qgadash.cli.status import cmd_status
 from qgadash.fleet.actions import ReadOnlyError
 from qgadash.fleet.audit import AuditLog
@@ -129,7 +131,8 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _config_for(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Config:
-    return await _demo_config(args, stack) if args.demo is not None else load(args)
+    config = await _demo_config(args, stack) if args.demo is not None else load(args)
+    return shard_config(config, args.shard) if getattr(args, "shard", None) else config
 
 
 COMMANDS: dict[str, Command] = {
@@ -142,4 +145,6 @@ COMMANDS: dict[str, Command] = {
     "exec": cmd_exec,
     "cp": cmd_cp,
     "agent": cmd_agent,
+    "metrics": cmd_metrics,
+    "serve": cmd_serve,
 }

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from qgadash import __version__
+from qgadash.cli.manual import describe_commands, metrics_arguments, serve_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("vm")
     p.add_argument("agent_command", metavar="COMMAND")
     p.add_argument("arguments", nargs="?", metavar="JSON_ARGUMENTS")
+    p = sub.add_parser("serve", help="the dashboard in a browser (textual-serve)")
+    serve_arguments(p)
+    p = sub.add_parser("metrics", help="a Prometheus exporter: poll the fleet, serve /metrics")
+    metrics_arguments(p)
+    describe_commands(sub.choices)
     return parser
 
 

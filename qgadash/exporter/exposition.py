@@ -1,0 +1,329 @@
+"""The fleet as Prometheus text: one sample per fact, labelled by `vm` and `hypervisor`.
+
+At 10,000 VMs a scrape is ~200,000 samples. prometheus-client's metric objects cost
+several microseconds a sample, so the per-VM families are written here directly in the
+exposition format (the library still serves the exporter's own metrics, and the tests
+parse this text with its parsers). Snapshots are immutable and replaced whole, so each
+VM's text is kept with the snapshot it was made from and reused while that snapshot is
+still current; its filesystem and identity lines are kept by the identity of the facts
+they came from, which polls reuse while the guest's reply is unchanged.
+
+Everything a guest says is untrusted: label values go through `printable` (control,
+bidi and invisible characters escaped, length cut) and are then escaped for the format.
+Cardinality is bounded: at most `MAX_INTERFACES` interfaces and `MAX_FILESYSTEMS` mount
+points per VM, in the order the guest reported them, each label value at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from qgadash.agent.replies import Filesystem, FreezeState, Interface
+from qgadash.fleet.model import AgentState, GuestFacts, HypervisorStatus, VmRef, VmSnapshot
+from qgadash.fleet.sanitize import printable
+
+__all__ = [
+    "MAX_FILESYSTEMS",
+    "MAX_INTERFACES",
+    "VM_FAMILIES",
+    "Family",
+    "FleetExposition",
+    "label_value",
+]
+
+MAX_INTERFACES = 16  # per VM: a guest cannot grow the exporter's series with endless NICs
+MAX_FILESYSTEMS = 32  # per VM: nor with endless bind mounts
+LABEL_LIMITS = {
+    "vm": 200,
+    "hypervisor": 100,
+    "mountpoint": 160,
+    "fstype": 32,
+    "interface": 64,
+    "os": 80,
+    "hostname": 128,
+    "agent_version": 32,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str  # for counters, without `_total` (OpenMetrics names the family so)
+    kind: str  # "gauge" | "counter"
+    help: str
+
+    def header(self, openmetrics: bool) -> str:
+        name = self.name if openmetrics or self.kind != "counter" else self.name + "_total"
+        return f"# HELP {name} {self.help}\n# TYPE {name} {self.kind}\n"
+
+
+# The per-VM families, in the order each VM's fragments are kept.
+UP, STATE, RTT, FROZEN, FS_USED, FS_SIZE, RX, TX, LOAD1, DRIFT, INFO, SEEN = range(12)
+VM_FAMILIES: tuple[Family, ...] = (
+    Family("qgadash_agent_up", "gauge", "1 if the VM's agent answered its last poll, else 0."),
+    Family(
+        "qgadash_agent_state",
+        "gauge",
+        "1 for the state the last poll found (ok, timeout, unreachable, error, pending, or "
+        "stopped, suspended, rebooting after a power action qgadash sent).",
+    ),
+    Family("qgadash_agent_rtt_seconds", "gauge", "Round trip of the VM's last poll."),
+    Family(
+        "qgadash_fsfreeze_frozen",
+        "gauge",
+        "1 if the guest's filesystems are frozen, 0 if thawed (absent while unknown).",
+    ),
+    Family("qgadash_filesystem_used_bytes", "gauge", "Bytes used on a guest filesystem."),
+    Family("qgadash_filesystem_size_bytes", "gauge", "Size of a guest filesystem in bytes."),
+    Family("qgadash_network_receive_bytes", "counter", "Bytes a guest interface received."),
+    Family("qgadash_network_transmit_bytes", "counter", "Bytes a guest interface transmitted."),
+    Family("qgadash_load1", "gauge", "The guest's 1-minute load average."),
+    Family("qgadash_time_drift_seconds", "gauge", "The guest's clock minus the exporter's."),
+    Family(
+        "qgadash_guest_info",
+        "gauge",
+        "1, labelled with what the guest says it is (os, hostname, agent_version).",
+    ),
+    Family(
+        "qgadash_agent_last_seen_timestamp_seconds",
+        "gauge",
+        "When the VM's agent last answered a poll (Unix time).",
+    ),
+)
+HYPERVISOR_FAMILIES: tuple[Family, ...] = (
+    Family(
+        "qgadash_hypervisor_up",
+        "gauge",
+        "1 if the hypervisor is reachable (local, or its SSH connection is up), else 0.",
+    ),
+    Family("qgadash_hypervisor_vms", "gauge", "VMs found on the hypervisor."),
+)
+_UP_STATES = frozenset({"local", "connected"})  # HypervisorState values (contracts.md)
+
+Fragments = tuple[str, ...]
+
+
+def label_value(text: str | None, limit: int) -> str:
+    """Guest (or operator) text made safe as a label value: unsafe characters shown as
+    escapes, cut to `limit`, then escaped for the exposition format."""
+    value = printable(text, limit)
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return value
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _seconds(value: float) -> str:
+    """Round trips and drifts to the microsecond: shorter text, no false precision."""
+    return f"{value:.6f}"
+
+
+def _timestamp(value: float) -> str:
+    return f"{value:.3f}"
+
+
+class FleetExposition:
+    """Renders snapshots as exposition text; keeps what it can for the next scrape.
+
+    Not thread-safe: one render at a time (the server serialises them).
+    """
+
+    def __init__(self) -> None:
+        self._vms: dict[str, tuple[VmSnapshot, Fragments]] = {}
+        self._labels: dict[str, tuple[VmRef, str]] = {}
+        self._filesystems: dict[str, tuple[tuple[Filesystem, ...], str, str]] = {}
+        self._info: dict[str, tuple[GuestFacts, str]] = {}
+
+    def render(
+        self,
+        snapshots: Sequence[VmSnapshot],
+        hypervisors: Iterable[HypervisorStatus],
+        openmetrics: bool,
+    ) -> str:
+        """The per-VM and per-hypervisor families (no `# EOF`: the caller ends the text)."""
+        old_vms, old_labels, old_fs, old_info = (
+            self._vms,
+            self._labels,
+            self._filesystems,
+            self._info,
+        )
+        # Fresh dicts each render: VMs that left the store leave the caches with them.
+        self._vms, self._labels, self._filesystems, self._info = {}, {}, {}, {}
+        all_fragments: list[Fragments] = []
+        used_labels: set[str] = set()
+        for snap in snapshots:
+            vm_id = snap.ref.hypervisor + "/" + snap.ref.name
+            cached = old_vms.get(vm_id)
+            if cached is not None and cached[0] is snap:
+                fragments = cached[1]
+                self._carry(vm_id, old_labels, old_fs, old_info)
+            else:
+                fragments = self._vm_fragments(vm_id, snap, old_labels, old_fs, old_info)
+            self._vms[vm_id] = (snap, fragments)
+            labels = self._labels[vm_id][1]
+            if labels in used_labels:
+                continue  # two ids equal once cut: a duplicate series would fail the scrape
+            used_labels.add(labels)
+            all_fragments.append(fragments)
+        parts: list[str] = []
+        for index, family in enumerate(VM_FAMILIES):
+            parts.append(family.header(openmetrics))
+            parts.extend([f[index] for f in all_fragments])
+        parts.append(self._hypervisor_text(hypervisors, openmetrics))
+        return "".join(parts)
+
+    def _carry(
+        self,
+        vm_id: str,
+        old_labels: dict[str, tuple[VmRef, str]],
+        old_fs: dict[str, tuple[tuple[Filesystem, ...], str, str]],
+        old_info: dict[str, tuple[GuestFacts, str]],
+    ) -> None:
+        """An unchanged VM keeps its cache entries into the next render."""
+        if (labels := old_labels.get(vm_id)) is not None:
+            self._labels[vm_id] = labels
+        if (filesystems := old_fs.get(vm_id)) is not None:
+            self._filesystems[vm_id] = filesystems
+        if (info := old_info.get(vm_id)) is not None:
+            self._info[vm_id] = info
+
+    def _vm_fragments(
+        self,
+        vm_id: str,
+        snap: VmSnapshot,
+        old_labels: dict[str, tuple[VmRef, str]],
+        old_fs: dict[str, tuple[tuple[Filesystem, ...], str, str]],
+        old_info: dict[str, tuple[GuestFacts, str]],
+    ) -> Fragments:
+        ref = snap.ref
+        kept_labels = old_labels.get(vm_id)
+        if kept_labels is not None and kept_labels[0] is ref:
+            labels = kept_labels[1]
+        else:
+            labels = (
+                f'vm="{label_value(vm_id, LABEL_LIMITS["vm"])}",'
+                f'hypervisor="{label_value(ref.hypervisor, LABEL_LIMITS["hypervisor"])}"'
+            )
+        self._labels[vm_id] = (ref, labels)
+        agent = snap.agent
+        ok = agent is AgentState.OK
+        facts = snap.facts
+        frags = [""] * len(VM_FAMILIES)
+        if agent is not AgentState.PENDING:
+            frags[UP] = f"qgadash_agent_up{{{labels}}} {1 if ok else 0}\n"
+        frags[STATE] = f'qgadash_agent_state{{{labels},state="{agent.value}"}} 1\n'
+        if ok and snap.latency_ms is not None:
+            rtt = _seconds(snap.latency_ms / 1000)
+            frags[RTT] = f"qgadash_agent_rtt_seconds{{{labels}}} {rtt}\n"
+        if snap.freeze is not FreezeState.UNKNOWN:
+            frozen = 1 if snap.freeze is FreezeState.FROZEN else 0
+            frags[FROZEN] = f"qgadash_fsfreeze_frozen{{{labels}}} {frozen}\n"
+        if ok:
+            if facts.filesystems:
+                kept_fs = old_fs.get(vm_id)
+                if kept_fs is not None and kept_fs[0] is facts.filesystems:
+                    entry = kept_fs
+                else:
+                    entry = (facts.filesystems, *_filesystem_lines(labels, facts.filesystems))
+                self._filesystems[vm_id] = entry
+                frags[FS_USED], frags[FS_SIZE] = entry[1], entry[2]
+            if facts.interfaces:
+                frags[RX], frags[TX] = _interface_lines(labels, facts.interfaces)
+            if facts.load is not None:
+                frags[LOAD1] = f"qgadash_load1{{{labels}}} {_number(facts.load.load1)}\n"
+            if facts.time_drift_s is not None:
+                drift = _seconds(facts.time_drift_s)
+                frags[DRIFT] = f"qgadash_time_drift_seconds{{{labels}}} {drift}\n"
+        if facts.info is not None or facts.os is not None or facts.hostname is not None:
+            kept_info = old_info.get(vm_id)
+            if kept_info is not None and _same_identity(kept_info[0], facts):
+                info_line = kept_info[1]
+            else:
+                info_line = _info_line(labels, facts)
+            self._info[vm_id] = (facts, info_line)
+            frags[INFO] = info_line
+        if snap.last_seen is not None:
+            seen = _timestamp(snap.last_seen)
+            frags[SEEN] = f"qgadash_agent_last_seen_timestamp_seconds{{{labels}}} {seen}\n"
+        return tuple(frags)
+
+    @staticmethod
+    def _hypervisor_text(hypervisors: Iterable[HypervisorStatus], openmetrics: bool) -> str:
+        up_family, vms_family = HYPERVISOR_FAMILIES
+        up = [up_family.header(openmetrics)]
+        vms = [vms_family.header(openmetrics)]
+        seen: set[str] = set()
+        for hv in hypervisors:
+            name = label_value(hv.name, LABEL_LIMITS["hypervisor"])
+            if name in seen:
+                continue
+            seen.add(name)
+            up.append(
+                f'qgadash_hypervisor_up{{hypervisor="{name}"}} '
+                f"{1 if hv.state.value in _UP_STATES else 0}\n"
+            )
+            vms.append(f'qgadash_hypervisor_vms{{hypervisor="{name}"}} {hv.vm_count}\n')
+        return "".join(up) + "".join(vms)
+
+
+def _same_identity(kept: GuestFacts, facts: GuestFacts) -> bool:
+    return kept.info is facts.info and kept.os is facts.os and kept.hostname == facts.hostname
+
+
+def _info_line(labels: str, facts: GuestFacts) -> str:
+    os_label = label_value(facts.os_label, LABEL_LIMITS["os"])
+    hostname = label_value(facts.hostname, LABEL_LIMITS["hostname"])
+    version = label_value(facts.version, LABEL_LIMITS["agent_version"])
+    return (
+        f'qgadash_guest_info{{{labels},os="{os_label}",hostname="{hostname}",'
+        f'agent_version="{version}"}} 1\n'
+    )
+
+
+def _filesystem_lines(labels: str, filesystems: tuple[Filesystem, ...]) -> tuple[str, str]:
+    used: list[str] = []
+    size: list[str] = []
+    seen: set[str] = set()
+    for fs in filesystems:
+        if len(seen) >= MAX_FILESYSTEMS:
+            break
+        mountpoint = label_value(fs.mountpoint, LABEL_LIMITS["mountpoint"])
+        if mountpoint in seen:
+            continue  # two mounts on one point (or equal once cut): one series
+        seen.add(mountpoint)
+        fs_labels = (
+            f'{labels},mountpoint="{mountpoint}",'
+            f'fstype="{label_value(fs.type, LABEL_LIMITS["fstype"])}"'
+        )
+        if fs.used_bytes is not None:
+            used.append(f"qgadash_filesystem_used_bytes{{{fs_labels}}} {fs.used_bytes}\n")
+        if fs.total_bytes is not None:
+            size.append(f"qgadash_filesystem_size_bytes{{{fs_labels}}} {fs.total_bytes}\n")
+    return "".join(used), "".join(size)
+
+
+def _interface_lines(labels: str, interfaces: tuple[Interface, ...]) -> tuple[str, str]:
+    rx: list[str] = []
+    tx: list[str] = []
+    seen: set[str] = set()
+    for iface in interfaces:
+        if len(seen) >= MAX_INTERFACES:
+            break
+        stats = iface.stats
+        if stats is None:
+            continue
+        name = label_value(iface.name, LABEL_LIMITS["interface"])
+        if name in seen:
+            continue
+        seen.add(name)
+        rx.append(
+            f'qgadash_network_receive_bytes_total{{{labels},interface="{name}"}} {stats.rx_bytes}\n'
+        )
+        tx.append(
+            f'qgadash_network_transmit_bytes_total{{{labels},interface="{name}"}} '
+            f"{stats.tx_bytes}\n"
+        )
+    return "".join(rx), "".join(tx)

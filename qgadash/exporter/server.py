@@ -1,0 +1,145 @@
+"""`/metrics` over HTTP, in the engine's own event loop.
+
+A scrape reads the store as it is (immutable snapshots) and renders off the loop, in a
+worker thread, so it never waits for a poll and polls never wait for it beyond the
+interpreter's thread switches. Concurrent scrapes of the same format share one render;
+gzip (which Prometheus asks for) is done in the same thread at level 1: at 10,000 VMs the
+text is ~15 MB and compresses ~10×, at a fraction of zlib's default cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from aiohttp import hdrs, web
+from prometheus_client import exposition as text_format
+from prometheus_client.openmetrics import exposition as openmetrics_format
+
+from qgadash.exporter.exposition import FleetExposition
+from qgadash.exporter.polls import EngineMetrics, PollObserver
+from qgadash.fleet.model import HypervisorStatus, VmSnapshot
+from qgadash.fleet.store import FleetStore
+
+__all__ = ["DEFAULT_LISTEN", "MetricsServer", "parse_listen"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:9633"
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+INDEX = b"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>qgadash exporter</title></head>
+<body><h1>qgadash exporter</h1>
+<p>The QEMU guest agents of this fleet, for Prometheus: <a href="metrics">/metrics</a>.</p>
+</body></html>
+"""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all interfaces); ValueError otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"--listen: expected HOST:PORT (e.g. {DEFAULT_LISTEN}), got {text!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--listen: port {port} is not in 0..65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
+
+
+class MetricsServer:
+    """Serves the fleet in `store` at /metrics; `start`, then `stop`."""
+
+    def __init__(self, store: FleetStore, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.metrics = EngineMetrics()
+        self._store = store
+        self._observer = PollObserver(store, self.metrics)
+        self._exposition = FleetExposition()
+        self._render_lock = threading.Lock()
+        self._pending: dict[tuple[bool, bool], asyncio.Task[bytes]] = {}
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    async def start(self) -> None:
+        """Listen (port 0: any free one, then `port` says which)."""
+        app = web.Application()
+        app.add_routes([web.get("/", self._index), web.get("/metrics", self._metrics)])
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        if runner.addresses:  # port 0 asked: the one bound
+            self.port = int(runner.addresses[0][1])
+        self._observer.start()
+
+    async def stop(self) -> None:
+        self._observer.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(body=INDEX, content_type="text/html", charset="utf-8")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        openmetrics = "application/openmetrics-text" in accept
+        compress = "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
+        body = await self.scrape(openmetrics, compress)
+        headers = {hdrs.CONTENT_TYPE: OPENMETRICS_TYPE if openmetrics else TEXT_TYPE}
+        if compress:
+            headers[hdrs.CONTENT_ENCODING] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    async def scrape(self, openmetrics: bool, compress: bool = False) -> bytes:
+        """One response body; scrapes that arrive while the same one renders share it."""
+        key = (openmetrics, compress)
+        pending = self._pending.get(key)
+        if pending is None:
+            self._observer.drain()  # polls counted up to this moment
+            snapshots = self._store.snapshots()
+            hypervisors = self._store.hypervisors()
+            pending = asyncio.ensure_future(
+                asyncio.to_thread(self._render, snapshots, hypervisors, openmetrics, compress)
+            )
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _t: self._pending.pop(key, None))
+        return await asyncio.shield(pending)
+
+    def _render(
+        self,
+        snapshots: Sequence[VmSnapshot],
+        hypervisors: Sequence[HypervisorStatus],
+        openmetrics: bool,
+        compress: bool,
+    ) -> bytes:
+        started = time.perf_counter()
+        with self._render_lock:
+            self.metrics.count_states(s.agent for s in snapshots)
+            fleet = self._exposition.render(snapshots, hypervisors, openmetrics)
+            if openmetrics:
+                own = openmetrics_format.generate_latest(self.metrics.registry)  # type: ignore[no-untyped-call]
+                own = own.removesuffix(b"# EOF\n")
+                body = fleet.encode() + own + b"# EOF\n"
+            else:
+                body = fleet.encode() + text_format.generate_latest(self.metrics.registry)
+            self.metrics.render.observe(time.perf_counter() - started)
+        return gzip.compress(body, compresslevel=1) if compress else body
