@@ -16,7 +16,7 @@ from qgadash.cli.select import (
     poll_selected,
     print_results,
 )
-from qgadash.fleet.actions import Action
+from qgadash.fleet.actions import VSS_FREEZE_LIMIT, Action, freeze_deadline
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.sanitize import printable
@@ -33,6 +33,15 @@ async def cmd_freeze(engine: FleetEngine, args: argparse.Namespace) -> int:
     if not plan.eligible:
         return print_results("freeze", [], plan.skipped, args.json)
     when = "never (--thaw-after 0; no keeper)" if after == 0 else f"after {after:g} s"
+    clamped = [
+        vm_id for vm_id in plan.eligible if freeze_deadline(engine.store.get(vm_id), after) < after
+    ]
+    if clamped:
+        when += f" ({plural(len(clamped))} after {VSS_FREEZE_LIMIT:g} s)"
+        say(
+            f"Windows guests hold a freeze at most {VSS_FREEZE_LIMIT:g} s (VSS lets the writes "
+            f"go by itself): {names(clamped)} will be thawed after {VSS_FREEZE_LIMIT:g} s"
+        )
     if after > 0:
         say(keeper_summary(await engine.keepers(plan.eligible), engine))
     if not await confirm(

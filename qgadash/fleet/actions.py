@@ -42,6 +42,24 @@ SUSPEND_ACTIONS = {
 }
 
 
+# Windows guests freeze through VSS, which holds writes for at most 10 s and then lets
+# them go by itself (qga/vss-win32/requester.cpp): a longer deadline would show a guest
+# as frozen that is not, and our thaw then "fails". Their deadline is clamped to this.
+VSS_FREEZE_LIMIT = 10.0
+
+
+def is_windows(snap: VmSnapshot | None) -> bool:
+    return bool(snap and snap.facts.os and snap.facts.os.id == "mswindows")
+
+
+def freeze_deadline(snap: VmSnapshot | None, thaw_after: float) -> float:
+    """The thaw deadline (seconds) a freeze of this VM gets: `thaw_after`, at most
+    VSS_FREEZE_LIMIT for a Windows guest (0, no automatic thaw, stays 0)."""
+    if thaw_after > VSS_FREEZE_LIMIT and is_windows(snap):
+        return VSS_FREEZE_LIMIT
+    return thaw_after
+
+
 class ReadOnlyError(Exception):
     """Actions are off: read_only in hosts.toml or --read-only."""
 

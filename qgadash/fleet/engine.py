@@ -16,13 +16,19 @@ from typing import Any, TypeVar
 
 from qgadash.agent import replies
 from qgadash.agent.client import AgentCaller, NoReplyOutcome
-from qgadash.agent.errors import AgentConnectionError, AgentError, AgentTimeout
+from qgadash.agent.errors import (
+    AgentCommandError,
+    AgentConnectionError,
+    AgentError,
+    AgentTimeout,
+)
 from qgadash.agent.policy import changes_guest, command_policy
 from qgadash.fleet.actions import (
     SUSPEND_ACTIONS,
     Action,
     ActionPlan,
     ReadOnlyError,
+    freeze_deadline,
     make_plan,
 )
 from qgadash.fleet.audit import AuditLog
@@ -553,14 +559,15 @@ class FleetEngine:
 
         async def freeze_one(vm_id: str) -> int:
             link, reach = self._link_of(vm_id)
+            vm_after = freeze_deadline(self.store.get(vm_id), after)  # Windows: VSS limit
             try:
                 # Before the request: a lost reply still thaws.
-                hold = self.guard.record(vm_id, after if after > 0 else None)
+                hold = self.guard.record(vm_id, vm_after if vm_after > 0 else None)
             except GuardClosed as exc:
                 raise KeeperNotSent(str(exc)) from None
-            if after > 0:
+            if vm_after > 0:
                 try:
-                    await self.keeping.arm(hold, reach, link, after)
+                    await self.keeping.arm(hold, reach, link, vm_after)
                 except AgentError:
                     self.guard.release(vm_id, "not frozen")
                     raise
@@ -597,17 +604,38 @@ class FleetEngine:
             progress,
         )
 
-    async def _thaw_one(self, vm_id: str) -> int:
+    async def _thaw_one(self, vm_id: str) -> int | str:
         timeout = self.settings.action_timeout
         self._bump(vm_id)
-        value = await self.with_agent(
-            vm_id, lambda c: c.call("guest-fsfreeze-thaw", None, timeout=timeout)
-        )
-        count = replies.parse_count(value, "guest-fsfreeze-thaw")
+        try:
+            value = await self.with_agent(
+                vm_id, lambda c: c.call("guest-fsfreeze-thaw", None, timeout=timeout)
+            )
+            count: int | str = replies.parse_count(value, "guest-fsfreeze-thaw")
+        except AgentCommandError as exc:
+            # The agent refused the thaw; if it says it is thawed all the same (Windows:
+            # VSS let the writes go by itself after 10 s), the goal is reached.
+            if await self._freeze_status(vm_id) is not FreezeState.THAWED:
+                raise
+            count = f"already thawed by the guest ({one_line(exc.desc)})"
         self.guard.release(vm_id)
         self.store.update(vm_id, freeze=FreezeState.THAWED)
         self._reread_info(vm_id)
         return count
+
+    async def _freeze_status(self, vm_id: str) -> FreezeState | None:
+        """What guest-fsfreeze-status says now; None if it cannot be asked."""
+        timeout = self.settings.timeout
+        try:
+            value = await self.with_agent(
+                vm_id, lambda c: c.call("guest-fsfreeze-status", None, timeout=timeout)
+            )
+        except AgentError:
+            return None
+        try:
+            return replies.parse_fsfreeze_status(value)
+        except AgentError:  # a reply of the wrong shape
+            return None
 
     async def _guard_thaw(self, vm_id: str, reason: str) -> ActionResult:
         return (await self._bulk(f"thaw ({reason})", [vm_id], None, self._thaw_one, None))[0]
