@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: installs the real peers (qemu-ga,
-# QEMU, sshd, libvirtd, a kernel and busybox for the test guests), a virtualenv with
+# QEMU, sshd, libvirtd, a kernel and busybox for the test guests, Prometheus and a
+# headless Chromium for the exporter and the browser dashboard), a virtualenv with
 # the test extras, then lint, types and pytest; then the fast tests on every other supported
 # Python found here (pyenv's too). Usage: bash scripts/test.sh [PYTEST ARGS]
 set -euo pipefail
@@ -10,6 +11,7 @@ DEBS=(
   qemu-guest-agent qemu-system-x86 qemu-utils openssh-server openssh-client socat sudo
   busybox-static linux-image-amd64 e2fsprogs cpio kmod iproute2 tmux procps
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-venv
+  prometheus chromium
 )
 missing=()
 for pkg in "${DEBS[@]}"; do
