@@ -176,14 +176,26 @@ class AgentClient:
         changes the guest never goes into a channel not known to be in sync.
         """
         async with self._lock:
-            self._check_open()
+            if self._closed:
+                raise AgentConnectionError("the connection to the agent is closed")
             if not read_only:
                 for name, _ in requests:
                     why = unsupported_reason(self._agent_info(), name)
                     if why is not None:
                         raise AgentUnsupported(name, why)
-            self._session.start(requests, read_only=read_only)
-            results = await self._exchange(_names(requests), timeout)
+            session = self._session
+            session.start(requests, read_only=read_only)
+            note = session.traits.note
+            # _exchange written out: one coroutine level less on every resumption of
+            # every poll.
+            try:
+                with deadline(timeout):
+                    results = await self._events()
+            except TimeoutError:
+                results = self._expired(_names(requests), timeout, note)
+            except (OSError, EOFError) as exc:
+                await self._abort()
+                raise AgentConnectionError(f"connection lost: {exc}") from exc
         if results and results[-1] is NO_ERROR_REPLY:
             results[-1] = None
         return results
@@ -282,31 +294,41 @@ class AgentClient:
 
     async def _exchange(self, what: str, timeout: float) -> list[Any]:
         """Run the session's queued batch to its end under `timeout`."""
-        session = self._session
-        note = session.traits.note
+        note = self._session.traits.note
         try:
             with deadline(timeout):
                 return await self._events()
         except TimeoutError:
-            sent = session.request_sent
-            done = session.expire()
-            if done is not None:
-                return done.results
-            if not sent:  # stuck in the sync: nothing of ours went out
-                what = f"the sync before {what} (not sent)"
-            error = self._timeout_error(what, timeout, note)
-            error.request_sent = sent
-            raise error from None
+            return self._expired(what, timeout, note)
         except (OSError, EOFError) as exc:
             await self._abort()
             raise AgentConnectionError(f"connection lost: {exc}") from exc
 
+    def _expired(self, what: str, timeout: float, note: str | None) -> list[Any]:
+        """The batch's deadline passed: its results if only a no-reply command's error
+        was still awaited, else the timeout (or garbage) error, raised."""
+        session = self._session
+        sent = session.request_sent
+        done = session.expire()
+        if done is not None:
+            return done.results
+        if not sent:  # stuck in the sync: nothing of ours went out
+            what = f"the sync before {what} (not sent)"
+        error = self._timeout_error(what, timeout, note)
+        error.request_sent = sent
+        raise error from None
+
     async def _events(self) -> list[Any]:
-        """Write what the session has to send, read until it settles the batch."""
+        """Write what the session has to send, read until it settles the batch. (A batch
+        starts with nothing received pending: the session guarantees it.)"""
         session = self._session
         stream = self._stream
+        data = session.data_to_send()
+        if data:
+            stream.write(data)
+            await stream.drain()
         while True:
-            event = session.next_event()
+            event = session.receive(await stream.read(READ_CHUNK))
             data = session.data_to_send()
             if data:
                 stream.write(data)
@@ -317,7 +339,6 @@ class AgentClient:
                 if session.state is Runstate.CLOSED:
                     await self._abort()
                 raise event.error
-            session.receive_data(await stream.read(READ_CHUNK))
 
     async def _send_request(self) -> None:
         """Run the session until the queued request has been written (after its sync)."""

@@ -205,7 +205,7 @@ class Session:
         self._decoder = Decoder(max_reply=max_reply, lazy=True)
         self._ids = itertools.count(random.randint(1, 2**40))
         self._sync_ids = sync_ids
-        self._out: list[bytes] = []
+        self._out = b""
         self._messages: list[Reply | DecodeError] = []
         self._pos = 0
         self._eof = False
@@ -252,23 +252,23 @@ class Session:
             raise RuntimeError(f"a batch is already out (session {state.value})")
         n = len(requests)
         expected = n
-        for i, (name, _) in enumerate(requests):
+        info_at = -1
+        for i, (name, _) in enumerate(requests):  # one pass: runs for every poll of every VM
             if name in NO_REPLY_COMMANDS:
                 if i != n - 1:
                     raise ValueError(
                         f"{name} answers nothing on success: it can only be the last request"
                     )
                 expected = n - 1
+            elif name == "guest-info":
+                info_at = i
         self._batch = requests
         self._results = [None] * n
         self._next = 0
         self._expected = expected
         self._read_only = read_only
         self._sent = False
-        self._info_at = -1
-        for i, (name, _) in enumerate(requests):
-            if name == "guest-info":
-                self._info_at = i
+        self._info_at = info_at
         if state is Runstate.READY:
             self._send_batch()
             self.state = Runstate.BUSY
@@ -288,11 +288,8 @@ class Session:
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the agent now (empty if none)."""
-        out = self._out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+        data = self._out
+        self._out = b""
         return data
 
     def receive_data(self, data: bytes) -> None:
@@ -308,6 +305,11 @@ class Session:
             else:
                 self._messages += messages
 
+    def receive(self, data: bytes) -> Event:
+        """`receive_data(data)`, then `next_event()`: the poll path's one call per read."""
+        self.receive_data(data)
+        return self.next_event()
+
     def next_event(self) -> Event:
         """What the bytes received so far settle: `Done`, `Failed` or `NEED_DATA`."""
         messages = self._messages
@@ -316,6 +318,24 @@ class Session:
             self._pos += 1
             state = self.state
             if state is Runstate.BUSY:
+                # The common case written out (every reply of every poll): the reply we
+                # expect next, with the id we expect (None for agents sent none).
+                i = self._next
+                if (
+                    type(message) is Reply
+                    and message.id == self._request_ids[i]
+                    and message.error_class is None
+                ):
+                    body = message.body
+                    result = body if body is not None else message.value
+                    self._results[i] = result
+                    if i == self._info_at:
+                        self.traits.info = result
+                    i += 1
+                    self._next = i
+                    if i == len(self._batch):
+                        return self._finish()
+                    continue
                 event = self._on_reply(message)
                 if event is not None:
                     return event
@@ -351,16 +371,18 @@ class Session:
     # -- internals -------------------------------------------------------------------------
 
     def _send_batch(self) -> None:
-        echoed = self.traits.ids is IdMode.ECHOED
-        ids: list[int | None] = []
-        chunks = []
-        for name, args in self._batch:
-            rid = next(self._ids) if echoed else None
-            ids.append(rid)
-            chunks.append(encode_request(name, args, rid))
+        batch = self._batch
+        ids: list[int | None]
+        if self.traits.ids is IdMode.ECHOED:
+            counter = self._ids
+            ids = [next(counter) for _ in batch]
+        else:
+            ids = [None] * len(batch)
         self._request_ids = ids
-        if chunks:
-            self._out.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if batch:
+            self._out += b"".join(
+                [encode_request(n, a, rid) for (n, a), rid in zip(batch, ids, strict=True)]
+            )
         self._sent = True
 
     def _begin_sync(self) -> None:
@@ -374,9 +396,7 @@ class Session:
         self._sync_body = b"%d" % sync_id
         traits = self.traits
         self._probe = sync_id if traits.ids is IdMode.UNKNOWN else None
-        self._out.append(
-            encode_sync(sync_id, delimited=traits.delimited_sync, probe_id=self._probe)
-        )
+        self._out += encode_sync(sync_id, delimited=traits.delimited_sync, probe_id=self._probe)
         self.state = Runstate.SYNCING
 
     def _restart_sync(self, note: str, *, resend: bool) -> None:
@@ -493,9 +513,10 @@ class Session:
         return self._expected < len(self._batch) and self._next == self._expected
 
     def _finish(self) -> Event:
+        # The batch's members stay as they are: `start` replaces them, and nothing reads
+        # them outside BUSY.
         results = self._results
         no_reply = self._expected < len(self._batch)
-        self._forget_batch()
         if no_reply or self._pos < len(self._messages):
             # After shutdown or suspend the guest may be going away; and replies beyond
             # the batch mean the channel is not what we think: sync before the next one.
