@@ -13,16 +13,12 @@ from typing import Any
 
 from qgadash.fleet.config import Config
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.model import ActionResult, HypervisorStatus, VmSnapshot
+from qgadash.fleet.model import HYPERVISOR_DOWN, ActionResult, HypervisorStatus, VmSnapshot
 from qgadash.fleet.report import action_document
 from qgadash.fleet.sanitize import printable
 from qgadash.fleet.signals import say
-from qgadash.transport.base import HypervisorState
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-HYPERVISOR_DOWN = frozenset(
-    {HypervisorState.UNREACHABLE, HypervisorState.AUTH_FAILED, HypervisorState.HOST_KEY_REJECTED}
-)
 
 
 class UsageError(Exception):

@@ -25,6 +25,7 @@ from qgadash.agent.replies import (
 from qgadash.transport.base import HypervisorState
 
 __all__ = [
+    "HYPERVISOR_DOWN",
     "ActionResult",
     "AgentState",
     "FreezeState",
@@ -191,6 +192,12 @@ class VmSnapshot:
     @property
     def id(self) -> str:
         return self.ref.id
+
+
+# A hypervisor in one of these states cannot be reached: its VMs are not seen at all.
+HYPERVISOR_DOWN = frozenset(
+    {HypervisorState.UNREACHABLE, HypervisorState.AUTH_FAILED, HypervisorState.HOST_KEY_REJECTED}
+)
 
 
 @dataclass(frozen=True, slots=True)
