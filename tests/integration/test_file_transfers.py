@@ -1,0 +1,198 @@
+"""Downloads and uploads that go wrong midway: a guest that sends more than was asked,
+a link that dies, a local disk that refuses. Nothing is left behind, nothing grows past
+what was asked, and each is audited as failed. (The agent side is a scriptable fake:
+tests/integration/fakeagent.py; the well-behaved cases are in test_hostile_files.py.)
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qgadash.agent import replies
+from qgadash.agent.errors import AgentError
+from qgadash.agent.replies import ReplyShapeError
+from qgadash.fleet import files as files_module
+from tests.integration.fakeagent import FakeError, fake_agent
+from tests.integration.test_hostile_files import VM, GuestFile, audit, engine_over, leftovers
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> Path:
+    return tmp_path / "fake.sock"
+
+
+@pytest.fixture
+def audit_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "qgadash" / "audit.jsonl"
+
+
+class GreedyFile(GuestFile):
+    """Answers every guest-file-read with one byte more than was asked for."""
+
+    def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        chunk = b"y" * (int(args["count"]) + 1)
+        return {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": False}
+
+
+class DyingFile(GuestFile):
+    """Sends `good` reads, then fails every read (the guest's disk, or its agent, died)."""
+
+    def __init__(self, data: bytes, good: int) -> None:
+        super().__init__(data)
+        self.good = good
+        self.reads = 0
+
+    def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.reads += 1
+        if self.reads > self.good:
+            raise FakeError("read failed: Input/output error")
+        return super().read(args)
+
+
+class ShortWriteFile(GuestFile):
+    """Writes one byte less than it was sent."""
+
+    def write(self, args: dict[str, Any]) -> dict[str, Any]:
+        data = base64.b64decode(args["buf-b64"])[:-1]
+        self.written += data
+        return {"count": len(data), "eof": False}
+
+
+def test_a_read_reply_larger_than_the_count_asked_for_is_refused() -> None:
+    four = {"count": 4, "buf-b64": base64.b64encode(b"abcd").decode(), "eof": False}
+    assert replies.parse_file_read(four, 4).data == b"abcd"
+    with pytest.raises(ReplyShapeError):
+        replies.parse_file_read(four, 3)
+    lying = {"count": 3, "buf-b64": base64.b64encode(b"abcd").decode()}
+    with pytest.raises(ReplyShapeError):
+        replies.parse_file_read(lying, 10)
+
+
+async def test_a_guest_sending_more_than_asked_fails_the_download_and_leaves_nothing(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = GreedyFile(b"x" * 100)
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        out = tmp_path / "out"
+        out.mkdir()
+        with pytest.raises(ReplyShapeError):
+            await engine.files.download(VM, "/etc/greedy", out / "copy")
+        await engine.stop()
+    assert leftovers(out, set()) == []
+    (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
+    assert record["ok"] is False and record["arguments"] == {
+        "path": "/etc/greedy",
+        "local": str(out / "copy"),
+    }
+
+
+async def test_a_download_whose_reads_fail_midway_leaves_no_partial_file(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 10)
+    guest = DyingFile(b"z" * 100, good=3)
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        out = tmp_path / "out"
+        out.mkdir()
+        seen: list[tuple[int, int | None]] = []
+        with pytest.raises(AgentError, match="Input/output error"):
+            await engine.files.download(
+                VM, "/var/log/big", out / "big", progress=lambda d, t: seen.append((d, t))
+            )
+        await engine.stop()
+    assert seen == [(10, 100), (20, 100), (30, 100)]
+    assert leftovers(out, set()) == []  # neither the target nor a .partial
+    (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
+    assert record["ok"] is False and "Input/output error" in record["error"]
+
+
+async def test_a_download_the_local_disk_refuses_leaves_no_partial_file(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guest = GuestFile(b"data" * 10)
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def no_space(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(files_module.os, "fsync", no_space)
+        with pytest.raises(OSError, match="No space left"):
+            await engine.files.download(VM, "/etc/motd", out / "motd")
+        monkeypatch.undo()
+        await engine.stop()
+    assert leftovers(out, set()) == []
+    (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
+    assert record["ok"] is False and "No space left" in record["error"]
+
+
+async def test_a_download_of_an_exact_size_stops_there_and_reports_progress(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 8)
+    guest = GuestFile(b"0123456789" * 2)
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        seen: list[tuple[int, int | None]] = []
+        size = await engine.files.download(
+            VM, "/f", tmp_path / "f", progress=lambda d, t: seen.append((d, t))
+        )
+        await engine.stop()
+    assert size == 20 and (tmp_path / "f").read_bytes() == b"0123456789" * 2
+    assert seen == [(8, 20), (16, 20), (20, 20)]
+    counts = [
+        r["arguments"]["count"] for r in agent.requests if r.get("execute") == "guest-file-read"
+    ]
+    assert counts == [8, 8, 4]  # never more than is left of the reported size
+    assert [r["execute"] for r in agent.requests if "file" in r.get("execute", "")][-1] == (
+        "guest-file-close"
+    )
+
+
+async def test_an_upload_the_guest_writes_short_fails_and_is_audited(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = ShortWriteFile()
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"abcdef")
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        with pytest.raises(AgentError, match="the agent wrote 5 of 6 bytes"):
+            await engine.files.upload(VM, local, "/tmp/up.bin")
+        await engine.stop()
+    (record,) = [r for r in audit(audit_path) if r["action"] == "upload"]
+    assert record["ok"] is False and record["arguments"] == {
+        "path": "/tmp/up.bin",
+        "local": str(local),
+    }
+    assert [r["execute"] for r in agent.requests][-1] == "guest-file-close"  # handle closed
+
+
+async def test_an_upload_in_chunks_reports_progress_and_records_its_size(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "WRITE_CHUNK", 4)
+    guest = GuestFile()
+    local = tmp_path / "up.bin"
+    local.write_bytes(b"0123456789")
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        seen: list[tuple[int, int | None]] = []
+        done = await engine.files.upload(
+            VM, local, "/tmp/up.bin", progress=lambda d, t: seen.append((d, t))
+        )
+        await engine.stop()
+    assert done == 10 and bytes(guest.written) == b"0123456789"
+    assert seen == [(4, 10), (8, 10), (10, 10)]
+    opened = [r for r in agent.requests if r.get("execute") == "guest-file-open"]
+    assert opened[0]["arguments"] == {"path": "/tmp/up.bin", "mode": "w"}
+    (record,) = [r for r in audit(audit_path) if r["action"] == "upload"]
+    assert record["ok"] is True and record["arguments"]["bytes"] == 10

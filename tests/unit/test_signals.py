@@ -1,0 +1,100 @@
+"""SignalWatch on its own: the first stop signal stops, later ones only say "please wait",
+and the handlers are installed on the loop and removed again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from qgadash.fleet import signals as signals_module
+from qgadash.fleet.signals import STOP_SIGNALS, SignalWatch, say
+
+
+@pytest.fixture
+def python_handlers() -> Iterator[list[int]]:
+    """Stop signals that reach Python's handlers (not the loop's): recorded, not fatal."""
+    seen: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda number, frame: seen.append(number))
+    try:
+        yield seen
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_the_stop_signals_are_int_term_hup_and_quit() -> None:
+    assert set(STOP_SIGNALS) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
+async def test_each_stop_signal_reaches_the_watch_once_installed_and_none_after_removal(
+    python_handlers: list[int],
+) -> None:
+    for sig in STOP_SIGNALS:
+        stops: list[signal.Signals] = []
+        watch = SignalWatch(stops.append, lambda: 0)
+        watch.install()
+        os.kill(os.getpid(), sig)
+        await asyncio.sleep(0.05)
+        assert stops == [sig] and watch.received is sig
+        assert watch.reason == f"signal {sig.name}"
+        watch.remove()
+        signal.signal(sig, lambda number, frame: python_handlers.append(number))
+        os.kill(os.getpid(), sig)
+        await asyncio.sleep(0.05)
+        assert stops == [sig]  # removed: the loop no longer answers it
+    assert python_handlers == list(STOP_SIGNALS)
+
+
+async def test_later_signals_only_say_please_wait_while_vms_are_owed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stops: list[signal.Signals] = []
+    owed = [3]
+    watch = SignalWatch(stops.append, lambda: owed[0])
+    watch._handle(signal.SIGTERM)
+    watch._handle(signal.SIGINT)
+    watch._handle(signal.SIGHUP)
+    owed[0] = 0
+    watch._handle(signal.SIGQUIT)
+    assert stops == [signal.SIGTERM]
+    assert watch.received is signal.SIGTERM and watch.reason == "signal SIGTERM"
+    assert capsys.readouterr().err.splitlines() == [
+        "qgadash: SIGINT: thawing 3 VMs, please wait",
+        "qgadash: SIGHUP: thawing 3 VMs, please wait",
+    ]
+
+
+def test_a_signal_once_the_thaw_has_begun_stops_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stops: list[signal.Signals] = []
+    watch = SignalWatch(stops.append, lambda: 2)
+    assert watch.reason == "quit"
+    watch.stopping()
+    watch._handle(signal.SIGTERM)
+    assert stops == []
+    assert watch.received is signal.SIGTERM and watch.reason == "signal SIGTERM"
+    assert capsys.readouterr().err == "qgadash: SIGTERM: thawing 2 VMs, please wait\n"
+
+
+def test_say_survives_a_closed_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Gone:
+        def write(self, text: str) -> int:
+            raise OSError(5, "Input/output error")
+
+        def flush(self) -> None:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(signals_module.sys, "stderr", Gone())
+    say("thawing")  # no exception: after SIGHUP the terminal is gone
+
+
+def test_say_writes_one_line_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    say("qgadash: hello")
+    assert capsys.readouterr() == ("", "qgadash: hello\n")
