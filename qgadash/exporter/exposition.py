@@ -125,89 +125,45 @@ def _timestamp(value: float) -> str:
     return f"{value:.3f}"
 
 
-class FleetExposition:
-    """Renders snapshots as exposition text; keeps what it can for the next scrape.
+class _VmText:
+    """One VM's text as of its last render, and the pieces it was made from."""
 
-    Not thread-safe: one render at a time (the server serialises them).
-    """
+    __slots__ = (
+        "filesystems",
+        "fragments",
+        "fs_text",
+        "info_facts",
+        "info_line",
+        "labels",
+        "nic_names",
+        "nic_prefixes",
+        "ref",
+        "snap",
+    )
 
     def __init__(self) -> None:
-        self._vms: dict[str, tuple[VmSnapshot, Fragments]] = {}
-        self._labels: dict[str, tuple[VmRef, str]] = {}
-        self._filesystems: dict[str, tuple[tuple[Filesystem, ...], str, str]] = {}
-        self._info: dict[str, tuple[GuestFacts, str]] = {}
+        self.snap: VmSnapshot | None = None
+        self.fragments: Fragments = ()
+        self.ref: VmRef | None = None
+        self.labels = ""
+        self.filesystems: tuple[Filesystem, ...] | None = None
+        self.fs_text = ("", "")
+        self.info_facts: GuestFacts | None = None
+        self.info_line = ""
+        self.nic_names: tuple[str, ...] = ()
+        self.nic_prefixes: tuple[tuple[str, str] | None, ...] = ()
 
-    def render(
-        self,
-        snapshots: Sequence[VmSnapshot],
-        hypervisors: Iterable[HypervisorStatus],
-        openmetrics: bool,
-    ) -> str:
-        """The per-VM and per-hypervisor families (no `# EOF`: the caller ends the text)."""
-        old_vms, old_labels, old_fs, old_info = (
-            self._vms,
-            self._labels,
-            self._filesystems,
-            self._info,
-        )
-        # Fresh dicts each render: VMs that left the store leave the caches with them.
-        self._vms, self._labels, self._filesystems, self._info = {}, {}, {}, {}
-        all_fragments: list[Fragments] = []
-        used_labels: set[str] = set()
-        for snap in snapshots:
-            vm_id = snap.ref.hypervisor + "/" + snap.ref.name
-            cached = old_vms.get(vm_id)
-            if cached is not None and cached[0] is snap:
-                fragments = cached[1]
-                self._carry(vm_id, old_labels, old_fs, old_info)
-            else:
-                fragments = self._vm_fragments(vm_id, snap, old_labels, old_fs, old_info)
-            self._vms[vm_id] = (snap, fragments)
-            labels = self._labels[vm_id][1]
-            if labels in used_labels:
-                continue  # two ids equal once cut: a duplicate series would fail the scrape
-            used_labels.add(labels)
-            all_fragments.append(fragments)
-        parts: list[str] = []
-        for index, family in enumerate(VM_FAMILIES):
-            parts.append(family.header(openmetrics))
-            parts.extend([f[index] for f in all_fragments])
-        parts.append(self._hypervisor_text(hypervisors, openmetrics))
-        return "".join(parts)
-
-    def _carry(
-        self,
-        vm_id: str,
-        old_labels: dict[str, tuple[VmRef, str]],
-        old_fs: dict[str, tuple[tuple[Filesystem, ...], str, str]],
-        old_info: dict[str, tuple[GuestFacts, str]],
-    ) -> None:
-        """An unchanged VM keeps its cache entries into the next render."""
-        if (labels := old_labels.get(vm_id)) is not None:
-            self._labels[vm_id] = labels
-        if (filesystems := old_fs.get(vm_id)) is not None:
-            self._filesystems[vm_id] = filesystems
-        if (info := old_info.get(vm_id)) is not None:
-            self._info[vm_id] = info
-
-    def _vm_fragments(
-        self,
-        vm_id: str,
-        snap: VmSnapshot,
-        old_labels: dict[str, tuple[VmRef, str]],
-        old_fs: dict[str, tuple[tuple[Filesystem, ...], str, str]],
-        old_info: dict[str, tuple[GuestFacts, str]],
-    ) -> Fragments:
+    def update(self, vm_id: str, snap: VmSnapshot) -> None:
+        self.snap = snap
         ref = snap.ref
-        kept_labels = old_labels.get(vm_id)
-        if kept_labels is not None and kept_labels[0] is ref:
-            labels = kept_labels[1]
-        else:
-            labels = (
+        if ref is not self.ref:
+            self.ref = ref
+            self.labels = (
                 f'vm="{label_value(vm_id, LABEL_LIMITS["vm"])}",'
                 f'hypervisor="{label_value(ref.hypervisor, LABEL_LIMITS["hypervisor"])}"'
             )
-        self._labels[vm_id] = (ref, labels)
+            self.nic_names = ()  # the prefixes hold the old labels
+        labels = self.labels
         agent = snap.agent
         ok = agent is AgentState.OK
         facts = snap.facts
@@ -223,50 +179,98 @@ class FleetExposition:
             frags[FROZEN] = f"qgadash_fsfreeze_frozen{{{labels}}} {frozen}\n"
         if ok:
             if facts.filesystems:
-                kept_fs = old_fs.get(vm_id)
-                if kept_fs is not None and kept_fs[0] is facts.filesystems:
-                    entry = kept_fs
-                else:
-                    entry = (facts.filesystems, *_filesystem_lines(labels, facts.filesystems))
-                self._filesystems[vm_id] = entry
-                frags[FS_USED], frags[FS_SIZE] = entry[1], entry[2]
+                if facts.filesystems is not self.filesystems:
+                    self.filesystems = facts.filesystems
+                    self.fs_text = _filesystem_lines(labels, facts.filesystems)
+                frags[FS_USED], frags[FS_SIZE] = self.fs_text
             if facts.interfaces:
-                frags[RX], frags[TX] = _interface_lines(labels, facts.interfaces)
+                frags[RX], frags[TX] = self._interface_lines(facts.interfaces)
             if facts.load is not None:
                 frags[LOAD1] = f"qgadash_load1{{{labels}}} {_number(facts.load.load1)}\n"
             if facts.time_drift_s is not None:
                 drift = _seconds(facts.time_drift_s)
                 frags[DRIFT] = f"qgadash_time_drift_seconds{{{labels}}} {drift}\n"
         if facts.info is not None or facts.os is not None or facts.hostname is not None:
-            kept_info = old_info.get(vm_id)
-            if kept_info is not None and _same_identity(kept_info[0], facts):
-                info_line = kept_info[1]
-            else:
-                info_line = _info_line(labels, facts)
-            self._info[vm_id] = (facts, info_line)
-            frags[INFO] = info_line
+            if self.info_facts is None or not _same_identity(self.info_facts, facts):
+                self.info_facts = facts
+                self.info_line = _info_line(labels, facts)
+            frags[INFO] = self.info_line
         if snap.last_seen is not None:
             seen = _timestamp(snap.last_seen)
             frags[SEEN] = f"qgadash_agent_last_seen_timestamp_seconds{{{labels}}} {seen}\n"
-        return tuple(frags)
+        self.fragments = tuple(frags)
 
-    @staticmethod
-    def _hypervisor_text(hypervisors: Iterable[HypervisorStatus], openmetrics: bool) -> str:
-        up_family, vms_family = HYPERVISOR_FAMILIES
-        up = [up_family.header(openmetrics)]
-        vms = [vms_family.header(openmetrics)]
-        seen: set[str] = set()
-        for hv in hypervisors:
-            name = label_value(hv.name, LABEL_LIMITS["hypervisor"])
-            if name in seen:
+    def _interface_lines(self, interfaces: tuple[Interface, ...]) -> tuple[str, str]:
+        """Counters change every poll, names seldom: the line up to the value is kept."""
+        names = tuple([iface.name for iface in interfaces])
+        if names != self.nic_names:
+            self.nic_names = names
+            self.nic_prefixes = _interface_prefixes(self.labels, names)
+        rx: list[str] = []
+        tx: list[str] = []
+        for iface, prefixes in zip(interfaces, self.nic_prefixes, strict=True):
+            stats = iface.stats
+            if prefixes is None or stats is None:
                 continue
-            seen.add(name)
-            up.append(
-                f'qgadash_hypervisor_up{{hypervisor="{name}"}} '
-                f"{1 if hv.state.value in _UP_STATES else 0}\n"
-            )
-            vms.append(f'qgadash_hypervisor_vms{{hypervisor="{name}"}} {hv.vm_count}\n')
-        return "".join(up) + "".join(vms)
+            rx.append(f"{prefixes[0]}{stats.rx_bytes}\n")
+            tx.append(f"{prefixes[1]}{stats.tx_bytes}\n")
+        return "".join(rx), "".join(tx)
+
+
+class FleetExposition:
+    """Renders snapshots as exposition text; keeps what it can for the next scrape.
+
+    Not thread-safe: one render at a time (the server serialises them).
+    """
+
+    def __init__(self) -> None:
+        self._vms: dict[str, _VmText] = {}
+
+    def render(
+        self,
+        snapshots: Sequence[VmSnapshot],
+        hypervisors: Iterable[HypervisorStatus],
+        openmetrics: bool,
+    ) -> str:
+        """The per-VM and per-hypervisor families (no `# EOF`: the caller ends the text)."""
+        old = self._vms
+        self._vms = vms = {}  # VMs that left the store leave the cache with this render
+        all_fragments: list[Fragments] = []
+        used_labels: set[str] = set()
+        for snap in snapshots:
+            vm_id = snap.ref.hypervisor + "/" + snap.ref.name
+            entry = old.get(vm_id)
+            if entry is None:
+                entry = _VmText()
+            if entry.snap is not snap:
+                entry.update(vm_id, snap)
+            vms[vm_id] = entry
+            if entry.labels in used_labels:
+                continue  # two ids equal once cut: a duplicate series would fail the scrape
+            used_labels.add(entry.labels)
+            all_fragments.append(entry.fragments)
+        parts: list[str] = []
+        for index, family in enumerate(VM_FAMILIES):
+            parts.append(family.header(openmetrics))
+            parts.extend([f[index] for f in all_fragments])
+        parts.append(_hypervisor_text(hypervisors, openmetrics))
+        return "".join(parts)
+
+
+def _hypervisor_text(hypervisors: Iterable[HypervisorStatus], openmetrics: bool) -> str:
+    up_family, vms_family = HYPERVISOR_FAMILIES
+    up = [up_family.header(openmetrics)]
+    vms = [vms_family.header(openmetrics)]
+    seen: set[str] = set()
+    for hv in hypervisors:
+        name = label_value(hv.name, LABEL_LIMITS["hypervisor"])
+        if name in seen:
+            continue
+        seen.add(name)
+        state = 1 if hv.state.value in _UP_STATES else 0
+        up.append(f'qgadash_hypervisor_up{{hypervisor="{name}"}} {state}\n')
+        vms.append(f'qgadash_hypervisor_vms{{hypervisor="{name}"}} {hv.vm_count}\n')
+    return "".join(up) + "".join(vms)
 
 
 def _same_identity(kept: GuestFacts, facts: GuestFacts) -> bool:
@@ -305,25 +309,20 @@ def _filesystem_lines(labels: str, filesystems: tuple[Filesystem, ...]) -> tuple
     return "".join(used), "".join(size)
 
 
-def _interface_lines(labels: str, interfaces: tuple[Interface, ...]) -> tuple[str, str]:
-    rx: list[str] = []
-    tx: list[str] = []
+def _interface_prefixes(labels: str, names: tuple[str, ...]) -> tuple[tuple[str, str] | None, ...]:
+    """Each interface's two lines up to the value; None past the cap or for a repeat."""
+    prefixes: list[tuple[str, str] | None] = []
     seen: set[str] = set()
-    for iface in interfaces:
-        if len(seen) >= MAX_INTERFACES:
-            break
-        stats = iface.stats
-        if stats is None:
-            continue
-        name = label_value(iface.name, LABEL_LIMITS["interface"])
-        if name in seen:
+    for raw in names:
+        name = label_value(raw, LABEL_LIMITS["interface"])
+        if len(seen) >= MAX_INTERFACES or name in seen:
+            prefixes.append(None)
             continue
         seen.add(name)
-        rx.append(
-            f'qgadash_network_receive_bytes_total{{{labels},interface="{name}"}} {stats.rx_bytes}\n'
+        prefixes.append(
+            (
+                f'qgadash_network_receive_bytes_total{{{labels},interface="{name}"}} ',
+                f'qgadash_network_transmit_bytes_total{{{labels},interface="{name}"}} ',
+            )
         )
-        tx.append(
-            f'qgadash_network_transmit_bytes_total{{{labels},interface="{name}"}} '
-            f"{stats.tx_bytes}\n"
-        )
-    return "".join(rx), "".join(tx)
+    return tuple(prefixes)
