@@ -8,6 +8,7 @@ mount and stops it (which thaws what this process froze) before it exits.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import Screen
 from textual.theme import Theme
 from textual.worker import Worker
@@ -25,6 +28,7 @@ from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.signals import SignalWatch, say
 from qgadash.ui.commands import FleetCommands
+from qgadash.ui.driver import TerminalSafeDriver, terminal_gone
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
 from qgadash.ui.fleet_view import Palette
 from qgadash.ui.plain import plain, sanitize
@@ -97,6 +101,7 @@ class QgadashApp(App[int]):
         self._start_engine = start_engine
         self._stopped = False
         self._engine_stop: asyncio.Task[list[ActionResult]] | None = None
+        self.signal_watch: SignalWatch | None = None  # set by run_app
         self._quitting = False
         self._refresh_pending = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -133,6 +138,10 @@ class QgadashApp(App[int]):
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return dict(THEME_VARIABLE_DEFAULTS)
 
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        return TerminalSafeDriver if driver is LinuxDriver else driver
+
     def get_default_screen(self) -> Screen[None]:
         return self.fleet
 
@@ -147,6 +156,10 @@ class QgadashApp(App[int]):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        if self.signal_watch is not None:
+            # Again, from inside the app: a handler runs in the context it was installed
+            # in, and the engine stop it starts must see the app (its timers need it).
+            self.signal_watch.install()
         self.palette = palette_from_variables(self.get_css_variables())
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._unsubscribe = self.engine.store.subscribe(self._store_changed)
@@ -485,10 +498,15 @@ async def run_app(app: QgadashApp) -> int:
     """Run the dashboard in the current loop until it exits, then make sure the engine
     stopped and thawed, whatever ended it (quit, a stop signal, a crash in the UI).
     The exit status is 1 if any VM this process froze is not known to be thawed."""
-    watch = SignalWatch(
-        lambda _sig: app.stop_for_signal(watch.reason), lambda: len(app.engine.frozen_by_us())
-    )
+
+    def stop(sig: signal.Signals) -> None:
+        if sig is signal.SIGHUP:
+            terminal_gone()  # before anything draws again: writes now go nowhere
+        app.stop_for_signal(watch.reason)
+
+    watch = SignalWatch(stop, lambda: len(app.engine.frozen_by_us()))
     watch.install()
+    app.signal_watch = watch
     try:
         await app.run_async()
     finally:
