@@ -510,7 +510,9 @@ class FleetEngine:
                 ok, error = True, None
             except AgentError as exc:
                 value = None
-                unknown = exc.request_sent and isinstance(exc, AgentTimeout | AgentConnectionError)
+                # Sent, and no error reply from the agent (a timeout, a cut link, garbage or
+                # a reply cut short): it may well have happened.
+                unknown = exc.request_sent and not isinstance(exc, AgentCommandError)
                 ok, error = (None if unknown else False), one_line(str(exc))
                 if unknown:
                     error = f"outcome unknown: {error}"
@@ -583,7 +585,7 @@ class FleetEngine:
                 )
                 count = replies.parse_count(value, command)
             except AgentError as exc:
-                if not exc.request_sent or not isinstance(exc, AgentTimeout | AgentConnectionError):
+                if not exc.request_sent or isinstance(exc, AgentCommandError):
                     # Known not frozen by us (refused or never sent): nothing to thaw.
                     # (A partial freeze error makes qemu-ga thaw what it froze itself.)
                     self.guard.release(vm_id)

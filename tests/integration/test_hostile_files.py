@@ -281,3 +281,42 @@ async def test_cp_refuses_to_replace_a_file_without_force_and_writes_stdout_on_d
     assert code == 0, err
     assert (target / "motd").read_bytes() == b"hello from the guest\n"
     assert leftovers(target, {"motd"}) == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "known"),
+    [
+        ("frozen!", False),  # nonsense where a count belongs: it may have frozen
+        (FakeError("guest-fsfreeze-freeze has been disabled"), True),  # refused: did not
+    ],
+    ids=["nonsense-reply", "error-reply"],
+)
+async def test_a_freeze_whose_reply_is_nonsense_is_unknown_and_stays_held(
+    tmp_path: Path, socket_path: Path, audit_path: Path, reply: object, known: bool
+) -> None:
+    """Only an error reply proves a freeze did not happen; garbage after the request
+    went out is "outcome unknown", and the guard keeps the hold (it thaws later)."""
+
+    def freeze(args: dict[str, Any]) -> Any:
+        if isinstance(reply, FakeError):
+            raise reply
+        return reply
+
+    handlers = {
+        "guest-info": lambda a: supported(["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]),
+        "guest-fsfreeze-status": lambda a: "thawed",
+        "guest-fsfreeze-freeze": freeze,
+        "guest-fsfreeze-thaw": lambda a: 1,
+    }
+    async with fake_agent(socket_path, handlers):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        await engine.poll_once()
+        (result,) = await engine.freeze([VM], thaw_after=600)
+        held = engine.frozen_by_us()
+        thawed = await engine.stop()
+    if known:
+        assert result.ok is False and held == [] and thawed == []
+    else:
+        assert result.ok is None and "outcome unknown" in (result.error or "")
+        assert held == [VM]
+        assert [(r.vm_id, r.ok) for r in thawed] == [(VM, True)]  # thawed on stop
