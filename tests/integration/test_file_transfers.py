@@ -7,6 +7,9 @@ tests/integration/fakeagent.py; the well-behaved cases are in test_hostile_files
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,10 @@ from qgadash.agent import replies
 from qgadash.agent.errors import AgentError
 from qgadash.agent.replies import ReplyShapeError
 from qgadash.fleet import files as files_module
+from qgadash.fleet.config import load_config
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.files import ListingUnavailable
+from qgadash.sim import Fault, GuestProfile, SimFleet, SimVm, make_profile
 from tests.integration.fakeagent import FakeError, fake_agent
 from tests.integration.test_hostile_files import VM, GuestFile, audit, engine_over, leftovers
 
@@ -196,3 +203,130 @@ async def test_an_upload_in_chunks_reports_progress_and_records_its_size(
     assert opened[0]["arguments"] == {"path": "/tmp/up.bin", "mode": "w"}
     (record,) = [r for r in audit(audit_path) if r["action"] == "upload"]
     assert record["ok"] is True and record["arguments"]["bytes"] == 10
+
+
+# -- reading and listing a simulated guest's files ---------------------------------------
+
+
+def sim_profiles() -> tuple[GuestProfile, GuestProfile]:
+    """A Linux and a Windows guest profile of the simulator."""
+    profiles = [make_profile(i) for i in range(40)]
+    linux = next(p for p in profiles if not p.windows)
+    windows = next(p for p in profiles if p.windows)
+    # virtio-win lists guest-exec as disabled unless the guest's policy allows it: allow it
+    return linux, dataclasses.replace(windows, disabled_commands=frozenset())
+
+
+@pytest.fixture
+async def sim_engine(tmp_path: Path) -> AsyncIterator[tuple[FleetEngine, SimFleet]]:
+    linux, windows = sim_profiles()
+    async with SimFleet(tmp_path / "sim", [SimVm("lin", linux), SimVm("win", windows)]) as sim:
+        hosts = tmp_path / "hosts.toml"
+        hosts.write_text(
+            "[settings]\ntimeout = 2.0\naction_timeout = 5.0\n\n"
+            '[[hypervisor]]\nname = "sim"\n'
+            f"agents = [{json.dumps(str(sim.directory.resolve() / '*.sock'))}]\n"
+        )
+        engine = FleetEngine(load_config(hosts))
+        await engine.poll_once()
+        try:
+            yield engine, sim
+        finally:
+            await engine.stop()
+
+
+async def test_a_directory_listing_of_a_linux_guest_comes_from_its_script(
+    sim_engine: tuple[FleetEngine, SimFleet],
+) -> None:
+    engine, _ = sim_engine
+    listing = await engine.files.list_dir("sim/lin", "/var/log")
+    names = [e.name for e in listing.entries]
+    assert {"dmesg", ".hidden"} <= set(names)
+    assert listing.vm_id == "sim/lin" and listing.path == "/var/log"
+    assert listing.via == "guest-exec" and not listing.truncated
+    assert (listing.skipped, listing.more) == (0, 0)
+    dmesg = next(e for e in listing.entries if e.name == "dmesg")
+    assert dmesg.kind == "file" and dmesg.size == len(b"[    0.000000] Linux version (simulated)\n")
+    root = await engine.files.list_dir("sim/lin", "/")
+    kinds = [e.kind for e in root.entries]
+    assert kinds == sorted(kinds, key=lambda k: k != "dir")  # directories first
+    assert "var" in [e.name for e in root.entries if e.kind == "dir"]
+
+
+async def test_a_windows_guest_is_listed_through_powershell(
+    sim_engine: tuple[FleetEngine, SimFleet],
+) -> None:
+    engine, _ = sim_engine
+    listing = await engine.files.list_dir("sim/win", "C:\\")
+    assert listing.entries and all(e.kind in ("dir", "file") for e in listing.entries)
+
+
+async def test_a_listing_that_fails_says_what_the_guest_said(
+    sim_engine: tuple[FleetEngine, SimFleet],
+) -> None:
+    engine, _ = sim_engine
+    with pytest.raises(ListingUnavailable) as raised:
+        await engine.files.list_dir("sim/lin", "/no/such/dir")
+    assert str(raised.value) == "qgadash-ls: /no/such/dir: No such file or directory"
+    with pytest.raises(ListingUnavailable, match="no such VM"):
+        await engine.files.list_dir("sim/nobody", "/")
+
+
+async def test_can_list_says_why_a_guest_cannot_be_listed(
+    sim_engine: tuple[FleetEngine, SimFleet],
+) -> None:
+    engine, sim = sim_engine
+    files = engine.files
+    assert files.can_list("sim/lin") is None
+    assert files.can_list("sim/nobody") == "no such VM"
+    (result,) = await engine.freeze(["sim/lin"], thaw_after=600)
+    assert result.ok, result.error
+    await engine.poll_vm("sim/lin")
+    assert files.can_list("sim/lin") == "guest-exec is the guest is frozen: open a file by path"
+    await engine.thaw(["sim/lin"])
+    await engine.poll_vm("sim/lin")
+    assert files.can_list("sim/lin") is None
+    sim.agent("lin").fault = Fault.SILENT
+    await engine.poll_vm("sim/lin")
+    assert files.can_list("sim/lin") == "the agent is timeout"
+
+
+async def test_read_and_tail_return_the_bytes_asked_for_and_the_size(
+    sim_engine: tuple[FleetEngine, SimFleet],
+) -> None:
+    engine, sim = sim_engine
+    hostname = (sim.agent("lin").profile.hostname + "\n").encode()
+    whole = await engine.files.read("sim/lin", "/etc/hostname")
+    assert (whole.data, whole.offset, whole.eof, whole.size) == (
+        hostname,
+        0,
+        True,
+        len(hostname),
+    )
+    part = await engine.files.read("sim/lin", "/etc/hostname", offset=2, max_bytes=3)
+    assert (part.data, part.offset, part.size) == (hostname[2:5], 2, len(hostname))
+    assert not part.eof or len(hostname) <= 5
+    tail = await engine.files.tail("sim/lin", "/etc/hostname", max_bytes=4)
+    assert (tail.data, tail.offset, tail.eof, tail.size) == (
+        hostname[-4:],
+        len(hostname) - 4,
+        True,
+        len(hostname),
+    )
+    everything = await engine.files.tail("sim/lin", "/etc/hostname", max_bytes=10_000)
+    assert (everything.data, everything.offset) == (hostname, 0)
+
+
+async def test_run_exec_waits_for_the_program_and_passes_its_input(
+    sim_engine: tuple[FleetEngine, SimFleet],
+) -> None:
+    engine, _ = sim_engine
+
+    async def work(caller: Any) -> Any:
+        return await files_module.run_exec(
+            caller, "/bin/cat", [], timeout=5, request_timeout=2, input_data=b"piped\n"
+        )
+
+    status = await engine.with_agent("sim/lin", work)
+    assert status.exited and status.exitcode == 0
+    assert status.stdout == b"piped\n"
