@@ -16,7 +16,7 @@ points per VM, in the order the guest reported them, each label value at most on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from qgadash.agent.replies import Filesystem, FreezeState, Interface
@@ -220,7 +220,8 @@ class _VmText:
 class FleetExposition:
     """Renders snapshots as exposition text; keeps what it can for the next scrape.
 
-    Not thread-safe: one render at a time (the server serialises them).
+    One render at a time: `render`, or in steps (`steps`) so that an event loop can
+    run polls between them (the server does).
     """
 
     def __init__(self) -> None:
@@ -233,11 +234,22 @@ class FleetExposition:
         openmetrics: bool,
     ) -> str:
         """The per-VM and per-hypervisor families (no `# EOF`: the caller ends the text)."""
+        *_steps, text = self.steps(snapshots, hypervisors, openmetrics, len(snapshots) + 1)
+        return text
+
+    def steps(
+        self,
+        snapshots: Sequence[VmSnapshot],
+        hypervisors: Iterable[HypervisorStatus],
+        openmetrics: bool,
+        every: int,
+    ) -> Iterator[str]:
+        """`render` as a generator: "" after each `every` VMs, then the text."""
         old = self._vms
         self._vms = vms = {}  # VMs that left the store leave the cache with this render
         all_fragments: list[Fragments] = []
         used_labels: set[str] = set()
-        for snap in snapshots:
+        for number, snap in enumerate(snapshots, 1):
             vm_id = snap.ref.hypervisor + "/" + snap.ref.name
             entry = old.get(vm_id)
             if entry is None:
@@ -245,6 +257,8 @@ class FleetExposition:
             if entry.snap is not snap:
                 entry.update(vm_id, snap)
             vms[vm_id] = entry
+            if number % every == 0:
+                yield ""
             if entry.labels in used_labels:
                 continue  # two ids equal once cut: a duplicate series would fail the scrape
             used_labels.add(entry.labels)
@@ -254,7 +268,7 @@ class FleetExposition:
             parts.append(family.header(openmetrics))
             parts.extend([f[index] for f in all_fragments])
         parts.append(_hypervisor_text(hypervisors, openmetrics))
-        return "".join(parts)
+        yield "".join(parts)
 
 
 def _hypervisor_text(hypervisors: Iterable[HypervisorStatus], openmetrics: bool) -> str:
