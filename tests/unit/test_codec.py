@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from qgadash.agent.codec import DecodeError, Decoder, Reply, encode_request, encode_sync
+from qgadash.agent.codec import (
+    DecodeError,
+    Decoder,
+    Reply,
+    decode_body,
+    encode_request,
+    encode_sync,
+)
 
 STREAM = (
     b'{"return": {"version": "7.2.22", "supported_commands": []}, "id": 1}\n'
@@ -183,3 +190,20 @@ def test_decode_body_refuses_deep_or_broken_json() -> None:
         decode_body(b"[" * 1000 + b"]" * 1000)
     with pytest.raises(ValueError, match="invalid JSON"):
         decode_body(b'1, "sneaky": 2')
+
+
+def test_nesting_past_the_cap_is_refused_counting_only_brackets_outside_strings() -> None:
+    decoder = Decoder(max_depth=8)
+    at_cap = b'{"id": 1, "return": ' + b"[" * 7 + b"]" * 7 + b"}\n"  # 8 levels
+    past = b'{"id": 2, "return": ' + b"[" * 8 + b"]" * 8 + b"}\n"  # 9 levels
+    wide = b'{"id": 3, "return": [' + b", ".join([b"[]"] * 10) + b"]}\n"  # 11 brackets, 3 deep
+    quoted = b'{"id": 4, "return": "\\"[[[[[[[[[[\\\\"}\n'  # an escaped quote, then brackets
+    got = decoder.feed(at_cap + past + wide + quoted)
+    assert got[0] == Reply(1, [[[[[[[]]]]]]])
+    assert isinstance(got[1], DecodeError) and got[1].reason == "reply nested deeper than 8 levels"
+    assert got[2] == Reply(3, [[]] * 10)
+    assert got[3] == Reply(4, '"[[[[[[[[[[\\')
+    assert decode_body(b"[" * 8 + b"]" * 8, 8) == [[[[[[[[]]]]]]]]
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(b"[" * 9 + b"]" * 9, 8)
+    assert decode_body(b'["\\"[[[[[[[[[["]', 8) == ['"[[[[[[[[[[']
