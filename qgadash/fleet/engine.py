@@ -564,7 +564,7 @@ class FleetEngine:
             vm_after = freeze_deadline(self.store.get(vm_id), after)  # Windows: VSS limit
             try:
                 # Before the request: a lost reply still thaws.
-                hold = self.guard.record(vm_id, vm_after if vm_after > 0 else None)
+                hold = self.guard.record(vm_id, vm_after if vm_after > 0 else None, start=False)
             except GuardClosed as exc:
                 raise KeeperNotSent(str(exc)) from None
             if vm_after > 0:
@@ -578,6 +578,10 @@ class FleetEngine:
                 # freeze sent now would be owed by nobody. Undo what the arm left behind.
                 self.keeping.released(hold, "not frozen")
                 raise KeeperNotSent(f"{vm_id}: qgadash is stopping; not frozen")
+            if vm_after > 0:
+                # The deadline counts from the freeze, not from before its keeper was armed.
+                self.guard.start_deadline(vm_id, vm_after)
+                await self.keeping.moved(hold)
             self._bump(vm_id)
             try:
                 value = await self.with_agent(

@@ -112,10 +112,19 @@ class FreezeGuard:
     # -- taking and ending holds -------------------------------------------------------
 
     def record(
-        self, vm_id: str, thaw_after: float | None, *, token: str = "", keeper: str = "none"
+        self,
+        vm_id: str,
+        thaw_after: float | None,
+        *,
+        token: str = "",
+        keeper: str = "none",
+        start: bool = True,
     ) -> Hold:
         """Take responsibility for `vm_id`: thaw in `thaw_after` seconds (None: only on
-        quit or signal). Raises GuardClosed once `thaw_all` has begun."""
+        quit or signal). With `start` False the deadline is provisional and its timer
+        waits for `start_deadline` (the freeze is still being prepared: a deadline shorter
+        than arming its keeper must not thaw before the freeze is even sent). Raises
+        GuardClosed once `thaw_all` has begun."""
         if self._closed:
             raise GuardClosed("qgadash is stopping and thawing: no new freeze")
         self.release(vm_id, "superseded")
@@ -124,9 +133,24 @@ class FreezeGuard:
         self._holds[vm_id] = hold
         if deadline is not None:
             self._settled.clear()
-            self._start_timer(hold, self._thaw_at_deadline(hold), f"thaw-deadline:{vm_id}")
+            if start:
+                self._start_timer(hold, self._thaw_at_deadline(hold), f"thaw-deadline:{vm_id}")
         self._store.update(vm_id, thaw_deadline=deadline, thaw_error=None)
         return hold
+
+    def start_deadline(self, vm_id: str, thaw_after: float) -> float | None:
+        """The freeze is about to go out: its deadline counts from now. The new deadline,
+        or None if the hold has ended meanwhile."""
+        hold = self._holds.get(vm_id)
+        if hold is None:
+            return None
+        if hold.timer is not None:
+            hold.timer.cancel()
+        hold.deadline = self._clock() + thaw_after
+        self._settled.clear()
+        self._start_timer(hold, self._thaw_at_deadline(hold), f"thaw-deadline:{vm_id}")
+        self._store.update(vm_id, thaw_deadline=hold.deadline)
+        return hold.deadline
 
     def release(self, vm_id: str, why: str = "thawed") -> None:
         """The VM is thawed (by us or someone else), or was never frozen: nothing is owed."""

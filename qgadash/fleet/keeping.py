@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -146,6 +147,17 @@ class HoldKeeping:
         self._audit(
             "keeper armed", hold.vm_id, {"token": token, "keeper": kind}, True, None, started
         )
+
+    async def moved(self, hold: Hold) -> None:
+        """The hold's deadline moved (it counts from the freeze): the journal says so too,
+        so the local keeper and a later start use the deadline that holds."""
+        record = self._records.get(hold.token)
+        if record is None or self.journal is None or hold.deadline is None:
+            return
+        record = dataclasses.replace(record, deadline=hold.deadline)
+        self._records[hold.token] = record
+        with contextlib.suppress(OSError):  # the earlier deadline stays: a keeper fires early
+            await asyncio.to_thread(self.journal.write, record)
 
     # -- after a hold ends ------------------------------------------------------------
 

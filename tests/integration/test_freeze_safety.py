@@ -436,3 +436,17 @@ async def test_yes_at_the_prompt_freezes_and_the_hold_thaws(
         assert actions(state, "thaw (deadline)") == ids(fleet)
     finally:
         os.close(master)
+
+
+async def test_a_deadline_shorter_than_arming_the_keeper_still_freezes_then_thaws(
+    tmp_path: Path, fleet: SimFleet, state: Path
+) -> None:
+    """Starting the local keeper takes ~0.5-2 s; a 0.2 s hold used to expire before the
+    freeze went out and the freeze was refused as if qgadash were stopping."""
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    cli = await Cli.start(hosts, state, "freeze", "--yes", "--thaw-after", "0.2")
+    assert await cli.wait(30) == 0, cli.output()
+    assert "stopping" not in cli.output()
+    assert actions(state, "freeze") == ids(fleet)
+    assert actions(state, "thaw (deadline)") == ids(fleet)
+    assert frozen(fleet) == []

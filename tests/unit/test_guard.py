@@ -257,3 +257,19 @@ async def test_settled_waits_for_the_deadline_task_to_finish_its_record() -> Non
         guard.record(vm_id, 0.0)
     await asyncio.wait_for(guard.settled(), 2)
     assert sorted(recorded) == IDS[:4]
+
+
+async def test_a_provisional_deadline_waits_for_the_freeze_to_go_out() -> None:
+    """Arming a keeper may take longer than a short deadline: the deadline counts from
+    start_deadline (the freeze about to be sent), never from before it."""
+    thawer = Thawer()
+    guard, store = make_guard(thawer)
+    guard.record(IDS[0], 0.01, start=False)
+    await asyncio.sleep(0.05)  # past the provisional deadline: nothing may fire
+    assert thawer.calls == []
+    deadline = guard.start_deadline(IDS[0], 0.02)
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_deadline == deadline
+    await asyncio.wait_for(guard.settled(), 2)
+    assert [c[0] for c in thawer.calls] == [IDS[0]]
+    assert guard.start_deadline(IDS[0], 1.0) is None  # the hold has ended
