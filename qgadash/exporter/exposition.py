@@ -116,36 +116,38 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def _seconds(value: float) -> str:
-    """Round trips and drifts to the microsecond: shorter text, no false precision."""
-    return f"{value:.6f}"
-
-
-def _timestamp(value: float) -> str:
-    return f"{value:.3f}"
-
-
 class _VmText:
-    """One VM's text as of its last render, and the pieces it was made from."""
+    """One VM's text as of its last render, and the pieces it was made from.
+
+    A poll replaces the snapshot, but most of what it says is as before: lines whose
+    input is unchanged are kept, and lines whose value changes on every poll (round
+    trip, load, drift, last seen) keep everything up to the value.
+    """
 
     __slots__ = (
+        "agent",
         "filesystems",
-        "fragments",
+        "freeze",
         "fs_text",
         "info_facts",
         "info_line",
         "labels",
+        "lines",
         "nic_names",
         "nic_prefixes",
+        "prefixes",
         "ref",
         "snap",
     )
 
     def __init__(self) -> None:
         self.snap: VmSnapshot | None = None
-        self.fragments: Fragments = ()
+        self.lines: Fragments = ("",) * len(VM_FAMILIES)
         self.ref: VmRef | None = None
         self.labels = ""
+        self.prefixes: dict[int, str] = {}
+        self.agent: AgentState | None = None
+        self.freeze: FreezeState | None = None
         self.filesystems: tuple[Filesystem, ...] | None = None
         self.fs_text = ("", "")
         self.info_facts: GuestFacts | None = None
@@ -162,21 +164,34 @@ class _VmText:
                 f'vm="{label_value(vm_id, LABEL_LIMITS["vm"])}",'
                 f'hypervisor="{label_value(ref.hypervisor, LABEL_LIMITS["hypervisor"])}"'
             )
-            self.nic_names = ()  # the prefixes hold the old labels
+            self.prefixes = {
+                i: f"{VM_FAMILIES[i].name}{{{self.labels}}} " for i in (RTT, LOAD1, DRIFT, SEEN)
+            }
+            self.nic_names = ()  # every kept line holds the old labels
+            self.agent = self.freeze = self.filesystems = self.info_facts = None
         labels = self.labels
+        prefixes = self.prefixes
+        old = self.lines
         agent = snap.agent
         ok = agent is AgentState.OK
         facts = snap.facts
         frags = [""] * len(VM_FAMILIES)
-        if agent is not AgentState.PENDING:
-            frags[UP] = f"qgadash_agent_up{{{labels}}} {1 if ok else 0}\n"
-        frags[STATE] = f'qgadash_agent_state{{{labels},state="{agent.value}"}} 1\n'
+        if agent is self.agent:
+            frags[UP], frags[STATE] = old[UP], old[STATE]
+        else:
+            self.agent = agent
+            if agent is not AgentState.PENDING:
+                frags[UP] = f"qgadash_agent_up{{{labels}}} {1 if ok else 0}\n"
+            frags[STATE] = f'qgadash_agent_state{{{labels},state="{agent.value}"}} 1\n'
         if ok and snap.latency_ms is not None:
-            rtt = _seconds(snap.latency_ms / 1000)
-            frags[RTT] = f"qgadash_agent_rtt_seconds{{{labels}}} {rtt}\n"
-        if snap.freeze is not FreezeState.UNKNOWN:
-            frozen = 1 if snap.freeze is FreezeState.FROZEN else 0
-            frags[FROZEN] = f"qgadash_fsfreeze_frozen{{{labels}}} {frozen}\n"
+            frags[RTT] = f"{prefixes[RTT]}{snap.latency_ms / 1000:.6f}\n"
+        if snap.freeze is self.freeze:
+            frags[FROZEN] = old[FROZEN]
+        else:
+            self.freeze = snap.freeze
+            if snap.freeze is not FreezeState.UNKNOWN:
+                frozen = 1 if snap.freeze is FreezeState.FROZEN else 0
+                frags[FROZEN] = f"qgadash_fsfreeze_frozen{{{labels}}} {frozen}\n"
         if ok:
             if facts.filesystems:
                 if facts.filesystems is not self.filesystems:
@@ -186,19 +201,17 @@ class _VmText:
             if facts.interfaces:
                 frags[RX], frags[TX] = self._interface_lines(facts.interfaces)
             if facts.load is not None:
-                frags[LOAD1] = f"qgadash_load1{{{labels}}} {_number(facts.load.load1)}\n"
+                frags[LOAD1] = f"{prefixes[LOAD1]}{_number(facts.load.load1)}\n"
             if facts.time_drift_s is not None:
-                drift = _seconds(facts.time_drift_s)
-                frags[DRIFT] = f"qgadash_time_drift_seconds{{{labels}}} {drift}\n"
+                frags[DRIFT] = f"{prefixes[DRIFT]}{facts.time_drift_s:.6f}\n"
         if facts.info is not None or facts.os is not None or facts.hostname is not None:
             if self.info_facts is None or not _same_identity(self.info_facts, facts):
                 self.info_facts = facts
                 self.info_line = _info_line(labels, facts)
             frags[INFO] = self.info_line
         if snap.last_seen is not None:
-            seen = _timestamp(snap.last_seen)
-            frags[SEEN] = f"qgadash_agent_last_seen_timestamp_seconds{{{labels}}} {seen}\n"
-        self.fragments = tuple(frags)
+            frags[SEEN] = f"{prefixes[SEEN]}{snap.last_seen:.3f}\n"
+        self.lines = tuple(frags)
 
     def _interface_lines(self, interfaces: tuple[Interface, ...]) -> tuple[str, str]:
         """Counters change every poll, names seldom: the line up to the value is kept."""
@@ -262,7 +275,7 @@ class FleetExposition:
             if entry.labels in used_labels:
                 continue  # two ids equal once cut: a duplicate series would fail the scrape
             used_labels.add(entry.labels)
-            all_fragments.append(entry.fragments)
+            all_fragments.append(entry.lines)
         parts: list[str] = []
         for index, family in enumerate(VM_FAMILIES):
             parts.append(family.header(openmetrics))

@@ -1,8 +1,8 @@
 """`/metrics` over HTTP, in the engine's own event loop.
 
 A scrape takes the store as it is (immutable snapshots: no poll is waited for) and
-renders it in steps of `RENDER_STEP` VMs, handing the loop back between steps, so polls
-go on during a scrape and wait at most one step (~10 ms) for it. (A worker thread was
+renders it in slices of `RENDER_SLICE` seconds, handing the loop back between slices, so
+polls go on during a scrape and wait at most one slice for it. (A worker thread was
 tried first: with the loop busy polling, the interpreter's lock made both wait on each
 other, and loop lag rose to over a second during scrapes.) Concurrent scrapes of the
 same format share one render; gzip, which Prometheus asks for, is level 1 in 1 MiB
@@ -32,7 +32,8 @@ __all__ = ["DEFAULT_LISTEN", "MetricsServer", "parse_listen"]
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9633"
-RENDER_STEP = 250  # VMs rendered between two turns of the event loop
+RENDER_STEP = 100  # VMs rendered between two looks at the clock
+RENDER_SLICE = 0.025  # seconds of rendering between two turns of the event loop
 GZIP_STEP = 1 << 20  # bytes compressed between two turns
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -139,9 +140,11 @@ class MetricsServer:
             started = time.perf_counter()
             self.metrics.count_states(s.agent for s in snapshots)
             fleet = ""
+            slice_end = time.perf_counter() + RENDER_SLICE
             for fleet in self._exposition.steps(snapshots, hypervisors, openmetrics, RENDER_STEP):
-                if not fleet:
+                if not fleet and time.perf_counter() > slice_end:
                     await asyncio.sleep(0)
+                    slice_end = time.perf_counter() + RENDER_SLICE
             if openmetrics:
                 own: bytes = openmetrics_format.generate_latest(  # type: ignore[no-untyped-call]
                     self.metrics.registry
