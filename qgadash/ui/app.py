@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
-from textual.app import App
+from textual import events
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
 from textual.drivers.linux_driver import LinuxDriver
@@ -24,14 +25,17 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.worker import Worker
 
+from qgadash.fleet.actions import VSS_FREEZE_LIMIT, freeze_deadline
 from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.signals import SignalWatch, say
+from qgadash.ui import verbs
 from qgadash.ui.commands import FleetCommands
 from qgadash.ui.driver import TerminalSafeDriver, terminal_gone
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
 from qgadash.ui.fleet_view import Palette
 from qgadash.ui.plain import plain, sanitize
+from qgadash.ui.preferences import load_theme, save_theme
 from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.screens.fleet import FleetScreen
@@ -110,7 +114,8 @@ class QgadashApp(App[int]):
         themes, self.theme_errors = load_themes(user_theme_dir)
         for t in themes.values():
             self.register_theme(t)
-        wanted = theme or engine.settings.theme or DEFAULT_THEME
+        # --theme, else the theme last chosen in the dashboard, else hosts.toml's.
+        wanted = theme or load_theme() or engine.settings.theme or DEFAULT_THEME
         if wanted not in self.available_themes:
             self.theme_errors.append(
                 f"theme {wanted!r} not found; themes: {', '.join(sorted(themes))}"
@@ -145,7 +150,10 @@ class QgadashApp(App[int]):
     def get_default_screen(self) -> Screen[None]:
         return self.fleet
 
-    def _theme_changed(self, _theme: Theme) -> None:
+    def _theme_changed(self, theme: Theme) -> None:
+        why = save_theme(theme.name)  # remembered for the next start
+        if why is not None:
+            self.notify(f"Theme not remembered: {why}", severity="warning", markup=False)
         self.palette = palette_from_variables(self.get_css_variables())
         if self.fleet.live:
             self.fleet.redraw()
@@ -263,6 +271,44 @@ class QgadashApp(App[int]):
             if isinstance(screen, DetailScreen):
                 screen.tick()
 
+    # -- keys, palette, screenshots --------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        """Keys are routed to the focused widget as they arrive, but a binding runs only
+        once its key has been through that widget's queue: keys typed right behind `/`
+        (a paste, a laggy link) were routed to the table and ran fleet shortcuts. So the
+        filter key is taken here, in arrival order, and the filter focused at once."""
+        if isinstance(event, events.Key) and not event.is_forwarded and self._opens_filter(event):
+            return
+        await super().on_event(event)
+
+    def _opens_filter(self, event: events.Key) -> bool:
+        fleet = self.fleet
+        if self._top_screen() is not fleet or not fleet.live or fleet.focused is not fleet.table:
+            return False
+        keys = [k.strip() for k in self.keymap.get("filter", "slash").split(",")]
+        if event.key not in keys:
+            return False
+        fleet.open_filter()
+        return True
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's, with "Keys" opening our help (keys and legend: one entry, not two)
+        and "Screenshot" saying where it saved or why it could not."""
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":
+                yield SystemCommand(
+                    "Keys", "Every key, and what the columns and symbols mean", self.action_help
+                )
+            elif command.title == "Screenshot":
+                yield SystemCommand(
+                    "Screenshot",
+                    "Save an SVG screenshot of the screen (the path is shown)",
+                    lambda: self.set_timer(0.1, lambda: verbs.take_screenshot(self)),
+                )
+            else:
+                yield command
+
     # -- navigation -------------------------------------------------------------------------
 
     def open_details(self, vm_id: str, tab: str = "overview") -> None:
@@ -289,19 +335,24 @@ class QgadashApp(App[int]):
 
     # -- actions on guests ------------------------------------------------------------------
 
-    def _refuse_read_only(self) -> bool:
+    def refuse_read_only(self) -> bool:
         if self.read_only:
             self.notify("READ-ONLY: actions are off.", severity="warning", markup=False)
             return True
         return False
 
-    def _run(
+    def run_guest_action(
         self,
         title: str,
         done_word: str,
         plan: ActionPlan,
         runner: Callable[[Callable[[ActionResult], None]], object],
+        *,
+        output: bool = False,
     ) -> None:
+        """Run an action as a worker, its progress and every VM's outcome in a dialog;
+        `output`: with a pane of what each VM's command printed (exec)."""
+
         def finished(results: list[ActionResult]) -> None:
             ok = sum(1 for r in results if r.ok)
             bad = len(results) - ok
@@ -316,11 +367,12 @@ class QgadashApp(App[int]):
                 runner=runner,  # type: ignore[arg-type]
                 palette=self.palette,
                 on_finished=finished,
+                output=output,
             )
         )
 
     def confirm_freeze(self, vm_ids: Sequence[str], how: str) -> None:
-        if self._refuse_read_only():
+        if self.refuse_read_only():
             return
         plan = self.engine.plan(Action.FREEZE, vm_ids)
         default = self.engine.settings.thaw_after
@@ -328,14 +380,25 @@ class QgadashApp(App[int]):
         def confirmed(choice: FreezeChoice | None) -> None:
             if choice is None or not plan.eligible:
                 return
-            self._run(
+            self.run_guest_action(
                 "Freeze filesystems",
                 "frozen",
                 plan,
                 lambda progress: self.engine.freeze(
-                    plan.eligible, thaw_after=choice.thaw_after, progress=progress
+                    plan.eligible,
+                    mountpoints=choice.mountpoints,
+                    thaw_after=choice.thaw_after,
+                    progress=progress,
                 ),
             )
+
+        def clamped(thaw_after: float) -> tuple[list[str], float]:
+            """The Windows guests VSS thaws sooner than `thaw_after`."""
+            store = self.engine.store
+            shorter = [
+                v for v in plan.eligible if freeze_deadline(store.get(v), thaw_after) < thaw_after
+            ]
+            return shorter, VSS_FREEZE_LIMIT
 
         self.push_screen(
             ConfirmActionScreen(
@@ -347,6 +410,8 @@ class QgadashApp(App[int]):
                 thaw_after=default,
                 keepers=lambda: self.engine.keepers(plan.eligible),
                 keeper_places=self._keeper_places(plan.eligible),
+                mountpoints=True,
+                clamped=clamped,
             ),
             confirmed,
         )
@@ -361,14 +426,14 @@ class QgadashApp(App[int]):
         return places
 
     def confirm_thaw(self, vm_ids: Sequence[str], how: str) -> None:
-        if self._refuse_read_only():
+        if self.refuse_read_only():
             return
         plan = self.engine.plan(Action.THAW, vm_ids)
 
         def confirmed(choice: FreezeChoice | None) -> None:
             if choice is None or not plan.eligible:
                 return
-            self._run(
+            self.run_guest_action(
                 "Thaw filesystems",
                 "thawed",
                 plan,
@@ -383,7 +448,7 @@ class QgadashApp(App[int]):
         )
 
     def open_power(self, vm_ids: Sequence[str], how: str) -> None:
-        if self._refuse_read_only():
+        if self.refuse_read_only():
             return
         plans = {opt.key: self.engine.plan(opt.action, vm_ids) for opt in POWER_OPTIONS}
 
@@ -392,7 +457,7 @@ class QgadashApp(App[int]):
                 return
             opt, plan = choice.option, choice.plan
             if opt.action is Action.SHUTDOWN:
-                self._run(
+                self.run_guest_action(
                     f"{opt.label}",
                     "sent",
                     plan,
@@ -401,7 +466,7 @@ class QgadashApp(App[int]):
                     ),
                 )
             else:
-                self._run(
+                self.run_guest_action(
                     f"{opt.label}",
                     "sent",
                     plan,
@@ -413,7 +478,7 @@ class QgadashApp(App[int]):
         self.push_screen(PowerScreen(plans=plans, how=how, palette=self.palette), chosen)
 
     def dismiss_thaw_error(self, vm_id: str) -> None:
-        if self._refuse_read_only():
+        if self.refuse_read_only():
             return
         try:
             self.engine.dismiss_thaw_error(vm_id)

@@ -15,6 +15,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
 from qgadash.fleet.model import FreezeState
+from qgadash.ui import verbs
 from qgadash.ui.fleet_view import COLUMNS, SORTABLE
 from qgadash.ui.plain import sanitize
 
@@ -73,7 +74,21 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
                 "power menu",
                 True,
             ),
-            PaletteEntry(f"Clear {len(marks)} marks", fleet.action_clear, "unmark every VM"),
+            PaletteEntry(
+                f"Run a command on {_marked(len(marks))}",
+                partial(verbs.prompt_exec, app, marks, how),
+                "guest-exec; every VM's exit code and output",
+                True,
+            ),
+            PaletteEntry(
+                f"Trim filesystems (fstrim) of {_marked(len(marks))}",
+                partial(verbs.confirm_fstrim, app, marks, how),
+                "discard unused blocks",
+                True,
+            ),
+            PaletteEntry(
+                f"Unmark all ({len(marks)})", fleet.action_clear_marks, "asks if some are hidden"
+            ),
         ]
     if frozen:
         entries.append(
@@ -116,8 +131,34 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
                 "power menu",
                 True,
             ),
+            PaletteEntry(
+                f"Run a command on {name}",
+                partial(verbs.prompt_exec, app, [cursor], "this VM"),
+                "guest-exec; exit code and output",
+                True,
+            ),
+            PaletteEntry(
+                f"Trim filesystems (fstrim) of {name}",
+                partial(verbs.confirm_fstrim, app, [cursor], "this VM"),
+                "discard unused blocks",
+                True,
+            ),
+            # Not `changes_guests`: read-only mode offers it for read-only commands.
+            PaletteEntry(
+                f"Agent command on {name}…",
+                partial(verbs.prompt_agent_command, app, cursor),
+                "any qemu-ga command, raw (guest-info lists them)",
+            ),
         ]
         snap = store.get(cursor)
+        if snap is not None and snap.lifecycle is not None:
+            entries.append(
+                PaletteEntry(
+                    f"Remove the row of {name} ({snap.lifecycle.label})",
+                    partial(verbs.forget, app, cursor),
+                    "it comes back by itself when its agent answers",
+                )
+            )
         if snap is not None and snap.thaw_error:
             entries.append(
                 PaletteEntry(
@@ -135,12 +176,15 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
             "agents not answering, failed thaws",
         ),
         PaletteEntry("Clear the filter", partial(fleet.set_filter, ""), "show every VM"),
-        PaletteEntry("Keys (help)", app.action_help, "every binding"),
     ]
     for key in SORTABLE:
-        label = next(c.label for c in COLUMNS if c.key == key)
+        column = next(c for c in COLUMNS if c.key == key)
         entries.append(
-            PaletteEntry(f"Sort by {label}", partial(fleet.sort_by, key, False), "table order")
+            PaletteEntry(
+                f"Sort by {column.label}",
+                partial(fleet.sort_by, key, column.descending_first),
+                f"Shift+{column.sort_letter}; again: the other way",
+            )
         )
     if app.read_only:
         entries = [e for e in entries if not e.changes_guests]

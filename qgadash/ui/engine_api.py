@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError
 from qgadash.fleet.config import Settings
@@ -51,8 +51,16 @@ class Files(Protocol):
     async def tail(self, vm_id: str, path: str, *, max_bytes: int = 64 * 1024) -> FileSlice: ...
 
     async def download(
-        self, vm_id: str, path: str, local: Path, *, progress: TransferProgress | None = None
-    ) -> int: ...
+        self,
+        vm_id: str,
+        path: str,
+        local: Path,
+        *,
+        progress: TransferProgress | None = None,
+        overwrite: bool = False,
+    ) -> int:
+        """FileExistsError if `local` exists and `overwrite` is not set."""
+        ...
 
     async def upload(
         self, vm_id: str, local: Path, path: str, *, progress: TransferProgress | None = None
@@ -121,5 +129,34 @@ class Engine(Protocol):
     async def suspend(
         self, vm_ids: Sequence[str], *, kind: str, progress: ActionProgress | None = None
     ) -> list[ActionResult]: ...
+
+    async def fstrim(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        minimum: int | None = None,
+        progress: ActionProgress | None = None,
+    ) -> list[ActionResult]: ...
+
+    async def exec(
+        self,
+        vm_ids: Sequence[str],
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        progress: ActionProgress | None = None,
+    ) -> list[ActionResult]:
+        """Each result's value: exitcode, signal, stdout, stderr, *_truncated."""
+        ...
+
+    async def agent_command(
+        self, vm_id: str, name: str, args: dict[str, Any] | None
+    ) -> ActionResult:
+        """Any agent command, under `qgadash.agent.policy` (read-only, freeze guard)."""
+        ...
+
+    async def forget(self, vm_id: str) -> bool:
+        """Remove the row of a VM this process shut down or suspended."""
+        ...
 
     def dismiss_thaw_error(self, vm_id: str) -> None: ...

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ntpath
+import os
 import posixpath
 import time
+from pathlib import Path
 
 from qgadash.ui.plain import sanitize
 
 __all__ = [
     "LineBuffer",
+    "free_local_path",
     "hex_lines",
     "is_binary",
     "join_path",
@@ -97,3 +100,15 @@ def local_name(guest_path: str) -> str:
     if name in ("", ".", ".."):
         name = f"guest-file-{int(time.time())}"
     return name
+
+
+def free_local_path(directory: Path, name: str) -> Path:
+    """`directory/name`, or `name-1`, `name-2`… (before the suffix) if that exists: a
+    download never offers to save over a file that is already there."""
+    candidate = directory / name
+    stem, dot, suffix = name.partition(".") if not name.startswith(".") else (name, "", "")
+    n = 0
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = directory / f"{stem}-{n}{dot}{suffix}"
+    return candidate

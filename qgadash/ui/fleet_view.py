@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import re
 from collections import Counter
-from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -136,16 +137,19 @@ def hold_summary(holds: Sequence[Hold], now: float, *, settling: bool = False) -
 @dataclass(frozen=True, slots=True)
 class _Term:
     negate: bool
-    tag: bool
+    field: str  # "" (what the row shows), "tag", "ip" (every address), "os" (every OS name)
     pattern: str
     glob: bool
 
-    def hit(self, fields: Sequence[str], tags: Sequence[str]) -> bool:
-        haystack = tags if self.tag else fields
+    def hit(self, snap: VmSnapshot) -> bool:
+        if self.field == "tag":
+            tags = [t.lower() for t in snap.ref.tags]
+            if self.glob:
+                return any(fnmatch.fnmatchcase(t, self.pattern) for t in tags)
+            return self.pattern in tags
+        haystack = _FIELDS[self.field](snap)
         if self.glob:
             return any(fnmatch.fnmatchcase(f, self.pattern) for f in haystack)
-        if self.tag:
-            return self.pattern in haystack
         return any(self.pattern in f for f in haystack)
 
 
@@ -154,8 +158,11 @@ class FleetFilter:
     """`/` filter: whitespace-separated terms, all of which must hold.
 
     A term is a substring, or a glob when it has `*?[`, matched case-insensitively
-    against the VM id, hostname, IP addresses and OS; `tag:NAME` (NAME may be a glob)
-    matches a tag; a leading `!` inverts the term.
+    against what the row shows: VM id, hypervisor, agent state, OS, hostname, IPv4. So
+    what matched is always on screen, and `a` (mark shown) never marks a VM for a reason
+    the operator cannot see. Hidden fields need their prefix: `ip:` any address of any
+    interface, `os:` the OS id and full name, `tag:` a tag (NAME may be a glob). A
+    leading `!` inverts the term.
     """
 
     text: str = ""
@@ -167,43 +174,50 @@ class FleetFilter:
         for raw in text.split():
             negate = raw.startswith("!")
             body = raw[1:] if negate else raw
-            tag = body.lower().startswith("tag:")
-            if tag:
-                body = body[4:]
+            field = ""
+            prefix, colon, rest = body.partition(":")
+            if colon and prefix.lower() in ("tag", "ip", "os"):
+                field, body = prefix.lower(), rest
             if not body:
                 continue
             body = body.lower()
-            terms.append(_Term(negate, tag, body, any(c in body for c in "*?[")))
+            terms.append(_Term(negate, field, body, any(c in body for c in "*?[")))
         return cls(text, tuple(terms))
 
     def __bool__(self) -> bool:
         return bool(self.terms)
 
     def matches(self, snap: VmSnapshot) -> bool:
-        if not self.terms:
-            return True
-        fields = search_fields(snap)
-        tags = [t.lower() for t in snap.ref.tags]
-        return all(term.hit(fields, tags) != term.negate for term in self.terms)
+        return all(term.hit(snap) != term.negate for term in self.terms)
 
 
 def search_fields(snap: VmSnapshot) -> list[str]:
-    """The lower-cased strings a filter term is matched against."""
+    """The lower-cased strings a plain filter term is matched against: the row's text."""
     facts = snap.facts
-    fields = [snap.id.lower()]
-    if facts.hostname:
-        fields.append(facts.hostname.lower())
-    label = facts.os_label
-    if label:
-        fields.append(label.lower())
-    if facts.os is not None:
-        for extra in (facts.os.id, facts.os.pretty_name):
-            if extra:
-                fields.append(extra.lower())
-    for iface in facts.interfaces or ():
-        for addr in iface.addresses:
-            fields.append(addr.address.lower())
+    fields = [snap.id.lower(), snap.ref.hypervisor.lower(), agent_label(snap).lower()]
+    for shown in (facts.os_label, facts.hostname, facts.first_ipv4):
+        if shown:
+            fields.append(shown.lower())
     return fields
+
+
+def _addresses(snap: VmSnapshot) -> list[str]:
+    return [a.address.lower() for i in snap.facts.interfaces or () for a in i.addresses]
+
+
+def _os_names(snap: VmSnapshot) -> list[str]:
+    os = snap.facts.os
+    names = [snap.facts.os_label or ""]
+    if os is not None:
+        names += [os.id or "", os.name or "", os.pretty_name or ""]
+    return [n.lower() for n in names if n]
+
+
+_FIELDS: dict[str, Callable[[VmSnapshot], list[str]]] = {
+    "": search_fields,
+    "ip": _addresses,
+    "os": _os_names,
+}
 
 
 # -- columns, values and cells ------------------------------------------------------------
@@ -218,6 +232,32 @@ _STATE_ORDER = {
     AgentState.STOPPED: 6,
     AgentState.OK: 7,
 }
+
+_PENDING_LABELS = {
+    "powerdown": "shutting down…",
+    "halt": "halting…",
+    "reboot": "rebooting…",
+}
+
+
+def agent_label(snap: VmSnapshot) -> str:
+    """The AGENT cell's words: the state, or what this session did to the VM."""
+    life = snap.lifecycle
+    if life is not None:
+        if snap.agent is life.state:
+            return life.label
+        if snap.agent is AgentState.OK:  # sent; the guest has not gone quiet yet
+            return _PENDING_LABELS.get(life.action, "suspending…")
+    return _AGENT_SYMBOL[snap.agent]
+
+
+def natural_key(text: str) -> tuple[str | int, ...]:
+    """`app-2` before `app-10`: digit runs compare as numbers (strings and numbers
+    alternate, so two keys always compare position by position)."""
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(text.lower())))
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def _fullest_pct(snap: VmSnapshot) -> int | None:
@@ -241,43 +281,63 @@ def _freeze_rank(snap: VmSnapshot) -> tuple[int, float]:
     return (3, 0.0)
 
 
+def _text_key(value: str | None) -> tuple[str | int, ...] | None:
+    return natural_key(value) if value else None
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
+    """A fleet table column. Widths: `wanted` until the content says otherwise, never
+    below `least` or (unless it is `grow`ing into spare width) above `most`."""
+
     key: str
     label: str
-    width: int
+    wanted: int
     sort_key: Callable[[VmSnapshot], Any] | None  # None: the column does not sort
     justify: str = "left"
-    flex: tuple[int, int, float] | None = None  # (min, max, share of spare width)
+    least: int = 0  # 0: as wide as its label
+    snug: int = 0  # a growing column is cut below this only when nothing else can go
+    most: int = 0  # 0: `wanted`
+    grow: float = 0.0  # share of the spare width, once every column has what it wants
+    sort_letter: str = ""  # Shift+letter sorts by this column
+    descending_first: bool = False  # biggest first when first chosen (FULL, LOAD, RTT, SEEN)
+
+    @property
+    def min_width(self) -> int:
+        """Its label, and room for the sort arrow."""
+        return self.least or len(self.label) + (1 if self.sort_key else 0)
 
     @property
     def max_width(self) -> int:
-        return self.flex[1] if self.flex else self.width
+        return self.most or self.wanted
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("mark", "✓", 1, None),
-    Column("vm", "VM", 24, lambda s: s.id, flex=(16, 44, 2.0)),
-    Column("hv", "HV", 8, lambda s: s.ref.hypervisor),
-    Column("agent", "AGENT", 11, lambda s: _STATE_ORDER[s.agent]),
-    Column("os", "OS", 18, lambda s: (s.facts.os_label or "").lower() or None, flex=(10, 32, 1.5)),
-    Column(
-        "host",
-        "HOSTNAME",
-        18,
-        lambda s: (s.facts.hostname or "").lower() or None,
-        flex=(10, 32, 1.5),
-    ),
-    Column("ip", "IPv4", 15, lambda s: _ip_key(s.facts.first_ipv4)),
-    Column("fs", "FS", 11, _freeze_rank),
-    Column("full", "FULL", 4, _fullest_pct, "right"),
-    Column("load", "LOAD", 5, _load1, "right"),
-    Column("rtt", "RTT", 6, lambda s: s.latency_ms, "right"),
-    Column("seen", "SEEN", 4, lambda s: -s.last_seen if s.last_seen is not None else None, "right"),
-)
+    Column("vm", "VM", 24, lambda s: natural_key(s.id), least=12, snug=18, most=60, grow=2.0,
+           sort_letter="V"),
+    Column("hv", "HV", 8, lambda s: natural_key(s.ref.hypervisor), least=3, most=20,
+           sort_letter="H"),
+    Column("agent", "AGENT", 11, lambda s: (_STATE_ORDER[s.agent], agent_label(s)), most=16,
+           sort_letter="A"),
+    Column("os", "OS", 18, lambda s: _text_key(s.facts.os_label), least=8, snug=16, most=40,
+           grow=1.5, sort_letter="O"),
+    Column("host", "HOSTNAME", 18, lambda s: _text_key(s.facts.hostname), least=8, snug=12,
+           most=40,
+           grow=1.5, sort_letter="N"),
+    Column("ip", "IPv4", 15, lambda s: _ip_key(s.facts.first_ipv4), sort_letter="I"),
+    Column("fs", "FS", 11, _freeze_rank, least=6, sort_letter="F"),
+    Column("full", "FULL", 5, _fullest_pct, "right", sort_letter="U", descending_first=True),
+    Column("load", "LOAD", 5, _load1, "right", sort_letter="L", descending_first=True),
+    Column("rtt", "RTT", 6, lambda s: s.latency_ms, "right", sort_letter="R",
+           descending_first=True),
+    Column("seen", "SEEN", 5, lambda s: -s.last_seen if s.last_seen is not None else None,
+           "right", sort_letter="E", descending_first=True),
+)  # fmt: skip
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 COLUMN_INDEX = {c.key: i for i, c in enumerate(COLUMNS)}
 SORTABLE = tuple(c.key for c in COLUMNS if c.sort_key is not None)
+SORT_LETTERS = {c.sort_letter: c.key for c in COLUMNS if c.sort_letter}
 # The columns whose value depends on the clock.
 CLOCK_COLUMNS = (COLUMN_INDEX["fs"], COLUMN_INDEX["seen"])
 
@@ -291,80 +351,170 @@ def _ip_key(ip: str | None) -> tuple[int, ...] | None:
         return (999,)
 
 
+def column_label(key: str, sort_column: str, reverse: bool) -> str:
+    """A header label, with ▲ or ▼ on the column the table is sorted by."""
+    column = COLUMNS[COLUMN_INDEX[key]]
+    if key != sort_column:
+        return column.label
+    return f"{column.label}{'▼' if reverse else '▲'}"
+
+
 # Dropped in this order when the terminal is too narrow for every column at its
 # minimum: the VM id already names its hypervisor; load, hostname, RTT and OS are the
 # least needed to answer "is anything wrong?".
 DROP_ORDER = ("hv", "load", "host", "rtt", "os")
 
 
-def fit_widths(available: int, padding: int) -> dict[str, int]:
-    """Widths of the columns shown in a table `available` cells wide, in COLUMNS order.
+_FS_WIDTH = {"thaw-failed": len("THAW FAILED"), "frozen": len("❄ 00:00"), "thawed": 6, "unknown": 1}
 
-    Fixed columns keep theirs; the flexible ones (VM, OS, hostname) share what is left
-    between their minimum and maximum; when even the minimums do not fit, columns are
-    dropped in DROP_ORDER, never the mark, VM, agent state, address or freeze state.
+
+def content_widths(snapshots: Iterable[VmSnapshot]) -> dict[str, int]:
+    """How wide each text column's content is, over these VMs (capped at the column's
+    `most`): a column is no wider than what it holds, so the others get the room."""
+    widest = {"vm": 0, "hv": 0, "agent": 0, "os": 0, "host": 0, "ip": 0, "fs": 0}
+    for snap in snapshots:
+        facts = snap.facts
+        fs = _FS_WIDTH[snap.freeze.value]
+        if snap.thaw_error is not None:
+            fs = _FS_WIDTH["thaw-failed"]
+        elif snap.freeze is FreezeState.FROZEN and snap.thaw_deadline is None:
+            fs = len("❄ frozen")
+        if fs > widest["fs"]:
+            widest["fs"] = fs
+        for key, text in (
+            ("vm", snap.id),
+            ("hv", snap.ref.hypervisor),
+            ("agent", agent_label(snap)),
+            ("os", facts.os_label),
+            ("host", facts.hostname),
+            ("ip", facts.first_ipv4),
+        ):
+            if text and len(text) > widest[key]:
+                widest[key] = len(text)
+    out = {}
+    for key, width in widest.items():
+        column = COLUMNS[COLUMN_INDEX[key]]
+        out[key] = max(column.min_width, min(column.max_width, width or column.min_width))
+    return out
+
+
+def fit_widths(
+    available: int, padding: int, content: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Widths of the columns shown in a table `available` cells wide, in COLUMNS order,
+    filling the whole width.
+
+    Each column starts as wide as its content (`content`, else its `wanted` width). Too
+    wide: the growing columns (VM, OS, hostname) give up width, widest first, down to
+    their minimum; still too wide: columns are dropped in DROP_ORDER (never the mark, VM,
+    agent state, address or freeze state). Room to spare: it goes to the growing columns.
     """
+    content = content or {}
     shown = list(COLUMNS)
 
-    def minimum() -> int:
-        return sum(c.flex[0] if c.flex else c.width for c in shown) + 2 * padding * len(shown)
+    def want(c: Column) -> int:
+        return content.get(c.key, c.wanted)
 
+    def shrink(widths: dict[str, int], floor: Callable[[Column], int]) -> int:
+        """Narrow growing columns, widest first, down to `floor`; the width still missing."""
+        over = sum(widths.values()) + 2 * padding * len(widths) - available
+        while over > 0:
+            candidates = [c for c in shown if c.grow and widths[c.key] > floor(c)]
+            if not candidates:
+                break
+            widest = max(candidates, key=lambda c: widths[c.key] - floor(c))
+            widths[widest.key] -= 1
+            over -= 1
+        return max(0, over)
+
+    def snug(c: Column) -> int:
+        return max(c.min_width, c.snug)
+
+    # Growing columns are cut to `snug`, then whole columns go, then they are cut to
+    # their minimum: an OS column cut to "Debian GN…" says less than a LOAD column.
+    widths = {c.key: want(c) for c in shown}
+    missing = shrink(widths, snug)
+    dropped: list[str] = []
     for key in DROP_ORDER:
-        if minimum() <= available:
+        if missing <= 0:
             break
         shown = [c for c in shown if c.key != key]
-    fixed = sum(c.width for c in shown if c.flex is None)
-    spare = available - fixed - 2 * padding * len(shown)
-    flexible = [c for c in shown if c.flex is not None]
-    widths = {c.key: c.width for c in shown}
-    for c in flexible:
-        assert c.flex is not None
-        widths[c.key] = c.flex[0]
-    spare -= sum(widths[c.key] for c in flexible)
-    while spare > 0:
-        growing = [c for c in flexible if c.flex is not None and widths[c.key] < c.flex[1]]
-        if not growing:
-            break
-        total = sum(c.flex[2] for c in growing if c.flex is not None)
+        dropped.append(key)
+        widths = {c.key: want(c) for c in shown}
+        missing = shrink(widths, snug)
+    if missing > 0:
+        shrink(widths, lambda c: c.min_width)
+    else:
+        # A dropped column may fit again, its growing neighbours snug; OS, the last to
+        # go, even cut to its minimum: "Debian GNU…" beats no OS at all.
+        for key in reversed(dropped):
+            wider = [c for c in COLUMNS if c.key == key or c in shown]
+            shown, before = wider, shown
+            trial = {c.key: want(c) for c in shown}
+            if shrink(trial, snug) > 0:
+                trial = {c.key: want(c) for c in shown}
+                if key != DROP_ORDER[-1] or shrink(trial, lambda c: c.min_width) > 0:
+                    shown = before
+                    break
+            widths = trial
+    spare = available - sum(widths.values()) - 2 * padding * len(widths)
+    growing = [c for c in shown if c.grow]
+    if spare > 0 and growing:
+        total = sum(c.grow for c in growing)
         given = 0
         for c in growing:
-            assert c.flex is not None
-            share = max(1, int(spare * c.flex[2] / total))
-            share = min(share, c.flex[1] - widths[c.key], spare - given)
+            share = int(spare * c.grow / total)
             widths[c.key] += share
             given += share
-        if given == 0:
-            break
-        spare -= given
+        widths[growing[0].key] += spare - given  # the rounding's leftover: to VM
     return widths
 
 
 def sort_ids(snapshots: Iterable[VmSnapshot], column: str, reverse: bool) -> list[str]:
-    """VM ids ordered by `column`, ties by id; VMs without a value come last either way."""
+    """VM ids ordered by `column`, ties by id (naturally: 2 before 10); VMs without a
+    value come last either way."""
     col = COLUMNS[COLUMN_INDEX[column]]
-    key = col.sort_key or (lambda s: s.id)
-    have: list[tuple[Any, str]] = []
-    missing: list[str] = []
+    key = col.sort_key or (lambda s: natural_key(s.id))
+    have: list[tuple[Any, tuple[str | int, ...], str]] = []
+    missing: list[tuple[tuple[str | int, ...], str]] = []
     for snap in snapshots:
         value = key(snap)
+        name = natural_key(snap.id)
         if value is None:
-            missing.append(snap.id)
+            missing.append((name, snap.id))
         else:
-            have.append((value, snap.id))
+            have.append((value, name, snap.id))
     if reverse:
         # Descending by value but still ascending by id within equal values.
-        have.sort(key=lambda pair: pair[1])
-        have.sort(key=lambda pair: pair[0], reverse=True)
+        have.sort(key=lambda t: t[1])
+        have.sort(key=lambda t: t[0], reverse=True)
     else:
-        have.sort()
+        have.sort(key=lambda t: (t[0], t[1]))
     missing.sort()
-    return [vm_id for _, vm_id in have] + missing
+    return [t[2] for t in have] + [vm_id for _, vm_id in missing]
 
 
 class Tone(enum.Enum):
-    """A row-wide colour, carried in each of the row's cell values as `(tone, value)`."""
+    """A row-wide colour, carried in each of the row's cell values as `(tone, value)`:
+    the whole row of a VM in trouble takes its state's colour, as k9s does."""
 
-    ALARM = "alarm"  # a failed thaw: the error colour
+    ALARM = "alarm"  # a failed thaw this session owes: error colour, bold state
+    ERROR = "error"  # unreachable, or answering nonsense
+    WARNING = "warning"  # connected, not answering in time
+    QUIET = "quiet"  # shut down, suspended or rebooting from here: expected, muted
+
+
+def row_tone(snap: VmSnapshot) -> Tone | None:
+    if snap.thaw_error is not None:
+        return Tone.ALARM
+    agent = snap.agent
+    if agent in (AgentState.STOPPED, AgentState.SUSPENDED, AgentState.REBOOTING):
+        return Tone.QUIET
+    if agent in (AgentState.UNREACHABLE, AgentState.ERROR):
+        return Tone.ERROR
+    if agent is AgentState.TIMEOUT:
+        return Tone.WARNING
+    return None
 
 
 def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, ...]:
@@ -386,7 +536,7 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         (marked,),
         (snap.id, stale),
         (snap.ref.hypervisor,),
-        (snap.agent,),
+        (snap.agent, agent_label(snap)),
         (facts.os_label, stale),
         (facts.hostname, stale),
         (facts.first_ipv4, stale),
@@ -396,10 +546,11 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         (None if latency is None else round(latency, 1 if latency < 10 else 0), stale),
         (None if snap.last_seen is None else int(now - snap.last_seen),),
     )
-    if snap.thaw_error is not None:
-        # A thaw this session owes failed: the whole row says so until it is thawed or
-        # dismissed, not only the FS cell.
-        return tuple((Tone.ALARM, cell) for cell in cells)
+    tone = row_tone(snap)
+    if tone is not None:
+        # The whole row says so (a failed thaw until it is thawed or dismissed), not only
+        # its state cell.
+        return tuple((tone, cell) for cell in cells)
     return cells
 
 
@@ -426,7 +577,17 @@ def _agent_style(state: AgentState, palette: Palette) -> Style:
         return palette.ok
     if state is AgentState.TIMEOUT:
         return palette.warning
-    if state is AgentState.PENDING:
+    if state in (AgentState.PENDING, AgentState.STOPPED, AgentState.SUSPENDED):
+        return palette.stale
+    if state is AgentState.REBOOTING:
+        return palette.accent
+    return palette.error
+
+
+def _tone_style(tone: Tone, palette: Palette) -> Style:
+    if tone is Tone.WARNING:
+        return palette.warning
+    if tone is Tone.QUIET:
         return palette.stale
     return palette.error
 
@@ -438,20 +599,25 @@ def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
     Cells with equal values share one `Text` (never mutated): "ok", "thawed", "hv1" are
     the same object in every row, which keeps the table's memory and GC work small.
     """
-    if value and value[0] is Tone.ALARM:
-        inner = value[1]
-        assert isinstance(inner, tuple)
+    if value and isinstance(value[0], Tone):
+        tone, inner = value
+        assert isinstance(tone, Tone) and isinstance(inner, tuple)
         text = render_cell(index, inner, palette).copy()
-        text.stylize(palette.error)
+        text.stylize(_tone_style(tone, palette))
+        if tone is Tone.ALARM or (tone is Tone.ERROR and COLUMN_KEYS[index] == "agent"):
+            text.stylize(Style(bold=True))
         return text
     key = COLUMN_KEYS[index]
     width = COLUMNS[index].max_width
     if key == "mark":
         return Text("✓", style=palette.mark) if value[0] else Text(" ")
     if key == "agent":
-        state = value[0]
-        assert isinstance(state, AgentState)
-        return Text(_AGENT_SYMBOL[state], style=_agent_style(state, palette))
+        state, label = value
+        assert isinstance(state, AgentState) and isinstance(label, str)
+        style = _agent_style(state, palette)
+        if label != _AGENT_SYMBOL[state] and state is AgentState.OK:
+            style = palette.accent  # a power action on its way
+        return Text(label, style=style)
     if key == "fs":
         kind = value[0]
         if kind == "thaw-failed":
@@ -506,7 +672,7 @@ def header_text(
     palette: Palette,
     holds: HoldSummary | None = None,
     width: int | None = None,
-    max_down: int = 3,
+    max_down: int = 1,
 ) -> Text:
     """The line that answers "is anything wrong?", then one line per hypervisor that is down.
 
@@ -558,6 +724,9 @@ def header_text(
         (AgentState.UNREACHABLE, "✖", palette.error, 5),
         (AgentState.ERROR, "!", palette.error, 4),
         (AgentState.PENDING, "…", palette.stale, 10),
+        (AgentState.STOPPED, "■", palette.stale, 10),
+        (AgentState.SUSPENDED, "◐", palette.stale, 10),
+        (AgentState.REBOOTING, "↻", palette.accent, 10),
     ):
         if by.get(state):
             chip(rank, symbol, by[state], state.value, style)
@@ -592,14 +761,20 @@ def header_text(
     for _, piece_text in parts:
         text.append_text(piece_text)
     down = counts.hypervisors_down
-    for hv in down[:max_down]:
-        text.append("\n")
-        text.append(" ✖ ", style=palette.error)
-        text.append_text(plain(hv.name, 40, style=palette.error + Style(bold=True)))
-        text.append(f" {hv.state.value}", style=palette.error)
+    for i, hv in enumerate(down[:max_down]):
+        # One line each, cut (not wrapped) at the width; the count of the others first,
+        # so it is never the part that is cut.
+        line = Text(no_wrap=True, overflow="ellipsis", end="")
+        line.append(" ✖ ", style=palette.error)
+        line.append_text(plain(hv.name, 40, style=palette.error + Style(bold=True)))
+        line.append(f" {hv.state.value}", style=palette.error)
+        if i == max_down - 1 and len(down) > max_down:
+            line.append(f" (+{len(down) - max_down} more down)", style=palette.error)
         if hv.error:
-            text.append(": ")
-            text.append_text(plain(hv.error, 160))
-    if len(down) > max_down:
-        text.append(f"\n   and {len(down) - max_down} more hypervisors down", style=palette.error)
+            line.append(": ")
+            line.append_text(plain(hv.error, 160))
+        if width is not None:
+            line.truncate(width, overflow="ellipsis")
+        text.append("\n")
+        text.append_text(line)
     return text

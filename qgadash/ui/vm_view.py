@@ -16,7 +16,7 @@ from qgadash.fleet.guard import Hold
 from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER
 from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
 from qgadash.fleet.store import CounterSample
-from qgadash.ui.fleet_view import Palette
+from qgadash.ui.fleet_view import Palette, agent_label
 from qgadash.ui.formatting import (
     format_age,
     format_bytes,
@@ -68,8 +68,10 @@ def title_text(snap: VmSnapshot, palette: Palette) -> Text:
         text.append(" · agent ")
         text.append_text(plain(facts.version, 30))
     state_style = palette.ok if snap.agent is AgentState.OK else palette.error
+    if snap.lifecycle is not None:
+        state_style = palette.accent
     text.append(" · ")
-    text.append(snap.agent.value, style=state_style)
+    text.append(agent_label(snap), style=state_style)
     if snap.latency_ms is not None:
         text.append(f" · rtt {format_latency(snap.latency_ms)}")
     if facts.time_drift_s is not None:
@@ -144,6 +146,12 @@ def overview_text(snap: VmSnapshot, now: float, palette: Palette, hold: Hold | N
     agent = Text(
         snap.agent.value, style=palette.ok if snap.agent is AgentState.OK else palette.error
     )
+    if snap.lifecycle is not None:
+        agent = Text(agent_label(snap), style=palette.accent)
+        agent.append(
+            f"  ({snap.lifecycle.action} sent {format_age(now - snap.lifecycle.since)} ago)",
+            style=palette.stale,
+        )
     if snap.last_seen is not None:
         agent.append(f"  (last answer {format_age(now - snap.last_seen)} ago)", style=palette.stale)
     if snap.error:

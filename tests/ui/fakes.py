@@ -338,7 +338,10 @@ class FakeFiles:
         local: Path,
         *,
         progress: Callable[[int, int | None], None] | None = None,
+        overwrite: bool = False,
     ) -> int:
+        if local.exists() and not overwrite:
+            raise FileExistsError(f"{local}: exists (not replaced)")
         data = self._files(vm_id)[path]
         done = 0
         with local.open("wb") as out:
@@ -538,6 +541,50 @@ class FakeEngine:
         progress: Callable[[ActionResult], None] | None = None,
     ) -> list[ActionResult]:
         return await self._each("suspend", vm_ids, {"kind": kind}, lambda _: "sent", progress)
+
+    async def fstrim(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        minimum: int | None = None,
+        progress: Callable[[ActionResult], None] | None = None,
+    ) -> list[ActionResult]:
+        trimmed = [{"path": "/", "trimmed": 1 << 20, "minimum": 0, "error": None}]
+        return await self._each("fstrim", vm_ids, {"minimum": minimum}, lambda _: trimmed, progress)
+
+    async def exec(
+        self,
+        vm_ids: Sequence[str],
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        progress: Callable[[ActionResult], None] | None = None,
+    ) -> list[ActionResult]:
+        def one(vm_id: str) -> dict[str, Any]:
+            out = f"{' '.join(argv)} on {vm_id}\n"
+            return {
+                "exitcode": 0,
+                "signal": None,
+                "stdout": out,
+                "stderr": "",
+                "stdout_truncated": False,
+                "stderr_truncated": False,
+            }
+
+        return await self._each("exec", vm_ids, {"argv": list(argv)}, one, progress)
+
+    async def agent_command(
+        self, vm_id: str, name: str, args: dict[str, Any] | None
+    ) -> ActionResult:
+        self.calls.append(("agent", (vm_id,), {"name": name, "args": args}))
+        return ActionResult(vm_id, True, {"name": name}, None, 1.0)
+
+    async def forget(self, vm_id: str) -> bool:
+        snap = self.store.get(vm_id)
+        if snap is None or snap.lifecycle is None:
+            return False
+        self.store.remove(vm_id)
+        return True
 
     # -- test helpers ----------------------------------------------------------------------
 

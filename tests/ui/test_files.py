@@ -128,7 +128,9 @@ async def test_no_listing_offers_open_by_path_and_says_why(engine, make_app) -> 
         text = screen_text(app)
         assert "No listing: guest-exec is disabled by the guest's policy" in text
         path = screen.query_one("#files-path", Input)
-        assert app.focused is path
+        assert app.focused is not path  # the next key is not typed into it
+        await pilot.press("o")
+        await wait_until(pilot, lambda: app.focused is path)
         path.value = "C:\\Windows\\win.ini"
         await pilot.press("enter")
         await app.workers.wait_for_complete()

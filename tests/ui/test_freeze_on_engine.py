@@ -419,9 +419,10 @@ async def test_a_failed_deadline_thaw_stays_red_until_thawed_or_dismissed(
         await wait_until(pilot, lambda: not rig.agent("sim/db-02").frozen, timeout=10)
         await wait_until(pilot, lambda: not row_is_red(app, "sim/db-02"))
         assert row_is_red(app, "sim/db-01")
-        # db-01: the operator takes it over (x); the row is plain, the hold gone.
+        # db-01: the operator takes it over (x): no failed thaw, the hold gone. (The row
+        # stays red while its agent is unreachable: a fault row takes its state's colour.)
         await pilot.press("x")
-        await wait_until(pilot, lambda: not row_is_red(app, "sim/db-01"))
+        await wait_until(pilot, lambda: table.get_cell("sim/db-01", "fs").plain != "THAW FAILED")
         assert engine.frozen_by_us() == []
         assert "thaw failed" not in header(app)
         assert rig.agent("sim/db-01").frozen  # dismissed, not thawed: the operator knows

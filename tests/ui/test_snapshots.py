@@ -36,6 +36,31 @@ def fixed_app(theme: str | None = None, **settings: object):  # type: ignore[no-
     return app
 
 
+def lifecycle_app():  # type: ignore[no-untyped-def]
+    """The fixed fleet, plus a VM this session shut down and one it suspended."""
+    import dataclasses
+
+    from qgadash.fleet.model import AgentState, Lifecycle
+
+    app = fixed_app()
+    store = app.engine.store
+    for vm_id, state, action in (
+        ("hv2/web-10", AgentState.STOPPED, "powerdown"),
+        ("hv1/web-22", AgentState.SUSPENDED, "suspend-ram"),
+    ):
+        snap = store.get(vm_id)
+        assert snap is not None
+        store.put(
+            dataclasses.replace(snap, agent=state, lifecycle=Lifecycle(action, NOW - 30, gone=True))
+        )
+    return app
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (300, 80)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_fleet_screen_at_terminal_size(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(lifecycle_app(), terminal_size=size)
+
+
 def test_fleet_screen_24_mixed_vms(snap_compare) -> None:
     assert snap_compare(fixed_app(), terminal_size=SIZE)
 

@@ -284,29 +284,32 @@ def test_user_themes_override_and_bad_files_are_reported(tmp_path: Path) -> None
         load_theme_file(tmp_path / "broken.toml")
 
 
-@pytest.mark.parametrize("available", [60, 80, 100, 120, 126, 160, 200, 400])
-def test_flexible_columns_share_the_spare_width(available: int) -> None:
-    from qgadash.ui.fleet_view import DROP_ORDER, fit_widths
+@pytest.mark.parametrize("available", [60, 80, 100, 120, 126, 160, 200, 300, 400])
+def test_columns_fill_the_width_and_drop_only_what_must_go(available: int) -> None:
+    from qgadash.ui.fleet_view import DROP_ORDER, content_widths, fit_widths
 
-    widths = fit_widths(available, padding=1)
+    content = content_widths(fleet())
+    widths = fit_widths(available, padding=1, content=content)
     shown = [c for c in COLUMNS if c.key in widths]
     assert list(widths) == [c.key for c in shown]  # in table order
     for col in shown:
-        if col.flex is None:
-            assert widths[col.key] == col.width
+        wanted = content.get(col.key, col.wanted)
+        if col.grow:
+            assert widths[col.key] >= col.min_width
         else:
-            assert col.flex[0] <= widths[col.key] <= col.flex[1]
+            assert widths[col.key] == wanted  # as wide as what it holds, no wider
     total = sum(widths.values()) + 2 * len(shown)
-    mins = sum(c.flex[0] if c.flex else c.width for c in shown) + 2 * len(shown)
-    maxes = sum(c.max_width for c in shown) + 2 * len(shown)
-    assert total == min(max(available, mins), maxes)
-    dropped = {c.key for c in COLUMNS if c.key not in widths}
-    # Only what must go, least needed first; what answers "is anything wrong?" stays.
-    assert dropped == set(DROP_ORDER[: len(dropped)])
-    assert {"mark", "vm", "agent", "ip", "fs", "full", "seen"} <= set(widths)
-    if len(dropped) < len(DROP_ORDER):
-        assert mins <= available  # it fits: no sideways scrolling
-    if dropped:  # and one column fewer would not have been needed
-        back = DROP_ORDER[len(dropped) - 1]
-        more = next(c for c in COLUMNS if c.key == back)
-        assert mins + (more.flex[0] if more.flex else more.width) + 2 > available
+    essentials = {"mark", "vm", "agent", "ip", "fs", "full", "seen"}
+    assert essentials <= set(widths)
+    least = sum(
+        c.min_width if c.grow else content.get(c.key, c.wanted)
+        for c in COLUMNS
+        if c.key in essentials
+    ) + 2 * len(essentials)
+    if least <= available:
+        assert total == available  # the whole width, never a blank strip on the right
+    assert set(DROP_ORDER) >= {c.key for c in COLUMNS if c.key not in widths}
+    # The OS is cut to less than it needs only when nothing that could go is left.
+    os_cut = "os" in widths and widths["os"] < min(content["os"], 16)
+    if os_cut:
+        assert not {"hv", "load", "host", "rtt"} & set(widths)

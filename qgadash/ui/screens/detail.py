@@ -15,6 +15,8 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.model import VmSnapshot
+from qgadash.ui.key_hints import PINNED_BINDINGS
+from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.vm_view import agent_text, network_text, overview_text, storage_text, title_text
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ DRAWN_TABS = ("overview", "network", "storage", "agent")
 
 class DetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
+        # First, so the footer shows them whatever its width (the app's own come last).
+        *PINNED_BINDINGS,
         Binding("escape", "app.pop_screen", "Back", id="detail.back"),
         Binding("1", "tab('overview')", "Overview", show=False, id="detail.overview"),
         Binding("2", "tab('network')", "Network", show=False, id="detail.network"),
@@ -132,7 +136,9 @@ class DetailScreen(Screen[None]):
         self.action_files()
 
     def action_files(self) -> None:
-        self.qapp.open_files(self.vm_id)
+        # As a tab: the digits of the other tabs bring them back; nothing is focused
+        # that would take the next key as text.
+        self.app.push_screen(FilesScreen(self.vm_id, back_to_tab=self.action_tab))
 
     def action_freeze(self) -> None:
         self.qapp.confirm_freeze([self.vm_id], "this VM")

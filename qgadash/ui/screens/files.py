@@ -5,7 +5,9 @@ with progress and cancel. Every agent call runs in a worker."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -19,9 +21,11 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Log, ProgressBar, Static
 from textual.worker import Worker
 
+from qgadash.fleet.model import FreezeState
 from qgadash.ui.engine_api import DirEntry, DirListing, ListingUnavailable
 from qgadash.ui.file_view import (
     LineBuffer,
+    free_local_path,
     hex_lines,
     is_binary,
     join_path,
@@ -29,7 +33,9 @@ from qgadash.ui.file_view import (
     parent_path,
 )
 from qgadash.ui.formatting import format_bytes
+from qgadash.ui.key_hints import PINNED_BINDINGS
 from qgadash.ui.plain import plain, sanitize
+from qgadash.ui.screens.modals import MessageScreen
 
 if TYPE_CHECKING:
     from qgadash.ui.app import QgadashApp
@@ -112,6 +118,20 @@ class PromptScreen(ModalScreen[dict[str, str] | None]):
         self.dismiss(self._values())
 
 
+def listing_note(listing: DirListing, style: Style) -> Text:
+    """What a listing leaves out: entries past its caps, records it could not read."""
+    parts = []
+    if listing.more:
+        parts.append(f"{listing.more} entries not shown")
+    elif listing.truncated:
+        parts.append(f"only the first {len(listing.entries)} entries")
+    if listing.skipped:
+        parts.append(
+            f"{listing.skipped} unreadable entr{'ies' if listing.skipped != 1 else 'y'} skipped"
+        )
+    return Text(" · ".join(parts), style=style)
+
+
 class TransferBar(Horizontal):
     """Shown while a download or upload runs."""
 
@@ -122,6 +142,8 @@ class TransferBar(Horizontal):
 
 class FilesScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
+        # First, so the footer shows them whatever its width (the app's own come last).
+        *PINNED_BINDINGS,
         Binding("escape", "back", "Back", id="files.back"),
         Binding("backspace", "up", "Parent", id="files.up"),
         Binding("o", "open_path", "Open path", id="files.open-path"),
@@ -130,12 +152,26 @@ class FilesScreen(Screen[None]):
         Binding("d", "download", "Download", id="files.download"),
         Binding("u", "upload", "Upload", id="files.upload"),
         Binding("c", "cancel_transfer", "Cancel transfer", id="files.cancel"),
-        Binding("r", "reload", "Reload", id="files.reload"),
+        Binding("r", "reload", "Reload folder", id="files.reload"),
+        # Opened as the details' Files tab: the other tabs' keys go back to them.
+        *(
+            Binding(key, f"tab('{tab}')", tab.capitalize(), show=False, id=f"files.tab-{tab}")
+            for key, tab in (("1", "overview"), ("2", "network"), ("3", "storage"), ("5", "agent"))
+        ),
     ]
 
-    def __init__(self, vm_id: str, start: str | None = None) -> None:
+    def __init__(
+        self,
+        vm_id: str,
+        start: str | None = None,
+        *,
+        back_to_tab: Callable[[str], None] | None = None,
+    ) -> None:
+        """`back_to_tab`: opened from the details (tab 4); digits go back to its tabs."""
         super().__init__(classes="vm-screen")
         self.vm_id = vm_id
+        self._back_to_tab = back_to_tab
+        self._viewed_in: str | None = None  # the folder shown when `viewing` was opened
         self.cwd = start or "/"
         self.listing: DirListing | None = None
         self.viewing: str | None = None
@@ -180,16 +216,36 @@ class FilesScreen(Screen[None]):
             self.cwd = "C:\\"
         self._title()
         self._viewer_title()
-        reason = self.qapp.engine.files.can_list(self.vm_id)
+        # Never the path field: keys typed right after opening (a `5` meant for the
+        # details' tabs) must not become a path. `o` goes there.
+        table.focus()
+        blocked = self.files_blocked()
+        reason = blocked or self.qapp.engine.files.can_list(self.vm_id)
         if reason is None:
             self.list_dir(self.cwd)
-            table.focus()
         else:
-            self._no_listing(reason)
+            self._no_listing(reason, can_open=blocked is None)
+
+    def files_blocked(self) -> str | None:
+        """Why no file of the guest can be opened at all now (a frozen guest disables
+        guest-file-open), or None."""
+        snap = self.qapp.engine.store.get(self.vm_id)
+        info = snap.facts.info if snap else None
+        if info is None or not info.offers("guest-file-open"):
+            return None if info is None else "this agent has no guest-file-open"
+        if info.enabled("guest-file-open"):
+            return None
+        if snap is not None and snap.freeze is FreezeState.FROZEN:
+            return "the guest is frozen: its files cannot be opened until it is thawed"
+        return "guest-file-open is disabled by the guest's policy"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "upload" and self.qapp.read_only:
             return False
+        if action == "tab":
+            return self._back_to_tab is not None
+        if action == "open_path":
+            return self.files_blocked() is None
         if action == "cancel_transfer":
             return self._transfer is not None and self._transfer.is_running
         if action == "more":
@@ -212,15 +268,16 @@ class FilesScreen(Screen[None]):
         reason.update(text)
         reason.display = bool(text.plain)
 
-    def _no_listing(self, reason: str) -> None:
+    def _no_listing(self, reason: str, *, can_open: bool = True) -> None:
         palette = self.qapp.palette
         text = Text("No listing: ", style=palette.warning)
         text.append_text(plain(reason, 200))
-        text.append("\nType a path above and press enter to open it.", style=palette.stale)
+        if can_open:
+            key = self.qapp.key_for("files.open-path", "o")
+            text.append(f"\n{key}: open a file by its path.", style=palette.stale)
         self._reason(text)
         self.query_one("#files-list", DataTable).display = False
-        path = self.query_one("#files-path", Input)
-        path.focus()
+        self.query_one("#files-path", Input).display = can_open
 
     # -- listing --------------------------------------------------------------------------
 
@@ -250,10 +307,7 @@ class FilesScreen(Screen[None]):
         table.add_row(Text("../", style=Style(bold=True)), Text(""), Text(""), key="..")
         for entry in listing.entries:
             table.add_row(*self._entry_cells(entry), key=f"e:{entry.name}")
-        note = Text()
-        if listing.truncated:
-            note.append(f"only the first {len(listing.entries)} entries", style=palette.warning)
-        self._reason(note)
+        self._reason(listing_note(listing, palette.warning))
         self.query_one("#files-path", Input).value = listing.path
 
     def _entry_cells(self, entry: DirEntry) -> tuple[Text, Text, Text]:
@@ -327,10 +381,15 @@ class FilesScreen(Screen[None]):
         self.query_one("#files-path", Input).focus()
 
     def action_reload(self) -> None:
-        if self.viewing and not self.following:
-            self.view(self.viewing)
-        elif self.qapp.engine.files.can_list(self.vm_id) is None:
+        """The folder again (enter on a file reads it again)."""
+        if self.qapp.engine.files.can_list(self.vm_id) is None:
             self.list_dir(self.cwd)
+
+    def action_tab(self, tab: str) -> None:
+        if self._back_to_tab is not None:
+            back = self._back_to_tab
+            self.app.pop_screen()
+            back(tab)
 
     def action_back(self) -> None:
         if self.focused is self.query_one("#files-path", Input) and self.listing is not None:
@@ -359,6 +418,7 @@ class FilesScreen(Screen[None]):
     def view(self, path: str) -> None:
         self.following = False
         self.viewing = path
+        self._viewed_in = self.cwd
         self.view_offset = 0
         self.view_size = None
         self.view_eof = False
@@ -425,17 +485,19 @@ class FilesScreen(Screen[None]):
             )
 
     def action_follow(self) -> None:
-        entry = self._selected_entry()
-        if self.viewing is None and isinstance(entry, DirEntry) and entry.kind != "dir":
-            self.viewing = join_path(self.cwd, entry.name, windows=self.windows)
-        if self.viewing is None:
-            self.notify("Open a file first, then f follows its end.", markup=False)
-            return
+        """tail -f of the file under the cursor; else of the open file, if it is in this
+        folder (not one opened earlier somewhere else)."""
         if self.following:
             self.following = False
             if self._view_worker is not None:
                 self._view_worker.cancel()
             self._viewer_title("stopped following")
+            return
+        entry = self._selected_entry()
+        if isinstance(entry, DirEntry) and entry.kind != "dir":
+            self.viewing = join_path(self.cwd, entry.name, windows=self.windows)
+        elif self.viewing is None or self._viewed_in != self.cwd:
+            self.notify("Put the cursor on a file: f follows its end.", markup=False)
             return
         self.following = True
         self._lines = LineBuffer()
@@ -503,7 +565,7 @@ class FilesScreen(Screen[None]):
         else:
             self.notify("Select a file (or open one by path) to download.", markup=False)
             return
-        default = str(Path.cwd() / local_name(remote))
+        default = str(free_local_path(Path.cwd(), local_name(remote)))
         note = Text("From ")
         note.append_text(plain(f"{self.vm_id}:{remote}", 200))
 
@@ -511,19 +573,40 @@ class FilesScreen(Screen[None]):
             if not values or not values["local"].strip():
                 return
             local = Path(values["local"].strip()).expanduser()
-            self._start_transfer(
-                f"download {remote}",
-                lambda progress: self.qapp.engine.files.download(
-                    self.vm_id, remote, local, progress=progress
-                ),
-                done=f"downloaded to {local}",
-            )
+            if local.is_dir():
+                local = free_local_path(local, local_name(remote))
+            if os.path.lexists(local):
+                self._confirm_replace(remote, local)
+            else:
+                self._download(remote, local, overwrite=False)
 
         self.app.push_screen(
             PromptScreen(
                 "Download", [("local", "Save as:", default)], confirm="Download", note=note
             ),
             chosen,
+        )
+
+    def _confirm_replace(self, remote: str, local: Path) -> None:
+        body = Text(f"{local} exists. Replace it with ")
+        body.append_text(plain(f"{self.vm_id}:{remote}", 200, style=Style(bold=True)))
+        body.append("?")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._download(remote, local, overwrite=True)
+
+        self.app.push_screen(
+            MessageScreen("Replace a local file?", body, safe="Cancel", risky="Replace"), answered
+        )
+
+    def _download(self, remote: str, local: Path, *, overwrite: bool) -> None:
+        self._start_transfer(
+            f"download {remote}",
+            lambda progress: self.qapp.engine.files.download(
+                self.vm_id, remote, local, progress=progress, overwrite=overwrite
+            ),
+            done=f"downloaded to {local}",
         )
 
     def action_upload(self) -> None:
@@ -570,6 +653,7 @@ class FilesScreen(Screen[None]):
                     self.vm_id, local, remote, progress=progress
                 ),
                 done=f"uploaded to {remote}",
+                then=self.action_reload,  # the new file is in the listing
             )
 
         self.app.push_screen(
@@ -584,7 +668,9 @@ class FilesScreen(Screen[None]):
             confirmed,
         )
 
-    def _start_transfer(self, what: str, run: Any, *, done: str) -> None:
+    def _start_transfer(
+        self, what: str, run: Any, *, done: str, then: Callable[[], None] | None = None
+    ) -> None:
         bar = self.query_one("#transfer-progress", ProgressBar)
         label = self.query_one("#transfer-label", Static)
         self.query_one("#transfer").display = True
@@ -616,6 +702,8 @@ class FilesScreen(Screen[None]):
                 self.app.notify(
                     sanitize(f"{vm_id}: {done} ({format_bytes(size)})", 300), markup=False
                 )
+                if then is not None and self.is_attached:
+                    then()
             finally:
                 if self.is_attached:
                     self.query_one("#transfer").display = False

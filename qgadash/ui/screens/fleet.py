@@ -15,12 +15,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from qgadash.fleet.model import VmSnapshot
+from qgadash.ui import verbs
 from qgadash.ui.fleet_view import (
     COLUMN_INDEX,
     COLUMNS,
+    SORT_LETTERS,
     SORTABLE,
     FleetCounts,
     FleetFilter,
+    agent_label,
+    column_label,
+    content_widths,
     count_fleet,
     header_text,
     hold_summary,
@@ -28,7 +33,10 @@ from qgadash.ui.fleet_view import (
     row_values,
     sort_ids,
 )
+from qgadash.ui.formatting import format_countdown
+from qgadash.ui.key_hints import PINNED_BINDINGS
 from qgadash.ui.plain import plain
+from qgadash.ui.screens.modals import MessageScreen
 from qgadash.ui.widgets.fleet_table import FleetTable, RowValues
 
 if TYPE_CHECKING:
@@ -37,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["ACTION_BINDINGS", "FleetScreen"]
 
 # Actions that change guests: absent (not merely refused) in read-only mode.
-ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "dismiss_thaw_error"})
+ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "exec", "dismiss_thaw_error"})
 # Sort columns whose values do not change while polling; the others are re-sorted as
 # values change, at most once every RESORT_SECONDS (rows that jump four times a second
 # cannot be read, and a re-sort redraws every row on screen).
@@ -52,21 +60,37 @@ class FleetScreen(Screen[None]):
     # fast typist, an auto-pilot started eagerly on Python 3.12+) went into the filter.
     AUTO_FOCUS = "#fleet-table"
     BINDINGS: ClassVar[list[BindingType]] = [
+        # First, so the footer shows them whatever its width (the app's own come last).
+        *PINNED_BINDINGS,
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("space", "mark", "Mark", id="mark"),
         Binding("a", "mark_all", "Mark shown", id="mark-all"),
-        Binding("escape", "clear", "Clear", id="clear"),
+        # Unmarking is a key of its own (k9s: Ctrl-\), never the Esc reflex.
+        Binding("ctrl+backslash", "clear_marks", "Unmark all", id="clear-marks"),
+        Binding("escape", "clear", "Clear filter", show=False, id="clear"),
         Binding("f", "freeze", "Freeze", id="freeze"),
         Binding("t", "thaw", "Thaw", id="thaw"),
         Binding("p", "power", "Power", id="power"),
+        Binding("e", "exec", "Exec", id="exec"),
         Binding("b", "files", "Files", id="files"),
         Binding("z", "faults", "Faults only", id="faults"),
         Binding("s", "sort_next", "Sort", id="sort"),
         Binding("S", "sort_reverse", "Reverse sort", show=False, id="sort-reverse"),
+        *(
+            Binding(
+                letter,
+                f"sort_column('{key}')",
+                f"Sort by {COLUMNS[COLUMN_INDEX[key]].label} (again: reverse)",
+                show=False,
+                id=f"sort-{key}",
+            )
+            for letter, key in SORT_LETTERS.items()
+        ),
         Binding("colon", "jump", "Jump", id="jump"),
         Binding(
             "x", "dismiss_thaw_error", "Dismiss thaw error", show=False, id="dismiss-thaw-error"
         ),
+        Binding("d", "forget", "Remove row", show=False, id="forget"),
     ]
 
     def __init__(self) -> None:
@@ -81,6 +105,7 @@ class FleetScreen(Screen[None]):
         self._header_key: Any = None
         self._resort_pending = False
         self._sorted_at = 0.0
+        self._content: dict[str, int] = {}
         self.table = FleetTable(id="fleet-table")
 
     @property
@@ -92,7 +117,7 @@ class FleetScreen(Screen[None]):
         with Horizontal(id="filter-bar"):
             yield Static("filter:", id="filter-label")
             yield Input(
-                placeholder="id, hostname, IP, OS, tag:NAME, !not, glob*", id="filter-input"
+                placeholder="what the rows show · ip: os: tag: · !not · glob*", id="filter-input"
             )
             yield Static(id="shown-count")
         yield self.table
@@ -148,6 +173,9 @@ class FleetScreen(Screen[None]):
         order = sort_ids(shown, self.sort_column, self.sort_reverse)
         now = self.now()
         with self.app.batch_update():
+            self._content = content_widths(shown)
+            self.table.show_sort(self.sort_column, self.sort_reverse)
+            self.table.set_content_widths(self._content)
             self.table.reconcile(order, lambda vm_id: self.values_of(vm_id, now))
             self._refresh_counts(force=True)
             self._update_status()
@@ -161,6 +189,7 @@ class FleetScreen(Screen[None]):
         self.marks -= removed
         self._shown -= removed
         updates: dict[str, RowValues] = {}
+        updated: list[VmSnapshot] = []
         for vm_id in changed:
             snap = store.get(vm_id)
             if snap is None:
@@ -170,6 +199,13 @@ class FleetScreen(Screen[None]):
                 need_reorder = True
             elif wanted:
                 updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+                updated.append(snap)
+        if updated:
+            # A column grows as soon as new content needs it (it shrinks on a rebuild).
+            wider = content_widths(updated)
+            if any(wider[k] > self._content.get(k, 0) for k in wider):
+                self._content = {k: max(v, self._content.get(k, 0)) for k, v in wider.items()}
+                self.table.set_content_widths(self._content)
         if updates and self.sort_column not in _STATIC_SORTS:
             self._resort_pending = True
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
@@ -245,8 +281,7 @@ class FleetScreen(Screen[None]):
             parts.append(f"{len(self.marks)} marked" + (f" ({hidden} hidden)" if hidden else ""))
         if self.faults_only:
             parts.append("faults only")
-        column = COLUMNS[COLUMN_INDEX[self.sort_column]]
-        parts.append(f"by {column.label}{' ↓' if self.sort_reverse else ''}")
+        parts.append(f"by {column_label(self.sort_column, self.sort_column, self.sort_reverse)}")
         self.query_one("#shown-count", Static).update(Text(" · ".join(parts), no_wrap=True))
 
     def _update_cursor_line(self) -> None:
@@ -268,7 +303,13 @@ class FleetScreen(Screen[None]):
             if not self.qapp.read_only:
                 key = self.qapp.key_for("dismiss-thaw-error", "x")
                 text.append(f"  ({key} dismisses)", style=palette.stale)
-        if snap.error:
+        life = snap.lifecycle
+        if life is not None:
+            ago = format_countdown(max(0.0, self.now() - life.since))
+            text.append(f"  {agent_label(snap)} ({ago} ago)", style=palette.accent)
+            key = self.qapp.key_for("forget", "d")
+            text.append(f"  {key} removes the row", style=palette.stale)
+        elif snap.error:
             text.append(f"  {snap.agent.value}: ", style=palette.warning)
             text.append_text(plain(snap.error, 160))
         line.update(text)
@@ -276,12 +317,13 @@ class FleetScreen(Screen[None]):
     @on(DataTable.RowHighlighted, "#fleet-table")
     def _cursor_moved(self, _: DataTable.RowHighlighted) -> None:
         self._update_cursor_line()
+        self.refresh_bindings()  # x and d depend on the row under the cursor
 
     @on(DataTable.HeaderSelected, "#fleet-table")
     def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
         key = event.column_key.value
         if key in SORTABLE:
-            self.sort_by(key, not self.sort_reverse if key == self.sort_column else False)
+            self.action_sort_column(key)
 
     # -- filter -------------------------------------------------------------------------
 
@@ -295,7 +337,17 @@ class FleetScreen(Screen[None]):
         self.rebuild()
 
     def action_filter(self) -> None:
-        self.query_one("#filter-input", Input).focus()
+        self.open_filter()
+
+    def open_filter(self) -> None:
+        """Focus the filter now, not a message later: keys already on their way (a paste,
+        a laggy link) must land in it, not on the table's shortcuts. (The app calls this
+        as the `/` arrives, before the keys behind it are routed; see QgadashApp.)"""
+        self.set_focus(self.query_one("#filter-input", Input))
+
+    @property
+    def filter_focused(self) -> bool:
+        return self.live and self.focused is self.query_one("#filter-input", Input)
 
     @on(Input.Changed, "#filter-input")
     def _filter_typed(self, event: Input.Changed) -> None:
@@ -339,12 +391,36 @@ class FleetScreen(Screen[None]):
         self._redraw_marks(new)
 
     def action_clear(self) -> None:
-        if self.marks:
-            old, self.marks = self.marks, set()
-            self._redraw_marks(old)
-        elif self.filter or self.faults_only:
+        """Esc: the filter and the faults-only view go; marks stay (Ctrl-\\ unmarks)."""
+        if self.filter or self.faults_only:
             self.faults_only = False
             self.set_filter("")
+
+    def action_clear_marks(self) -> None:
+        """Unmark every VM; asks first when some marked VMs are not on screen."""
+        if not self.marks:
+            self.notify("No VM is marked.", markup=False)
+            return
+        hidden = len(self.marks - self._shown)
+        if not hidden:
+            self.set_marks(set())
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.set_marks(set())
+
+        total = len(self.marks)
+        body = Text(f"{total} VM{'s' if total != 1 else ''} marked; ")
+        body.append(
+            f"{hidden} of them {'are' if hidden != 1 else 'is'} hidden by the filter "
+            "and would be unmarked too.",
+            style=self.qapp.palette.warning,
+        )
+        self.app.push_screen(
+            MessageScreen("Unmark all?", body, safe="Cancel", risky=f"Unmark {total}"),
+            answered,
+        )
 
     def targets(self) -> tuple[list[str], str]:
         """The marked VMs, or the one under the cursor; and how to say which."""
@@ -363,9 +439,18 @@ class FleetScreen(Screen[None]):
         self.sort_reverse = reverse
         self.rebuild()
 
+    def action_sort_column(self, column: str) -> None:
+        """Shift+letter or a header click: sort by that column; again: the other way.
+        Numbers (FULL, LOAD, RTT, SEEN) start with the biggest."""
+        if column == self.sort_column:
+            self.sort_by(column, not self.sort_reverse)
+        else:
+            self.sort_by(column, COLUMNS[COLUMN_INDEX[column]].descending_first)
+
     def action_sort_next(self) -> None:
         i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
-        self.sort_by(SORTABLE[(i + 1) % len(SORTABLE)], self.sort_reverse)
+        column = SORTABLE[(i + 1) % len(SORTABLE)]
+        self.sort_by(column, COLUMNS[COLUMN_INDEX[column]].descending_first)
 
     def action_sort_reverse(self) -> None:
         self.sort_by(self.sort_column, not self.sort_reverse)
@@ -397,6 +482,10 @@ class FleetScreen(Screen[None]):
             vm_id = self.table.cursor_vm if self.is_mounted else None
             snap = self.qapp.engine.store.get(vm_id) if vm_id else None
             return bool(snap and snap.thaw_error)
+        if action == "forget":
+            vm_id = self.table.cursor_vm if self.is_mounted else None
+            snap = self.qapp.engine.store.get(vm_id) if vm_id else None
+            return bool(snap and snap.lifecycle)
         return True
 
     def action_details(self) -> None:
@@ -424,7 +513,17 @@ class FleetScreen(Screen[None]):
         if ids:
             self.qapp.open_power(ids, how)
 
+    def action_exec(self) -> None:
+        ids, how = self.targets()
+        if ids:
+            verbs.prompt_exec(self.qapp, ids, how)
+
     def action_dismiss_thaw_error(self) -> None:
         vm_id = self.table.cursor_vm
         if vm_id:
             self.qapp.dismiss_thaw_error(vm_id)
+
+    def action_forget(self) -> None:
+        vm_id = self.table.cursor_vm
+        if vm_id:
+            verbs.forget(self.qapp, vm_id)

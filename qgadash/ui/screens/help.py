@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
+from qgadash.ui.key_hints import PINNED_IDS
 from qgadash.ui.plain import plain
 
 if TYPE_CHECKING:
@@ -34,7 +35,33 @@ ACTION_IDS = frozenset(
         "detail.thaw",
         "detail.power",
         "files.upload",
+        "exec",
     }
+)
+
+# What the table's columns and the header's symbols mean (`?` shows it under the keys).
+LEGEND: tuple[tuple[str, str], ...] = (
+    (
+        "AGENT",
+        "ok; timeout (connected, no answer in time); unreachable (no connection); "
+        "error (nonsense); … not polled yet; shut off by you / suspended / rebooting: "
+        "a power action from this session (d removes the row)",
+    ),
+    (
+        "FS",
+        "thawed; ❄ 0:47 frozen, thawed by this session in 0:47; ❄ frozen: no "
+        "automatic thaw; THAW FAILED: a thaw this session owes did not work (x dismisses); "
+        "? unknown",
+    ),
+    ("FULL", "the fullest filesystem's use (amber from 85 %, red from 95 %)"),
+    ("LOAD", "1-minute load average the guest reports"),
+    ("RTT", "round trip of the last poll (amber from 500 ms)"),
+    ("SEEN", "time since the agent last answered"),
+    ("● ▲ ✖ !", "in the header: ok, timeout, unreachable, error counts"),
+    ("■ ◐ ↻", "stopped, suspended, rebooting (by this session)"),
+    ("❄", "frozen: by this session (with the next thaw), or by others"),
+    ("✓", "a marked VM: actions apply to the marked VMs, else to the cursor's"),
+    ("▲ ▼", "the column the table is sorted by, and which way"),
 )
 
 
@@ -93,15 +120,38 @@ class HelpScreen(ModalScreen[None]):
             if text:
                 text.append("\n\n")
             text.append(f" {title}", style=Style(bold=True, underline=True))
+            sorts = [
+                b for b in bindings if (b.id or "").startswith("sort-") and b.id != "sort-reverse"
+            ]
+            if sorts:
+                text.append("\n  ")
+                keys = " ".join(self._keys(b) for b in sorts)
+                text.append(f"{keys:>12}", style=palette.accent + Style(bold=True))
+                labels = ", ".join(
+                    b.description.split(" (")[0].removeprefix("Sort by ") for b in sorts
+                )
+                text.append(f"  sort by {labels}; the same key again reverses")
             for binding in bindings:
                 if self.qapp.read_only and binding.id in ACTION_IDS:
+                    continue
+                if binding in sorts or (title != "Everywhere" and binding.id in PINNED_IDS):
                     continue
                 text.append("\n  ")
                 text.append(f"{self._keys(binding):>12}", style=palette.accent + Style(bold=True))
                 text.append(f"  {binding.description or binding.action}")
                 if binding.id:
                     text.append(f"   [{binding.id}]", style=palette.stale)
-        text.append("\n\n ctrl+p opens the command palette.", style=palette.stale)
+        text.append("\n\n What you see", style=Style(bold=True, underline=True))
+        for name, meaning in LEGEND:
+            text.append("\n  ")
+            text.append(f"{name:>12}", style=palette.accent + Style(bold=True))
+            text.append(f"  {meaning}")
+        text.append(
+            "\n\n / filters on what the rows show (id, HV, state, OS, hostname, IPv4); "
+            "ip:, os: and tag: reach the rest; !term inverts; * ? [ ] glob.",
+            style=palette.stale,
+        )
+        text.append("\n ctrl+p opens the command palette.", style=palette.stale)
         text.append(
             '\n Rebind in hosts.toml, [settings.keys]: binding id = "key,key" (ids in brackets).',
             style=palette.stale,

@@ -35,7 +35,7 @@ from textual.widgets import (
 from qgadash.fleet.model import ActionResult
 from qgadash.ui.engine_api import Action, ActionPlan, ActionProgress, Hold
 from qgadash.ui.fleet_view import Palette
-from qgadash.ui.formatting import format_countdown
+from qgadash.ui.formatting import format_bytes, format_countdown
 from qgadash.ui.plain import plain, sanitize
 from qgadash.ui.vm_view import keeper_text
 
@@ -161,9 +161,24 @@ def keeper_plan_text(
 
 @dataclass(frozen=True, slots=True)
 class FreezeChoice:
-    """What the freeze confirmation returns: the thaw deadline in seconds (0: none)."""
+    """What the freeze confirmation returns: the thaw deadline in seconds (0: none), and
+    the mount points to freeze (None: all of them)."""
 
     thaw_after: float | None
+    mountpoints: tuple[str, ...] | None = None
+
+
+def vss_note(clamped: Sequence[str], limit: float, palette: Palette) -> Text:
+    """Which Windows guests are thawed sooner than asked: VSS holds writes at most
+    `limit` seconds, so their deadline is `limit`."""
+    text = Text()
+    if clamped:
+        text.append(
+            f"Windows (VSS) holds a freeze at most {limit:g} s: thawed after {limit:g} s: ",
+            style=palette.warning,
+        )
+        text.append_text(_names(clamped))
+    return text
 
 
 class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
@@ -184,11 +199,16 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
         thaw_after: float | None = None,
         keepers: KeeperCheck | None = None,
         keeper_places: Mapping[str, str | None] | None = None,
+        mountpoints: bool = False,
+        clamped: Callable[[float], tuple[Sequence[str], float]] | None = None,
+        confirm_label: str | None = None,
     ) -> None:
         """`keepers` (a freeze): asks the engine which VMs can get a thaw keeper; the
         confirm button waits for the answer, so the dialog has said it before a freeze.
         `keeper_places`: per VM, the hypervisor whose keeper would serve it (None: the
-        local keeper of this machine)."""
+        local keeper of this machine). `mountpoints`: a field to freeze only some.
+        `clamped(thaw_after)`: the VMs whose deadline is shorter than asked (Windows'
+        VSS limit), and that limit."""
         super().__init__(classes="confirm-dialog")
         self._title = title
         self._verb = verb
@@ -198,6 +218,9 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
         self._thaw_after = thaw_after
         self._keepers = keepers
         self._keeper_places = dict(keeper_places or {})
+        self._mountpoints = mountpoints
+        self._clamped = clamped
+        self._confirm_label = confirm_label
         self.keeper_answers: Mapping[str, str | None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -217,6 +240,12 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
                         classes="seconds",
                     )
                     yield Label("seconds (0: never)")
+            if self._clamped is not None:
+                yield Static(id="vss-note", classes="dialog-how")
+            if self._mountpoints:
+                with Horizontal(classes="dialog-field"):
+                    yield Label("Mount points:", classes="field-label")
+                    yield Input(placeholder="all (or some: / /data)", id="mountpoints")
             if self._keepers is not None and n:
                 with VerticalScroll(classes="dialog-keepers"):
                     yield Static(id="keeper-plan")
@@ -224,7 +253,7 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel", variant="default")
                 yield Button(
-                    f"{self._verb} {_vms(n)}",
+                    self._confirm_label or f"{self._verb} {_vms(n)}",
                     id="confirm",
                     variant="error",
                     disabled=n == 0 or self._keepers is not None,
@@ -232,6 +261,7 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
+        self._show_clamped()
         if self._keepers is not None and self._plan.eligible:
             self._show_keepers()
             self.run_worker(self._ask_keepers(), group="keepers", exit_on_error=False)
@@ -268,9 +298,20 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
                 )
             )
 
+    def _show_clamped(self) -> None:
+        if self._clamped is None:
+            return
+        after = self._entered_thaw_after()
+        vms, limit = self._clamped(after if after is not None else 0.0)
+        with contextlib.suppress(NoMatches):
+            note = self.query_one("#vss-note", Static)
+            note.update(vss_note(vms, limit, self._palette))
+            note.display = bool(vms)
+
     @on(Input.Changed, "#thaw-after")
     def _deadline_changed(self) -> None:
         self._show_keepers()
+        self._show_clamped()
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -279,7 +320,7 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
     def _cancel(self) -> None:
         self.dismiss(None)
 
-    @on(Input.Submitted, "#thaw-after")
+    @on(Input.Submitted, "#thaw-after, #mountpoints")
     def _deadline_entered(self) -> None:
         self.query_one("#confirm", Button).focus()
 
@@ -298,7 +339,11 @@ class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
                 )
                 self.query_one("#thaw-after", Input).focus()
                 return
-        self.dismiss(FreezeChoice(thaw_after))
+        mountpoints = None
+        if self._mountpoints:
+            typed = tuple(self.query_one("#mountpoints", Input).value.split())
+            mountpoints = typed or None
+        self.dismiss(FreezeChoice(thaw_after, mountpoints))
 
 
 # -- power -------------------------------------------------------------------------------
@@ -438,12 +483,75 @@ def describe_result(result: ActionResult, done: str) -> tuple[str, str]:
             detail = ""
         elif isinstance(value, str):
             detail = value
+        elif exec_value(value) is not None:
+            return exec_outcome(value)
+        elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            detail = "; ".join(_trimmed(v) for v in value)  # fstrim, per path
         else:
             detail = str(value)
         return done, detail
     if result.ok is None:
         return "unknown", result.error or ""
     return "failed", result.error or ""
+
+
+def exec_value(value: object) -> dict[str, object] | None:
+    """A guest-exec result (exit code, signal, output), or None."""
+    if isinstance(value, dict) and "exitcode" in value and "stdout" in value:
+        return value
+    return None
+
+
+def exec_outcome(value: dict[str, object]) -> tuple[str, str]:
+    """`exit 0`, `exit 2`, `signal 9`; the first line of output as the detail."""
+    code, sig = value.get("exitcode"), value.get("signal")
+    word = f"exit {code}" if code is not None else f"signal {sig}"
+    out = str(value.get("stdout") or value.get("stderr") or "")
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    return word, first
+
+
+def _trimmed(path: dict[str, object]) -> str:
+    where = str(path.get("path"))
+    if path.get("error"):
+        return f"{where}: {path['error']}"
+    trimmed = path.get("trimmed")
+    if isinstance(trimmed, int):
+        return f"{where}: {format_bytes(trimmed)} trimmed"
+    return where
+
+
+def output_text(result: ActionResult, palette: Palette, limit: int = 400) -> Text:
+    """Everything a VM's exec said: exit code, stdout, stderr (guest text made safe)."""
+    text = Text()
+    text.append_text(plain(result.vm_id, 80, style=Style(bold=True)))
+    value = exec_value(result.value)
+    if value is None:
+        outcome, detail = describe_result(result, "done")
+        text.append(f"  {outcome}", style=palette.ok if result.ok else palette.error)
+        if detail:
+            text.append("\n")
+            text.append_text(plain(detail, 2000))
+        return text
+    word, _ = exec_outcome(value)
+    failed = value.get("exitcode") != 0
+    text.append(f"  {word}", style=palette.error if failed else palette.ok)
+    for stream in ("stdout", "stderr"):
+        body = str(value.get(stream) or "")
+        truncated = bool(value.get(f"{stream}_truncated"))
+        text.append(f"\n── {stream}", style=palette.stale)
+        if truncated:
+            text.append(" (cut by the agent)", style=palette.warning)
+        if not body:
+            text.append(": nothing", style=palette.stale)
+            continue
+        lines = body.rstrip("\n").split("\n")
+        for line in lines[:limit]:
+            text.append("\n")
+            text.append_text(plain(line, 1000, style=palette.error if stream == "stderr" else ""))
+        if len(lines) > limit:
+            text.append(f"\n… {len(lines) - limit} more lines", style=palette.stale)
+    return text
 
 
 class ActionRunScreen(ModalScreen[None]):
@@ -461,8 +569,12 @@ class ActionRunScreen(ModalScreen[None]):
         runner: Runner,
         palette: Palette,
         on_finished: Callable[[list[ActionResult]], None] | None = None,
+        output: bool = False,
     ) -> None:
+        """`output`: a pane under the results with everything the highlighted VM's
+        command printed (exec)."""
         super().__init__(classes="confirm-dialog")
+        self._output = output
         self._title = title
         self._done_word = done_word
         self._plan = plan
@@ -479,6 +591,9 @@ class ActionRunScreen(ModalScreen[None]):
             yield Static(id="run-summary")
             table: DataTable[Text] = DataTable(id="results", cursor_type="row")
             yield table
+            if self._output:
+                with VerticalScroll(id="output-pane"):
+                    yield Static(id="output")
             if self._plan.skipped:
                 yield Static(_skipped_text(self._plan, self._palette), classes="dialog-skipped")
             with Horizontal(classes="dialog-buttons"):
@@ -545,14 +660,31 @@ class ActionRunScreen(ModalScreen[None]):
             if result.ok is None
             else self._palette.error
         )
-        self.query_one("#results", DataTable).add_row(
+        value = exec_value(result.value)
+        if value is not None and value.get("exitcode") != 0:
+            style = self._palette.error
+        table = self.query_one("#results", DataTable)
+        table.add_row(
             plain(result.vm_id, 30),
             Text(outcome, style=style),
             plain(detail, 200),
             Text(f"{result.elapsed_ms:.0f} ms", justify="right"),
             key=result.vm_id,
         )
+        if self._output and table.row_count == 1:
+            self._show_output(result.vm_id)
         self._summary()
+
+    def _show_output(self, vm_id: str) -> None:
+        result = next((r for r in self.results if r.vm_id == vm_id), None)
+        if result is not None:
+            self.query_one("#output", Static).update(output_text(result, self._palette))
+
+    @on(DataTable.RowHighlighted, "#results")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self._output and event.row_key.value is not None:
+            with contextlib.suppress(NoMatches):
+                self._show_output(event.row_key.value)
 
     def _summary(self) -> None:
         ok = sum(1 for r in self.results if r.ok)

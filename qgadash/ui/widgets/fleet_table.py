@@ -22,10 +22,12 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
 from qgadash.ui.fleet_view import (
+    COLUMN_INDEX,
     COLUMN_KEYS,
     COLUMNS,
     CellValue,
     Palette,
+    column_label,
     fit_widths,
     render_cell,
 )
@@ -42,6 +44,11 @@ class FleetTable(DataTable[Text]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "screen.details", "Details", id="details"),
+        # k9s / vim / less: one row, first row, last row.
+        Binding("j", "cursor_down", "Down", show=False, id="down"),
+        Binding("k", "cursor_up", "Up", show=False, id="up"),
+        Binding("g,home", "scroll_top", "First row", show=False, id="first"),
+        Binding("G,end", "scroll_bottom", "Last row", show=False, id="last"),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -53,17 +60,42 @@ class FleetTable(DataTable[Text]):
         # Which of COLUMNS are shown (a narrow terminal drops some; see fit_widths).
         self._shown: tuple[int, ...] = tuple(range(len(COLUMNS)))
         self._values_of: Callable[[str], RowValues] | None = None
+        self._content: dict[str, int] = {}  # how wide each text column's content is
+        self._sort: tuple[str, bool] = ("vm", False)
         # Rendered cells by position and state, kept while the cell object is the same.
         self._cell_lines: dict[tuple[object, ...], tuple[object, SegmentLines]] = {}
 
     def on_mount(self) -> None:
-        self._add_columns({c.key: c.width for c in COLUMNS})
+        self._add_columns({c.key: c.wanted for c in COLUMNS})
+
+    def _label(self, key: str) -> Text:
+        column = COLUMNS[COLUMN_INDEX[key]]
+        return Text(
+            column_label(key, *self._sort), justify="right" if column.justify == "right" else "left"
+        )
 
     def _add_columns(self, widths: dict[str, int]) -> None:
         for col in COLUMNS:
             if col.key in widths:
-                label = Text(col.label, justify="right" if col.justify == "right" else "left")
-                self.add_column(label, width=widths[col.key], key=col.key)
+                self.add_column(self._label(col.key), width=widths[col.key], key=col.key)
+
+    def show_sort(self, column: str, reverse: bool) -> None:
+        """An arrow on the header of the column the rows are sorted by."""
+        if (column, reverse) == self._sort:
+            return
+        self._sort = (column, reverse)
+        for key, col in self.columns.items():
+            if key.value is not None:
+                col.label = self._label(key.value)
+        self._require_update_dimensions = True
+        self.refresh()
+
+    def set_content_widths(self, content: dict[str, int]) -> None:
+        """The width each text column's content needs; columns are fitted again if it
+        changed."""
+        if content != self._content:
+            self._content = dict(content)
+            self.fit_columns()
 
     def on_resize(self) -> None:
         self.fit_columns()
@@ -75,10 +107,10 @@ class FleetTable(DataTable[Text]):
     def fit_columns(self) -> None:
         """Give VM, OS and hostname the width the screen has to spare, and drop the
         least needed columns when the screen is too narrow for all of them."""
-        available = self.scrollable_content_region.width
+        available = self._available_width()
         if available <= 0 or not self.columns:
             return
-        widths = fit_widths(available, self.cell_padding)
+        widths = fit_widths(available, self.cell_padding, self._content)
         shown = tuple(i for i, c in enumerate(COLUMNS) if c.key in widths)
         if shown != self._shown:
             self._rebuild(shown, widths)
@@ -94,6 +126,15 @@ class FleetTable(DataTable[Text]):
             self._update_count += 1
             self.check_idle()
             self.refresh(layout=True)
+
+    def _available_width(self) -> int:
+        """The width the columns may fill: the widget's, less the vertical scrollbar when
+        the rows will need one (known from the row count, before Textual lays it out)."""
+        width = self.size.width
+        header = self.header_height if self.show_header else 0
+        if self.row_count + header > self.size.height:
+            width -= self.styles.scrollbar_size_vertical
+        return width
 
     def _rebuild(self, shown: tuple[int, ...], widths: dict[str, int]) -> None:
         """Columns shown change: build the table anew (rare: the terminal was resized
@@ -192,6 +233,7 @@ class FleetTable(DataTable[Text]):
             self.refresh()
         self._order = wanted
         self._restore_cursor(cursor_vm, screen_line)
+        self.fit_columns()  # a scrollbar may have come or gone with the rows
 
     def move_to(self, vm_id: str) -> bool:
         """Put the cursor on `vm_id` if it is shown."""
