@@ -11,11 +11,14 @@ import dataclasses
 
 from qgadash.fleet.model import POWER_ACTIONS, AgentState, Lifecycle, VmSnapshot
 
-__all__ = ["IGNORED_AFTER", "after_poll", "power_action"]
+__all__ = ["IGNORED_AFTER", "REBOOTED_AFTER", "after_poll", "power_action"]
 
 # Seconds an agent may go on answering after a power action before the action counts
 # as ignored (a guest that refused to shut down): the row is then an ordinary one again.
 IGNORED_AFTER = 120.0
+# A reboot can be over between two polls (no poll saw the agent away): an answer this
+# long after the request means it is back.
+REBOOTED_AFTER = 15.0
 
 
 def power_action(command: str, arguments: object) -> str | None:
@@ -39,7 +42,8 @@ def after_poll(polled: VmSnapshot, lifecycle: Lifecycle | None, now: float) -> V
     if lifecycle is None:
         return polled if polled.lifecycle is None else dataclasses.replace(polled, lifecycle=None)
     if polled.agent is AgentState.OK:
-        if lifecycle.gone or now - lifecycle.since > IGNORED_AFTER:
+        patience = REBOOTED_AFTER if lifecycle.action == "reboot" else IGNORED_AFTER
+        if lifecycle.gone or now - lifecycle.since > patience:
             return dataclasses.replace(polled, lifecycle=None)
         return dataclasses.replace(polled, lifecycle=lifecycle)
     gone = lifecycle if lifecycle.gone else dataclasses.replace(lifecycle, gone=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from qgadash.fleet.lifecycle import IGNORED_AFTER, after_poll, power_action
+from qgadash.fleet.lifecycle import IGNORED_AFTER, REBOOTED_AFTER, after_poll, power_action
 from qgadash.fleet.model import AgentState, Lifecycle, VmRef, VmSnapshot
 
 REF = VmRef("hv1", "web-1", "/run/qga/web-1.sock")
@@ -42,3 +42,11 @@ def test_answers_before_the_guest_went_quiet_keep_the_action_until_it_counts_as_
 def test_no_action_leaves_the_poll_alone() -> None:
     snap = polled(AgentState.TIMEOUT)
     assert after_poll(snap, None, 1.0) is snap
+
+
+def test_a_reboot_over_between_two_polls_ends_after_a_short_while() -> None:
+    sent = Lifecycle("reboot", 100.0)
+    assert after_poll(polled(AgentState.OK), sent, 105.0).lifecycle == sent  # rebooting…
+    back = after_poll(polled(AgentState.OK), sent, 100.0 + REBOOTED_AFTER + 1)
+    assert back.lifecycle is None
+    assert after_poll(polled(AgentState.TIMEOUT), sent, 106.0).agent is AgentState.REBOOTING
