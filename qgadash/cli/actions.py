@@ -133,7 +133,10 @@ async def cmd_exec(engine: FleetEngine, args: argparse.Namespace) -> int:
 async def cmd_agent(engine: FleetEngine, args: argparse.Namespace) -> int:
     await engine.discover()
     if engine.store.get(args.vm) is None:
-        raise UsageError(f"{args.vm}: no such VM (ids look like HYPERVISOR/NAME)")
+        raise UsageError(
+            f"{printable(args.vm, 80)}: no such VM (ids look like HYPERVISOR/NAME; a VM that"
+            " is shut off has no agent socket to be found by, see `qgadash status`)"
+        )
     arguments = None
     if args.arguments:
         try:
