@@ -101,7 +101,7 @@ class Owner:
         if self.pid == os.getpid():
             return True
         try:
-            os.kill(self.pid, 0)
+            os.kill(self.pid, 0)  # pragma: no mutate (another signal would hit a real process)
         except ProcessLookupError:
             return False
         except PermissionError:
