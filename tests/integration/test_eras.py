@@ -10,6 +10,7 @@ guest-sync-delimited, guest-info lists no commands), 1.2 and 2.5 (request ids re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -283,3 +284,30 @@ async def test_the_real_qemu_ga_7_2_echoes_ids_and_is_polled_with_them(
         assert snap.facts.info is not None and snap.facts.info.era.startswith("qemu-ga 7.")
     finally:
         await engine.stop()
+
+
+# -- directory listings through each era's guest-exec -------------------------------------
+
+
+async def test_directory_listings_where_the_era_has_guest_exec(tmp_path: Path) -> None:
+    """The product's listing scripts against the simulated guests: Linux's `sh -c` with
+    NUL-ended records, Windows's powershell.exe -EncodedCommand (exec allowed here); a
+    1.2 agent has no guest-exec and says so."""
+    windows = dataclasses.replace(era_profile(Era.WINDOWS, 5), disabled_commands=frozenset())
+    vms = [
+        SimVm("linux", era_profile(Era.QGA_2_5, 1)),
+        SimVm("windows", windows),
+        SimVm("old", era_profile(Era.QGA_1_2, 2)),
+    ]
+    async with SimFleet(tmp_path / "sim", vms) as fleet:
+        engine = engine_for(fleet, tmp_path, "per-poll")
+        try:
+            await engine.poll_once()
+            linux = await engine.files.list_dir("sim/linux", "/data")
+            assert {e.name for e in linux.entries} >= {"README", "blob.bin", "backups"}
+            win = await engine.files.list_dir("sim/windows", "C:\\")
+            kinds = {e.name: e.kind for e in win.entries}
+            assert kinds["Windows"] == "dir" and kinds["Users"] == "dir"
+            assert "guest-exec" in (engine.files.can_list("sim/old") or "")
+        finally:
+            await engine.stop()
