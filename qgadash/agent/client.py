@@ -40,7 +40,7 @@ from qgadash.agent.session import (
     Session,
     new_sync_id,
 )
-from qgadash.transport.base import ByteStream
+from qgadash.agent.stream import ByteStream
 
 __all__ = [
     "NO_REPLY_COMMANDS",

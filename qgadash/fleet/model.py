@@ -30,6 +30,7 @@ __all__ = [
     "AgentState",
     "FreezeState",
     "GuestFacts",
+    "HypervisorState",
     "HypervisorStatus",
     "Lifecycle",
     "SessionMode",

@@ -13,20 +13,20 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from qgadash.agent.stream import ByteStream
+
+__all__ = [
+    "ByteStream",
+    "DiscoveredAgent",
+    "Endpoint",
+    "HypervisorLink",
+    "HypervisorState",
+    "StreamPair",
+    "ThawKeeper",
+]
+
 if TYPE_CHECKING:
     from qgadash.agent.client import AgentCaller
-
-
-class ByteStream(Protocol):
-    """A bidirectional byte stream (asyncio streams and asyncssh channels both fit)."""
-
-    async def read(self, n: int) -> bytes: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    async def drain(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class StreamPair:

@@ -21,8 +21,13 @@ from rich.style import Style
 from rich.text import Text
 
 from qgadash.fleet.guard import Hold
-from qgadash.fleet.model import AgentState, FreezeState, HypervisorStatus, VmSnapshot
-from qgadash.transport.base import HypervisorState
+from qgadash.fleet.model import (
+    AgentState,
+    FreezeState,
+    HypervisorState,
+    HypervisorStatus,
+    VmSnapshot,
+)
 from qgadash.ui.formatting import format_age, format_countdown, format_latency
 from qgadash.ui.plain import plain
 
