@@ -55,6 +55,9 @@ Progress = Callable[[int, int | None], None]
 READ_CHUNK = 1 << 20  # per guest-file-read; the agent allows up to 48 MiB
 WRITE_CHUNK = 48 * 1024  # raw bytes per guest-file-write (64 KiB as base64)
 EXEC_POLL = 0.05
+# guest-file-seek's whence as the integers every agent takes: the names ("set", "end")
+# came in qemu-ga 2.6, and older agents refuse them.
+_WHENCE = {"set": 0, "cur": 1, "end": 2}
 
 
 class ListingUnavailable(Exception):
@@ -211,7 +214,7 @@ class GuestFiles:
         async def work(caller: AgentCaller) -> int:
             value = await caller.call(
                 "guest-file-seek",
-                {"handle": handle, "offset": offset, "whence": whence},
+                {"handle": handle, "offset": offset, "whence": _WHENCE[whence]},
                 timeout=timeout,
             )
             return replies.parse_file_seek(value)

@@ -75,7 +75,7 @@ class GuestFile:
     def seek(self, args: dict[str, Any]) -> dict[str, Any]:
         if not self.seekable:
             raise FakeError("failed to seek file: Illegal seek")
-        if args["whence"] == "end":
+        if args["whence"] in (2, "end"):  # an int: what every agent era takes
             size = self.claimed_size if self.claimed_size is not None else len(self.data)
             self.position = size + int(args["offset"])
         else:
@@ -320,3 +320,15 @@ async def test_a_freeze_whose_reply_is_nonsense_is_unknown_and_stays_held(
         assert result.ok is None and "outcome unknown" in (result.error or "")
         assert held == [VM]
         assert [(r.vm_id, r.ok) for r in thawed] == [(VM, True)]  # thawed on stop
+
+
+async def test_seeks_send_whence_as_the_integer_every_agent_era_takes(
+    tmp_path: Path, socket_path: Path, audit_path: Path, served: tuple[GuestFile, FakeAgent]
+) -> None:
+    """Names ("set", "end") came in qemu-ga 2.6; older agents refuse them."""
+    _, agent = served
+    engine = await engine_over(tmp_path, socket_path, audit_path)
+    await engine.files.download(VM, "/etc/motd", tmp_path / "motd")
+    await engine.stop()
+    seeks = [r["arguments"]["whence"] for r in agent.requests if r["execute"] == "guest-file-seek"]
+    assert seeks == [2, 0]
