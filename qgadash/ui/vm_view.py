@@ -232,6 +232,17 @@ def agent_text(snap: VmSnapshot, palette: Palette) -> Text:
     text.append(" qemu-ga ")
     text.append_text(plain(info.version, 40, style=Style(bold=True)))
     text.append(f" offers {len(info.commands)} commands\n")
+    # Old agents (issue 12): which generation this is, and what it cannot tell us.
+    text.append(" ")
+    text.append("generation: ", style=palette.stale)
+    text.append_text(plain(info.era, 80, style=palette.stale))
+    text.append("\n")
+    if not info.listed:
+        text.append(" It lists no commands; these come from its version.\n", style=palette.stale)
+    if info.cannot_report:
+        text.append(" It cannot report: ", style=palette.warning)
+        text.append_text(plain(", ".join(info.cannot_report), 200, style=palette.warning))
+        text.append("\n")
     reason = command_reason(snap)
     for cmd in sorted(info.commands, key=lambda c: c.name):
         text.append("\n ")

@@ -313,3 +313,25 @@ def test_columns_fill_the_width_and_drop_only_what_must_go(available: int) -> No
     os_cut = "os" in widths and widths["os"] < min(content["os"], 16)
     if os_cut:
         assert not {"hv", "load", "host", "rtt"} & set(widths)
+
+
+def test_the_agent_tab_names_an_old_agents_generation_and_what_it_cannot_report() -> None:
+    from qgadash.agent.replies import parse_info
+    from qgadash.fleet.model import GuestFacts, VmRef, VmSnapshot
+    from qgadash.ui.fleet_view import Palette
+    from qgadash.ui.vm_view import agent_text
+
+    old = parse_info(
+        {
+            "version": "2.5.0",
+            "supported_commands": [
+                {"name": n, "enabled": True, "success-response": True}
+                for n in ("guest-ping", "guest-info", "guest-fsfreeze-freeze")
+            ],
+        }
+    )
+    snap = VmSnapshot(VmRef("hv", "legacy", "/x"), AgentState.OK, facts=GuestFacts(info=old))
+    shown = agent_text(snap, Palette()).plain
+    assert f"generation: {old.era}" in shown and "2.5" in old.era
+    assert "It cannot report: " in shown
+    assert "OS" in old.cannot_report and all(f in shown for f in old.cannot_report)
