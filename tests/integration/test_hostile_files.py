@@ -332,3 +332,61 @@ async def test_seeks_send_whence_as_the_integer_every_agent_era_takes(
     await engine.stop()
     seeks = [r["arguments"]["whence"] for r in agent.requests if r["execute"] == "guest-file-seek"]
     assert seeks == [2, 0]
+
+
+async def test_a_huge_listing_never_stops_the_other_vms_polls(tmp_path: Path) -> None:
+    """650,000 entries stalled the loop for 45 s (every other VM's polls, every thaw
+    timer). Now: capped, and parsed off the loop: the other VMs keep being polled."""
+    from qgadash.sim import SimFleet
+
+    names = b"".join(f"81a4 1 1700000000 file-{i:07d}\0".encode() for i in range(300_000))
+    exec_polls = 0
+
+    def exec_status(args: dict[str, Any]) -> dict[str, Any]:
+        nonlocal exec_polls
+        exec_polls += 1
+        if exec_polls < 4:
+            return {"exited": False}
+        return {"exited": True, "exitcode": 0, "out-data": base64.b64encode(names).decode()}
+
+    handlers = {
+        "guest-info": lambda a: supported(["guest-exec", "guest-exec-status", "guest-ping"]),
+        "guest-ping": lambda a: {},
+        "guest-exec": lambda a: {"pid": 42},
+        "guest-exec-status": exec_status,
+    }
+    socket = tmp_path / "big.sock"
+    async with fake_agent(socket, handlers), SimFleet.healthy(tmp_path / "sim", 1) as sim:
+        hosts = tmp_path / "hosts.toml"
+        hosts.write_text(
+            "[settings]\npoll_interval = 0.2\ntimeout = 2.0\naction_timeout = 20.0\n"
+            "max_reply_bytes = 33554432\n"
+            f'[[vm]]\nname = "big"\nagent = {json.dumps(str(socket))}\n'
+            f'[[hypervisor]]\nname = "sim"\nagents = ["{sim.directory}/*.sock"]\n'
+        )
+        engine = FleetEngine(load_config(hosts))
+        other = f"sim/{sim.vms[0].name}"
+        seen: set[float] = set()
+        listing_done = asyncio.Event()
+
+        async def watch_other() -> None:
+            while not listing_done.is_set():
+                snap = engine.store.get(other)
+                if snap is not None and snap.last_poll is not None:
+                    seen.add(snap.last_poll)
+                await asyncio.sleep(0.02)
+
+        try:
+            await engine.start()
+            await engine.poll_vm("local/big")
+            watcher = asyncio.create_task(watch_other())
+            await asyncio.sleep(0.05)
+            before = len(seen)
+            listing = await engine.files.list_dir("local/big", "/huge")
+            during = len(seen) - before
+            listing_done.set()
+            await watcher
+        finally:
+            await engine.stop()
+    assert len(listing.entries) == 5000 and listing.more == 300_000 - 5000
+    assert during >= 2, f"the other VM was polled {during} times while the listing ran"
