@@ -188,7 +188,7 @@ async def test_freeze_from_the_dashboard_then_the_engine_thaws_at_the_deadline(
         text = screen_text(app)
         assert "Will freeze 2 VMs" in text and "Skipped 1" in text and "sim/web-03" in text
         assert "local keeper (this machine) for 2 VMs: sim/db-01  sim/db-02" in text
-        run = await freeze_from_dialog(pilot, app, dialog, "4")
+        run = await freeze_from_dialog(pilot, app, dialog, "8")
         assert sorted((r.vm_id, r.ok) for r in run.results) == [
             ("sim/db-01", True),
             ("sim/db-02", True),
@@ -216,7 +216,7 @@ async def test_freeze_from_the_dashboard_then_the_engine_thaws_at_the_deadline(
         await wait_until(
             pilot,
             lambda: not rig.agent("sim/db-01").frozen and not rig.agent("sim/db-02").frozen,
-            timeout=10,
+            timeout=20,
         )
         await wait_until(
             pilot, lambda: app.fleet.table.get_cell("sim/db-01", "fs").plain == "thawed"
