@@ -140,7 +140,7 @@ class ScriptedFile:
         }
 
     def seek(self, args: dict[str, Any]) -> dict[str, Any]:
-        end = args["whence"] == "end"
+        end = args["whence"] in (2, "end")  # an int: what every agent era takes
         self.position = (len(self.data) if end else 0) + int(args["offset"])
         return {"position": self.position, "eof": False}
 
