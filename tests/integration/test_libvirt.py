@@ -9,12 +9,13 @@ stopped by pid (tests/integration/libvirtd.py).
 from __future__ import annotations
 
 import asyncio
-import statistics
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,19 +116,34 @@ async def test_status_calls_through_libvirt(domains: Domains) -> None:
     assert caller.closed
 
 
-async def test_per_call_latency_of_the_long_lived_virsh(domains: Domains) -> None:
+def virsh_children() -> set[int]:
+    """Pids of this process's virsh children."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and os.path.basename(argv0) == b"virsh":
+            found.add(int(entry.name))
+    return found
+
+
+async def test_one_long_lived_virsh_serves_every_call(domains: Domains) -> None:
+    """No virsh per call (~17-20 ms each; ~1.5 ms through the long-lived one: timings are
+    for bench/, not here): 60 calls in a row go through the one virsh process."""
     hv = LibvirtHypervisor("lab")
     try:
         caller = await connected(hv, domains.web)
         await caller.call("guest-ping", timeout=5)
-        samples = []
+        before = virsh_children()
         for _ in range(60):
-            started = time.perf_counter()
             await caller.call("guest-ping", timeout=5)
-            samples.append(time.perf_counter() - started)
-        # ~1.5 ms here (a fresh virsh per call: ~17-20 ms). The target is 3 ms; the bound
-        # leaves room for a loaded CI machine.
-        assert statistics.median(samples) < 0.006, samples
+        assert len(before) == 1 and virsh_children() == before
     finally:
         await hv.close()
 
