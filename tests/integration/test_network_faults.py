@@ -133,7 +133,9 @@ class Fleet:
         if not self.audit.exists():
             return []
         entries = [json.loads(line) for line in self.audit.read_text().splitlines()]
-        return [e for e in entries if e["vm"] == vm and e["action"] == "thaw (deadline)"]
+        # The first attempt is "thaw (deadline)", each retry "thaw (deadline, retry)".
+        deadline = ("thaw (deadline)", "thaw (deadline, retry)")
+        return [e for e in entries if e["vm"] == vm and e["action"] in deadline]
 
     def describe(self) -> str:
         rows = [
