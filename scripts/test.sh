@@ -60,7 +60,15 @@ echo "== Python $MAIN: pytest $*"
 # supported Python this machine has, each in its own virtualenv (.venv-3.12, ...): the
 # package says >=3.11 and operators' jump boxes run Debian 13 (3.13), Ubuntu 24.04 (3.12).
 # Only on a whole run: pytest arguments (a developer's narrow run) go to the main Python.
-FAST=(tests/unit tests/integration tests/ui -m "not real_agent and not real_sshd and not libvirt and not guest")
+# What differs between Python versions here is asyncio, signals and Textual's focus:
+# the unit tests, the CLI's freeze and signal paths as real processes, and the
+# dashboard's pilot and snapshot tests. The rest runs once, on the main Python (CI time).
+FAST=(
+  tests/unit
+  tests/integration/test_freeze_safety.py
+  tests/ui/test_snapshots.py tests/ui/test_view_units.py tests/ui/test_operator_screen.py
+  -m "not real_agent and not real_sshd and not libvirt and not guest"
+)
 for version in ${QGADASH_EXTRA_PYTHONS-3.11 3.12 3.13}; do
   [ "$version" = "$MAIN" ] && continue
   if (($#)); then
