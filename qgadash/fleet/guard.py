@@ -78,7 +78,9 @@ class FreezeGuard:
     async def _finish_timers(self) -> None:
         """Wait for deadline tasks that are past their release (writing their record)."""
         current = asyncio.current_task()
-        while pending := [t for t in self._timers if t is not current]:
+        # Done tasks leave `_timers` by a callback that runs later (when, differs between
+        # Python versions): skip them here, or this loop spins without yielding.
+        while pending := [t for t in self._timers if t is not current and not t.done()]:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- reading ---------------------------------------------------------------------
