@@ -198,12 +198,21 @@ def main() -> None:
             finally:
                 sim.terminate()
                 sim.wait()
-        print(
-            f"{size} | {r['first_cycle_s']:.2f} s | {r['burst_cycle_s']:.2f} s | {r['cpu_pct']:.1f} | "
-            f"{r['rss_mb']:.0f} | {r['rss_kb_per_vm']:.1f} | {r['lat_p50_ms']:.1f} ms | {r['lat_p99_ms']:.1f} ms | "
-            f"{r['lag_p99_ms']:.1f} ms | {r['stale_p99_s']:.2f} s | {r['polls_per_s']:.0f} | {r['cpu_us_per_poll']:.0f}",
-            flush=True,
-        )
+        cells = [
+            f"{size}",
+            f"{r['first_cycle_s']:.2f} s",
+            f"{r['burst_cycle_s']:.2f} s",
+            f"{r['cpu_pct']:.1f}",
+            f"{r['rss_mb']:.0f}",
+            f"{r['rss_kb_per_vm']:.1f}",
+            f"{r['lat_p50_ms']:.1f} ms",
+            f"{r['lat_p99_ms']:.1f} ms",
+            f"{r['lag_p99_ms']:.1f} ms",
+            f"{r['stale_p99_s']:.2f} s",
+            f"{r['polls_per_s']:.0f}",
+            f"{r['cpu_us_per_poll']:.0f}",
+        ]
+        print(" | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ __all__ = [
 ]
 
 READ_CHUNK = 256 * 1024
+# A reply longer than this is decoded in a worker thread: a file read or an exec's output
+# near the 16 MiB reply cap (or a raised one) takes 50-300 ms of JSON decoding, which on
+# the event loop would stall every other VM's polls and every thaw timer.
+LARGE_REPLY = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +161,14 @@ class AgentClient:
         end the batch: its result is None unless the agent reports an error before
         `timeout` (`call_no_reply` waits a shorter grace period for one).
         """
+        results = await self.call_many_raw(requests, timeout=timeout)
         return [
-            _decoded(r) if isinstance(r, bytes) else r
-            for r in await self.call_many_raw(requests, timeout=timeout)
+            (
+                (await asyncio.to_thread(_decoded, r) if len(r) > LARGE_REPLY else _decoded(r))
+                if isinstance(r, bytes)
+                else r
+            )
+            for r in results
         ]
 
     async def call_many_raw(
