@@ -566,7 +566,9 @@ def _interface_stats(raw: dict[str, Any], where: str) -> InterfaceStats:
                 return InterfaceStats._make(values)
     checked = []
     for key in _STAT_KEYS:
-        v = raw.get(key) or 0
+        v = raw.get(key)
+        if v is None:  # missing or null; `false`, "" or [] are the wrong type, not 0
+            v = 0
         if type(v) is not int or not 0 <= v <= INT64_MAX:
             _check_int(v, f"{where}.{key}", 0, INT64_MAX)
         checked.append(v)
