@@ -18,7 +18,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.driver import Driver
 from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import Screen
@@ -29,7 +29,7 @@ from qgadash.fleet.actions import VSS_FREEZE_LIMIT, freeze_deadline
 from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.signals import SignalWatch, say
-from qgadash.ui import verbs
+from qgadash.ui import bindings, verbs
 from qgadash.ui.commands import FleetCommands
 from qgadash.ui.driver import TerminalSafeDriver, terminal_gone
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
@@ -80,11 +80,7 @@ class QgadashApp(App[int]):
     COMMANDS: ClassVar = App.COMMANDS | {FleetCommands}
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("q", "quit", "Quit", id="quit"),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="quit-now"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.APP)
 
     def __init__(
         self,

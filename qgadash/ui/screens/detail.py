@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import Screen
@@ -15,7 +15,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.model import VmSnapshot
-from qgadash.ui.key_hints import PINNED_BINDINGS
+from qgadash.ui import bindings
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.vm_view import agent_text, network_text, overview_text, storage_text, title_text
 
@@ -30,20 +30,7 @@ DRAWN_TABS = ("overview", "network", "storage", "agent")
 
 
 class DetailScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        # First, so the footer shows them whatever its width (the app's own come last).
-        *PINNED_BINDINGS,
-        Binding("escape", "app.pop_screen", "Back", id="detail.back"),
-        Binding("1", "tab('overview')", "Overview", show=False, id="detail.overview"),
-        Binding("2", "tab('network')", "Network", show=False, id="detail.network"),
-        Binding("3", "tab('storage')", "Storage", show=False, id="detail.storage"),
-        Binding("4", "tab('files')", "Files", show=False, id="detail.files-tab"),
-        Binding("5", "tab('agent')", "Agent", show=False, id="detail.agent"),
-        Binding("b", "files", "Files", id="detail.files"),
-        Binding("f", "freeze", "Freeze", id="detail.freeze"),
-        Binding("t", "thaw", "Thaw", id="detail.thaw"),
-        Binding("p", "power", "Power", id="detail.power"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.DETAIL)
 
     def __init__(self, vm_id: str, tab: str = "overview") -> None:
         super().__init__(classes="vm-screen")

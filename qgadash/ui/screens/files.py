@@ -15,13 +15,14 @@ from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Log, ProgressBar, Static
 from textual.worker import Worker
 
 from qgadash.fleet.model import FreezeState
+from qgadash.ui import bindings
 from qgadash.ui.engine_api import DirEntry, DirListing, ListingUnavailable
 from qgadash.ui.file_view import (
     LineBuffer,
@@ -33,7 +34,6 @@ from qgadash.ui.file_view import (
     parent_path,
 )
 from qgadash.ui.formatting import format_bytes
-from qgadash.ui.key_hints import PINNED_BINDINGS
 from qgadash.ui.plain import plain, sanitize
 from qgadash.ui.screens.modals import MessageScreen
 
@@ -53,9 +53,7 @@ class PromptScreen(ModalScreen[dict[str, str] | None]):
     """A few labelled fields and a confirm button; Cancel has the focus when the
     outcome changes a guest (`focus_cancel`)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal.cancel")
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.MODAL_CANCEL)
 
     def __init__(
         self,
@@ -141,24 +139,7 @@ class TransferBar(Horizontal):
 
 
 class FilesScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        # First, so the footer shows them whatever its width (the app's own come last).
-        *PINNED_BINDINGS,
-        Binding("escape", "back", "Back", id="files.back"),
-        Binding("backspace", "up", "Parent", id="files.up"),
-        Binding("o", "open_path", "Open path", id="files.open-path"),
-        Binding("f", "follow", "Follow", id="files.follow"),
-        Binding("m", "more", "More", id="files.more"),
-        Binding("d", "download", "Download", id="files.download"),
-        Binding("u", "upload", "Upload", id="files.upload"),
-        Binding("c", "cancel_transfer", "Cancel transfer", id="files.cancel"),
-        Binding("r", "reload", "Reload folder", id="files.reload"),
-        # Opened as the details' Files tab: the other tabs' keys go back to them.
-        *(
-            Binding(key, f"tab('{tab}')", tab.capitalize(), show=False, id=f"files.tab-{tab}")
-            for key, tab in (("1", "overview"), ("2", "network"), ("3", "storage"), ("5", "agent"))
-        ),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.FILES)
 
     def __init__(
         self,

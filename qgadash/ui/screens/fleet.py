@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from qgadash.fleet.model import VmSnapshot
-from qgadash.ui import verbs
+from qgadash.ui import bindings, verbs
 from qgadash.ui.fleet_view import (
     COLUMN_INDEX,
     COLUMNS,
-    SORT_LETTERS,
     SORTABLE,
     FleetCounts,
     FleetFilter,
@@ -34,7 +33,6 @@ from qgadash.ui.fleet_view import (
     sort_ids,
 )
 from qgadash.ui.formatting import format_countdown
-from qgadash.ui.key_hints import PINNED_BINDINGS
 from qgadash.ui.plain import plain
 from qgadash.ui.screens.modals import MessageScreen
 from qgadash.ui.widgets.fleet_table import FleetTable, RowValues
@@ -59,39 +57,7 @@ class FleetScreen(Screen[None]):
     # `table.focus()` only lands a message later. Keys pressed in between (a script, a
     # fast typist, an auto-pilot started eagerly on Python 3.12+) went into the filter.
     AUTO_FOCUS = "#fleet-table"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        # First, so the footer shows them whatever its width (the app's own come last).
-        *PINNED_BINDINGS,
-        Binding("slash", "filter", "Filter", id="filter"),
-        Binding("space", "mark", "Mark", id="mark"),
-        Binding("a", "mark_all", "Mark shown", id="mark-all"),
-        # Unmarking is a key of its own (k9s: Ctrl-\), never the Esc reflex.
-        Binding("ctrl+backslash", "clear_marks", "Unmark all", id="clear-marks"),
-        Binding("escape", "clear", "Clear filter", show=False, id="clear"),
-        Binding("f", "freeze", "Freeze", id="freeze"),
-        Binding("t", "thaw", "Thaw", id="thaw"),
-        Binding("p", "power", "Power", id="power"),
-        Binding("e", "exec", "Exec", id="exec"),
-        Binding("b", "files", "Files", id="files"),
-        Binding("z", "faults", "Faults only", id="faults"),
-        Binding("s", "sort_next", "Sort", id="sort"),
-        Binding("S", "sort_reverse", "Reverse sort", show=False, id="sort-reverse"),
-        *(
-            Binding(
-                letter,
-                f"sort_column('{key}')",
-                f"Sort by {COLUMNS[COLUMN_INDEX[key]].label} (again: reverse)",
-                show=False,
-                id=f"sort-{key}",
-            )
-            for letter, key in SORT_LETTERS.items()
-        ),
-        Binding("colon", "jump", "Jump", id="jump"),
-        Binding(
-            "x", "dismiss_thaw_error", "Dismiss thaw error", show=False, id="dismiss-thaw-error"
-        ),
-        Binding("d", "forget", "Remove row", show=False, id="forget"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.FLEET_SCREEN)
 
     def __init__(self) -> None:
         super().__init__(id="fleet")

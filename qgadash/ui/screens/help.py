@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
-from qgadash.ui.key_hints import PINNED_IDS
+from qgadash.ui import bindings
 from qgadash.ui.plain import plain
 
 if TYPE_CHECKING:
@@ -71,24 +71,11 @@ def _bindings(items: Iterable[BindingType]) -> list[Binding]:
 
 def binding_sections() -> list[tuple[str, list[Binding]]]:
     """Every screen's bindings, in the order the help shows them."""
-    from qgadash.ui.app import QgadashApp
-    from qgadash.ui.screens.detail import DetailScreen
-    from qgadash.ui.screens.files import FilesScreen
-    from qgadash.ui.screens.fleet import FleetScreen
-    from qgadash.ui.widgets.fleet_table import FleetTable
-
-    return [
-        ("Fleet", _bindings([*FleetTable.BINDINGS, *FleetScreen.BINDINGS])),
-        ("Details", _bindings(DetailScreen.BINDINGS)),
-        ("Files", _bindings(FilesScreen.BINDINGS)),
-        ("Everywhere", _bindings(QgadashApp.BINDINGS)),
-    ]
+    return [(title, _bindings(items)) for title, items in bindings.SECTIONS]
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,question_mark,q", "dismiss", "Close", id="help.close"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.HELP)
 
     @property
     def qapp(self) -> QgadashApp:
@@ -116,12 +103,12 @@ class HelpScreen(ModalScreen[None]):
     def _text(self) -> Text:
         text = Text()
         palette = self.qapp.palette
-        for title, bindings in binding_sections():
+        for title, section in binding_sections():
             if text:
                 text.append("\n\n")
             text.append(f" {title}", style=Style(bold=True, underline=True))
             sorts = [
-                b for b in bindings if (b.id or "").startswith("sort-") and b.id != "sort-reverse"
+                b for b in section if (b.id or "").startswith("sort-") and b.id != "sort-reverse"
             ]
             if sorts:
                 text.append("\n  ")
@@ -131,10 +118,11 @@ class HelpScreen(ModalScreen[None]):
                     b.description.split(" (")[0].removeprefix("Sort by ") for b in sorts
                 )
                 text.append(f"  sort by {labels}; the same key again reverses")
-            for binding in bindings:
+            for binding in section:
                 if self.qapp.read_only and binding.id in ACTION_IDS:
                     continue
-                if binding in sorts or (title != "Everywhere" and binding.id in PINNED_IDS):
+                pinned = title != "Everywhere" and binding.id in bindings.PINNED_IDS
+                if binding in sorts or pinned:
                     continue
                 text.append("\n  ")
                 text.append(f"{self._keys(binding):>12}", style=palette.accent + Style(bold=True))
@@ -189,9 +177,7 @@ def resolve_vm(query: str, ids: Sequence[str]) -> str | None:
 class JumpScreen(ModalScreen[str | None]):
     """`:` then a VM id (completion as you type)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal.cancel")
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.MODAL_CANCEL)
 
     def __init__(self, ids: Sequence[str]) -> None:
         super().__init__(classes="jump-dialog")

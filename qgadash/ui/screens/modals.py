@@ -33,6 +33,7 @@ from textual.widgets import (
 )
 
 from qgadash.fleet.model import ActionResult
+from qgadash.ui import bindings
 from qgadash.ui.engine_api import Action, ActionPlan, ActionProgress, Hold
 from qgadash.ui.fleet_view import Palette
 from qgadash.ui.formatting import format_bytes, format_countdown
@@ -184,9 +185,7 @@ def vss_note(clamped: Sequence[str], limit: float, palette: Palette) -> Text:
 class ConfirmActionScreen(ModalScreen[FreezeChoice | None]):
     """Freeze or thaw: who gets it, who is skipped, [thaw deadline], Cancel first."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal.cancel")
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.MODAL_CANCEL)
 
     def __init__(
         self,
@@ -387,7 +386,8 @@ class PowerScreen(ModalScreen[PowerChoice | None]):
     """Shutdown (powerdown / reboot / halt) and suspend (ram / disk / hybrid)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal.cancel"),
+        *bindings.MODAL_CANCEL,
+        # 1-9 pick an option: made from POWER_OPTIONS, so they live beside them.
         *(
             Binding(str(i + 1), f"pick({i})", opt.label, show=False, id=f"power.{opt.key}")
             for i, opt in enumerate(POWER_OPTIONS)
@@ -558,7 +558,7 @@ class ActionRunScreen(ModalScreen[None]):
     """Progress while an action runs, then the outcome per VM. The work runs as an app
     worker, so closing this dialog early does not cancel it."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close", id="modal.close")]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.MODAL_CLOSE)
 
     def __init__(
         self,
@@ -727,9 +727,7 @@ def _skipped_text(plan: ActionPlan, palette: Palette) -> Text:
 class YesNoScreen(ModalScreen[bool]):
     """A question whose safe answer (#cancel, False) has the focus; #confirm says True."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal.cancel")
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.MODAL_CANCEL)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()

@@ -16,11 +16,12 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.geometry import Size
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
+from qgadash.ui import bindings
 from qgadash.ui.fleet_view import (
     COLUMN_INDEX,
     COLUMN_KEYS,
@@ -42,14 +43,7 @@ CELL_CACHE_SIZE = 20_000
 class FleetTable(DataTable[Text]):
     """One row per VM; the row key is the VM id."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "screen.details", "Details", id="details"),
-        # k9s / vim / less: one row, first row, last row.
-        Binding("j", "cursor_down", "Down", show=False, id="down"),
-        Binding("k", "cursor_up", "Up", show=False, id="up"),
-        Binding("g,home", "scroll_top", "First row", show=False, id="first"),
-        Binding("G,end", "scroll_bottom", "Last row", show=False, id="last"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings.FLEET_TABLE)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
