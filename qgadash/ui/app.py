@@ -29,8 +29,9 @@ from qgadash.fleet.actions import VSS_FREEZE_LIMIT, freeze_deadline
 from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.signals import SignalWatch, say
-from qgadash.ui import bindings, verbs
+from qgadash.ui import bindings, messages, verbs
 from qgadash.ui.commands import FleetCommands
+from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.driver import TerminalSafeDriver, terminal_gone
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
 from qgadash.ui.fleet_view import Palette
@@ -486,6 +487,32 @@ class QgadashApp(App[int]):
             markup=False,
         )
 
+    # -- what screens ask (ui/messages.py) -------------------------------------------------
+
+    def on_open_details(self, message: messages.OpenDetails) -> None:
+        self.open_details(message.vm_id, message.tab)
+
+    def on_open_files(self, message: messages.OpenFiles) -> None:
+        self.open_files(message.vm_id)
+
+    def on_open_jump(self, _message: messages.OpenJump) -> None:
+        self.open_jump()
+
+    def on_jump_to(self, message: messages.JumpTo) -> None:
+        self.jump_to(message.vm_id)
+
+    def on_confirm_freeze(self, message: messages.ConfirmFreeze) -> None:
+        self.confirm_freeze(message.vm_ids, message.how)
+
+    def on_confirm_thaw(self, message: messages.ConfirmThaw) -> None:
+        self.confirm_thaw(message.vm_ids, message.how)
+
+    def on_open_power(self, message: messages.OpenPower) -> None:
+        self.open_power(message.vm_ids, message.how)
+
+    def on_dismiss_thaw_error(self, message: messages.DismissThawError) -> None:
+        self.dismiss_thaw_error(message.vm_id)
+
     # -- quitting ----------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
@@ -585,6 +612,10 @@ async def run_app(app: QgadashApp) -> int:
         )
     code = app.return_code or 0
     return 1 if failed and code == 0 else code
+
+
+# mypy checks here that the app is what screens and verbs read it as.
+_AS_DASHBOARD: type[Dashboard] = QgadashApp
 
 
 def run_dashboard(engine: Engine, *, theme: str | None = None, config_label: str = "") -> int:

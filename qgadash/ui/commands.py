@@ -9,18 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
+from textual.message import Message
 
 from qgadash.fleet.model import FreezeState
-from qgadash.ui import verbs
+from qgadash.ui import messages, verbs
+from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.fleet_view import COLUMNS, SORTABLE
 from qgadash.ui.plain import sanitize
-
-if TYPE_CHECKING:
-    from qgadash.ui.app import QgadashApp
+from qgadash.ui.screens.fleet import FleetScreen
 
 __all__ = ["FleetCommands", "PaletteEntry", "palette_entries"]
 
@@ -35,6 +34,11 @@ class PaletteEntry:
     changes_guests: bool = False
 
 
+def _post(app: Dashboard, kind: Callable[..., Message], *args: object) -> None:
+    """Ask the app for a screen or a flow, as screens do (ui/messages.py)."""
+    app.post_message(kind(*args))
+
+
 def _vms(n: int) -> str:
     return f"{n} VM{'s' if n != 1 else ''}"
 
@@ -43,9 +47,10 @@ def _marked(n: int) -> str:
     return f"{n} marked VM{'s' if n != 1 else ''}"
 
 
-def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
+def palette_entries(app: Dashboard) -> list[PaletteEntry]:
     """The context actions for the palette, given the app's state now."""
-    fleet = app.fleet
+    fleet = app.screen_stack[0]  # the fleet: the app's default screen, under the others
+    assert isinstance(fleet, FleetScreen)
     store = app.engine.store
     entries: list[PaletteEntry] = []
     marks = sorted(fleet.marks)
@@ -58,19 +63,19 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
         entries += [
             PaletteEntry(
                 f"Freeze {_marked(len(marks))}",
-                partial(app.confirm_freeze, marks, how),
+                partial(_post, app, messages.ConfirmFreeze, marks, how),
                 "freeze filesystems, with a thaw deadline",
                 True,
             ),
             PaletteEntry(
                 f"Thaw {_marked(len(marks))}",
-                partial(app.confirm_thaw, marks, how),
+                partial(_post, app, messages.ConfirmThaw, marks, how),
                 "thaw filesystems",
                 True,
             ),
             PaletteEntry(
                 f"Power: shutdown or suspend {_marked(len(marks))}",
-                partial(app.open_power, marks, how),
+                partial(_post, app, messages.OpenPower, marks, how),
                 "power menu",
                 True,
             ),
@@ -94,7 +99,9 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
         entries.append(
             PaletteEntry(
                 f"Thaw all frozen ({_vms(len(frozen))})",
-                partial(app.confirm_thaw, frozen, f"all {_vms(len(frozen))} frozen"),
+                partial(
+                    _post, app, messages.ConfirmThaw, frozen, f"all {_vms(len(frozen))} frozen"
+                ),
                 "every VM whose filesystems are frozen",
                 True,
             )
@@ -103,7 +110,7 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
         entries.append(
             PaletteEntry(
                 f"Thaw what this session froze ({_vms(len(owned))})",
-                partial(app.confirm_thaw, owned, "the VMs this session froze"),
+                partial(_post, app, messages.ConfirmThaw, owned, "the VMs this session froze"),
                 "VMs with a thaw deadline",
                 True,
             )
@@ -111,23 +118,31 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
     if cursor is not None:
         name = sanitize(cursor, 60)
         entries += [
-            PaletteEntry(f"Open files of {name}", partial(app.open_files, cursor), "files pane"),
-            PaletteEntry(f"Details of {name}", partial(app.open_details, cursor), "detail tabs"),
+            PaletteEntry(
+                f"Open files of {name}",
+                partial(_post, app, messages.OpenFiles, cursor),
+                "files pane",
+            ),
+            PaletteEntry(
+                f"Details of {name}",
+                partial(_post, app, messages.OpenDetails, cursor),
+                "detail tabs",
+            ),
             PaletteEntry(
                 f"Freeze {name}",
-                partial(app.confirm_freeze, [cursor], "this VM"),
+                partial(_post, app, messages.ConfirmFreeze, [cursor], "this VM"),
                 "freeze its filesystems",
                 True,
             ),
             PaletteEntry(
                 f"Thaw {name}",
-                partial(app.confirm_thaw, [cursor], "this VM"),
+                partial(_post, app, messages.ConfirmThaw, [cursor], "this VM"),
                 "thaw its filesystems",
                 True,
             ),
             PaletteEntry(
                 f"Power: shutdown or suspend {name}",
-                partial(app.open_power, [cursor], "this VM"),
+                partial(_post, app, messages.OpenPower, [cursor], "this VM"),
                 "power menu",
                 True,
             ),
@@ -163,7 +178,7 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
             entries.append(
                 PaletteEntry(
                     f"Dismiss the failed thaw of {name}",
-                    partial(app.dismiss_thaw_error, cursor),
+                    partial(_post, app, messages.DismissThawError, cursor),
                     "stop showing it in red",
                     True,
                 )
@@ -202,8 +217,8 @@ def _highlight(matcher_query: str, candidate: str, score_offsets: Sequence[int])
 
 class FleetCommands(Provider):
     @property
-    def qapp(self) -> QgadashApp:
-        return cast("QgadashApp", self.app)
+    def qapp(self) -> Dashboard:
+        return dashboard_of(self.app)
 
     async def discover(self) -> Hits:
         for entry in palette_entries(self.qapp):
@@ -229,7 +244,7 @@ class FleetCommands(Provider):
                 yield Hit(
                     score * 0.9,
                     _highlight(query, candidate, offsets),
-                    partial(self.qapp.jump_to, vm_id),
+                    partial(_post, self.qapp, messages.JumpTo, vm_id),
                     text=candidate,
                     help="move the cursor",
                 )

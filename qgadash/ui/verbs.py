@@ -1,7 +1,7 @@
 """Dashboard verbs beyond freeze, thaw and power: exec on marked VMs (its output per
 VM), fstrim, a raw agent command, removing a lifecycle row, screenshots.
 
-Each is a function of the app: it asks (Cancel first for anything that changes a
+Each is a function of the app (as `Dashboard`): it asks (Cancel first for anything that changes a
 guest), then runs through the engine as an app worker and shows every VM's outcome.
 The rules are the CLI's: read-only mode allows only what cannot change a guest
 (`qgadash.agent.policy`); a raw freeze is the freeze dialog, deadline and keepers
@@ -15,19 +15,18 @@ import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.style import Style
 from rich.text import Text
 
 from qgadash.agent.policy import changes_guest, command_policy
 from qgadash.fleet.actions import Action, ReadOnlyError
+from qgadash.ui import messages
+from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.plain import plain, sanitize
 from qgadash.ui.screens.files import PromptScreen
 from qgadash.ui.screens.modals import ConfirmActionScreen, FreezeChoice, MessageScreen
-
-if TYPE_CHECKING:
-    from qgadash.ui.app import QgadashApp
 
 __all__ = [
     "confirm_fstrim",
@@ -39,7 +38,7 @@ __all__ = [
 ]
 
 
-def confirm_fstrim(app: QgadashApp, vm_ids: Sequence[str], how: str) -> None:
+def confirm_fstrim(app: Dashboard, vm_ids: Sequence[str], how: str) -> None:
     """fstrim (discard unused blocks): who gets it, who is skipped, Cancel first."""
     if app.refuse_read_only():
         return
@@ -63,7 +62,7 @@ def confirm_fstrim(app: QgadashApp, vm_ids: Sequence[str], how: str) -> None:
     )
 
 
-def prompt_exec(app: QgadashApp, vm_ids: Sequence[str], how: str, command: str = "") -> None:
+def prompt_exec(app: Dashboard, vm_ids: Sequence[str], how: str, command: str = "") -> None:
     """Exec on the marked VMs: the command line, then a confirmation (Cancel first)
     naming who runs it and who is skipped, then every VM's exit code and output."""
     if app.refuse_read_only():
@@ -92,7 +91,7 @@ def prompt_exec(app: QgadashApp, vm_ids: Sequence[str], how: str, command: str =
     )
 
 
-def _confirm_exec(app: QgadashApp, vm_ids: Sequence[str], how: str, argv: list[str]) -> None:
+def _confirm_exec(app: Dashboard, vm_ids: Sequence[str], how: str, argv: list[str]) -> None:
     plan = app.engine.plan(Action.EXEC, vm_ids)
     title = f"Run: {sanitize(shlex.join(argv), 80)}"
 
@@ -113,7 +112,7 @@ def _confirm_exec(app: QgadashApp, vm_ids: Sequence[str], how: str, argv: list[s
     )
 
 
-def prompt_agent_command(app: QgadashApp, vm_id: str) -> None:
+def prompt_agent_command(app: Dashboard, vm_id: str) -> None:
     """Any agent command on one VM, raw (the CLI's `agent`)."""
 
     def typed(values: dict[str, str] | None) -> None:
@@ -147,7 +146,7 @@ def prompt_agent_command(app: QgadashApp, vm_id: str) -> None:
     )
 
 
-def agent_command(app: QgadashApp, vm_id: str, name: str, args: dict[str, Any] | None) -> None:
+def agent_command(app: Dashboard, vm_id: str, name: str, args: dict[str, Any] | None) -> None:
     """Send it: refused in read-only mode if it may change the guest, confirmed first if
     it may, through the freeze dialog if it is a freeze; then its reply in a dialog."""
     shown = sanitize(name, 60)
@@ -157,7 +156,8 @@ def agent_command(app: QgadashApp, vm_id: str, name: str, args: dict[str, Any] |
         )
         return
     if command_policy(name).freeze:
-        app.confirm_freeze([vm_id], "this VM")  # its deadline and keepers come with it
+        # its deadline and keepers come with it
+        app.post_message(messages.ConfirmFreeze([vm_id], "this VM"))
         return
     if not changes_guest(name, args):
         app.run_worker(_send(app, vm_id, name, args), group="agent", exit_on_error=False)
@@ -181,7 +181,7 @@ def agent_command(app: QgadashApp, vm_id: str, name: str, args: dict[str, Any] |
     )
 
 
-async def _send(app: QgadashApp, vm_id: str, name: str, args: dict[str, Any] | None) -> None:
+async def _send(app: Dashboard, vm_id: str, name: str, args: dict[str, Any] | None) -> None:
     try:
         result = await app.engine.agent_command(vm_id, name, args)
     except (ReadOnlyError, ValueError) as exc:
@@ -213,7 +213,7 @@ def json_text(value: object, max_lines: int = 2000) -> Text:
     return text
 
 
-def forget(app: QgadashApp, vm_id: str) -> None:
+def forget(app: Dashboard, vm_id: str) -> None:
     """Remove the row of a VM this session shut down or suspended."""
 
     async def work() -> None:
@@ -228,7 +228,7 @@ def _state_dir() -> Path:
     return Path(base) / "qgadash"
 
 
-def take_screenshot(app: QgadashApp, directory: Path | None = None) -> Path | None:
+def take_screenshot(app: Dashboard, directory: Path | None = None) -> Path | None:
     """An SVG of the screen in `directory` (default: the current directory, else the
     state directory); the notification says where, or why it could not."""
     places = [directory] if directory else [Path.cwd(), _state_dir() / "screenshots"]

@@ -95,3 +95,82 @@ def test_the_checker_sees_a_planted_back_edge(tmp_path: Path, framework: str) ->
     problems = back_edges(package)
     assert any(f"agent imports {framework}" in p for p in problems)
     assert any("agent imports qgadash.fleet" in p for p in problems)
+
+
+def module_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module → the package's modules it imports (every import, lazy and TYPE_CHECKING
+    ones included). `from pkg import sub` is an edge to the submodule `sub`, not to
+    `pkg/__init__` (which any import of a submodule runs first anyway)."""
+    modules = {
+        ".".join(p.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in package.rglob("*.py")
+    }
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(known(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    targets.add(sub if sub in modules else known(node.module))
+        graph[name] = {t for t in targets if t is not None and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_modules_import_each_other_round_a_circle() -> None:
+    """A circle (screens importing the app that builds them, even for typing) means
+    neither side can be read or tested alone; screens ask the app with Messages."""
+    assert cycles(module_graph()) == []
+
+
+def test_the_circle_check_sees_a_planted_circle(tmp_path: Path) -> None:
+    package = tmp_path / "qgadash"
+    (package / "ui").mkdir(parents=True)
+    (package / "ui" / "app.py").write_text("from qgadash.ui.screen import Screen\n")
+    (package / "ui" / "screen.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from qgadash.ui import app\n"
+    )
+    assert cycles(module_graph(package)) == [["qgadash.ui.app", "qgadash.ui.screen"]]

@@ -3,7 +3,7 @@ a Files tab that opens the guest's file browser."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,12 +15,10 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.model import VmSnapshot
-from qgadash.ui import bindings
+from qgadash.ui import bindings, messages
+from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.vm_view import agent_text, network_text, overview_text, storage_text, title_text
-
-if TYPE_CHECKING:
-    from qgadash.ui.app import QgadashApp
 
 __all__ = ["DetailScreen"]
 
@@ -44,8 +42,8 @@ class DetailScreen(Screen[None]):
         self._drawn: VmSnapshot | None = None
 
     @property
-    def qapp(self) -> QgadashApp:
-        return cast("QgadashApp", self.app)
+    def qapp(self) -> Dashboard:
+        return dashboard_of(self.app)
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-title")
@@ -128,10 +126,10 @@ class DetailScreen(Screen[None]):
         self.app.push_screen(FilesScreen(self.vm_id, back_to_tab=self.action_tab))
 
     def action_freeze(self) -> None:
-        self.qapp.confirm_freeze([self.vm_id], "this VM")
+        self.post_message(messages.ConfirmFreeze([self.vm_id], "this VM"))
 
     def action_thaw(self) -> None:
-        self.qapp.confirm_thaw([self.vm_id], "this VM")
+        self.post_message(messages.ConfirmThaw([self.vm_id], "this VM"))
 
     def action_power(self) -> None:
-        self.qapp.open_power([self.vm_id], "this VM")
+        self.post_message(messages.OpenPower([self.vm_id], "this VM"))

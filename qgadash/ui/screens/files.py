@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
@@ -23,6 +23,7 @@ from textual.worker import Worker
 
 from qgadash.fleet.model import FreezeState
 from qgadash.ui import bindings
+from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.engine_api import DirEntry, DirListing, ListingUnavailable
 from qgadash.ui.file_view import (
     LineBuffer,
@@ -36,9 +37,6 @@ from qgadash.ui.file_view import (
 from qgadash.ui.formatting import format_bytes
 from qgadash.ui.plain import plain, sanitize
 from qgadash.ui.screens.modals import MessageScreen
-
-if TYPE_CHECKING:
-    from qgadash.ui.app import QgadashApp
 
 __all__ = ["FilesScreen", "PromptScreen", "TransferBar"]
 
@@ -165,8 +163,8 @@ class FilesScreen(Screen[None]):
         self._lines = LineBuffer()
 
     @property
-    def qapp(self) -> QgadashApp:
-        return cast("QgadashApp", self.app)
+    def qapp(self) -> Dashboard:
+        return dashboard_of(self.app)
 
     @property
     def windows(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -15,7 +15,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from qgadash.fleet.model import VmSnapshot
-from qgadash.ui import bindings, verbs
+from qgadash.ui import bindings, messages, verbs
+from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.fleet_view import (
     COLUMN_INDEX,
     COLUMNS,
@@ -36,9 +37,6 @@ from qgadash.ui.formatting import format_countdown
 from qgadash.ui.plain import plain
 from qgadash.ui.screens.modals import MessageScreen
 from qgadash.ui.widgets.fleet_table import FleetTable, RowValues
-
-if TYPE_CHECKING:
-    from qgadash.ui.app import QgadashApp
 
 __all__ = ["ACTION_BINDINGS", "FleetScreen"]
 
@@ -75,8 +73,8 @@ class FleetScreen(Screen[None]):
         self.table = FleetTable(id="fleet-table")
 
     @property
-    def qapp(self) -> QgadashApp:
-        return cast("QgadashApp", self.app)
+    def qapp(self) -> Dashboard:
+        return dashboard_of(self.app)
 
     def compose(self) -> ComposeResult:
         yield Static(id="fleet-header")
@@ -426,7 +424,7 @@ class FleetScreen(Screen[None]):
         self.rebuild()
 
     def action_jump(self) -> None:
-        self.qapp.open_jump()
+        self.post_message(messages.OpenJump())
 
     def jump_to(self, vm_id: str) -> bool:
         """Cursor to `vm_id`; clears the filter if it hides that VM."""
@@ -457,27 +455,27 @@ class FleetScreen(Screen[None]):
     def action_details(self) -> None:
         vm_id = self.table.cursor_vm
         if vm_id:
-            self.qapp.open_details(vm_id)
+            self.post_message(messages.OpenDetails(vm_id))
 
     def action_files(self) -> None:
         vm_id = self.table.cursor_vm
         if vm_id:
-            self.qapp.open_files(vm_id)
+            self.post_message(messages.OpenFiles(vm_id))
 
     def action_freeze(self) -> None:
         ids, how = self.targets()
         if ids:
-            self.qapp.confirm_freeze(ids, how)
+            self.post_message(messages.ConfirmFreeze(ids, how))
 
     def action_thaw(self) -> None:
         ids, how = self.targets()
         if ids:
-            self.qapp.confirm_thaw(ids, how)
+            self.post_message(messages.ConfirmThaw(ids, how))
 
     def action_power(self) -> None:
         ids, how = self.targets()
         if ids:
-            self.qapp.open_power(ids, how)
+            self.post_message(messages.OpenPower(ids, how))
 
     def action_exec(self) -> None:
         ids, how = self.targets()
@@ -487,7 +485,7 @@ class FleetScreen(Screen[None]):
     def action_dismiss_thaw_error(self) -> None:
         vm_id = self.table.cursor_vm
         if vm_id:
-            self.qapp.dismiss_thaw_error(vm_id)
+            self.post_message(messages.DismissThawError(vm_id))
 
     def action_forget(self) -> None:
         vm_id = self.table.cursor_vm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.style import Style
 from rich.text import Text
@@ -17,10 +17,8 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
 from qgadash.ui import bindings
+from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.plain import plain
-
-if TYPE_CHECKING:
-    from qgadash.ui.app import QgadashApp
 
 __all__ = ["HelpScreen", "JumpScreen", "binding_sections", "resolve_vm"]
 
@@ -78,8 +76,8 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = list(bindings.HELP)
 
     @property
-    def qapp(self) -> QgadashApp:
-        return cast("QgadashApp", self.app)
+    def qapp(self) -> Dashboard:
+        return dashboard_of(self.app)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide tall"):
