@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.floor import FloorClient
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
-from qgadash.fleet.engine import FleetEngine, settle_garbage_collector
+from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import SessionMode
 from qgadash.fleet.poller import BENCH_COMMANDS, PollPlan
+from qgadash.fleet.tuning import settle_garbage_collector
 
 
 def machine() -> str:

@@ -30,6 +30,7 @@ from bench.poll import machine, raise_nofile, start_sim
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, SessionMode
+from qgadash.fleet.tuning import settle_garbage_collector
 
 
 def rss_mb() -> float:
@@ -89,7 +90,7 @@ async def run_size(
         settings,
         (HypervisorConfig("sim", agents=(f"{directory}/*.sock",), session=session),),
     )
-    engine = MeasuredEngine(config)
+    engine = MeasuredEngine(config, after_discovery=settle_garbage_collector)
     base_rss = rss_mb()
     await engine.discover()
     assert len(engine.store) == count, (len(engine.store), count)

@@ -36,8 +36,8 @@ if str(REPO) not in sys.path:
 
 from textual import events  # noqa: E402
 
-from qgadash.fleet.engine import settle_garbage_collector  # noqa: E402
 from qgadash.fleet.model import VmSnapshot  # noqa: E402
+from qgadash.fleet.tuning import settle_garbage_collector  # noqa: E402
 from qgadash.ui.app import QgadashApp  # noqa: E402
 from tests.ui.fakes import NOW, FakeClock, FakeEngine, big_fleet  # noqa: E402
 

@@ -34,6 +34,7 @@ from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, ConfigError, find_config, load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.holds import HoldJournal
+from qgadash.fleet.tuning import settle_garbage_collector
 
 __all__ = ["COMMANDS", "build_parser", "main", "run"]
 
@@ -93,7 +94,9 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
     from qgadash.ui.app import run_dashboard
 
     audit = AuditLog(keep_argv=args.audit_argv)
-    engine = FleetEngine(config, audit=audit, journal=HoldJournal())
+    engine = FleetEngine(
+        config, audit=audit, journal=HoldJournal(), after_discovery=settle_garbage_collector
+    )
     return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
 
 
@@ -103,7 +106,8 @@ async def _demo_dashboard(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
         config = await _demo_config(args, stack)
         label = f"demo · {_demo_count(args)} simulated VMs"
-        app = QgadashApp(FleetEngine(config), config_label=label, theme=args.theme)
+        engine = FleetEngine(config, after_discovery=settle_garbage_collector)
+        app = QgadashApp(engine, config_label=label, theme=args.theme)
         return await run_app(app)
 
 

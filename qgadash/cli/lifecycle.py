@@ -20,6 +20,7 @@ from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.sanitize import printable
 from qgadash.fleet.signals import SignalWatch, say
+from qgadash.fleet.tuning import settle_garbage_collector
 
 STOP_RETRY_BUDGET = 20.0  # seconds a thaw on exit (signal, error) is retried
 
@@ -50,7 +51,10 @@ async def run_command(
                 raise ReadOnlyError(f"read-only mode: `{args.command}` is not allowed")
             audit = AuditLog(keep_argv=args.audit_argv)
             engine = FleetEngine(
-                config, audit=None if args.command == "status" else audit, journal=HoldJournal()
+                config,
+                audit=None if args.command == "status" else audit,
+                journal=HoldJournal(),
+                after_discovery=settle_garbage_collector,
             )
             engine.keeping.audit = audit  # settling an earlier run's holds is always audited
             code = EXIT_FAILED

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
@@ -75,20 +74,6 @@ NO_REPLY_GRACE = 3.0  # seconds an error to shutdown/suspend may take to come ba
 SHUTDOWN_MODES = ("powerdown", "halt", "reboot")
 
 
-def settle_garbage_collector() -> None:
-    """Move what exists now (modules, inventory, sessions) out of the collector's sight.
-
-    With thousands of VMs a full collection walks millions of long-lived objects and
-    stalls the loop for seconds (measured: 2.9 s at 10,000 VMs; 100-300 ms dashboard
-    stutters at 5,000). The engine calls this once its inventory exists, the dashboard
-    again a few seconds after start, when its rows and first facts exist too. Freezing them and
-    collecting less often keeps pauses short; reference counting still frees garbage.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 1000)
-
-
 class FleetEngine:
     def __init__(
         self,
@@ -99,9 +84,13 @@ class FleetEngine:
         links: dict[str, HypervisorLink] | None = None,
         clock: Callable[[], float] = time.time,
         journal: HoldJournal | None = None,
+        after_discovery: Callable[[], None] | None = None,
     ) -> None:
         """`journal`: where holds are made durable and local keepers find them; None
-        (tests, benchmarks) keeps holds in this process only, with no keeper."""
+        (tests, benchmarks) keeps holds in this process only, with no keeper.
+        `after_discovery`: called once, when the first discovery has built the inventory;
+        the entry points pass `qgadash.fleet.tuning.settle_garbage_collector` (process
+        tuning is theirs to choose, not the engine's: a test process is left alone)."""
         self.config = config
         self.store = FleetStore()
         self.audit = audit
@@ -109,6 +98,7 @@ class FleetEngine:
         self.settled: list[Settled] = []  # what the last settle_journal did
         self.poll_plan = poll_plan or PollPlan()
         self._clock = clock
+        self._after_discovery = after_discovery
         self._links: dict[str, HypervisorLink] = dict(links or {})
         for hv in config.hypervisors:
             if hv.name not in self._links:
@@ -306,6 +296,15 @@ class FleetEngine:
         if was_failing and outcome.agent is AgentState.OK and vm_id in self.guard.owned():
             await self.guard.retry_now(vm_id)
 
+    async def __aenter__(self) -> FleetEngine:
+        """`async with FleetEngine(config) as engine:` starts it, and stops it (every
+        hold thawed, sessions closed) however the block ends."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
         """Discover, then poll every VM on its interval in the background.
 
@@ -331,7 +330,8 @@ class FleetEngine:
             self._publish_hypervisor(LOCAL_HYPERVISOR)
         if self._initial_discovery_done is not None and not self._initial_discovery_done.done():
             self._initial_discovery_done.set_result(None)
-        settle_garbage_collector()
+        if self._after_discovery is not None:
+            self._after_discovery()
         await asyncio.gather(*(self._rediscover_loop(hv) for hv in self.config.hypervisors))
 
     def _start_polling(self, vm_id: str, stagger: bool) -> None:

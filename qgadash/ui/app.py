@@ -26,9 +26,9 @@ from textual.theme import Theme
 from textual.worker import Worker
 
 from qgadash.fleet.actions import VSS_FREEZE_LIMIT, freeze_deadline
-from qgadash.fleet.engine import settle_garbage_collector
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.signals import SignalWatch, say
+from qgadash.fleet.tuning import settle_garbage_collector
 from qgadash.ui import bindings, messages, verbs
 from qgadash.ui.commands import FleetCommands
 from qgadash.ui.dashboard import Dashboard

@@ -1,0 +1,63 @@
+"""The engine as an async context manager, and process tuning left to entry points."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qgadash.fleet.config import load_config
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.model import FreezeState
+from qgadash.sim import SimFleet
+
+
+def _engine(fleet: SimFleet, directory: Path, **kwargs: object) -> FleetEngine:
+    directory.mkdir(parents=True, exist_ok=True)
+    hosts = directory / "hosts.toml"
+    fleet.write_hosts_toml(hosts, hypervisor="sim", timeout=3.0, poll_interval=0.5)
+    return FleetEngine(load_config(hosts), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def gc_restored() -> Iterator[None]:
+    """Whatever a test's engine does to the collector is undone for the next test."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+async def test_leaving_the_block_by_an_exception_thaws_and_stops(tmp_path: Path) -> None:
+    async with SimFleet.healthy(tmp_path / "sim", 2) as fleet:
+        engine = _engine(fleet, tmp_path)
+        vm = f"sim/{fleet.vms[0].name}"
+        with pytest.raises(RuntimeError, match="operator's script failed"):
+            async with engine as running:
+                assert running is engine
+                await engine.poll_vm(vm)
+                await engine.freeze([vm])
+                assert engine.frozen_by_us() == [vm]
+                raise RuntimeError("operator's script failed")
+        assert engine.frozen_by_us() == []
+        async with _engine(fleet, tmp_path / "after") as after:  # what the guest says
+            await after.poll_vm(vm)
+            snapshot = after.store.get(vm)
+            assert snapshot is not None and snapshot.freeze is FreezeState.THAWED
+
+
+async def test_the_engine_leaves_the_collector_alone_unless_its_entry_point_asks(
+    tmp_path: Path, gc_restored: None
+) -> None:
+    calls: list[int] = []
+    async with SimFleet.healthy(tmp_path / "sim", 2) as fleet:
+        threshold = gc.get_threshold()
+        async with _engine(fleet, tmp_path / "a"):
+            pass
+        assert gc.get_threshold() == threshold  # a test process keeps Python's defaults
+
+        async with _engine(fleet, tmp_path / "b", after_discovery=lambda: calls.append(1)) as e:
+            assert len(e.store) == 2  # called once the inventory exists
+    assert calls == [1]
