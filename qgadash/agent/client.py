@@ -41,6 +41,7 @@ from qgadash.agent.session import (
     new_sync_id,
 )
 from qgadash.agent.stream import ByteStream
+from qgadash.agent.trace import TracingStream
 
 __all__ = [
     "NO_REPLY_COMMANDS",
@@ -122,6 +123,11 @@ class AgentClient:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def trace_as(self, label: str) -> None:
+        """Log this channel's bytes as `label`'s (`--debug`; see agent/trace.py)."""
+        if not isinstance(self._stream, TracingStream):
+            self._stream = TracingStream(self._stream, label)
 
     @property
     def traits(self) -> AgentTraits:

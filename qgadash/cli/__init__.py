@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("qgadash: --debug needs --log-file PATH", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.log_file, args.debug)
-    log.debug("qgadash %s: %s", sys.argv[0], args)
+    # The subcommand only: its arguments may hold secrets (exec's argv, agent's JSON).
+    log.debug("qgadash %s started (pid %d)", args.command or "dashboard", os.getpid())
     try:
         return asyncio.run(run(args)) if args.command else run_dashboard_command(args)
     except ConfigError as exc:

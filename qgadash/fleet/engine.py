@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
@@ -59,6 +60,8 @@ from qgadash.transport.local import LocalHypervisor
 __all__ = ["Action", "ActionPlan", "FleetEngine", "ReadOnlyError", "make_link"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class KeeperNotSent(AgentConnectionError):
@@ -357,6 +360,7 @@ class FleetEngine:
             try:
                 await self.poll_vm(vm_id)
             except Exception as exc:  # a bug must cost one poll of one VM, not its polling
+                log.exception("%s: internal error in a poll", vm_id)
                 self.store.update(
                     vm_id, agent=AgentState.ERROR, error=one_line(f"internal error: {exc!r}")
                 )

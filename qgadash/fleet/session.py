@@ -8,11 +8,13 @@ polls and actions never trip over each other's bytes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from qgadash.agent.client import AgentCaller
+from qgadash.agent.client import AgentCaller, AgentClient
 from qgadash.agent.errors import AgentConnectionError, AgentError
+from qgadash.agent.trace import CHANNEL_LOG
 from qgadash.fleet.model import SessionMode, VmRef
 from qgadash.transport.base import Endpoint
 
@@ -43,6 +45,8 @@ class VmSession:
                     self.failures += 1
                     exc.request_sent = False
                     raise
+                if CHANNEL_LOG.isEnabledFor(logging.DEBUG) and isinstance(caller, AgentClient):
+                    caller.trace_as(self.ref.id)
                 self._caller = caller
             try:
                 result = await work(caller)

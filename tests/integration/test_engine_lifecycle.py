@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,3 +63,24 @@ async def test_the_engine_leaves_the_collector_alone_unless_its_entry_point_asks
         async with _engine(fleet, tmp_path / "b", after_discovery=lambda: calls.append(1)) as e:
             assert len(e.store) == 2  # called once the inventory exists
     assert calls == [1]
+
+
+async def test_an_internal_error_in_a_poll_is_logged_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a poll costs that poll, and leaves its traceback in the log (--log-file)."""
+    async with SimFleet.healthy(tmp_path / "sim", 1) as fleet:
+        engine = _engine(fleet, tmp_path)
+        vm = f"sim/{fleet.vms[0].name}"
+
+        async def broken_poll(vm_id: str) -> None:
+            raise KeyError("a bug in the poller")
+
+        engine.poll_vm = broken_poll  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="qgadash.fleet.engine"):
+            async with engine, asyncio.timeout(30):
+                while not ((s := engine.store.get(vm)) and s.error and "internal" in s.error):
+                    await asyncio.sleep(0.05)
+    (record,) = [r for r in caplog.records if "internal error in a poll" in r.getMessage()]
+    assert vm in record.getMessage()
+    assert record.exc_info is not None and "a bug in the poller" in str(record.exc_info[1])

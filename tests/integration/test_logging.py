@@ -43,3 +43,33 @@ async def test_debug_needs_a_log_file(tmp_path: Path, fleet: SimFleet) -> None:
     cli = await Cli.start(hosts, tmp_path / "state", "--debug", "status")
     assert await cli.wait(30) == 2
     assert "--debug needs --log-file" in cli.output()
+
+
+async def test_debug_traces_each_vms_channel_with_secrets_and_payloads_masked(
+    tmp_path: Path, fleet: SimFleet
+) -> None:
+    """--debug shows the bytes each VM's channel carried (what a misbehaving agent said),
+    never an exec's argv or env, nor what the guest printed."""
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    log = tmp_path / "qgadash.log"
+    vm = f"sim/{fleet.vms[0].name}"
+    cli = await Cli.start(
+        hosts, tmp_path / "state", "--log-file", str(log), "--debug",
+        "exec", "--match", vm, "--yes", "--", "echo", "S3cr3t-argument",
+    )  # fmt: skip
+    assert await cli.wait(60) == 0, cli.output()
+    assert "S3cr3t-argument" in cli.output()  # the operator sees the output...
+    text = log.read_text()
+    assert "S3cr3t" not in text  # ...the log has neither the argument nor the output
+    assert "UzNjcjN0" not in text  # (nor the output's base64)
+    assert f'{vm} -> {{"execute":"guest-exec","arguments":{{"path":"echo","arg":"***"' in text
+    assert f'{vm} <- {{"return": {{"pid": ' in text
+    assert '"out-data": "<' in text  # exec-status's output, as a length
+
+
+async def test_without_debug_no_channel_is_traced(tmp_path: Path, fleet: SimFleet) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    log = tmp_path / "qgadash.log"
+    cli = await Cli.start(hosts, tmp_path / "state", "--log-file", str(log), "status")
+    assert await cli.wait(60) == 0, cli.output()
+    assert " -> " not in (log.read_text() if log.exists() else "")
