@@ -41,8 +41,9 @@ from qgadash.agent.errors import (
     AgentTimeout,
     AgentUnsupported,
 )
-from qgadash.agent.policy import changes_guest
+from qgadash.agent.policy import changes_guest, libvirt_verb
 from qgadash.agent.replies import AgentInfo, parse_info
+from qgadash.transport import libvirt_verbs as verbs
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
@@ -57,6 +58,7 @@ VIRSH_GRACE = 5.0
 START_TIMEOUT = 20.0
 AGENT_TIMEOUT_TTL = 60.0
 _ENV = {"TERM": "dumb", "LC_ALL": "C"}
+_PROMPT_END = re.compile(rb"virsh [#$>] $")
 _READ_CHUNK = 256 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _AGENT_ERROR = re.compile(r"unable to execute QEMU agent command '([^']*)': (.*)", re.DOTALL)
@@ -256,11 +258,16 @@ def command_output(segment: bytes) -> bytes:
 
     The segment is: prompt + echo of the command + "\\n" + OUTPUT + prompt + echo of the
     marker command + "\\n". readline never breaks an echoed line (TERM=dumb scrolls it
-    sideways), so the first and last lines are the echoes.
+    sideways), so the first and last lines are the echoes. An output that does not end
+    its last line (`domtime`'s `Time: N` under -q) shares the marker's line, before the
+    prompt: that part is kept.
     """
     body = segment[:-1] if segment.endswith(b"\n") else segment
-    head, _, _ = body.rpartition(b"\n")
+    head, _, last = body.rpartition(b"\n")
     _, _, output = head.partition(b"\n")
+    tail = _PROMPT_END.sub(b"", last[: last.rfind(b"echo Q'G'A-END-")])
+    if tail:
+        return output + b"\n" + tail if output else tail
     return output
 
 
@@ -415,24 +422,113 @@ class LibvirtCaller:
     def closed(self) -> bool:
         return self._link.closed
 
+    @property
+    def note(self) -> str | None:
+        """Set once a command libvirt has no verb for went through `qemu-agent-command`:
+        libvirt then marks the domain tainted (custom-ga-command) until it restarts."""
+        return self._link.taints.get(self._domain)
+
     async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
         if changes_guest(name, args):
             why = unsupported_reason(self._agent_info(), name)
             if why is not None:
                 raise AgentUnsupported(name, why)
+        seconds = max(1, math.ceil(timeout))
+        if libvirt_verb(name) is not None:
+            flags = await self._link.guestinfo_flags(seconds + VIRSH_GRACE)
+            if name not in verbs.GUESTINFO_FLAGS or verbs.GUESTINFO_FLAGS[name] in flags:
+                return await self._verb(name, args, seconds)
+        return await self._raw(name, args, seconds)
+
+    async def _raw(self, name: str, args: dict[str, Any] | None, seconds: int) -> Any:
+        """Through `qemu-agent-command`: libvirt taints the domain (see `note`)."""
         request: dict[str, Any] = {"execute": name}
         if args:
             request["arguments"] = args
-        seconds = max(1, math.ceil(timeout))
         command = (
             f"qemu-agent-command --domain {virsh_quote(self._domain)} --timeout {seconds} "
             f"--cmd {virsh_quote(json.dumps(request, separators=(',', ':')))}"
+        )
+        self._link.taints.setdefault(
+            self._domain,
+            f"libvirt marked this domain tainted (custom-ga-command): {name} has no libvirt "
+            "verb and went through qemu-agent-command",
         )
         output = await self._link.pool.run(command, seconds + VIRSH_GRACE)
         value = self._reply(name, output)
         if name == "guest-info":
             self._traits.info = value
         return value
+
+    async def _virsh(self, verb: str, args: Sequence[str], name: str, seconds: int) -> str:
+        """Run `verb --domain D ARGS`; its output, or the agent error its `error:` says."""
+        line = " ".join(
+            [verb, "--domain", virsh_quote(self._domain), *(virsh_quote(a) for a in args)]
+        )
+        output = await self._link.pool.run(line, seconds + VIRSH_GRACE)
+        if any(text.startswith("error:") for text in output.splitlines()):
+            raise libvirt_error(self._label, name, output)
+        return output
+
+    async def _verb(self, name: str, args: dict[str, Any] | None, seconds: int) -> Any:
+        """One command through libvirt's own verb (agent/policy.py names it)."""
+        if name in verbs.GUESTINFO_FLAGS:
+            output = await self._virsh("guestinfo", [verbs.GUESTINFO_FLAGS[name]], name, seconds)
+            try:
+                return verbs.guestinfo_reply(name, verbs.parse_typed_params(output))
+            except AgentCommandError:
+                # libvirt leaves out what the agent refused; frozen is the usual reason.
+                if (await self._domtime(["guest-fsfreeze-status"], seconds))[0] == "frozen":
+                    raise AgentCommandError(
+                        "CommandNotFound",
+                        f"Command {name} has been disabled: the agent is in frozen state",
+                        name,
+                    ) from None
+                raise
+        if name in verbs.DOMTIME_COMMANDS:
+            return (await self._domtime([name], seconds))[0]
+        if name in ("guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list"):
+            # A virsh of its own: the shells' -q would hide the count it answers with.
+            argv = ["domfsfreeze", "--domain", self._domain, *verbs.freeze_arguments(name, args)]
+            output = await self._link.virsh_once(argv, seconds + VIRSH_GRACE)
+            if any(text.startswith("error:") for text in output.splitlines()):
+                raise libvirt_error(self._label, name, output)
+            return verbs.fs_count(output, "domfsfreeze")
+        if name == "guest-fsfreeze-thaw":
+            argv = ["domfsthaw", "--domain", self._domain]
+            output = await self._link.virsh_once(argv, seconds + VIRSH_GRACE)
+            if any(text.startswith("error:") for text in output.splitlines()):
+                raise libvirt_error(self._label, name, output)
+            return verbs.fs_count(output, "domfsthaw")
+        if name == "guest-set-time":
+            await self._virsh("domtime", verbs.set_time_arguments(args), name, seconds)
+            return {}
+        if name == "guest-set-user-password":
+            await self._virsh("set-user-password", verbs.password_arguments(args), name, seconds)
+            return {}
+        # The no-reply commands (shutdown, suspend) go through call_no_reply.
+        return await self._raw(name, args, seconds)
+
+    async def _domtime(self, names: Sequence[str], seconds: int) -> list[Any | AgentError]:
+        """guest-get-time and guest-fsfreeze-status from one `domtime`."""
+        error: AgentCommandError | None = None
+        now: int | None = None
+        try:
+            now = verbs.domtime_seconds(
+                await self._virsh("domtime", [], "guest-get-time", seconds)
+            )
+        except AgentCommandError as exc:
+            error = exc
+        results: list[Any | AgentError] = []
+        for name in names:
+            if name == "guest-fsfreeze-status":
+                try:
+                    results.append(verbs.freeze_from_domtime(error))
+                except AgentCommandError as exc:
+                    results.append(exc)
+            else:
+                results.append(error if now is None else now * 1_000_000_000)
+        return results
 
     def _agent_info(self) -> AgentInfo | None:
         raw = self._traits.info
@@ -466,19 +562,58 @@ class LibvirtCaller:
     async def call_many(
         self, requests: Sequence[Request], *, timeout: float
     ) -> list[Any | AgentError]:
-        """One after the other (libvirt runs one agent command per domain at a time)."""
+        """A poll's reads through libvirt's verbs: one `guestinfo` for everything it
+        answers, one `domtime` for the time and the freeze state, the rest one after the
+        other (libvirt runs one agent command per domain at a time). A read with no
+        libvirt verb (guest-info, guest-get-load) is not sent: it would taint the domain.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        results: list[Any | AgentError] = []
-        for name, args in requests:
+        seconds = max(1, math.ceil(timeout))
+        flags = await self._link.guestinfo_flags(seconds + VIRSH_GRACE)
+        names = [name for name, _ in requests]
+        results: dict[int, Any | AgentError] = {}
+        groups = verbs.guestinfo_groups(names, flags)
+        if groups:
+            params: dict[str, str] | None = None
+            failure: AgentCommandError | None = None
+            try:
+                params = verbs.parse_typed_params(
+                    await self._virsh("guestinfo", groups, "guestinfo", seconds)
+                )
+            except AgentCommandError as exc:
+                failure = exc
+            for i, name in enumerate(names):
+                if verbs.GUESTINFO_FLAGS.get(name) in groups:
+                    try:
+                        results[i] = (
+                            verbs.guestinfo_reply(name, params) if params is not None else failure
+                        )
+                    except AgentCommandError as exc:
+                        results[i] = exc
+        timed = [i for i, name in enumerate(names) if name in verbs.DOMTIME_COMMANDS]
+        if timed:
+            answers = await self._domtime([names[i] for i in timed], seconds)
+            results.update(zip(timed, answers, strict=True))
+        for i, (name, args) in enumerate(requests):
+            if i in results:
+                continue
+            if libvirt_verb(name) is None and not changes_guest(name, args):
+                results[i] = AgentCommandError(
+                    "GenericError",
+                    "not asked through libvirt: it has no verb for this, and "
+                    "qemu-agent-command would taint the domain",
+                    name,
+                )
+                continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise AgentTimeout(f"{self._label}: no time left for {name} within {timeout:g} s")
             try:
-                results.append(await self.call(name, args, timeout=remaining))
+                results[i] = await self.call(name, args, timeout=remaining)
             except AgentCommandError as exc:
-                results.append(exc)
-        return results
+                results[i] = exc
+        return [results[i] for i in range(len(requests))]
 
     async def call_no_reply(
         self, name: str, args: dict[str, Any] | None = None, *, grace: float
@@ -602,6 +737,9 @@ class LibvirtHypervisor:
         self.domain_names: dict[str, str] = {}
         # domain -> (seconds, when set) of the last guest-agent-timeout sent for it
         self.agent_timeouts: dict[str, tuple[int, float]] = {}
+        # domain -> why libvirt marked it tainted (a raw qemu-agent-command was sent)
+        self.taints: dict[str, str] = {}
+        self._guestinfo: frozenset[str] | None = None
         self.closed = False
         self._keeper: RemoteThawKeeper | None = None
         if self.connection is not None:
@@ -630,6 +768,52 @@ class LibvirtHypervisor:
         """Over SSH, a `virsh domfsthaw` armed on the hypervisor; None for this machine,
         whose own keeper process serves its domains."""
         return self._keeper
+
+    async def virsh_once(self, argv: Sequence[str], timeout: float) -> str:
+        """One `virsh -c URI ARGV` of its own (not quiet), stdout and stderr together.
+
+        For what the shells' -q would hide (domfsfreeze's and domfsthaw's counts); a
+        freeze is rare enough to pay the start (~20 ms here, one exec channel remote).
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                if self.connection is None:
+                    try:
+                        process = await asyncio.create_subprocess_exec(
+                            "virsh", "-c", self.uri, *argv,
+                            stdin=asyncio.subprocess.DEVNULL,
+                            stdout=asyncio.subprocess.PIPE,
+                            stderr=asyncio.subprocess.STDOUT,
+                            env={**os.environ, **_ENV},
+                        )  # fmt: skip
+                    except FileNotFoundError:
+                        raise AgentConnectionError(
+                            f"{self.name}: virsh is not installed (Debian package libvirt-clients)"
+                        ) from None
+                    try:
+                        out, _ = await process.communicate()
+                    finally:
+                        if process.returncode is None:
+                            process.kill()
+                            await process.wait()
+                    return out.decode("utf-8", "replace")
+                env = " ".join(f"{k}={v}" for k, v in _ENV.items())
+                words = " ".join(shlex.quote(a) for a in ["-c", self.uri, *argv])
+                result = await self.connection.run(
+                    sh_command(f"{env} exec virsh {words} 2>&1"), timeout
+                )
+                out = result.stdout if isinstance(result.stdout, bytes) else b""
+                return out.decode("utf-8", "replace")
+        except TimeoutError:
+            raise AgentTimeout(
+                f"{self.name}: virsh {argv[0]} did not finish within {timeout:g} s"
+            ) from None
+
+    async def guestinfo_flags(self, timeout: float) -> frozenset[str]:
+        """The report flags of this libvirt's `guestinfo` (asked once; empty before 5.7)."""
+        if self._guestinfo is None:
+            self._guestinfo = verbs.guestinfo_flags(await self.pool.run("help guestinfo", timeout))
+        return self._guestinfo
 
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
         """Every active domain (running or paused); `patterns` do not apply to libvirt."""

@@ -1,0 +1,120 @@
+"""libvirt guests as libvirt sees them: its own verbs (no taint), its domain states.
+
+One TCG guest, `lv-verbs`, booted once for the module and never sent a raw
+`qemu-agent-command` until the last step of the taint test (its boot is awaited with
+`virsh guestinfo`, not the raw guest-ping the other module's fixture uses): libvirt
+writes "Domain id=N is tainted: custom-ga-command" to the domain's log the first time one
+is sent, so the log says whether qgadash sent any.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qgadash.agent.errors import AgentCommandError
+from qgadash.agent.replies import FreezeState
+from qgadash.fleet.model import VmRef, VmSnapshot
+from qgadash.fleet.poller import PollPlan, poll_with
+from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
+from tests.guests.image import GuestImage
+from tests.integration.libvirtd import Libvirtd, running_libvirtd, virsh
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
+
+NAME = "lv-verbs"
+TAINT = "custom-ga-command"
+
+
+def domain_log(name: str) -> str:
+    try:
+        return Path(f"/var/log/libvirt/qemu/{name}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_booted_untainted(daemon: Libvirtd, name: str, timeout: float = 120) -> None:
+    """Until the guest is up and its agent answers libvirt's own guestinfo."""
+    deadline = time.monotonic() + timeout
+    while "qgadash-init: ready" not in daemon.console(name):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not boot: {daemon.console(name)[-2000:]}")
+        time.sleep(0.2)
+    while True:
+        probe = virsh("guestinfo", name, "--hostname", check=False)
+        if probe.returncode == 0 and "hostname" in probe.stdout:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: agent never answered: {probe.stderr.strip()}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> Iterator[Libvirtd]:
+    with running_libvirtd() as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def verbs_domain(libvirtd: Libvirtd, guest_image: GuestImage) -> Iterator[str]:
+    kernel = guest_image.vmlinux or guest_image.bzimage
+    libvirtd.destroy(NAME)  # a leftover of an interrupted run
+    Path(f"/var/log/libvirt/qemu/{NAME}.log").unlink(missing_ok=True)
+    name = libvirtd.start_guest(kernel, guest_image.initrd, NAME, ip="10.0.2.31/24")
+    try:
+        wait_booted_untainted(libvirtd, name)
+        yield name
+    finally:
+        libvirtd.destroy(name)
+
+
+async def caller_for(hv: LibvirtHypervisor, name: str) -> LibvirtCaller:
+    found = {agent.name: agent.address for agent in await hv.discover([])}
+    caller = await hv.endpoint(found[name]).connect(10)
+    assert isinstance(caller, LibvirtCaller)
+    return caller
+
+
+async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(verbs_domain: str) -> None:
+    assert TAINT not in domain_log(verbs_domain)
+    hv = LibvirtHypervisor("lab")
+    try:
+        caller = await caller_for(hv, verbs_domain)
+        snapshot = VmSnapshot(VmRef("lab", verbs_domain, verbs_domain))
+        outcome = await poll_with(caller, snapshot, PollPlan(), 0, timeout=20)
+        facts = outcome.facts
+        assert outcome.error is None
+        assert facts.hostname == verbs_domain
+        assert facts.os is not None and facts.os.kernel_release
+        assert facts.timezone is not None
+        assert any(fs.mountpoint == "/data" for fs in facts.filesystems or ())
+        addresses = {a.address for nic in facts.interfaces or () for a in nic.addresses}
+        assert "10.0.2.31" in addresses
+        assert facts.time_drift_s is not None
+        assert outcome.freeze is FreezeState.THAWED
+        # guest-info has no libvirt verb: not asked, and said why.
+        info = (await caller.call_many([("guest-info", None)], timeout=5))[0]
+        assert isinstance(info, AgentCommandError) and "taint" in info.desc
+        try:
+            assert await caller.call("guest-fsfreeze-freeze", timeout=20) >= 1
+            assert await caller.call("guest-fsfreeze-status", timeout=5) == "frozen"
+            frozen = await poll_with(caller, outcome.applied_to(snapshot), PollPlan(), 1, 20)
+            assert frozen.freeze is FreezeState.FROZEN
+            with pytest.raises(AgentCommandError) as caught:
+                await caller.call("guest-get-fsinfo", timeout=5)
+            assert caught.value.disabled
+        finally:
+            assert await caller.call("guest-fsfreeze-thaw", timeout=20) >= 1
+        assert await caller.call("guest-fsfreeze-status", timeout=5) == "thawed"
+        assert caller.note is None
+        assert TAINT not in domain_log(verbs_domain), domain_log(verbs_domain)[-1500:]
+
+        # The check can fail: a command with no libvirt verb taints, and the caller says so.
+        await caller.call("guest-get-vcpus", timeout=5)
+        assert caller.note is not None and TAINT in caller.note
+        assert TAINT in domain_log(verbs_domain)
+    finally:
+        await hv.close()
