@@ -94,7 +94,7 @@ POLICIES: dict[str, CommandPolicy] = {
 # a frozen guest, since the agent disables it while frozen). No verb at all: guest-info,
 # guest-exec, the file and ssh-key commands, vCPUs, memory blocks, fstrim.
 LIBVIRT_VERBS: dict[str, str] = {
-    "guest-ping": "guestinfo --hostname",
+    "guest-ping": "domtime",
     "guest-get-osinfo": "guestinfo --os",
     "guest-get-host-name": "guestinfo --hostname",
     "guest-get-users": "guestinfo --user",

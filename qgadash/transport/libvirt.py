@@ -58,7 +58,7 @@ VIRSH_GRACE = 5.0
 START_TIMEOUT = 20.0
 AGENT_TIMEOUT_TTL = 60.0
 _ENV = {"TERM": "dumb", "LC_ALL": "C"}
-_PROMPT_END = re.compile(rb"virsh [#$>] $")
+_GLUED = re.compile(rb"^(.+?)virsh [#$>] echo Q'G'A-END-")
 _READ_CHUNK = 256 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _AGENT_ERROR = re.compile(r"unable to execute QEMU agent command '([^']*)': (.*)", re.DOTALL)
@@ -265,7 +265,8 @@ def command_output(segment: bytes) -> bytes:
     body = segment[:-1] if segment.endswith(b"\n") else segment
     head, _, last = body.rpartition(b"\n")
     _, _, output = head.partition(b"\n")
-    tail = _PROMPT_END.sub(b"", last[: last.rfind(b"echo Q'G'A-END-")])
+    glued = _GLUED.match(last)
+    tail = glued.group(1) if glued else b""
     if tail:
         return output + b"\n" + tail if output else tail
     return output
@@ -485,8 +486,17 @@ class LibvirtCaller:
                         name,
                     ) from None
                 raise
+        if name == "guest-ping":
+            # Any answer from the agent is a pong, a refusal too (frozen, or too old to
+            # know guest-get-time); no answer is libvirt's timeout or connection error.
+            with contextlib.suppress(AgentCommandError):
+                await self._virsh("domtime", [], name, seconds)
+            return {}
         if name in verbs.DOMTIME_COMMANDS:
-            return (await self._domtime([name], seconds))[0]
+            value = (await self._domtime([name], seconds))[0]
+            if isinstance(value, AgentError):
+                raise value
+            return value
         if name in ("guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list"):
             # A virsh of its own: the shells' -q would hide the count it answers with.
             argv = ["domfsfreeze", "--domain", self._domain, *verbs.freeze_arguments(name, args)]

@@ -24,7 +24,6 @@ from qgadash.agent.errors import AgentCommandError, AgentProtocolError
 # guestinfo's flag for each command it answers (libvirt >= 5.7; --disk 7.0, --interface
 # 8.10). Which flags this libvirt has is read from `virsh guestinfo --help` once.
 GUESTINFO_FLAGS: dict[str, str] = {
-    "guest-ping": "--hostname",
     "guest-get-host-name": "--hostname",
     "guest-get-osinfo": "--os",
     "guest-get-users": "--user",
@@ -87,8 +86,6 @@ def _missing(name: str) -> AgentCommandError:
 def guestinfo_reply(name: str, params: dict[str, str]) -> Any:
     """The agent-shaped reply to `name` from a guestinfo's parameters (AgentCommandError if
     libvirt had none)."""
-    if name == "guest-ping":
-        return {}
     if name == "guest-get-host-name":
         if "hostname" not in params:
             raise _missing(name)

@@ -95,6 +95,10 @@ async def test_status_calls_through_libvirt(domains: Domains) -> None:
     try:
         caller = await connected(hv, domains.web)
         info, fsfreeze, interfaces = await caller.call_many(STATUS, timeout=5)
+        # guest-info has no libvirt verb: a batch of reads leaves it out (it would taint
+        # the domain, test_libvirt_manager.py); asked on its own, it goes through raw.
+        assert isinstance(info, AgentCommandError) and "taint" in info.desc
+        info = await caller.call("guest-info", timeout=5)
         assert info["version"] and any(
             c["name"] == "guest-ping" for c in info["supported_commands"]
         )
@@ -226,9 +230,9 @@ async def test_libvirt_over_ssh_uses_one_connection(domains: Domains, sshd: SshS
         found = {agent.name: agent.address for agent in await hv.discover([])}
         assert domains.web in found
         caller = await hv.endpoint(found[domains.web]).connect(5)
-        status: list[Any] = await caller.call_many(STATUS, timeout=5)
-        info, fsfreeze, _ = status
-        assert info["version"] and fsfreeze == "thawed"
+        status: list[Any] = await caller.call_many(STATUS[1:], timeout=5)
+        fsfreeze, _ = status
+        assert fsfreeze == "thawed"
         assert hv.state is HypervisorState.CONNECTED
         assert sshd.client_connections() == 1
         started = time.perf_counter()
