@@ -140,6 +140,9 @@ class SshEndpoint:
 
     async def connect(self, timeout: float) -> AgentCaller:
         link = self._link
+        disabled = link.agent_disabled(self.address)
+        if disabled is not None:
+            raise AgentConnectionError(disabled)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = await link.connection.connection(timeout)
