@@ -47,6 +47,7 @@ from qgadash.transport import libvirt_verbs as verbs
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
 from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
+from qgadash.transport.libvirt_events import DomainWatch, Listener, parse_list_all
 from qgadash.transport.shell import sh_command
 from qgadash.transport.ssh import SshConnection, SshTarget
 
@@ -750,6 +751,7 @@ class LibvirtHypervisor:
         # domain -> why libvirt marked it tainted (a raw qemu-agent-command was sent)
         self.taints: dict[str, str] = {}
         self._guestinfo: frozenset[str] | None = None
+        self.watch = DomainWatch(self)  # domain states, from libvirt's lifecycle events
         self.closed = False
         self._keeper: RemoteThawKeeper | None = None
         if self.connection is not None:
@@ -826,8 +828,9 @@ class LibvirtHypervisor:
         return self._guestinfo
 
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
-        """Every active domain (running or paused); `patterns` do not apply to libvirt."""
-        output = await self.pool.run("list --uuid --name", START_TIMEOUT)
+        """Every domain, shut off ones too, with its state (`domain_state`); `patterns`
+        do not apply to libvirt."""
+        output = await self.pool.run("list --all --uuid --name", START_TIMEOUT)
         found: list[DiscoveredAgent] = []
         names: dict[str, str] = {}
         for line in output.splitlines():
@@ -838,7 +841,25 @@ class LibvirtHypervisor:
             elif line.startswith("error:"):
                 raise libvirt_error(self.name, "list", output)
         self.domain_names = names
+        self.watch.set_states(parse_list_all(await self.pool.run("list --all", START_TIMEOUT)))
+        self.watch.start()
         return found
+
+    def domain_state(self, address: str) -> str | None:
+        """libvirt's state of the domain (`running`, `paused`, `shut off`, `crashed`,
+        `pmsuspended`, ...), None if not known."""
+        return self.watch.states.get(self.domain_names.get(address, address))
+
+    def on_domain_state(self, listener: Listener) -> None:
+        """Call `listener(address, state)` whenever a domain's state changes."""
+        by_name = {name: address for address, name in self.domain_names.items()}
+
+        def relay(name: str, state: str) -> None:
+            if by_name.get(name) is None:
+                by_name.update({n: a for a, n in self.domain_names.items()})
+            listener(by_name.get(name, name), state)
+
+        self.watch.listen(relay)
 
     def endpoint(self, address: str) -> LibvirtEndpoint:
         """`address` is a domain UUID (as discovered) or name."""
@@ -846,6 +867,7 @@ class LibvirtHypervisor:
 
     async def close(self) -> None:
         self.closed = True
+        await self.watch.close()
         await self.pool.close()
         if self.connection is not None:
             await self.connection.close()

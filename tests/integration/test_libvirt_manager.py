@@ -9,6 +9,7 @@ is sent, so the log says whether qgadash sent any.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytest
 
 from qgadash.agent.errors import AgentCommandError
 from qgadash.agent.replies import FreezeState
-from qgadash.fleet.model import VmRef, VmSnapshot
+from qgadash.fleet.config import load_config
+from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
 from qgadash.fleet.poller import PollPlan, poll_with
 from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
 from tests.guests.image import GuestImage
@@ -118,3 +121,58 @@ async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(verbs_domain
         assert TAINT in domain_log(verbs_domain)
     finally:
         await hv.close()
+
+
+async def test_domain_states_reach_the_row_from_libvirt_events(
+    verbs_domain: str, tmp_path: Path
+) -> None:
+    """Suspend, resume, destroy: each reaches the row from libvirt's lifecycle event. The
+    poll interval is an hour and nothing polls after the first: only events can do it.
+    (Last in the module: it destroys the domain.)"""
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(
+        "[settings]\npoll_interval = 3600\ntimeout = 5.0\n"
+        '[[hypervisor]]\nname = "lv"\nvia = "libvirt"\n'
+    )
+    engine = FleetEngine(load_config(hosts))
+    vm_id = f"lv/{verbs_domain}"
+    seen: list[tuple[AgentState, str | None]] = []
+
+    def record() -> None:
+        engine.store.take_changes()  # re-arms the store's one-shot notification
+        snap = engine.store.get(vm_id)
+        if snap is not None and (not seen or seen[-1] != (snap.agent, snap.error)):
+            seen.append((snap.agent, snap.error))
+
+    async def until(agent: AgentState, error: str | None) -> None:
+        try:
+            async with asyncio.timeout(30):  # a failure bound, not a measurement
+                while (agent, error) not in seen:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError(f"never {agent} {error}: {seen}") from None
+
+    unsubscribe = engine.store.subscribe(record)
+    try:
+        await engine.poll_once()
+        first = engine.store.get(vm_id)
+        assert first is not None and first.agent is AgentState.OK, first
+        link = engine._links["lv"]
+        assert isinstance(link, LibvirtHypervisor)
+        assert link.domain_state(first.ref.address) == "running"
+        await asyncio.wait_for(link.watch.watching.wait(), 30)
+        virsh("suspend", verbs_domain)
+        await until(AgentState.SUSPENDED, "libvirt: paused")
+        virsh("resume", verbs_domain)
+        await until(AgentState.PENDING, None)
+        virsh("destroy", verbs_domain)
+        await until(AgentState.STOPPED, "libvirt: shut off")
+        states = [s for s in seen if s[1] is None or s[1].startswith("libvirt:")]
+        assert states[-3:] == [
+            (AgentState.SUSPENDED, "libvirt: paused"),
+            (AgentState.PENDING, None),
+            (AgentState.STOPPED, "libvirt: shut off"),
+        ], seen
+    finally:
+        unsubscribe()
+        await engine.stop()
