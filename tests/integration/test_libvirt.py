@@ -121,18 +121,20 @@ async def test_status_calls_through_libvirt(domains: Domains) -> None:
 
 
 def virsh_children() -> set[int]:
-    """Pids of this process's virsh children."""
+    """Pids of this process's virsh shells."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv0 = argv[0]
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and os.path.basename(argv0) == b"virsh":
+        # (The hypervisor's one `virsh event --loop`, for domain states, is not a shell.)
+        if ppid == os.getpid() and os.path.basename(argv0) == b"virsh" and b"event" not in argv:
             found.add(int(entry.name))
     return found
 

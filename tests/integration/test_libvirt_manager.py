@@ -10,6 +10,8 @@ is sent, so the log says whether qgadash sent any.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
 from qgadash.fleet.poller import PollPlan, poll_with
 from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
 from tests.guests.image import GuestImage
-from tests.integration.libvirtd import Libvirtd, running_libvirtd, virsh
+from tests.integration.libvirtd import Libvirtd, domain_xml, running_libvirtd, virsh
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.guest]
 
@@ -176,3 +178,72 @@ async def test_domain_states_reach_the_row_from_libvirt_events(
     finally:
         unsubscribe()
         await engine.stop()
+
+
+async def test_session_uri_reaches_a_session_domain(
+    libvirtd: Libvirtd, guest_image: GuestImage, tmp_path: Path
+) -> None:
+    """`uri = "qemu:///session"` in hosts.toml: the domain is created through that URI,
+    and qgadash's virsh processes open it (not qemu:///system)."""
+    kernel = guest_image.vmlinux or guest_image.bzimage
+    name = "lv-session"
+    session = ["virsh", "-c", "qemu:///session"]
+    subprocess.run([*session, "destroy", name], capture_output=True)
+    disk = tmp_path / "data.img"
+    with disk.open("wb") as fh:
+        fh.truncate(16 * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(disk)], check=True, capture_output=True)
+    Path(f"/var/log/libvirt/qemu/{name}.console").unlink(missing_ok=True)
+    cmdline = f"console=ttyS0 panic=-1 qga.hostname={name} qga.ip=10.0.2.32/24 qga.agent=1"
+    xml = tmp_path / "domain.xml"
+    xml.write_text(domain_xml(name, kernel, guest_image.initrd, cmdline, disk))
+    subprocess.run([*session, "create", str(xml)], check=True, capture_output=True)
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text(
+        '[settings]\ntimeout = 5.0\n[[hypervisor]]\nname = "mine"\nvia = "libvirt"\n'
+        'uri = "qemu:///session"\n'
+    )
+    engine = FleetEngine(load_config(hosts))
+    try:
+        deadline = time.monotonic() + 120
+        while "qgadash-init: ready" not in libvirtd.console(name):
+            assert time.monotonic() < deadline, libvirtd.console(name)[-2000:]
+            await asyncio.sleep(0.2)
+        while True:
+            await engine.poll_once()
+            snap = engine.store.get(f"mine/{name}")
+            if snap is not None and snap.agent is AgentState.OK:
+                break
+            assert time.monotonic() < deadline, snap
+            await asyncio.sleep(0.3)
+        assert snap.facts.hostname == name
+        link = engine._links["mine"]
+        assert isinstance(link, LibvirtHypervisor) and link.uri == "qemu:///session"
+        assert link.domain_state(snap.ref.address) == "running"
+        uris = {
+            arg
+            for pid in child_pids("virsh")
+            for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if arg.startswith(b"qemu:")
+        }
+        assert uris == {b"qemu:///session"}
+    finally:
+        await engine.stop()
+        subprocess.run([*session, "destroy", name], capture_output=True)
+
+
+def child_pids(program: str) -> set[int]:
+    """Pids of this process's children running `program`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        mine = int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid()
+        if mine and os.path.basename(argv0) == program.encode():
+            found.add(int(entry.name))
+    return found
