@@ -440,9 +440,9 @@ class LibvirtCaller:
             flags = await self._link.guestinfo_flags(seconds + VIRSH_GRACE)
             if name not in verbs.GUESTINFO_FLAGS or verbs.GUESTINFO_FLAGS[name] in flags:
                 return await self._verb(name, args, seconds)
-        return await self._raw(name, args, seconds)
+        return await self.call_raw(name, args, seconds)
 
-    async def _raw(self, name: str, args: dict[str, Any] | None, seconds: int) -> Any:
+    async def call_raw(self, name: str, args: dict[str, Any] | None, seconds: int) -> Any:
         """Through `qemu-agent-command`: libvirt taints the domain (see `note`)."""
         request: dict[str, Any] = {"execute": name}
         if args:
@@ -518,7 +518,7 @@ class LibvirtCaller:
             await self._virsh("set-user-password", verbs.password_arguments(args), name, seconds)
             return {}
         # The no-reply commands (shutdown, suspend) go through call_no_reply.
-        return await self._raw(name, args, seconds)
+        return await self.call_raw(name, args, seconds)
 
     async def _domtime(self, names: Sequence[str], seconds: int) -> list[Any | AgentError]:
         """guest-get-time and guest-fsfreeze-status from one `domtime`."""
