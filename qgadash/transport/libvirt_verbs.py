@@ -37,6 +37,7 @@ DOMTIME_COMMANDS = frozenset({"guest-get-time", "guest-fsfreeze-status"})
 _LINE = re.compile(r"^([A-Za-z0-9_.-]+)\s*: ?(.*)$")
 _COUNT = re.compile(r"^(?:Froze|Thawed) (\d+) filesystem")
 _TIME = re.compile(r"^Time: (\d+)\s*$", re.MULTILINE)
+_FS_DISK_KEYS = ("alias", "serial", "device")
 _MAX_ITEMS = 4096  # a guest's "count" is its word: never trusted to size anything
 
 
@@ -64,6 +65,16 @@ def _count(params: dict[str, str], key: str) -> int:
         return max(0, min(_MAX_ITEMS, int(params.get(key, "0"))))
     except ValueError:
         raise AgentProtocolError(f"guestinfo: {key} is not a number") from None
+
+
+def _present(params: dict[str, str], count_key: str, prefix: str, *fields: str) -> range:
+    """Indexes 0.. of a list libvirt printed: up to its count, and only as far as entries
+    with one of `fields` exist (a count is the guest's word, never a size)."""
+    total = _count(params, count_key)
+    for n in range(total):
+        if not any(f"{prefix}{n}.{field}" in params for field in fields):
+            return range(n)
+    return range(total)
 
 
 def _int(params: dict[str, str], key: str) -> int | None:
@@ -106,7 +117,7 @@ def guestinfo_reply(name: str, params: dict[str, str]) -> Any:
         if "user.count" not in params:
             raise _missing(name)
         users = []
-        for i in range(_count(params, "user.count")):
+        for i in _present(params, "user.count", "user.", "name"):
             user: dict[str, Any] = {"user": params.get(f"user.{i}.name", "")}
             if f"user.{i}.domain" in params:
                 user["domain"] = params[f"user.{i}.domain"]
@@ -119,7 +130,7 @@ def guestinfo_reply(name: str, params: dict[str, str]) -> Any:
         if "fs.count" not in params:
             raise _missing(name)
         filesystems = []
-        for i in range(_count(params, "fs.count")):
+        for i in _present(params, "fs.count", "fs.", "name"):
             p = f"fs.{i}."
             fs: dict[str, Any] = {
                 "name": params.get(p + "name", ""),
@@ -131,7 +142,9 @@ def guestinfo_reply(name: str, params: dict[str, str]) -> Any:
                         for k, src in (("dev", "device"), ("serial", "serial"), ("alias", "alias"))
                         if f"{p}disk.{j}.{src}" in params
                     }
-                    for j in range(_count(params, p + "disk.count"))
+                    for j in _present(
+                        params, p + "disk.count", p + "disk.", "alias", "serial", "device"
+                    )
                 ],
             }
             for key in ("total-bytes", "used-bytes"):
@@ -144,14 +157,14 @@ def guestinfo_reply(name: str, params: dict[str, str]) -> Any:
         if "disk.count" not in params:
             raise _missing(name)
         disks = []
-        for i in range(_count(params, "disk.count")):
+        for i in _present(params, "disk.count", "disk.", "name"):
             p = f"disk.{i}."
             disk: dict[str, Any] = {
                 "name": params.get(p + "name", ""),
                 "partition": params.get(p + "partition", "no") in ("yes", "1", "true"),
                 "dependencies": [
                     params.get(f"{p}dependency.{j}.name", "")
-                    for j in range(_count(params, p + "dependency.count"))
+                    for j in _present(params, p + "dependency.count", p + "dependency.", "name")
                 ],
             }
             if p + "guest_alias" in params:
@@ -162,13 +175,13 @@ def guestinfo_reply(name: str, params: dict[str, str]) -> Any:
         if "if.count" not in params:
             raise _missing(name)
         interfaces = []
-        for i in range(_count(params, "if.count")):
+        for i in _present(params, "if.count", "if.", "name"):
             p = f"if.{i}."
             nic: dict[str, Any] = {"name": params.get(p + "name", "")}
             if p + "hwaddr" in params:
                 nic["hardware-address"] = params[p + "hwaddr"]
             addresses = []
-            for j in range(_count(params, p + "addr.count")):
+            for j in _present(params, p + "addr.count", p + "addr.", "addr"):
                 q = f"{p}addr.{j}."
                 addresses.append(
                     {
