@@ -231,6 +231,10 @@ async def test_libvirt_over_ssh_uses_one_connection(domains: Domains, sshd: SshS
     try:
         found = {agent.name: agent.address for agent in await hv.discover([])}
         assert domains.web in found
+        # Domain states over SSH too: listed, then followed by `virsh event` on a channel
+        # of the same connection.
+        assert hv.domain_state(found[domains.web]) == "running"
+        await asyncio.wait_for(hv.watch.watching.wait(), 30)
         caller = await hv.endpoint(found[domains.web]).connect(5)
         status: list[Any] = await caller.call_many(STATUS[1:], timeout=5)
         fsfreeze, _ = status
