@@ -83,8 +83,33 @@ async def caller_for(hv: LibvirtHypervisor, name: str) -> LibvirtCaller:
     return caller
 
 
-async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(verbs_domain: str) -> None:
+async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(
+    verbs_domain: str, tmp_path: Path
+) -> None:
     assert TAINT not in domain_log(verbs_domain)
+    # The product path first: hosts.toml, the engine's polls, a freeze with its deadline
+    # and keepers, and the thaw.
+    hosts = tmp_path / "hosts.toml"
+    hosts.write_text('[settings]\ntimeout = 5.0\n[[hypervisor]]\nname = "lv"\nvia = "libvirt"\n')
+    engine = FleetEngine(load_config(hosts))
+    vm_id = f"lv/{verbs_domain}"
+    try:
+        await engine.poll_once()
+        snap = engine.store.get(vm_id)
+        assert snap is not None and snap.agent is AgentState.OK and snap.facts.hostname, snap
+        assert snap.freeze is FreezeState.THAWED
+        (frozen,) = await engine.freeze([vm_id], thaw_after=60)
+        assert frozen.ok and frozen.value >= 1, frozen
+        await engine.poll_vm(vm_id)
+        assert engine.store.get(vm_id).freeze is FreezeState.FROZEN  # type: ignore[union-attr]
+        (thawed,) = await engine.thaw([vm_id])
+        assert thawed.ok, thawed
+        await engine.poll_vm(vm_id)
+        assert engine.store.get(vm_id).freeze is FreezeState.THAWED  # type: ignore[union-attr]
+    finally:
+        await engine.stop()
+    assert TAINT not in domain_log(verbs_domain), domain_log(verbs_domain)[-1500:]
+
     hv = LibvirtHypervisor("lab")
     try:
         caller = await caller_for(hv, verbs_domain)
@@ -106,8 +131,8 @@ async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(verbs_domain
         try:
             assert await caller.call("guest-fsfreeze-freeze", timeout=20) >= 1
             assert await caller.call("guest-fsfreeze-status", timeout=5) == "frozen"
-            frozen = await poll_with(caller, outcome.applied_to(snapshot), PollPlan(), 1, 20)
-            assert frozen.freeze is FreezeState.FROZEN
+            polled = await poll_with(caller, outcome.applied_to(snapshot), PollPlan(), 1, 20)
+            assert polled.freeze is FreezeState.FROZEN
             with pytest.raises(AgentCommandError) as caught:
                 await caller.call("guest-get-fsinfo", timeout=5)
             assert caught.value.disabled
