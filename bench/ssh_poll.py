@@ -3,6 +3,7 @@ plus the per-call cost of the libvirt path beside a fresh `virsh` per call.
 
     python bench/ssh_poll.py                 # 200 agents, 5 rounds, libvirt part too
     python bench/ssh_poll.py --agents 500 --no-libvirt
+    python bench/ssh_poll.py --libvirt-poll-only --libvirt-guests 4 --rounds 10
 
 Each poll sends guest-info, guest-fsfreeze-status and guest-network-get-interfaces to
 every agent (one `call_many` per VM, all VMs concurrently under a 256 in-flight limit),
@@ -14,12 +15,19 @@ polls after a warm-up poll; wall seconds and CPU seconds of this process
 
 The libvirt part needs root, libvirtd and QEMU: it boots one TCG guest from the
 tests/guests image under a libvirtd started as tests/integration/libvirtd.py does.
+`libvirt_poll` then boots --libvirt-guests guests and compares one poll of all of them
+(the engine's full poll plan, every VM concurrently) through libvirt's own verbs (one
+`guestinfo` and one `domtime` per guest: LibvirtCaller.call_many) with the same commands
+sent one by one through `qemu-agent-command`, the path before issue 20 (it taints the
+bench's domains). Wall time per fleet poll and per guest, CPU of this process and of its
+virsh children, and the load average while it ran (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import shutil
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.poll import machine
 from qgadash.agent.client import AgentCaller
+from qgadash.agent.errors import AgentError
 from qgadash.transport.local import LocalHypervisor
 from qgadash.transport.ssh import SshHypervisor
 from tests.integration.realagent import start_real_agents
@@ -217,20 +226,128 @@ async def libvirt_latency(calls: int) -> None:
     )
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's live child processes (the virsh shells)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def libvirt_poll(guests: int, rounds: int) -> None:
+    from qgadash.fleet.poller import FAST_COMMANDS, SLOW_COMMANDS
+    from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
+    from tests.guests.image import ensure_image
+    from tests.integration.libvirtd import Libvirtd
+
+    plan = [(name, None) for name in (*SLOW_COMMANDS, *FAST_COMMANDS)]
+    work = Path(tempfile.mkdtemp(prefix="qgadash-bench-lv-", dir="/tmp"))
+    daemon = Libvirtd(work)
+    daemon.start()
+    rows: dict[str, list[tuple[float, float, list[float]]]] = {"verbs": [], "raw": []}
+    loads: list[float] = []
+    try:
+        image = ensure_image()
+        kernel = image.vmlinux or image.bzimage
+        names = [
+            daemon.start_guest(kernel, image.initrd, f"bench-lv{i}", ip=f"10.0.2.{50 + i}/24")
+            for i in range(guests)
+        ]
+        for name in names:
+            daemon.wait_booted(name)
+        hv = LibvirtHypervisor("lab", max_shells=max(4, guests))
+        try:
+            found = {a.name: a.address for a in await hv.discover([])}
+            callers = []
+            for name in names:
+                caller = await hv.endpoint(found[name]).connect(TIMEOUT)
+                assert isinstance(caller, LibvirtCaller)
+                callers.append(caller)
+
+            async def verbs(caller: LibvirtCaller) -> None:
+                await caller.call_many(plan, timeout=TIMEOUT)
+
+            async def raw(caller: LibvirtCaller) -> None:
+                for name, args in plan:
+                    # A command the agent refuses costs its round trip all the same.
+                    with contextlib.suppress(AgentError):
+                        await caller.call_raw(name, args, int(TIMEOUT))
+
+            async def timed(kind: str, one: Callable[[LibvirtCaller], Awaitable[None]]) -> None:
+                per_guest: list[float] = []
+
+                async def each(caller: LibvirtCaller) -> None:
+                    t0 = time.perf_counter()
+                    await one(caller)
+                    per_guest.append(time.perf_counter() - t0)
+
+                cpu0, kids0 = time.process_time(), _children_cpu()
+                t0 = time.perf_counter()
+                await asyncio.gather(*(each(c) for c in callers))
+                wall = time.perf_counter() - t0
+                cpu = time.process_time() - cpu0 + _children_cpu() - kids0
+                rows[kind].append((wall, cpu, per_guest))
+
+            for kind, one in (("verbs", verbs), ("raw", raw)):  # warm-up
+                await timed(kind, one)
+                rows[kind].clear()
+            for _ in range(rounds):
+                loads.append(os.getloadavg()[0])
+                for kind, one in (("verbs", verbs), ("raw", raw)):  # interleaved
+                    await timed(kind, one)
+        finally:
+            await hv.close()
+    finally:
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n## libvirt: one poll of {guests} TCG guests ({len(plan)} commands each), "
+        f"medians of {rounds} rounds\n"
+    )
+    print(f"Load average (1 min) during the rounds: {min(loads):.1f}-{max(loads):.1f}\n")
+    print("| path | fleet poll wall ms | per guest median ms | CPU ms (ours + virsh) |")
+    print("|---|---|---|---|")
+    for kind, label in (
+        ("verbs", "libvirt verbs: guestinfo + domtime (no taint)"),
+        ("raw", "qemu-agent-command per command (taints)"),
+    ):
+        walls = [r[0] for r in rows[kind]]
+        cpus = [r[1] for r in rows[kind]]
+        per = [g for r in rows[kind] for g in r[2]]
+        print(
+            f"| {label} | {statistics.median(walls) * 1e3:.0f} "
+            f"| {statistics.median(per) * 1e3:.0f} | {statistics.median(cpus) * 1e3:.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--libvirt-calls", type=int, default=200)
     parser.add_argument("--no-libvirt", action="store_true")
+    parser.add_argument("--libvirt-guests", type=int, default=4)
+    parser.add_argument("--libvirt-poll-only", action="store_true")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"Machine: {machine()}")
     print(f"Command: python bench/ssh_poll.py {' '.join(sys.argv[1:])}".rstrip())
+    if args.libvirt_poll_only:
+        asyncio.run(libvirt_poll(args.libvirt_guests, args.rounds))
+        return
     asyncio.run(ssh_vs_local(args.agents, args.rounds))
     if not args.no_libvirt:
         asyncio.run(libvirt_latency(args.libvirt_calls))
+        asyncio.run(libvirt_poll(args.libvirt_guests, args.rounds))
 
 
 if __name__ == "__main__":

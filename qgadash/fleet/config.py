@@ -17,6 +17,9 @@ from qgadash.fleet.model import SessionMode
 from qgadash.transport.address import parse_ssh_spec, parse_tcp_address
 
 VIA_CHOICES = ("socket", "exec", "sudo", "libvirt")
+# driver[+transport]://[user@][host][:port]/path[?params]: what virsh -c takes, and
+# nothing a shell or virsh would split or interpret.
+_LIBVIRT_URI = re.compile(r"^[a-z][a-z0-9]*(\+[a-z0-9]+)?://[A-Za-z0-9@.:_~%/?&=,\[\]+-]*$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -82,6 +85,8 @@ class HypervisorConfig:
     connect_timeout: float = 10.0
     keepalive_interval: float = 3.0  # a dead link is noticed after interval × count_max
     keepalive_count_max: int = 3
+    uri: str | None = None  # libvirt's connection URI (via = "libvirt"); None: qemu:///system
+    proxmox_configs: str | None = None  # where <vmid>.conf are (None: /etc/pve/qemu-server)
 
     @property
     def local(self) -> bool:
@@ -311,6 +316,8 @@ class _Reader:
                 "connect_timeout",
                 "keepalive_interval",
                 "keepalive_count_max",
+                "uri",
+                "proxmox_configs",
             },
         )
         via = obj.get("via", "socket")
@@ -333,6 +340,25 @@ class _Reader:
             raise ConfigError(
                 self.path, table, "via", via, '"socket" or "libvirt" for a hypervisor without ssh'
             )
+        uri = self._str(obj, table, "uri")
+        if uri is not None and via != "libvirt":
+            raise ConfigError(
+                self.path, table, "uri", uri, 'no uri unless via = "libvirt" (it is libvirt\'s)'
+            )
+        if uri is not None and not _LIBVIRT_URI.match(uri):
+            raise ConfigError(
+                self.path,
+                table,
+                "uri",
+                uri,
+                'a libvirt URI such as "qemu:///system", "qemu:///session" or '
+                '"qemu+ssh://user@host/system" (no spaces or quotes)',
+            )
+        proxmox_configs = self._str(obj, table, "proxmox_configs")
+        if proxmox_configs is not None and not proxmox_configs.startswith("/"):
+            raise ConfigError(
+                self.path, table, "proxmox_configs", proxmox_configs, "an absolute directory"
+            )
         return HypervisorConfig(
             name=self._name(obj, table),
             agents=agents,
@@ -346,6 +372,8 @@ class _Reader:
             connect_timeout=self._number(obj, table, "connect_timeout", 10.0, 0.5, 600),
             keepalive_interval=self._number(obj, table, "keepalive_interval", 3.0, 0.5, 600),
             keepalive_count_max=self._int(obj, table, "keepalive_count_max", 3, 1, 100),
+            uri=uri,
+            proxmox_configs=proxmox_configs,
         )
 
     def _ssh_target(self, obj: dict[str, Any], table: str, key: str) -> str | None:

@@ -38,7 +38,7 @@ from qgadash.fleet.guard import FreezeGuard, GuardClosed, Hold
 from qgadash.fleet.holds import HoldJournal, HoldRecord, Reach
 from qgadash.fleet.keeper import thaw_record
 from qgadash.fleet.keeping import HoldKeeping, Settled
-from qgadash.fleet.lifecycle import after_poll, power_action
+from qgadash.fleet.lifecycle import after_poll, power_action, with_manager_state
 from qgadash.fleet.limit import InFlightLimit
 from qgadash.fleet.links import make_link
 from qgadash.fleet.model import (
@@ -53,7 +53,7 @@ from qgadash.fleet.model import (
 from qgadash.fleet.poller import PollOutcome, PollPlan, failed_outcome, one_line, poll_with
 from qgadash.fleet.session import VmSession
 from qgadash.fleet.store import FleetStore
-from qgadash.transport.base import HypervisorLink, HypervisorState
+from qgadash.transport.base import HypervisorLink, HypervisorState, ManagedHypervisor
 from qgadash.transport.discovery import is_proxmox_socket
 from qgadash.transport.local import LocalHypervisor
 
@@ -103,6 +103,7 @@ class FleetEngine:
         self._clock = clock
         self._after_discovery = after_discovery
         self._links: dict[str, HypervisorLink] = dict(links or {})
+        self._watched: set[str] = set()  # hypervisors whose domain states we listen to
         for hv in config.hypervisors:
             if hv.name not in self._links:
                 self._links[hv.name] = make_link(hv, config.settings)
@@ -171,6 +172,9 @@ class FleetEngine:
         except (AgentError, OSError) as exc:
             self._publish_hypervisor(hv.name, error=one_line(str(exc)))
             return
+        if isinstance(link, ManagedHypervisor) and hv.name not in self._watched:
+            self._watched.add(hv.name)
+            link.on_domain_state(lambda address, state: self._domain_state(hv.name, address, state))
         seen: dict[str, str] = {}  # vm id -> the address that got it
         clashes: list[str] = []
         explicit = {f"{vm.hypervisor}/{vm.name}" for vm in self.config.vms}
@@ -197,6 +201,15 @@ class FleetEngine:
                 + " (give them [[vm]] entries)"
             )
         self._publish_hypervisor(hv.name, error=error)
+
+    def _domain_state(self, hypervisor: str, address: str, state: str) -> None:
+        """libvirt says a domain changed state: its row says so now, not at the next poll."""
+        for session in list(self._sessions.values()):
+            ref = session.ref
+            if ref.hypervisor == hypervisor and ref.address == address:
+                snap = self.store.get(ref.id)
+                if snap is not None:
+                    self.store.put(with_manager_state(snap, state))
 
     def _publish_hypervisor(self, name: str, error: str | None = None) -> None:
         link = self._links[name]
@@ -293,7 +306,11 @@ class FleetEngine:
             and outcome.freeze is not current.freeze
         ):
             self._reread_info(vm_id)  # frozen or thawed since we last knew: capabilities change
-        self.store.put(after_poll(outcome.applied_to(current), current.lifecycle, self._clock()))
+        polled = after_poll(outcome.applied_to(current), current.lifecycle, self._clock())
+        link = self._links.get(polled.ref.hypervisor)
+        if isinstance(link, ManagedHypervisor):
+            polled = with_manager_state(polled, link.domain_state(polled.ref.address))
+        self.store.put(polled)
         if outcome.nic_samples:
             self.store.record_nic_counters(vm_id, outcome.nic_samples)
         if was_failing and outcome.agent is AgentState.OK and vm_id in self.guard.owned():

@@ -60,12 +60,15 @@ class Reach:
     identity: str | None = None
     known_hosts: str | None = None
     jump: str | None = None
+    uri: str | None = None  # libvirt's URI (a session domain is thawed through its own)
 
     @classmethod
     def of(cls, hv: HypervisorConfig | None, hypervisor: str, address: str) -> Reach:
         if hv is None:
             return cls(hypervisor, address)
-        return cls(hv.name, address, hv.via, hv.ssh, hv.identity, hv.known_hosts, hv.jump)
+        return cls(
+            hv.name, address, hv.via, hv.ssh, hv.identity, hv.known_hosts, hv.jump, hv.uri
+        )
 
     @property
     def local(self) -> bool:
@@ -79,6 +82,7 @@ class Reach:
             identity=self.identity,
             known_hosts=self.known_hosts,
             jump=self.jump,
+            uri=self.uri,
         )
 
 

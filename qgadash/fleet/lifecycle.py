@@ -11,7 +11,14 @@ import dataclasses
 
 from qgadash.fleet.model import POWER_ACTIONS, AgentState, Lifecycle, VmSnapshot
 
-__all__ = ["IGNORED_AFTER", "REBOOTED_AFTER", "after_poll", "power_action"]
+__all__ = [
+    "IGNORED_AFTER",
+    "MANAGER_STATES",
+    "REBOOTED_AFTER",
+    "after_poll",
+    "power_action",
+    "with_manager_state",
+]
 
 # Seconds an agent may go on answering after a power action before the action counts
 # as ignored (a guest that refused to shut down): the row is then an ordinary one again.
@@ -48,3 +55,33 @@ def after_poll(polled: VmSnapshot, lifecycle: Lifecycle | None, now: float) -> V
         return dataclasses.replace(polled, lifecycle=lifecycle)
     gone = lifecycle if lifecycle.gone else dataclasses.replace(lifecycle, gone=True)
     return dataclasses.replace(polled, agent=lifecycle.state, lifecycle=gone)
+
+
+# libvirt's domain states that say why an agent cannot answer, as agent.state values
+# (contracts.md): the row then says what the manager says, not "unreachable".
+MANAGER_STATES: dict[str, AgentState] = {
+    "paused": AgentState.SUSPENDED,
+    "pmsuspended": AgentState.SUSPENDED,
+    "shut off": AgentState.STOPPED,
+    "crashed": AgentState.ERROR,
+    "dying": AgentState.STOPPED,
+}
+MANAGER_PREFIX = "libvirt: "
+
+
+def with_manager_state(snapshot: VmSnapshot, state: str | None) -> VmSnapshot:
+    """The snapshot in the light of the domain's state as its manager reports it.
+
+    Paused, suspended, shut off or crashed: the agent state says so (and `error` names the
+    manager's word) whatever the last poll found. Running again after such a state: the
+    agent state is `pending` until the next poll, not the stale "suspended".
+    """
+    agent = MANAGER_STATES.get(state) if state is not None else None
+    if agent is not None:
+        error = f"{MANAGER_PREFIX}{state}"
+        if snapshot.agent is agent and snapshot.error == error:
+            return snapshot
+        return dataclasses.replace(snapshot, agent=agent, error=error)
+    if state is not None and (snapshot.error or "").startswith(MANAGER_PREFIX):
+        return dataclasses.replace(snapshot, agent=AgentState.PENDING, error=None)
+    return snapshot

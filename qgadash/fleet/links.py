@@ -15,7 +15,8 @@ def make_link(hv: HypervisorConfig, settings: Settings) -> HypervisorLink:
     """The transport a [[hypervisor]] table asks for."""
     if hv.via != "libvirt" and hv.ssh is None:
         return LocalHypervisor(hv.name, settings.max_reply_bytes)
-    from qgadash.transport.libvirt import LibvirtHypervisor
+    from qgadash.transport.libvirt import DEFAULT_URI, LibvirtHypervisor
+    from qgadash.transport.proxmox import DEFAULT_CONFIG_DIR as PROXMOX_CONFIGS
     from qgadash.transport.ssh import SshHypervisor, SshTarget
 
     target = SshTarget(hv.ssh, hv.identity, hv.known_hosts, hv.jump) if hv.ssh else None
@@ -23,6 +24,7 @@ def make_link(hv: HypervisorConfig, settings: Settings) -> HypervisorLink:
         return LibvirtHypervisor(
             hv.name,
             target,
+            uri=hv.uri or DEFAULT_URI,
             max_reply=settings.max_reply_bytes,
             connect_timeout=hv.connect_timeout,
             keepalive_interval=hv.keepalive_interval,
@@ -33,6 +35,7 @@ def make_link(hv: HypervisorConfig, settings: Settings) -> HypervisorLink:
         hv.name,
         target,
         via=hv.via,
+        proxmox_configs=hv.proxmox_configs or PROXMOX_CONFIGS,
         max_reply=settings.max_reply_bytes,
         connect_timeout=hv.connect_timeout,
         keepalive_interval=hv.keepalive_interval,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from qgadash.agent.stream import ByteStream
 
@@ -21,6 +22,7 @@ __all__ = [
     "Endpoint",
     "HypervisorLink",
     "HypervisorState",
+    "ManagedHypervisor",
     "StreamPair",
     "ThawKeeper",
 ]
@@ -129,3 +131,18 @@ class HypervisorLink(Protocol):
     def endpoint(self, address: str) -> Endpoint: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ManagedHypervisor(Protocol):
+    """A hypervisor whose manager (libvirt) knows each domain's state and its changes.
+
+    States are libvirt's words: running, idle, paused, in shutdown, shut off, crashed,
+    dying, pmsuspended.
+    """
+
+    def domain_state(self, address: str) -> str | None: ...
+
+    def on_domain_state(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(address, state)` on every change, as libvirt reports it."""
+        ...

@@ -1,29 +1,22 @@
-"""Guests of a libvirt host, reached through libvirt (`virsh qemu-agent-command`).
+"""Guests of a libvirt host, reached through libvirt: its own verbs, its domain states.
 
 libvirtd holds each guest's agent socket, so its guests are reached through libvirt or
-not at all. Starting `virsh` per call costs ~17-20 ms locally and ~315 ms over
-`qemu+ssh://`, so each hypervisor keeps a few long-lived interactive virsh processes
-(local, or exec channels on the hypervisor's one SSH connection) and writes commands to
-their stdin. docs/ssh.md explains the framing: readline echoes every command line, so
-each command is followed by `echo Q'G'A-END-<token>-<n>`, whose output (no quotes,
-random token) marks where the command's output ends.
+not at all. Commands go through the hypervisor's long-lived virsh processes
+(`virsh.py`): libvirt's own verb where one exists (`libvirt_verbs.py`; no taint),
+`qemu-agent-command` only for the rest. Each domain's state comes from libvirt's
+lifecycle events (`libvirt_events.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import os
-import re
-import secrets
 import shlex
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import asyncssh
+from typing import Any
 
 from qgadash.agent.client import (
     AgentCaller,
@@ -41,352 +34,39 @@ from qgadash.agent.errors import (
     AgentTimeout,
     AgentUnsupported,
 )
-from qgadash.agent.policy import changes_guest
+from qgadash.agent.policy import changes_guest, libvirt_verb
 from qgadash.agent.replies import AgentInfo, parse_info
+from qgadash.transport import libvirt_verbs as verbs
 from qgadash.transport.base import DiscoveredAgent, HypervisorState, ThawKeeper
-from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.keeper import RemoteThawKeeper, ThawRoute
+from qgadash.transport.libvirt_events import DomainWatch, Listener, parse_list_all
 from qgadash.transport.shell import sh_command
 from qgadash.transport.ssh import SshConnection, SshTarget
+from qgadash.transport.virsh import (
+    AGENT_TIMEOUT_TTL,
+    DEFAULT_MAX_SHELLS,
+    DEFAULT_URI,
+    DOMAIN_UUID,
+    START_TIMEOUT,
+    VIRSH_ENV,
+    VIRSH_GRACE,
+    VirshPool,
+    clean_vm_name,
+    command_output,
+    libvirt_error,
+    virsh_quote,
+)
 
-DEFAULT_URI = "qemu:///system"
-DEFAULT_MAX_SHELLS = 4
-# How long virsh itself may take beyond the agent timeout it was given before it is
-# considered stuck (and killed).
-VIRSH_GRACE = 5.0
-START_TIMEOUT = 20.0
-AGENT_TIMEOUT_TTL = 60.0
-_ENV = {"TERM": "dumb", "LC_ALL": "C"}
-_READ_CHUNK = 256 * 1024
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-_AGENT_ERROR = re.compile(r"unable to execute QEMU agent command '([^']*)': (.*)", re.DOTALL)
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def virsh_quote(text: str) -> str:
-    """One virsh argument: virsh splits and quotes like sh (single quotes literal)."""
-    if "\n" in text or "\r" in text or "\0" in text:
-        raise ValueError(f"cannot pass {text!r} to virsh: line break or NUL")
-    return shlex.quote(text)
-
-
-def clean_vm_name(name: str) -> str:
-    cleaned = _SAFE_NAME.sub("_", name)[:63]
-    return cleaned or "_"
-
-
-class _Pipe(Protocol):
-    async def read(self, n: int) -> bytes: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    async def drain(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    async def wait_closed(self) -> None: ...
-
-
-class _LocalPipe:
-    """A virsh child process of ours; stderr is merged into stdout."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def read(self, n: int) -> bytes:
-        assert self.process.stdout is not None
-        return await self.process.stdout.read(n)
-
-    def write(self, data: bytes) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(data)
-
-    async def drain(self) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.drain()
-
-    def close(self) -> None:
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-
-    async def wait_closed(self) -> None:
-        """Reap the process (its transport must not outlive the event loop)."""
-        self.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.process.wait()
-
-
-class VirshDied(Exception):
-    """The virsh process ended; carries what it printed last."""
-
-
-class VirshShell:
-    """One interactive virsh: commands in on stdin, output framed by end markers."""
-
-    def __init__(self, pipe: _Pipe, label: str, max_output: int) -> None:
-        self._pipe = pipe
-        self._label = label
-        self._max_output = max_output
-        self._token = secrets.token_hex(16)
-        self._numbers = itertools.count()
-        self._buffer = bytearray()
-        self._pending_marker = b""
-        self.alive = True
-
-    @classmethod
-    async def start_local(cls, uri: str, label: str, max_output: int) -> VirshShell:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                "virsh", "-q", "-c", uri,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, **_ENV},
-                limit=_READ_CHUNK,
-            )  # fmt: skip
-        except FileNotFoundError:
-            raise AgentConnectionError(
-                f"{label}: virsh is not installed (Debian package libvirt-clients)"
-            ) from None
-        shell = cls(_LocalPipe(process), label, max_output)
-        await shell._handshake()
-        return shell
-
-    @classmethod
-    async def start_remote(
-        cls, ssh: SshConnection, uri: str, label: str, max_output: int
-    ) -> VirshShell:
-        conn = await ssh.connection(START_TIMEOUT)
-        sessions = await ssh.session_slot(START_TIMEOUT)
-        env = " ".join(f"{k}={v}" for k, v in _ENV.items())
-        command = sh_command(f"{env} exec virsh -q -c {shlex.quote(uri)} 2>&1")
-        try:
-            process = await conn.create_process(command, encoding=None)
-        except (OSError, asyncssh.Error) as exc:
-            sessions.release()
-            raise AgentConnectionError(
-                ssh.error or f"{label}: cannot start virsh on {ssh.host}: {exc}"
-            ) from None
-        shell = cls(ProcessStream(process, sessions.release), label, max_output)
-        await shell._handshake()
-        return shell
-
-    async def _handshake(self) -> None:
-        try:
-            async with asyncio.timeout(START_TIMEOUT):
-                await self._send(b"")
-                await self._until_marker()
-        except VirshDied as exc:
-            await self.wait_closed()
-            raise AgentConnectionError(f"{self._label}: virsh could not start: {exc}") from None
-        except TimeoutError:
-            await self.wait_closed()
-            raise AgentConnectionError(
-                f"{self._label}: virsh did not start within {START_TIMEOUT:g} s"
-            ) from None
-
-    def _marker(self, number: int) -> tuple[bytes, bytes]:
-        """The command that prints the marker, and the marker it prints."""
-        text = f"A-END-{self._token}-{number}"
-        return f"echo Q'G'{text}\n".encode(), f"QG{text}".encode()
-
-    async def _send(self, command: bytes) -> bytes:
-        number = next(self._numbers)
-        marker_command, marker = self._marker(number)
-        self._pending_marker = marker
-        self._pipe.write(command + marker_command)
-        await self._pipe.drain()
-        return marker
-
-    async def _until_marker(self) -> bytes:
-        marker = self._pending_marker
-        start = 0
-        while True:
-            index = self._buffer.find(marker, start)
-            if index >= 0:
-                segment = bytes(self._buffer[:index])
-                del self._buffer[: index + len(marker)]
-                return segment
-            start = max(0, len(self._buffer) - len(marker))
-            if len(self._buffer) > self._max_output:
-                self.close()
-                raise AgentProtocolError(
-                    f"{self._label}: virsh printed over {self._max_output} bytes for one command"
-                )
-            try:
-                data = await self._pipe.read(_READ_CHUNK)
-            except (OSError, EOFError) as exc:
-                data = b""
-                self._buffer += f"\n{exc}".encode()
-            if not data:
-                self.alive = False
-                text = self._buffer.decode("utf-8", "replace")
-                lines = [line.strip() for line in text.splitlines() if line.strip()]
-                errors = [line for line in lines if line.startswith("error:")] or lines[-2:]
-                raise VirshDied("; ".join(_strip_error(line) for line in errors) or "it exited")
-            self._buffer += data
-
-    async def run(self, command: str, timeout: float) -> str:
-        """Run one virsh command line; its output (reply or `error:` lines), decoded."""
-        if not self.alive:
-            raise VirshDied("it exited")
-        try:
-            async with asyncio.timeout(timeout):
-                await self._send(command.encode() + b"\n")
-                segment = await self._until_marker()
-        except BaseException:
-            # Cut off mid-command (timeout, cancellation): the stream position is unknown.
-            self.close()
-            raise
-        return command_output(segment).decode("utf-8", "replace")
-
-    def close(self) -> None:
-        self.alive = False
-        self._pipe.close()
-
-    async def wait_closed(self) -> None:
-        self.close()
-        await self._pipe.wait_closed()
-
-
-def command_output(segment: bytes) -> bytes:
-    """A command's output from the bytes between two markers.
-
-    The segment is: prompt + echo of the command + "\\n" + OUTPUT + prompt + echo of the
-    marker command + "\\n". readline never breaks an echoed line (TERM=dumb scrolls it
-    sideways), so the first and last lines are the echoes.
-    """
-    body = segment[:-1] if segment.endswith(b"\n") else segment
-    head, _, _ = body.rpartition(b"\n")
-    _, _, output = head.partition(b"\n")
-    return output
-
-
-def _strip_error(line: str) -> str:
-    return line[len("error:") :].strip() if line.startswith("error:") else line
-
-
-def libvirt_error(label: str, command: str, output: str) -> AgentError:
-    """The agent error that a virsh error message stands for (docs/ssh.md has the table)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    message = "; ".join(_strip_error(line) for line in lines) or "virsh printed nothing"
-    low = message.lower()
-    if "guest agent is not connected" in low:
-        return AgentConnectionError(f"{label}: the guest agent is not running ({message})")
-    if "not available for now" in low or "guest agent is not responding" in low:
-        return AgentTimeout(f"{label}: {message}")
-    if "disappeared" in low:
-        return AgentConnectionError(f"{label}: the guest agent went away ({message})")
-    if "is not configured" in low:
-        return AgentConnectionError(f"{label}: {message}")
-    if "domain is not running" in low:
-        return AgentConnectionError(f"{label}: {message}")
-    if "failed to get domain" in low or "domain not found" in low:
-        return AgentConnectionError(f"{label}: the domain is gone ({message})")
-    match = _AGENT_ERROR.search(message)
-    if match:
-        desc = match.group(2).strip()
-        disabled = "has been disabled" in desc or "has not been found" in desc
-        return AgentCommandError("CommandNotFound" if disabled else "GenericError", desc, command)
-    if "timed out" in low or "timeout" in low:
-        return AgentTimeout(f"{label}: {message}")
-    if any(
-        text in low
-        for text in ("failed to connect", "no valid connection", "disconnected", "end of file")
-    ):
-        return AgentConnectionError(f"{label}: libvirt connection lost ({message})")
-    return AgentCommandError("GenericError", message, command)
-
-
-class VirshPool:
-    """Up to `max_shells` virsh processes for one hypervisor, started on demand."""
-
-    def __init__(
-        self,
-        name: str,
-        uri: str,
-        ssh: SshConnection | None,
-        max_shells: int,
-        max_output: int,
-    ) -> None:
-        self.name = name
-        self.uri = uri
-        self.ssh = ssh
-        self.max_shells = max_shells
-        self.max_output = max_output
-        self.error: str | None = None
-        self.closed = False
-        self._idle: list[VirshShell] = []
-        self._count = 0
-        self._changed = asyncio.Condition()
-
-    async def run(self, command: str, timeout: float) -> str:
-        """Run a command on an idle virsh (starting one if needed); its output."""
-        shell = await self._acquire(timeout)
-        try:
-            output = await shell.run(command, timeout)
-        except TimeoutError:
-            raise AgentTimeout(
-                f"{self.name}: virsh did not finish `{command.split()[0]}` within {timeout:g} s"
-            ) from None
-        except VirshDied as exc:
-            raise AgentConnectionError(f"{self.name}: virsh exited: {exc}") from None
-        finally:
-            await self._release(shell)
-        self.error = None
-        return output
-
-    async def _acquire(self, timeout: float) -> VirshShell:
-        if self.closed:
-            raise AgentConnectionError(f"{self.name}: the libvirt link is closed")
-        try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(
-                    lambda: bool(self._idle) or self._count < self.max_shells
-                )
-                if self._idle:
-                    return self._idle.pop()
-                self._count += 1
-        except TimeoutError:
-            raise AgentTimeout(
-                f"{self.name}: all {self.max_shells} virsh processes busy for {timeout:g} s"
-            ) from None
-        try:
-            if self.ssh is None:
-                shell = await VirshShell.start_local(self.uri, self.name, self.max_output)
-            else:
-                shell = await VirshShell.start_remote(
-                    self.ssh, self.uri, self.name, self.max_output
-                )
-        except BaseException as exc:
-            if isinstance(exc, AgentError):
-                self.error = str(exc)
-            async with self._changed:
-                self._count -= 1
-                self._changed.notify()
-            raise
-        return shell
-
-    async def _release(self, shell: VirshShell) -> None:
-        async with self._changed:
-            if shell.alive and not self.closed:
-                self._idle.append(shell)
-            else:
-                self._count -= 1
-            self._changed.notify()
-        if not shell.alive or self.closed:
-            await shell.wait_closed()
-
-    async def close(self) -> None:
-        self.closed = True
-        async with self._changed:
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
-            self._changed.notify_all()
-        for shell in idle:
-            await shell.wait_closed()
+__all__ = [
+    "DEFAULT_URI",
+    "LibvirtCaller",
+    "LibvirtEndpoint",
+    "LibvirtHypervisor",
+    "clean_vm_name",
+    "command_output",
+    "libvirt_error",
+    "virsh_quote",
+]
 
 
 class LibvirtCaller:
@@ -415,24 +95,122 @@ class LibvirtCaller:
     def closed(self) -> bool:
         return self._link.closed
 
+    @property
+    def note(self) -> str | None:
+        """Set once a command libvirt has no verb for went through `qemu-agent-command`:
+        libvirt then marks the domain tainted (custom-ga-command) until it restarts."""
+        return self._link.taints.get(self._domain)
+
     async def call(self, name: str, args: dict[str, Any] | None = None, *, timeout: float) -> Any:
         if changes_guest(name, args):
             why = unsupported_reason(self._agent_info(), name)
             if why is not None:
                 raise AgentUnsupported(name, why)
+        seconds = max(1, math.ceil(timeout))
+        if libvirt_verb(name) is not None:
+            flags = await self._link.guestinfo_flags(seconds + VIRSH_GRACE)
+            if name not in verbs.GUESTINFO_FLAGS or verbs.GUESTINFO_FLAGS[name] in flags:
+                return await self._verb(name, args, seconds)
+        return await self.call_raw(name, args, seconds)
+
+    async def call_raw(self, name: str, args: dict[str, Any] | None, seconds: int) -> Any:
+        """Through `qemu-agent-command`: libvirt taints the domain (see `note`)."""
         request: dict[str, Any] = {"execute": name}
         if args:
             request["arguments"] = args
-        seconds = max(1, math.ceil(timeout))
         command = (
             f"qemu-agent-command --domain {virsh_quote(self._domain)} --timeout {seconds} "
             f"--cmd {virsh_quote(json.dumps(request, separators=(',', ':')))}"
+        )
+        self._link.taints.setdefault(
+            self._domain,
+            f"libvirt marked this domain tainted (custom-ga-command): {name} has no libvirt "
+            "verb and went through qemu-agent-command",
         )
         output = await self._link.pool.run(command, seconds + VIRSH_GRACE)
         value = self._reply(name, output)
         if name == "guest-info":
             self._traits.info = value
         return value
+
+    async def _virsh(self, verb: str, args: Sequence[str], name: str, seconds: int) -> str:
+        """Run `verb --domain D ARGS`; its output, or the agent error its `error:` says."""
+        line = " ".join(
+            [verb, "--domain", virsh_quote(self._domain), *(virsh_quote(a) for a in args)]
+        )
+        output = await self._link.pool.run(line, seconds + VIRSH_GRACE)
+        if any(text.startswith("error:") for text in output.splitlines()):
+            raise libvirt_error(self._label, name, output)
+        return output
+
+    async def _verb(self, name: str, args: dict[str, Any] | None, seconds: int) -> Any:
+        """One command through libvirt's own verb (agent/policy.py names it)."""
+        if name in verbs.GUESTINFO_FLAGS:
+            output = await self._virsh("guestinfo", [verbs.GUESTINFO_FLAGS[name]], name, seconds)
+            try:
+                return verbs.guestinfo_reply(name, verbs.parse_typed_params(output))
+            except AgentCommandError:
+                # libvirt leaves out what the agent refused; frozen is the usual reason.
+                if (await self._domtime(["guest-fsfreeze-status"], seconds))[0] == "frozen":
+                    raise AgentCommandError(
+                        "CommandNotFound",
+                        f"Command {name} has been disabled: the agent is in frozen state",
+                        name,
+                    ) from None
+                raise
+        if name == "guest-ping":
+            # Any answer from the agent is a pong, a refusal too (frozen, or too old to
+            # know guest-get-time); no answer is libvirt's timeout or connection error.
+            with contextlib.suppress(AgentCommandError):
+                await self._virsh("domtime", [], name, seconds)
+            return {}
+        if name in verbs.DOMTIME_COMMANDS:
+            value = (await self._domtime([name], seconds))[0]
+            if isinstance(value, AgentError):
+                raise value
+            return value
+        if name in ("guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list"):
+            # A virsh of its own: the shells' -q would hide the count it answers with.
+            argv = ["domfsfreeze", "--domain", self._domain, *verbs.freeze_arguments(name, args)]
+            output = await self._link.virsh_once(argv, seconds + VIRSH_GRACE)
+            if any(text.startswith("error:") for text in output.splitlines()):
+                raise libvirt_error(self._label, name, output)
+            return verbs.fs_count(output, "domfsfreeze")
+        if name == "guest-fsfreeze-thaw":
+            argv = ["domfsthaw", "--domain", self._domain]
+            output = await self._link.virsh_once(argv, seconds + VIRSH_GRACE)
+            if any(text.startswith("error:") for text in output.splitlines()):
+                raise libvirt_error(self._label, name, output)
+            return verbs.fs_count(output, "domfsthaw")
+        if name == "guest-set-time":
+            await self._virsh("domtime", verbs.set_time_arguments(args), name, seconds)
+            return {}
+        if name == "guest-set-user-password":
+            await self._virsh("set-user-password", verbs.password_arguments(args), name, seconds)
+            return {}
+        # The no-reply commands (shutdown, suspend) go through call_no_reply.
+        return await self.call_raw(name, args, seconds)
+
+    async def _domtime(self, names: Sequence[str], seconds: int) -> list[Any | AgentError]:
+        """guest-get-time and guest-fsfreeze-status from one `domtime`."""
+        error: AgentCommandError | None = None
+        now: int | None = None
+        try:
+            now = verbs.domtime_seconds(
+                await self._virsh("domtime", [], "guest-get-time", seconds)
+            )
+        except AgentCommandError as exc:
+            error = exc
+        results: list[Any | AgentError] = []
+        for name in names:
+            if name == "guest-fsfreeze-status":
+                try:
+                    results.append(verbs.freeze_from_domtime(error))
+                except AgentCommandError as exc:
+                    results.append(exc)
+            else:
+                results.append(error if now is None else now * 1_000_000_000)
+        return results
 
     def _agent_info(self) -> AgentInfo | None:
         raw = self._traits.info
@@ -466,19 +244,58 @@ class LibvirtCaller:
     async def call_many(
         self, requests: Sequence[Request], *, timeout: float
     ) -> list[Any | AgentError]:
-        """One after the other (libvirt runs one agent command per domain at a time)."""
+        """A poll's reads through libvirt's verbs: one `guestinfo` for everything it
+        answers, one `domtime` for the time and the freeze state, the rest one after the
+        other (libvirt runs one agent command per domain at a time). A read with no
+        libvirt verb (guest-info, guest-get-load) is not sent: it would taint the domain.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        results: list[Any | AgentError] = []
-        for name, args in requests:
+        seconds = max(1, math.ceil(timeout))
+        flags = await self._link.guestinfo_flags(seconds + VIRSH_GRACE)
+        names = [name for name, _ in requests]
+        results: dict[int, Any | AgentError] = {}
+        groups = verbs.guestinfo_groups(names, flags)
+        if groups:
+            params: dict[str, str] | None = None
+            failure: AgentCommandError | None = None
+            try:
+                params = verbs.parse_typed_params(
+                    await self._virsh("guestinfo", groups, "guestinfo", seconds)
+                )
+            except AgentCommandError as exc:
+                failure = exc
+            for i, name in enumerate(names):
+                if verbs.GUESTINFO_FLAGS.get(name) in groups:
+                    try:
+                        results[i] = (
+                            verbs.guestinfo_reply(name, params) if params is not None else failure
+                        )
+                    except AgentCommandError as exc:
+                        results[i] = exc
+        timed = [i for i, name in enumerate(names) if name in verbs.DOMTIME_COMMANDS]
+        if timed:
+            answers = await self._domtime([names[i] for i in timed], seconds)
+            results.update(zip(timed, answers, strict=True))
+        for i, (name, args) in enumerate(requests):
+            if i in results:
+                continue
+            if libvirt_verb(name) is None and not changes_guest(name, args):
+                results[i] = AgentCommandError(
+                    "GenericError",
+                    "not asked through libvirt: it has no verb for this, and "
+                    "qemu-agent-command would taint the domain",
+                    name,
+                )
+                continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise AgentTimeout(f"{self._label}: no time left for {name} within {timeout:g} s")
             try:
-                results.append(await self.call(name, args, timeout=remaining))
+                results[i] = await self.call(name, args, timeout=remaining)
             except AgentCommandError as exc:
-                results.append(exc)
-        return results
+                results[i] = exc
+        return [results[i] for i in range(len(requests))]
 
     async def call_no_reply(
         self, name: str, args: dict[str, Any] | None = None, *, grace: float
@@ -602,6 +419,10 @@ class LibvirtHypervisor:
         self.domain_names: dict[str, str] = {}
         # domain -> (seconds, when set) of the last guest-agent-timeout sent for it
         self.agent_timeouts: dict[str, tuple[int, float]] = {}
+        # domain -> why libvirt marked it tainted (a raw qemu-agent-command was sent)
+        self.taints: dict[str, str] = {}
+        self._guestinfo: frozenset[str] | None = None
+        self.watch = DomainWatch(self)  # domain states, from libvirt's lifecycle events
         self.closed = False
         self._keeper: RemoteThawKeeper | None = None
         if self.connection is not None:
@@ -631,20 +452,85 @@ class LibvirtHypervisor:
         whose own keeper process serves its domains."""
         return self._keeper
 
+    async def virsh_once(self, argv: Sequence[str], timeout: float) -> str:
+        """One `virsh -c URI ARGV` of its own (not quiet), stdout and stderr together.
+
+        For what the shells' -q would hide (domfsfreeze's and domfsthaw's counts); a
+        freeze is rare enough to pay the start (~20 ms here, one exec channel remote).
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                if self.connection is None:
+                    try:
+                        process = await asyncio.create_subprocess_exec(
+                            "virsh", "-c", self.uri, *argv,
+                            stdin=asyncio.subprocess.DEVNULL,
+                            stdout=asyncio.subprocess.PIPE,
+                            stderr=asyncio.subprocess.STDOUT,
+                            env={**os.environ, **VIRSH_ENV},
+                        )  # fmt: skip
+                    except FileNotFoundError:
+                        raise AgentConnectionError(
+                            f"{self.name}: virsh is not installed (Debian package libvirt-clients)"
+                        ) from None
+                    try:
+                        out, _ = await process.communicate()
+                    finally:
+                        if process.returncode is None:
+                            process.kill()
+                            await process.wait()
+                    return out.decode("utf-8", "replace")
+                env = " ".join(f"{k}={v}" for k, v in VIRSH_ENV.items())
+                words = " ".join(shlex.quote(a) for a in ["-c", self.uri, *argv])
+                result = await self.connection.run(
+                    sh_command(f"{env} exec virsh {words} 2>&1"), timeout
+                )
+                out = result.stdout if isinstance(result.stdout, bytes) else b""
+                return out.decode("utf-8", "replace")
+        except TimeoutError:
+            raise AgentTimeout(
+                f"{self.name}: virsh {argv[0]} did not finish within {timeout:g} s"
+            ) from None
+
+    async def guestinfo_flags(self, timeout: float) -> frozenset[str]:
+        """The report flags of this libvirt's `guestinfo` (asked once; empty before 5.7)."""
+        if self._guestinfo is None:
+            self._guestinfo = verbs.guestinfo_flags(await self.pool.run("help guestinfo", timeout))
+        return self._guestinfo
+
     async def discover(self, patterns: list[str]) -> list[DiscoveredAgent]:
-        """Every active domain (running or paused); `patterns` do not apply to libvirt."""
-        output = await self.pool.run("list --uuid --name", START_TIMEOUT)
+        """Every domain, shut off ones too, with its state (`domain_state`); `patterns`
+        do not apply to libvirt."""
+        output = await self.pool.run("list --all --uuid --name", START_TIMEOUT)
         found: list[DiscoveredAgent] = []
         names: dict[str, str] = {}
         for line in output.splitlines():
             parts = line.strip().split(maxsplit=1)
-            if len(parts) == 2 and _UUID.match(parts[0]):
+            if len(parts) == 2 and DOMAIN_UUID.match(parts[0]):
                 names[parts[0]] = parts[1]
                 found.append(DiscoveredAgent(clean_vm_name(parts[1]), parts[0]))
             elif line.startswith("error:"):
                 raise libvirt_error(self.name, "list", output)
         self.domain_names = names
+        self.watch.set_states(parse_list_all(await self.pool.run("list --all", START_TIMEOUT)))
+        self.watch.start()
         return found
+
+    def domain_state(self, address: str) -> str | None:
+        """libvirt's state of the domain (`running`, `paused`, `shut off`, `crashed`,
+        `pmsuspended`, ...), None if not known."""
+        return self.watch.states.get(self.domain_names.get(address, address))
+
+    def on_domain_state(self, listener: Listener) -> None:
+        """Call `listener(address, state)` whenever a domain's state changes."""
+        by_name = {name: address for address, name in self.domain_names.items()}
+
+        def relay(name: str, state: str) -> None:
+            if by_name.get(name) is None:
+                by_name.update({n: a for a, n in self.domain_names.items()})
+            listener(by_name.get(name, name), state)
+
+        self.watch.listen(relay)
 
     def endpoint(self, address: str) -> LibvirtEndpoint:
         """`address` is a domain UUID (as discovered) or name."""
@@ -652,6 +538,7 @@ class LibvirtHypervisor:
 
     async def close(self) -> None:
         self.closed = True
+        await self.watch.close()
         await self.pool.close()
         if self.connection is not None:
             await self.connection.close()

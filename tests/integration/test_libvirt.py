@@ -95,6 +95,10 @@ async def test_status_calls_through_libvirt(domains: Domains) -> None:
     try:
         caller = await connected(hv, domains.web)
         info, fsfreeze, interfaces = await caller.call_many(STATUS, timeout=5)
+        # guest-info has no libvirt verb: a batch of reads leaves it out (it would taint
+        # the domain, test_libvirt_manager.py); asked on its own, it goes through raw.
+        assert isinstance(info, AgentCommandError) and "taint" in info.desc
+        info = await caller.call("guest-info", timeout=5)
         assert info["version"] and any(
             c["name"] == "guest-ping" for c in info["supported_commands"]
         )
@@ -117,18 +121,20 @@ async def test_status_calls_through_libvirt(domains: Domains) -> None:
 
 
 def virsh_children() -> set[int]:
-    """Pids of this process's virsh children."""
+    """Pids of this process's virsh shells."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv0 = argv[0]
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and os.path.basename(argv0) == b"virsh":
+        # (The hypervisor's one `virsh event --loop`, for domain states, is not a shell.)
+        if ppid == os.getpid() and os.path.basename(argv0) == b"virsh" and b"event" not in argv:
             found.add(int(entry.name))
     return found
 
@@ -225,10 +231,14 @@ async def test_libvirt_over_ssh_uses_one_connection(domains: Domains, sshd: SshS
     try:
         found = {agent.name: agent.address for agent in await hv.discover([])}
         assert domains.web in found
+        # Domain states over SSH too: listed, then followed by `virsh event` on a channel
+        # of the same connection.
+        assert hv.domain_state(found[domains.web]) == "running"
+        await asyncio.wait_for(hv.watch.watching.wait(), 30)
         caller = await hv.endpoint(found[domains.web]).connect(5)
-        status: list[Any] = await caller.call_many(STATUS, timeout=5)
-        info, fsfreeze, _ = status
-        assert info["version"] and fsfreeze == "thawed"
+        status: list[Any] = await caller.call_many(STATUS[1:], timeout=5)
+        fsfreeze, _ = status
+        assert fsfreeze == "thawed"
         assert hv.state is HypervisorState.CONNECTED
         assert sshd.client_connections() == 1
         started = time.perf_counter()

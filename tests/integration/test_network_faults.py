@@ -25,7 +25,7 @@ buffered freeze arrives late) or by a restarted sshd (new connection; it never a
 and over `via = "exec"`; the cut after a good freeze that outlasts the deadline and the
 keepalive window (thaws fail and are retried, then a new connection thaws).
 
-The "resume" case found a product bug, fixed in qgadash/transport/ssh.py
+The "resume" case found a product bug, fixed in qgadash/transport/ssh/ (then one ssh.py)
 (`_open_within`): a channel open that timed out while sshd was hung was opened later,
 when sshd ran again, owned by nobody and never closed; to a per-poll VM's agent socket
 (one client at a time) it was a lock-out for as long as the connection lived.

@@ -172,3 +172,45 @@ def test_duplicate_vm_names_are_an_error_naming_both(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"vm\[0\] has it") as caught:
         load_config(write(tmp_path, text))
     assert (caught.value.table, caught.value.key) == ("vm[2]", "name")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[[hypervisor]]\nname = "hv"\nagents = ["/x/*.sock"]\nuri = "qemu:///session"\n',
+            'no uri unless via = "libvirt"',
+        ),
+        (
+            '[[hypervisor]]\nname = "hv"\nvia = "libvirt"\nuri = "qemu:///system; reboot"\n',
+            "a libvirt URI",
+        ),
+        ('[[hypervisor]]\nname = "hv"\nvia = "libvirt"\nuri = 5\n', "string"),
+        (
+            '[[hypervisor]]\nname = "hv"\nagents = ["/x/*.qga"]\nproxmox_configs = "etc/pve"\n',
+            "an absolute directory",
+        ),
+    ],
+)
+def test_libvirt_uri_and_proxmox_errors_name_file_table_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "[hypervisor[0]]" in message and expected in message
+    assert ("uri" in message) or ("proxmox_configs" in message)
+
+
+def test_libvirt_uri_per_hypervisor(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[hypervisor]]\nname = "a"\nvia = "libvirt"\n'
+        '[[hypervisor]]\nname = "b"\nvia = "libvirt"\nuri = "qemu:///session"\n'
+        '[[hypervisor]]\nname = "c"\nvia = "libvirt"\nssh = "root@hv3"\n'
+        'uri = "qemu+ssh://admin@hv4/system?keyfile=/root/.ssh/id_ed25519"\n',
+    )
+    a, b, c = load_config(path).hypervisors
+    assert (a.uri, b.uri) == (None, "qemu:///session")
+    assert c.uri == "qemu+ssh://admin@hv4/system?keyfile=/root/.ssh/id_ed25519"

@@ -171,6 +171,15 @@ def test_reach_remembers_how_to_rebuild_the_link() -> None:
     assert plain.via == "socket"
 
 
+def test_reach_keeps_the_libvirt_uri_so_a_session_domain_is_thawed_through_it() -> None:
+    hv = HypervisorConfig("lab", via="libvirt", uri="qemu:///session")
+    reach = Reach.of(hv, "lab", "6d1c7b0e-5c55-4d2b-9d6c-7f4e0a3b1c01")
+    assert reach.uri == "qemu:///session"
+    assert reach.hypervisor_config().uri == "qemu:///session"
+    stored = json.loads(json.dumps({k: getattr(reach, k) for k in Reach.__dataclass_fields__}))
+    assert Reach(**stored).uri == "qemu:///session"
+
+
 def test_this_process_is_alive_and_a_finished_one_is_not() -> None:
     me = Owner.this_process()
     assert me.pid == os.getpid() and me.host == socket.gethostname()
