@@ -19,15 +19,21 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncssh
 
 from qgadash.agent.errors import AgentError
 from qgadash.transport.shell import sh_command
+from qgadash.transport.ssh.connection import SshConnection
 
-if TYPE_CHECKING:
-    from qgadash.transport.libvirt import LibvirtHypervisor
+
+class EventSource(Protocol):
+    """What the watcher needs of its hypervisor (which builds it: a Protocol, not an
+    import of transport/libvirt.py)."""
+
+    uri: str
+    connection: SshConnection | None
 
 # The states of `virsh domstate` / `list --all` (virDomainState), as libvirt words them.
 STATES = frozenset(
@@ -80,7 +86,7 @@ def parse_event(line: str) -> tuple[str, str] | None:
 class DomainWatch:
     """One `virsh event --loop` per hypervisor, feeding `states` and the listeners."""
 
-    def __init__(self, link: LibvirtHypervisor) -> None:
+    def __init__(self, link: EventSource) -> None:
         self._link = link
         self.states: dict[str, str] = {}  # domain name -> state
         self._listeners: list[Listener] = []

@@ -10,20 +10,17 @@ permission, forwarding refused, socat or the sudo wrapper missing.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import asyncssh
 
 from qgadash.agent.errors import AgentConnectionError, AgentError
 from qgadash.transport.exec_stream import ProcessStream
 from qgadash.transport.shell import diagnose_command
-
-if TYPE_CHECKING:
-    from qgadash.transport.ssh.hypervisor import SshHypervisor
+from qgadash.transport.ssh.link import SshLink
 
 
 async def exec_failure(
-    link: SshHypervisor, address: str, stream: ProcessStream
+    link: SshLink, address: str, stream: ProcessStream
 ) -> AgentConnectionError:
     status, stderr = await stream.failure()
     name, path = link.name, address
@@ -64,7 +61,7 @@ async def exec_failure(
     )
 
 
-async def why_not(link: SshHypervisor, address: str, exc: asyncssh.ChannelOpenError) -> AgentError:
+async def why_not(link: SshLink, address: str, exc: asyncssh.ChannelOpenError) -> AgentError:
     """sshd says only "open failed"; ask the hypervisor what is wrong with the socket."""
     verdict = await diagnose(link, address)
     if verdict is None:
@@ -72,7 +69,7 @@ async def why_not(link: SshHypervisor, address: str, exc: asyncssh.ChannelOpenEr
     return verdict_error(link, address, verdict, exc.reason)
 
 
-async def diagnose(link: SshHypervisor, address: str) -> str | None:
+async def diagnose(link: SshLink, address: str) -> str | None:
     """`VERDICT USER` from a shell test of the socket on the hypervisor, None if unknown."""
     try:
         result = await link.connection.run(diagnose_command(address), timeout=5.0)
@@ -84,7 +81,7 @@ async def diagnose(link: SshHypervisor, address: str) -> str | None:
 
 
 def verdict_error(
-    link: SshHypervisor, address: str, verdict: str, reason: str
+    link: SshLink, address: str, verdict: str, reason: str
 ) -> AgentConnectionError:
     name, path = link.name, address
     word, _, user = verdict.partition(" ")

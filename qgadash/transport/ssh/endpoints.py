@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -28,9 +28,7 @@ from qgadash.transport.exec_stream import ChannelStream, ProcessStream
 from qgadash.transport.shell import socat_unix_address
 from qgadash.transport.ssh.connection import SshConnection, describe
 from qgadash.transport.ssh.diagnosis import exec_failure, why_not
-
-if TYPE_CHECKING:
-    from qgadash.transport.ssh.hypervisor import SshHypervisor
+from qgadash.transport.ssh.link import SshLink
 
 _Opened = TypeVar("_Opened")
 
@@ -128,7 +126,7 @@ class RemoteAgentCaller:
 class SshEndpoint:
     """One VM's agent on a hypervisor reached over SSH."""
 
-    def __init__(self, link: SshHypervisor, address: str) -> None:
+    def __init__(self, link: SshLink, address: str) -> None:
         self._link = link
         self.address = address
         self.traits = AgentTraits()  # what the agent taught earlier channels
