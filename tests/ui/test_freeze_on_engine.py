@@ -296,12 +296,15 @@ async def test_thaw_after_0_arms_no_keeper_and_quitting_lists_and_thaws_it(
 
 
 async def test_the_quit_dialog_follows_deadline_thaws_while_it_is_open(make_rig: MakeRig) -> None:
+    """Deadlines are an hour away until the dialog is up; then db-01's is brought to now
+    (the guard's own timer thaws it): no deadline can pass before the dialog opens, however
+    slow the machine."""
     rig = await make_rig()
     app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: rig.answering("sim/db-01", "sim/db-02"))
-        results = await rig.engine.freeze(["sim/db-01"], thaw_after=3)
-        results += await rig.engine.freeze(["sim/db-02"], thaw_after=5)
+        results = await rig.engine.freeze(["sim/db-01"], thaw_after=3600)
+        results += await rig.engine.freeze(["sim/db-02"], thaw_after=3600)
         assert all(r.ok for r in results)
         await pilot.press("q")
         await wait_until(pilot, lambda: isinstance(app.screen, QuitScreen))
@@ -311,12 +314,15 @@ async def test_the_quit_dialog_follows_deadline_thaws_while_it_is_open(make_rig:
         assert quit_screen.held == ["sim/db-01", "sim/db-02"]
         assert str(confirm.label) == "Thaw 2 VMs and quit"
         # The engine thaws db-01 at its deadline: it leaves the list.
-        await wait_until(pilot, lambda: quit_screen.held == ["sim/db-02"], timeout=8)
+        rig.engine.guard.start_deadline("sim/db-01", 0.1)
+        await wait_until(pilot, lambda: quit_screen.held == ["sim/db-02"], timeout=30)
         assert "sim/db-01" not in quit_list(app) and "sim/db-02" in quit_list(app)
         assert str(confirm.label) == "Thaw 1 VM and quit"
         assert app.focused is quit_screen.query_one("#cancel", Button)
+        assert not rig.agent("sim/db-01").frozen
         # Then db-02: nothing is left, and the dialog says so instead of a stale list.
-        await wait_until(pilot, lambda: quit_screen.held == [], timeout=8)
+        rig.engine.guard.start_deadline("sim/db-02", 0.1)
+        await wait_until(pilot, lambda: quit_screen.held == [], timeout=30)
         assert "Nothing this session froze is still frozen" in quit_list(app)
         assert "sim/db-02" not in quit_list(app)
         assert str(confirm.label) == "Quit"
