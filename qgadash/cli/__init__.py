@@ -92,6 +92,8 @@ def _settings(config: Config, **changes: Any) -> Any:
 def run_dashboard_command(args: argparse.Namespace) -> int:
     if args.demo is not None:
         return asyncio.run(_demo_dashboard(args))
+    if args.prometheus is not None:
+        return _estate_dashboard(args)
     config = load(args)
     from qgadash.ui.app import run_dashboard
 
@@ -100,6 +102,20 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
         config, audit=audit, journal=HoldJournal(), after_discovery=settle_garbage_collector
     )
     return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
+
+
+def _estate_dashboard(args: argparse.Namespace) -> int:
+    """The estate as Prometheus has it: read-only, no hosts.toml needed."""
+    from qgadash.exporter.estate import EstateEngine
+    from qgadash.ui.app import run_dashboard
+
+    try:
+        engine = EstateEngine(args.prometheus)
+    except ValueError as exc:
+        print(f"qgadash: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    label = f"estate · {args.prometheus} · read-only"
+    return run_dashboard(engine, theme=args.theme, config_label=label)
 
 
 async def _demo_dashboard(args: argparse.Namespace) -> int:

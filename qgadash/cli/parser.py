@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run on N simulated VMs (default 24)",
     )
+    parser.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="read-only estate view: every VM that Prometheus has from qgadash exporters",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def selectable(p: argparse.ArgumentParser) -> None:

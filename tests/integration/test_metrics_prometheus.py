@@ -186,3 +186,43 @@ def test_the_exporter_stops_on_sigterm(sim: SimProcess, tmp_path: Path) -> None:
     with process:
         process.wait_for("serving metrics", 60)
         assert process.stop() == 128 + 15
+
+
+async def test_the_estate_view_shows_every_vm_prometheus_has_read_only(
+    sim: SimProcess, prometheus: PrometheusServer
+) -> None:
+    """`qgadash --prometheus URL`: every VM the exporters report, its agent state and
+    freeze, in the dashboard; nothing can be sent to a guest from there."""
+    from qgadash.exporter.estate import EstateEngine
+    from qgadash.fleet.actions import ReadOnlyError
+    from qgadash.fleet.model import AgentState, FreezeState
+    from qgadash.ui.app import QgadashApp
+    from tests.ui.screen import screen_text, wait_until
+
+    silent, frozen = sim.vm_ids("silent"), sim.vm_ids("frozen")
+    prometheus.wait(
+        lambda: prometheus.labels_of("qgadash_fsfreeze_frozen == 1", "vm") == frozen
+        and prometheus.labels_of("qgadash_agent_up == 0", "vm") == silent,
+        "the fleet's states in Prometheus",
+        SETTLE,
+    )
+    engine = EstateEngine(prometheus.url, interval=1.0)
+    await engine.refresh()
+    snaps = {s.id: s for s in engine.store.snapshots()}
+    assert set(snaps) == sim.vm_ids()
+    assert {i for i, s in snaps.items() if s.freeze is FreezeState.FROZEN} == frozen
+    assert {i for i, s in snaps.items() if s.agent is not AgentState.OK} == silent
+    # (frozen guests refuse guest-get-host-name: only the others have one)
+    assert {i for i, s in snaps.items() if s.facts.hostname} == sim.vm_ids() - silent - frozen
+    with pytest.raises(ReadOnlyError):
+        await engine.freeze(sorted(frozen))
+
+    app = QgadashApp(EstateEngine(prometheus.url, interval=1.0), config_label="estate")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until(pilot, lambda: len(app.fleet.table.order) == len(sim.vm_ids()))
+        text = screen_text(app)
+        assert "READ-ONLY" in text or "read-only" in text
+        assert f"❄ {len(frozen)} frozen" in text
+        await pilot.press("f")  # freeze: refused, nothing sent
+        await pilot.pause()
+        assert not app.engine.frozen_by_us()
