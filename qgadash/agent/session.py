@@ -24,6 +24,10 @@ Everything that keeps a channel honest lives in this one object:
 A batch whose requests only read (`read_only`) goes out in the same write as the sync
 it needs; any other waits for the sync's reply, so a request that changes the guest
 never enters a channel not known to be in sync.
+
+Over 500 lines on purpose: the whole protocol state machine (sync handshake, request
+ids or none, stale replies, resync after a timeout) is one object whose parts share
+its state, as h11 keeps its connection in one module.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 The dashboard, the CLI and the tests all drive this one object. It never imports a
 UI; it writes what agents say into the `FleetStore` and runs actions on request.
+
+Over 500 lines: it is the one object the front ends drive, and its parts (discovery
+and inventory, the poll loops, the actions, the freeze paths around the guard) share
+the sessions and the store. The freeze safety, files, polling and sessions already
+live in their own modules; discovery and the actions are the next seams to cut.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ not at all. Commands go through the hypervisor's long-lived virsh processes
 (`virsh.py`): libvirt's own verb where one exists (`libvirt_verbs.py`; no taint),
 `qemu-agent-command` only for the rest. Each domain's state comes from libvirt's
 lifecycle events (`libvirt_events.py`).
+
+Over 500 lines because each agent command libvirt has a verb for (guestinfo, domtime,
+domfsfreeze, set-user-password, ...) is mapped here, beside the caller that chooses
+between a verb and qemu-agent-command; the virsh process machinery is in virsh.py.
 """
 
 from __future__ import annotations
