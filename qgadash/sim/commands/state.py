@@ -167,6 +167,7 @@ class AgentState:
         "_log_lines",
         "_next_handle",
         "_next_pid",
+        "_offline_cpus",
         "_overlay",
         "_phase",
         "_power_off",
@@ -213,7 +214,8 @@ class AgentState:
         self._exec: dict[int, Process] | None = None
         self._next_pid = 1000 + int.from_bytes(digest[:2], "big") % 3000
         self._overlay: Overlay | None = None
-        self._keys: dict[str, list[str]] | None = None
+        self._keys: dict[str, list[str]] | None = None  # user -> keys (file there)
+        self._offline_cpus: set[int] | None = None
         self._log: bytearray | None = None
         self._log_lines = 0
         self._resume_at = 0.0
