@@ -1,0 +1,451 @@
+"""Guest administration on a selection: the clock, passwords, SSH keys, vCPUs, live stats.
+
+What virsh (`domtime --sync`, `set-user-password`, `get/set-user-sshkeys`, `guestvcpus`)
+does one VM at a time, here for every VM of a selection at once. Each verb is planned
+first (`fleet.actions.make_plan`: agents that lack the command or have it disabled are
+skipped with the reason), runs on every eligible VM concurrently through the engine's
+`run_bulk` (one `ActionResult` per VM, one audit record per VM), and never lets a
+password out: it travels as a `Secret` whose repr is `***`, and the audit record
+carries the user name and whether it was crypted, never the value.
+
+The live stats are not polled fleet-wide (they would cost every poll of every VM):
+`StatsSampler` reads guest-get-cpustats and guest-get-diskstats for the VMs a view has
+open and turns two samples into CPU % and disk I/O rates.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from qgadash.agent import replies
+from qgadash.agent.client import AgentCaller
+from qgadash.agent.errors import AgentCommandError, AgentUnsupported
+from qgadash.fleet.actions import Action, ActionPlan
+from qgadash.fleet.model import ActionResult
+
+T = TypeVar("T")
+ProgressCallback = Callable[[ActionResult], None]
+
+# Linux counts CPU times in USER_HZ ticks (100 a second on every architecture qemu-ga
+# runs on); sectors in /proc/diskstats are 512 bytes whatever the disk's block size.
+SECTOR_BYTES = 512
+
+
+class Secret:
+    """A password on its way to the guest: never printed, logged or repr'd."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class AdminAccess(Protocol):
+    """What the verbs need from the engine (FleetEngine satisfies it)."""
+
+    def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan: ...
+
+    def check_writable(self) -> None: ...
+
+    async def with_agent(self, vm_id: str, work: Callable[[AgentCaller], Awaitable[T]]) -> T: ...
+
+    async def run_bulk(
+        self,
+        action: str,
+        vm_ids: Sequence[str],
+        arguments: Any,
+        one: Callable[[str], Awaitable[Any]],
+        progress: ProgressCallback | None,
+    ) -> list[ActionResult]: ...
+
+    @property
+    def action_timeout(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SshKeyChange:
+    """What an add or remove does to one VM's authorized keys (the diff shown first)."""
+
+    before: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def key_diff(before: Sequence[str], keys: Sequence[str], *, remove: bool) -> SshKeyChange:
+    """The keys an add would add (not there yet) or a remove would remove (there now)."""
+    have = set(before)
+    if remove:
+        return SshKeyChange(tuple(before), (), tuple(k for k in keys if k in have))
+    return SshKeyChange(tuple(before), tuple(dict.fromkeys(k for k in keys if k not in have)), ())
+
+
+def read_key_file(text: str) -> list[str]:
+    """The public keys of an authorized_keys-style file: one per line, blank lines and
+    comments dropped (qemu-ga refuses both: "invalid OpenSSH public key")."""
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keys.append(line)
+    return keys
+
+
+def _no_key_file(exc: AgentCommandError) -> bool:
+    """qemu-ga fails to read a user's keys when the user has no authorized_keys: no keys."""
+    return "authorized_keys" in exc.desc and "No such file or directory" in exc.desc
+
+
+async def _get_keys(caller: AgentCaller, user: str, timeout: float) -> tuple[str, ...]:
+    try:
+        value = await caller.call(
+            "guest-ssh-get-authorized-keys", {"username": user}, timeout=timeout
+        )
+    except AgentCommandError as exc:
+        if _no_key_file(exc):
+            return ()
+        raise
+    return replies.parse_ssh_keys(value)
+
+
+def drift_of(guest_ns: int, sent_at: float, rtt: float) -> float:
+    """Guest clock minus ours, seconds (the middle of the round trip, as the poller)."""
+    return guest_ns / 1e9 - (sent_at + rtt / 2)
+
+
+async def _drift(caller: AgentCaller, timeout: float, clock: Callable[[], float]) -> float:
+    sent_at = clock()
+    started = time.perf_counter()
+    value = await caller.call("guest-get-time", None, timeout=timeout)
+    return drift_of(replies.parse_time(value), sent_at, time.perf_counter() - started)
+
+
+class GuestAdmin:
+    """The administration verbs, each on a list of VM ids (planned, then run)."""
+
+    def __init__(self, engine: AdminAccess, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
+        return self._engine.plan(action, vm_ids)
+
+    async def _call(self, vm_id: str, name: str, args: dict[str, Any] | None) -> Any:
+        timeout = self._engine.action_timeout
+        return await self._engine.with_agent(vm_id, lambda c: c.call(name, args, timeout=timeout))
+
+    # -- the clock ---------------------------------------------------------------------------
+
+    async def time_sync(
+        self,
+        vm_ids: Sequence[str],
+        *,
+        when_ns: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        """guest-set-time: without `when_ns` the guest sets its clock from its hardware
+        clock, which QEMU keeps at the host's time (`virsh domtime --sync`); with it, to
+        that time. The value per VM: drift before and after, seconds."""
+        self._engine.check_writable()
+        args = {"time": when_ns} if when_ns is not None else None
+        timeout = self._engine.action_timeout
+
+        async def one(vm_id: str) -> dict[str, Any]:
+            async def work(c: AgentCaller) -> dict[str, Any]:
+                before: float | None
+                try:
+                    before = await _drift(c, timeout, self._clock)
+                except replies.ReplyShapeError:
+                    before = None
+                await c.call("guest-set-time", args, timeout=timeout)
+                after = await _drift(c, timeout, self._clock)
+                return {
+                    "drift_before_s": round(before, 3) if before is not None else None,
+                    "drift_after_s": round(after, 3),
+                }
+
+            return await self._engine.with_agent(vm_id, work)
+
+        audit = {"time": when_ns if when_ns is not None else "from the guest's hardware clock"}
+        return await self._engine.run_bulk("time-sync", vm_ids, audit, one, progress)
+
+    # -- passwords ---------------------------------------------------------------------------
+
+    async def set_password(
+        self,
+        vm_ids: Sequence[str],
+        user: str,
+        password: Secret,
+        *,
+        crypted: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        """guest-set-user-password: a clear password (the guest hashes it) or a crypt(3)
+        hash with `crypted`. The audit gets the user, never the password."""
+        self._engine.check_writable()
+        if not user:
+            raise ValueError("a user name is needed")
+        if not password:
+            raise ValueError("an empty password is not set")
+
+        async def one(vm_id: str) -> str:
+            encoded = base64.b64encode(password.reveal().encode()).decode("ascii")
+            await self._call(
+                vm_id,
+                "guest-set-user-password",
+                {"username": user, "password": encoded, "crypted": crypted},
+            )
+            return f"password of {user} set"
+
+        audit = {"username": user, "password": "***", "hash": crypted}
+        return await self._engine.run_bulk("password", vm_ids, audit, one, progress)
+
+    # -- SSH keys ----------------------------------------------------------------------------
+
+    async def ssh_keys(
+        self, vm_ids: Sequence[str], user: str, *, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        """guest-ssh-get-authorized-keys: the value per VM is the list of keys."""
+
+        timeout = self._engine.action_timeout
+
+        async def one(vm_id: str) -> list[str]:
+            return list(await self._engine.with_agent(vm_id, lambda c: _get_keys(c, user, timeout)))
+
+        return await self._engine.run_bulk(
+            "ssh-keys list", vm_ids, {"username": user}, one, progress
+        )
+
+    async def ssh_keys_change(
+        self,
+        vm_ids: Sequence[str],
+        user: str,
+        keys: Sequence[str],
+        *,
+        remove: bool,
+        progress: ProgressCallback | None = None,
+    ) -> list[ActionResult]:
+        """Add (guest-ssh-add-authorized-keys) or remove keys; the value per VM says
+        which keys were added or removed (read before the change, in the same session)."""
+        self._engine.check_writable()
+        if not keys:
+            raise ValueError("no keys given")
+        command = "guest-ssh-remove-authorized-keys" if remove else "guest-ssh-add-authorized-keys"
+        timeout = self._engine.action_timeout
+
+        async def one(vm_id: str) -> dict[str, Any]:
+            async def work(c: AgentCaller) -> dict[str, Any]:
+                change = key_diff(await _get_keys(c, user, timeout), keys, remove=remove)
+                if change.added or change.removed:  # else nothing to send (nor to remove from)
+                    await c.call(command, {"username": user, "keys": list(keys)}, timeout=timeout)
+                return {"added": list(change.added), "removed": list(change.removed)}
+
+            return await self._engine.with_agent(vm_id, work)
+
+        verb = "ssh-keys remove" if remove else "ssh-keys add"
+        return await self._engine.run_bulk(
+            verb, vm_ids, {"username": user, "keys": list(keys)}, one, progress
+        )
+
+    # -- vCPUs -------------------------------------------------------------------------------
+
+    async def vcpus(
+        self, vm_ids: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        """guest-get-vcpus: the value per VM is {online, offline, total, ids offline}."""
+
+        async def one(vm_id: str) -> dict[str, Any]:
+            return vcpu_summary(
+                replies.parse_vcpus(await self._call(vm_id, "guest-get-vcpus", None))
+            )
+
+        return await self._engine.run_bulk("vcpus", vm_ids, None, one, progress)
+
+    async def set_vcpus(
+        self, vm_ids: Sequence[str], online: int, *, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        """Bring `online` vCPUs online in each guest: the lowest ids online, the rest
+        offline (those the guest can offline). A guest with fewer vCPUs gets all."""
+        self._engine.check_writable()
+        if online < 1:
+            raise ValueError("at least one vCPU stays online")
+        timeout = self._engine.action_timeout
+
+        async def one(vm_id: str) -> dict[str, Any]:
+            async def work(c: AgentCaller) -> dict[str, Any]:
+                cpus = replies.parse_vcpus(await c.call("guest-get-vcpus", None, timeout=timeout))
+                wanted = vcpu_request(cpus, online)
+                changed = 0
+                if wanted:
+                    changed = replies.parse_count(
+                        await c.call("guest-set-vcpus", {"vcpus": wanted}, timeout=timeout),
+                        "guest-set-vcpus",
+                    )
+                after = replies.parse_vcpus(await c.call("guest-get-vcpus", None, timeout=timeout))
+                summary = vcpu_summary(after)
+                summary["changed"] = changed
+                return summary
+
+            return await self._engine.with_agent(vm_id, work)
+
+        return await self._engine.run_bulk("vcpus set", vm_ids, {"online": online}, one, progress)
+
+
+def vcpu_summary(cpus: Sequence[replies.Vcpu]) -> dict[str, Any]:
+    offline = sorted(c.logical_id for c in cpus if not c.online)
+    return {
+        "online": sum(1 for c in cpus if c.online),
+        "offline": len(offline),
+        "total": len(cpus),
+        "offline_ids": offline,
+    }
+
+
+def vcpu_request(cpus: Sequence[replies.Vcpu], online: int) -> list[dict[str, Any]]:
+    """The guest-set-vcpus entries that leave the `online` lowest ids online: only the
+    vCPUs whose state changes (qemu-ga stops at the first it cannot change)."""
+    out: list[dict[str, Any]] = []
+    for rank, cpu in enumerate(sorted(cpus, key=lambda c: c.logical_id)):
+        want = rank < online
+        if want == cpu.online:
+            continue
+        if not want and cpu.can_offline is False:
+            continue
+        out.append({"logical-id": cpu.logical_id, "online": want})
+    return out
+
+
+# -- live stats ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    """One reading of the CPU and disk counters, at monotonic time `at`."""
+
+    at: float
+    cpu_busy: int  # ticks not idle or iowait, all CPUs
+    cpu_total: int
+    disks: dict[str, tuple[int, int]]  # name -> (bytes read, bytes written)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStats:
+    """Rates between two samples: CPU busy % (of all vCPUs) and disk bytes a second."""
+
+    cpu_percent: float | None
+    disk_read_bps: dict[str, float]
+    disk_write_bps: dict[str, float]
+
+
+# Idle, waiting, stolen by the host, or already counted in user/nice (guest time).
+_NOT_BUSY = frozenset({"idle", "iowait", "steal", "guest", "guestnice"})
+
+
+def sample_of(
+    cpus: Sequence[replies.CpuStat] | None, disks: Sequence[replies.DiskStat] | None, at: float
+) -> StatsSample:
+    busy = total = 0
+    for cpu in cpus or ():
+        for key, value in cpu.counters.items():
+            total += value
+            if key not in _NOT_BUSY:
+                busy += value
+    io = {
+        d.name: (
+            d.counters.get("read-sectors", 0) * SECTOR_BYTES,
+            d.counters.get("write-sectors", 0) * SECTOR_BYTES,
+        )
+        for d in disks or ()
+    }
+    return StatsSample(at, busy, total, io)
+
+
+def rates(old: StatsSample, new: StatsSample) -> LiveStats:
+    """CPU % and disk rates over the interval; counters that went back (a reboot) give
+    no rate rather than a negative one."""
+    seconds = new.at - old.at
+    cpu: float | None = None
+    ticks = new.cpu_total - old.cpu_total
+    if ticks > 0 and new.cpu_busy >= old.cpu_busy:
+        cpu = min(100.0, 100.0 * (new.cpu_busy - old.cpu_busy) / ticks)
+    read: dict[str, float] = {}
+    write: dict[str, float] = {}
+    if seconds > 0:
+        for name, (r, w) in new.disks.items():
+            before = old.disks.get(name)
+            if before is None or r < before[0] or w < before[1]:
+                continue
+            read[name] = (r - before[0]) / seconds
+            write[name] = (w - before[1]) / seconds
+    return LiveStats(cpu, read, write)
+
+
+class StatsSampler:
+    """CPU % and disk rates of one VM from guest-get-cpustats / guest-get-diskstats,
+    each call comparing with the previous one; commands the agent lacks are left out."""
+
+    def __init__(
+        self, access: AdminAccess, vm_id: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._access = access
+        self._vm_id = vm_id
+        self._clock = clock
+        self._last: StatsSample | None = None
+        self.has_cpu = True
+        self.has_disks = True
+
+    async def sample(self) -> LiveStats | None:
+        """The rates since the last call (None on the first)."""
+        timeout = self._access.action_timeout
+        names = [
+            n
+            for n, on in (
+                ("guest-get-cpustats", self.has_cpu),
+                ("guest-get-diskstats", self.has_disks),
+            )
+            if on
+        ]
+        if not names:
+            return None
+
+        async def work(c: AgentCaller) -> list[Any]:
+            return await c.call_many([(n, None) for n in names], timeout=timeout)
+
+        try:
+            results = await self._access.with_agent(self._vm_id, work)
+        except AgentUnsupported as exc:  # known from guest-info: never sent
+            if exc.command == "guest-get-cpustats":
+                self.has_cpu = False
+            else:
+                self.has_disks = False
+            return await self.sample()
+        cpus: tuple[replies.CpuStat, ...] | None = None
+        disks: tuple[replies.DiskStat, ...] | None = None
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, Exception):
+                if name == "guest-get-cpustats":
+                    self.has_cpu = False
+                else:
+                    self.has_disks = False
+                continue
+            if name == "guest-get-cpustats":
+                cpus = replies.parse_cpustats(result)
+            else:
+                disks = replies.parse_diskstats(result)
+        sample = sample_of(cpus, disks, self._clock())
+        last, self._last = self._last, sample
+        return rates(last, sample) if last is not None else None
