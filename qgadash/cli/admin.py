@@ -45,7 +45,7 @@ def admin_writes(args: argparse.Namespace) -> bool:
     if args.command == "ssh-keys":
         return bool(args.operation != "list")
     if args.command == "vcpus":
-        return args.set is not None
+        return args.online is not None
     return False
 
 
@@ -75,9 +75,7 @@ async def _run_plan(
             results = await run(plan.eligible, bar)
     if describe is not None and not args.json:
         results = [
-            ActionResult(r.vm_id, r.ok, describe(r.value), r.error, r.elapsed_ms)
-            if r.ok
-            else r
+            ActionResult(r.vm_id, r.ok, describe(r.value), r.error, r.elapsed_ms) if r.ok else r
             for r in results
         ]
     return print_results(action.value, results, plan.skipped, args.json)
@@ -268,7 +266,7 @@ def vcpus_text(value: Any) -> str:
 
 
 async def cmd_vcpus(engine: FleetEngine, args: argparse.Namespace) -> int:
-    if args.set is None:
+    if args.online is None:
         return await _run_plan(
             engine,
             args,
@@ -277,13 +275,13 @@ async def cmd_vcpus(engine: FleetEngine, args: argparse.Namespace) -> int:
             lambda ids, bar: engine.admin.vcpus(ids, progress=bar),
             vcpus_text,
         )
-    if args.set < 1:
-        raise UsageError("--set N: at least one vCPU stays online")
+    if args.online < 1:
+        raise UsageError("--online N: at least one vCPU stays online")
     return await _run_plan(
         engine,
         args,
         Action.VCPUS_SET,
-        f"Set {args.set} vCPU{'s' if args.set != 1 else ''} online on",
-        lambda ids, bar: engine.admin.set_vcpus(ids, args.set, progress=bar),
+        f"Set {args.online} vCPU{'s' if args.online != 1 else ''} online on",
+        lambda ids, bar: engine.admin.set_vcpus(ids, args.online, progress=bar),
         vcpus_text,
     )

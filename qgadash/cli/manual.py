@@ -84,9 +84,9 @@ MANUAL: dict[str, tuple[str, str]] = {
         f"{SELECT}\n{EXIT_STATUS}",
     ),
     "vcpus": (
-        "The guests' vCPUs online and offline (guest-get-vcpus); with --set N, keep the N "
+        "The guests' vCPUs online and offline (guest-get-vcpus); with --online N, keep the N "
         "lowest online and take the others offline (guest-set-vcpus; cpu0 never goes).",
-        f"examples:\n  qgadash vcpus --tag batch\n  qgadash vcpus --tag batch --set 2 --yes"
+        f"examples:\n  qgadash vcpus --tag batch\n  qgadash vcpus --tag batch --online 2 --yes"
         f"\n\n{CONFIRM}\n{SELECT}\n{EXIT_STATUS}",
     ),
     "cp": (

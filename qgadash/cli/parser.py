@@ -168,19 +168,17 @@ def admin_parsers(sub: Any, selectable: Adder, confirmable: Adder) -> None:
     selectable(p)
     confirmable(p)
     p.add_argument("--user", required=True, metavar="NAME")
-    p.add_argument(
-        "--crypted", action="store_true", help="read a crypt(3) hash from stdin instead"
-    )
+    p.add_argument("--crypted", action="store_true", help="read a crypt(3) hash from stdin instead")
     p = sub.add_parser("ssh-keys", help="list, add or remove a user's authorized SSH keys")
     p.add_argument("operation", choices=["list", "add", "remove"])
     p.add_argument("keyfile", nargs="?", metavar="KEYFILE", help="public keys (- for stdin)")
     selectable(p)
     confirmable(p)
     p.add_argument("--user", required=True, metavar="NAME")
-    p = sub.add_parser("vcpus", help="show online/offline vCPUs; --set N to change")
+    p = sub.add_parser("vcpus", help="show online/offline vCPUs; --online N to change")
     selectable(p)
     confirmable(p)
-    p.add_argument("--set", type=int, metavar="N", help="keep N vCPUs online (the lowest ids)")
+    p.add_argument("--online", type=int, metavar="N", help="keep N vCPUs online (the lowest ids)")
 
 
 def demo_default(argv: Sequence[str]) -> list[str]:

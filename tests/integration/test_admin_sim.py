@@ -148,3 +148,32 @@ async def test_live_stats_from_two_samples(engine: FleetEngine) -> None:
     assert await old.sample() is None
     assert await old.sample() is None  # qemu-ga 5.1: neither command
     assert not old.has_cpu and not old.has_disks
+
+
+async def test_status_document_has_users_and_disks_and_the_table_load(
+    tmp_path: Path,
+) -> None:
+    from qgadash.cli.status import status_table
+    from qgadash.fleet.report import vm_document
+
+    vms = [_linux(0, "10.0.0"), _linux(1)]
+    async with SimFleet(tmp_path / "sim2", vms) as sim:
+        hosts = sim.write_hosts_toml(tmp_path / "h2.toml", timeout=2.0)
+        eng = FleetEngine(load_config(hosts))
+        try:
+            await eng.poll_once()  # one poll, as `status` does
+            snaps = sorted(eng.store.snapshots(), key=lambda s: s.id)
+            doc = vm_document(snaps[0])
+            assert doc["disks"] and {"name", "partition", "alias", "dependencies"} <= set(
+                doc["disks"][0]
+            )
+            assert isinstance(doc["users"], list)
+            assert doc["load"] is not None  # qemu-ga 10.0: guest-get-load on the one poll
+            table = status_table(snaps).splitlines()
+            col = table[0].index("LOAD")
+            load = snaps[0].facts.load
+            assert load is not None
+            assert table[1][col:].split()[0] == f"{load.load1:.2f}"
+            assert table[2][col:].split()[0] == "-"  # 7.2 has no guest-get-load
+        finally:
+            await eng.stop()

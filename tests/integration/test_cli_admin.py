@@ -145,7 +145,7 @@ async def test_ssh_keys_diff_then_change_and_old_agents_skipped(
 
 async def test_vcpus_shown_and_set(hosts: Path, tmp_path: Path) -> None:
     code, out, err = await run_cli(
-        hosts, tmp_path, "vcpus", "--match", "sim/vm0", "--set", "2", "--yes"
+        hosts, tmp_path, "vcpus", "--match", "sim/vm0", "--online", "2", "--yes"
     )
     assert code == 0, err
     assert "2 of 4 online (offline: 2,3)" in out
