@@ -15,6 +15,7 @@ import asyncio
 import datetime
 import getpass
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,11 @@ async def _run_plan(
 
 
 def parse_time(text: str) -> int:
-    """Nanoseconds since the epoch from `2026-11-29T14:00:00Z` (ISO 8601; UTC when no
-    zone is given) or seconds since the epoch."""
+    """Nanoseconds since the epoch from `now` (this machine's clock: also corrects a
+    guest whose hardware clock is wrong, since qemu-ga then writes it), `2026-11-29T14:00:00Z`
+    (ISO 8601; UTC when no zone is given) or seconds since the epoch."""
+    if text == "now":
+        return time.time_ns()
     try:
         return round(float(text) * 1e9)
     except ValueError:

@@ -62,7 +62,9 @@ MANUAL: dict[str, tuple[str, str]] = {
     "time-sync": (
         "Set the selected guests' clocks (guest-set-time): from the host by default (the "
         "guest reads its hardware clock, which QEMU keeps at the host's time: `virsh domtime "
-        "--sync`), or to --time. Prints each clock's drift from ours before and after.",
+        "--sync`), or to --time: `now` sends this machine's clock, which also corrects a wrong "
+        "hardware clock (qemu-ga writes it after setting the time). Prints each clock's drift "
+        "from ours before and after.",
         f"examples:\n  qgadash time-sync --tag prod --yes\n"
         f"  qgadash time-sync --match lab/vm1 --time 2026-11-29T14:00:00Z\n\n{CONFIRM}\n"
         f"{SELECT}\n{EXIT_STATUS}",

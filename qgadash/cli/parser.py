@@ -160,7 +160,7 @@ def admin_parsers(sub: Any, selectable: Adder, confirmable: Adder) -> None:
     p.add_argument(
         "--time",
         metavar="WHEN",
-        help="the operator's time instead: ISO 8601 (UTC if no zone) or epoch seconds",
+        help="instead: now (this machine's clock), ISO 8601 (UTC if no zone) or epoch seconds",
     )
     p = sub.add_parser(
         "password", help="set a user's password (asked twice on a terminal; never an argument)"
