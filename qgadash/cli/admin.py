@@ -31,7 +31,15 @@ from qgadash.cli.select import (
     print_results,
 )
 from qgadash.fleet.actions import Action, ActionPlan
-from qgadash.fleet.admin import ProgressCallback, Secret, key_diff, read_key_file
+from qgadash.fleet.admin import (
+    ProgressCallback,
+    Secret,
+    drift_text,
+    key_diff,
+    keys_text,
+    read_key_file,
+    vcpus_text,
+)
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import ActionResult
 from qgadash.fleet.sanitize import printable
@@ -105,17 +113,6 @@ def parse_time(text: str) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return round(when.timestamp() * 1e9)
-
-
-def _seconds(value: float | None) -> str:
-    return "?" if value is None else f"{value:+.3f} s"
-
-
-def drift_text(value: Any) -> str:
-    if not isinstance(value, dict):
-        return ""
-    before, after = value.get("drift_before_s"), value.get("drift_after_s")
-    return f"drift {_seconds(before)} -> {_seconds(after)}"
 
 
 async def cmd_time_sync(engine: FleetEngine, args: argparse.Namespace) -> int:
@@ -192,17 +189,6 @@ def read_keys(source: str | None) -> list[str]:
     return keys
 
 
-def _keys_text(value: Any) -> str:
-    if isinstance(value, list):
-        return f"{len(value)} key{'s' if len(value) != 1 else ''}"
-    if isinstance(value, dict):
-        added, removed = value.get("added") or [], value.get("removed") or []
-        if not added and not removed:
-            return "unchanged"
-        return f"{len(added)} added, {len(removed)} removed"
-    return ""
-
-
 async def cmd_ssh_keys(engine: FleetEngine, args: argparse.Namespace) -> int:
     if args.operation == "list":
         return await _ssh_list(engine, args)
@@ -232,7 +218,7 @@ async def cmd_ssh_keys(engine: FleetEngine, args: argparse.Namespace) -> int:
         lambda ids, bar: engine.admin.ssh_keys_change(
             ids, args.user, keys, remove=remove, progress=bar
         ),
-        _keys_text,
+        keys_text,
         plan=plan,
     )
 
@@ -245,7 +231,7 @@ async def _ssh_list(engine: FleetEngine, args: argparse.Namespace) -> int:
         return print_results(Action.SSH_KEYS_LIST.value, results, plan.skipped, True)
     for r in results:
         if r.ok:
-            print(f"== {printable(r.vm_id, 80)} ({_keys_text(r.value)})")
+            print(f"== {printable(r.vm_id, 80)} ({keys_text(r.value)})")
             for key in r.value:
                 print(printable(key, 400))
         else:
@@ -257,16 +243,6 @@ async def _ssh_list(engine: FleetEngine, args: argparse.Namespace) -> int:
 
 
 # -- vcpus --------------------------------------------------------------------------------
-
-
-def vcpus_text(value: Any) -> str:
-    if not isinstance(value, dict):
-        return ""
-    text = f"{value.get('online')} of {value.get('total')} online"
-    offline = value.get("offline_ids") or []
-    if offline:
-        text += " (offline: " + ",".join(str(i) for i in offline) + ")"
-    return text
 
 
 async def cmd_vcpus(engine: FleetEngine, args: argparse.Namespace) -> int:

@@ -134,6 +134,41 @@ async def _drift(caller: AgentCaller, timeout: float, clock: Callable[[], float]
     return drift_of(replies.parse_time(value), sent_at, time.perf_counter() - started)
 
 
+# -- one line per VM, for people (the CLI's table, the dashboard's results) --------------
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:+.3f} s"
+
+
+def drift_text(value: Any) -> str:
+    if not isinstance(value, dict):
+        return ""
+    before, after = value.get("drift_before_s"), value.get("drift_after_s")
+    return f"drift {_seconds(before)} -> {_seconds(after)}"
+
+
+def vcpus_text(value: Any) -> str:
+    if not isinstance(value, dict):
+        return ""
+    text = f"{value.get('online')} of {value.get('total')} online"
+    offline = value.get("offline_ids") or []
+    if offline:
+        text += " (offline: " + ",".join(str(i) for i in offline) + ")"
+    return text
+
+
+def keys_text(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} key{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        added, removed = value.get("added") or [], value.get("removed") or []
+        if not added and not removed:
+            return "unchanged"
+        return f"{len(added)} added, {len(removed)} removed"
+    return ""
+
+
 class GuestAdmin:
     """The administration verbs, each on a list of VM ids (planned, then run)."""
 
