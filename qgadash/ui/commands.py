@@ -15,7 +15,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
 from qgadash.fleet.model import FreezeState
-from qgadash.ui import verbs
+from qgadash.ui import admin_verbs, verbs
 from qgadash.ui.fleet_view import COLUMNS, SORTABLE
 from qgadash.ui.plain import sanitize
 
@@ -86,6 +86,7 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
                 "discard unused blocks",
                 True,
             ),
+            *admin_entries(app, marks, how, _marked(len(marks))),
             PaletteEntry(
                 f"Unmark all ({len(marks)})", fleet.action_clear_marks, "asks if some are hidden"
             ),
@@ -143,6 +144,7 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
                 "discard unused blocks",
                 True,
             ),
+            *admin_entries(app, [cursor], "this VM", name),
             # Not `changes_guests`: read-only mode offers it for read-only commands.
             PaletteEntry(
                 f"Agent command on {name}…",
@@ -189,6 +191,52 @@ def palette_entries(app: QgadashApp) -> list[PaletteEntry]:
     if app.read_only:
         entries = [e for e in entries if not e.changes_guests]
     return entries
+
+
+def admin_entries(app: QgadashApp, ids: Sequence[str], how: str, what: str) -> list[PaletteEntry]:
+    """Guest administration (qgadash.ui.admin_verbs) on `ids`, named `what`."""
+    return [
+        PaletteEntry(
+            f"Sync the clock of {what}",
+            partial(admin_verbs.confirm_time_sync, app, ids, how),
+            "guest-set-time from the host; drift before and after",
+            True,
+        ),
+        PaletteEntry(
+            f"Set a password on {what}…",
+            partial(admin_verbs.prompt_password, app, ids, how),
+            "guest-set-user-password; never shown or logged",
+            True,
+        ),
+        PaletteEntry(
+            f"SSH keys on {what}…",
+            partial(admin_verbs.show_ssh_keys, app, ids, how),
+            "a user's authorized keys, per VM",
+        ),
+        PaletteEntry(
+            f"Add SSH keys on {what}…",
+            partial(admin_verbs.prompt_ssh_keys, app, ids, how, remove=False),
+            "each VM's diff first",
+            True,
+        ),
+        PaletteEntry(
+            f"Remove SSH keys on {what}…",
+            partial(admin_verbs.prompt_ssh_keys, app, ids, how, remove=True),
+            "each VM's diff first",
+            True,
+        ),
+        PaletteEntry(
+            f"vCPUs of {what}",
+            partial(admin_verbs.show_vcpus, app, ids, how),
+            "online and offline, per VM",
+        ),
+        PaletteEntry(
+            f"Set online vCPUs of {what}…",
+            partial(admin_verbs.prompt_vcpus, app, ids, how),
+            "guest-set-vcpus; the lowest ids stay online",
+            True,
+        ),
+    ]
 
 
 def _highlight(matcher_query: str, candidate: str, score_offsets: Sequence[int]) -> Content:
