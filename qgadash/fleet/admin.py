@@ -179,6 +179,10 @@ class GuestAdmin:
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
         return self._engine.plan(action, vm_ids)
 
+    def sampler(self, vm_id: str) -> StatsSampler:
+        """Live CPU % and disk rates of one VM, for a view that has it open."""
+        return StatsSampler(self._engine, vm_id)
+
     async def _call(self, vm_id: str, name: str, args: dict[str, Any] | None) -> Any:
         timeout = self._engine.action_timeout
         return await self._engine.with_agent(vm_id, lambda c: c.call(name, args, timeout=timeout))

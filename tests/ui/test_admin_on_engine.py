@@ -167,3 +167,40 @@ async def test_read_only_palette_offers_only_the_reading_verbs(
         admin_verbs.confirm_time_sync(app, ["sim/a"], "this VM")  # refused with a message
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmActionScreen)
+
+
+async def test_details_show_live_cpu_and_disk_sparklines(engine: FleetEngine) -> None:
+    from textual.widgets import Static
+
+    from qgadash.ui.screens.detail import DetailScreen
+
+    app = QgadashApp(engine, config_label="sim")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: answering(engine))
+        app.open_details("sim/a")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+
+        def live() -> str:
+            found = app.screen.query("#live-body")
+            return str(found.first(Static).content) if found else ""
+
+        # Samples every poll interval (0.3 s here); rates once two are in.
+        await wait_until(pilot, lambda: "cpu" in live() and "vda" in live(), timeout=15)
+        text = live()
+        assert "%" in text and "read" in text and "write" in text and "/s" in text
+        await pilot.press("escape")
+        # An agent without the counters (qemu-ga 5.1) shows no live section at all.
+        app.open_details("sim/old")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await wait_until(pilot, lambda: bool(app.screen.query("#live-body")))
+        screen = app.screen
+        assert isinstance(screen, DetailScreen)
+        await wait_until(
+            pilot,
+            lambda: (
+                screen._sampler is not None
+                and not (screen._sampler.has_cpu or screen._sampler.has_disks)
+            ),
+            timeout=15,
+        )
+        assert live() == ""
