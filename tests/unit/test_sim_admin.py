@@ -112,3 +112,12 @@ def test_set_user_password_checks_as_the_real_agent() -> None:
     )
     assert unknown["error"]["desc"] == "child process has failed to set user password"  # type: ignore[index]
 
+
+
+def test_cpustats_in_milliseconds_and_offline_cpus_absent() -> None:
+    agent = _vcpu_agent(4)
+    call(agent, "guest-set-vcpus", {"vcpus": [{"logical-id": 3, "online": False}]})
+    stats = call(agent, "guest-get-cpustats")["return"]
+    assert isinstance(stats, list)
+    assert [s["cpu"] for s in stats] == [0, 1, 2]
+    assert all(s["idle"] >= 1_000_000 for s in stats)  # ms since boot, as qemu-ga says

@@ -50,23 +50,28 @@ class StatsCommands(AgentState):
         t = self._elapsed()
         per_cpu = max(0.01, self._profile.load / max(1, self._profile.vcpus))
         result = []
+        offline = self._offline_cpus or set()
+        # qemu-ga reports milliseconds (/proc/stat's ticks * 1000 / USER_HZ); an offline
+        # vCPU has no line in /proc/stat, so none here.
         for cpu in range(self._profile.vcpus):
-            busy = self._counter(15_000 + cpu * 500, 100 * per_cpu, t)
-            idle = self._counter(150_000 + cpu * 900, 100 * (1 - min(per_cpu, 0.95)), t)
+            if cpu in offline:
+                continue
+            busy = self._counter(150_000 + cpu * 5000, 1000 * per_cpu, t)
+            idle = self._counter(1_500_000 + cpu * 9000, 1000 * (1 - min(per_cpu, 0.95)), t)
             result.append(
                 {
                     "cpu": cpu,
                     "guestnice": 0,
                     "idle": idle,
-                    "steal": 70 + cpu * 10,
-                    "iowait": 580 + cpu * 200,
+                    "steal": 700 + cpu * 100,
+                    "iowait": 5800 + cpu * 2000,
                     "system": busy // 2,
                     "guest": 0,
                     "nice": 0,
                     "irq": 0,
                     "type": "linux",
                     "user": busy,
-                    "softirq": 290 + cpu * 80,
+                    "softirq": 2900 + cpu * 800,
                 }
             )
         return result
