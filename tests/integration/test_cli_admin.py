@@ -93,6 +93,26 @@ async def test_password_from_stdin_hash_never_logged(hosts: Path, tmp_path: Path
     assert '"action": "password"' in audit and '"username": "root"' in audit
     assert HASH not in audit and "saltsalt" not in audit
     assert HASH not in out + err
+    # Nor in the debug log.
+    log = tmp_path / "debug.log"
+    code, _, err = await run_cli(
+        hosts,
+        tmp_path,
+        "--log-file",
+        str(log),
+        "--debug",
+        "password",
+        "--match",
+        "sim/vm1",
+        "--user",
+        "root",
+        "--crypted",
+        "--yes",
+        stdin=(HASH + "\n").encode(),
+    )
+    assert code == 0, err
+    assert "password" in log.read_text() and HASH not in log.read_text()
+    assert "saltsalt" not in log.read_text()
     # Without a terminal and without --crypted there is nothing to read a password from.
     code, _, err = await run_cli(
         hosts, tmp_path, "password", "--match", "sim/vm0", "--user", "root", "--yes"
