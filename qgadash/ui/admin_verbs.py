@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.style import Style
 from rich.text import Text
 
+from qgadash.agent.policy import command_policy
 from qgadash.fleet.actions import Action, ActionPlan
 from qgadash.fleet.admin import (
     drift_text,
@@ -81,6 +82,9 @@ def _confirm(
         if choice is not None and plan.eligible:
             then()
 
+    if not command_policy(plan.action.command).changes_guest:
+        then()  # the policy says it cannot change the guest: nothing to confirm
+        return
     app.push_screen(
         ConfirmActionScreen(title=title, verb=verb, plan=plan, how=how, palette=app.palette),
         confirmed,
