@@ -84,8 +84,10 @@ class DetailScreen(Screen[None]):
                         yield Static(Text(" Opening the file browser (b)…"), id="files-tab-body")
                     else:
                         yield Static(id=f"{tab}-body")
-                        if tab == "overview":
-                            yield Static(id="live-body")
+                        if tab == "overview":  # shown once there are rates to show
+                            live = Static(id="live-body")
+                            live.display = False
+                            yield live
         yield Footer()
 
     def on_mount(self) -> None:
@@ -112,6 +114,7 @@ class DetailScreen(Screen[None]):
         except NoMatches:
             return
         body.update(live_text(self._live, self.qapp.palette))
+        body.display = True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in ("freeze", "thaw", "power") and self.qapp.read_only)
