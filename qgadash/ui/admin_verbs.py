@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 
+MAX_KEYS_SHOWN = 200  # per VM in the dialog (the guest decides how many it sends)
+
+
 def _described(results: list[ActionResult], describe: Callable[[Any], str]) -> list[ActionResult]:
     """Values turned into the one line the action dialog shows per VM."""
     return [
@@ -183,9 +186,11 @@ async def _list_keys(app: QgadashApp, vm_ids: Sequence[str], user: str) -> None:
             body.append_text(plain(r.error or "failed", 300, style=app.palette.error))
             continue
         body.append(f"  ({keys_text(r.value)})", style=app.palette.stale)
-        for key in r.value:
+        for key in r.value[:MAX_KEYS_SHOWN]:
             body.append("\n  ")
             body.append_text(plain(key, 300))
+        if len(r.value) > MAX_KEYS_SHOWN:
+            body.append(f"\n  … {len(r.value) - MAX_KEYS_SHOWN} more", style=app.palette.stale)
     _skipped(body, plan, app)
     app.push_screen(MessageScreen(f"SSH keys of {sanitize(user, 40)}", body, safe="Close"))
 
