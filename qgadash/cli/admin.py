@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import getpass
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from qgadash.fleet.admin import (
     drift_text,
     key_diff,
     keys_text,
+    parse_when,
     read_key_file,
     vcpus_text,
 )
@@ -94,25 +93,10 @@ async def _run_plan(
 
 
 def parse_time(text: str) -> int:
-    """Nanoseconds since the epoch from `now` (this machine's clock: also corrects a
-    guest whose hardware clock is wrong, since qemu-ga then writes it), `2026-11-29T14:00:00Z`
-    (ISO 8601; UTC when no zone is given) or seconds since the epoch."""
-    if text == "now":
-        return time.time_ns()
     try:
-        return round(float(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--time {printable(text, 60)}: expected ISO 8601 (2026-11-29T14:00:00Z)"
-            " or seconds since the epoch"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return round(when.timestamp() * 1e9)
+        return parse_when(text)
+    except ValueError as exc:
+        raise UsageError(f"--time {exc}") from None
 
 
 async def cmd_time_sync(engine: FleetEngine, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ open and turns two samples into CPU % and disk I/O rates.
 from __future__ import annotations
 
 import base64
+import datetime
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,28 @@ async def _get_keys(caller: AgentCaller, user: str, timeout: float) -> tuple[str
             return ()
         raise
     return replies.parse_ssh_keys(value)
+
+
+def parse_when(text: str) -> int:
+    """Nanoseconds since the epoch from `now` (this machine's clock: also corrects a
+    guest whose hardware clock is wrong, since qemu-ga then writes it),
+    `2026-11-29T14:00:00Z` (ISO 8601; UTC when no zone is given) or epoch seconds."""
+    text = text.strip()
+    if text == "now":
+        return time.time_ns()
+    try:
+        return round(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text[:60]!r}: expected now, ISO 8601 (2026-11-29T14:00:00Z) or epoch seconds"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return round(when.timestamp() * 1e9)
 
 
 def drift_of(guest_ns: int, sent_at: float, rtt: float) -> float:

@@ -20,6 +20,7 @@ from qgadash.fleet.admin import (
     drift_text,
     key_diff,
     keys_text,
+    parse_when,
     read_key_file,
     vcpus_text,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "confirm_time_sync",
     "prompt_password",
     "prompt_ssh_keys",
+    "prompt_time",
     "prompt_vcpus",
     "show_ssh_keys",
     "show_vcpus",
@@ -97,13 +99,15 @@ def _confirm(
 # -- the clock ------------------------------------------------------------------------------
 
 
-def confirm_time_sync(app: QgadashApp, vm_ids: Sequence[str], how: str) -> None:
-    """guest-set-time from the host (the guest's hardware clock, as virsh domtime --sync);
-    each VM's drift before and after."""
+def confirm_time_sync(
+    app: QgadashApp, vm_ids: Sequence[str], how: str, when_ns: int | None = None
+) -> None:
+    """guest-set-time from the host (the guest's hardware clock, as virsh domtime --sync)
+    or to `when_ns`; each VM's drift before and after."""
     if app.refuse_read_only():
         return
     plan = app.engine.plan(Action.TIME_SYNC, vm_ids)
-    title = "Sync clocks from the host"
+    title = "Sync clocks from the host" if when_ns is None else "Set clocks"
     _confirm(
         app,
         plan,
@@ -115,9 +119,37 @@ def confirm_time_sync(app: QgadashApp, vm_ids: Sequence[str], how: str) -> None:
             title,
             "synced",
             plan,
-            lambda p: app.engine.admin.time_sync(plan.eligible, progress=p),
+            lambda p: app.engine.admin.time_sync(plan.eligible, when_ns=when_ns, progress=p),
             drift_text,
         ),
+    )
+
+
+def prompt_time(app: QgadashApp, vm_ids: Sequence[str], how: str) -> None:
+    """The operator's time (`now`: this machine's clock, ISO 8601 or epoch seconds), then
+    the same confirmation as a sync."""
+    if app.refuse_read_only():
+        return
+
+    def typed(values: dict[str, str] | None) -> None:
+        if not values:
+            return
+        try:
+            when = parse_when(values["when"])
+        except ValueError as exc:
+            app.notify(f"Cannot read that time: {exc}", severity="error", markup=False)
+            return
+        confirm_time_sync(app, vm_ids, how, when)
+
+    note = Text(
+        "now: this machine's clock (qemu-ga then also writes the guest's hardware clock).",
+        style=app.palette.stale,
+    )
+    app.push_screen(
+        PromptScreen(
+            f"Set the clock of {how}", [("when", "Time:", "now")], confirm="Next", note=note
+        ),
+        typed,
     )
 
 

@@ -203,6 +203,12 @@ def admin_entries(app: QgadashApp, ids: Sequence[str], how: str, what: str) -> l
             True,
         ),
         PaletteEntry(
+            f"Set the clock of {what}…",
+            partial(admin_verbs.prompt_time, app, ids, how),
+            "guest-set-time to now or a given time; drift before and after",
+            True,
+        ),
+        PaletteEntry(
             f"Set a password on {what}…",
             partial(admin_verbs.prompt_password, app, ids, how),
             "guest-set-user-password; never shown or logged",

@@ -185,7 +185,7 @@ async def test_details_show_live_cpu_and_disk_sparklines(engine: FleetEngine) ->
             return str(found.first(Static).content) if found else ""
 
         # Samples every poll interval (0.3 s here); rates once two are in.
-        await wait_until(pilot, lambda: "cpu" in live() and "vda" in live(), timeout=15)
+        await wait_until(pilot, lambda: "cpu" in live() and "vda" in live(), timeout=30)
         text = live()
         assert "%" in text and "read" in text and "write" in text and "/s" in text
         await pilot.press("escape")
@@ -204,3 +204,23 @@ async def test_details_show_live_cpu_and_disk_sparklines(engine: FleetEngine) ->
             timeout=15,
         )
         assert live() == ""
+
+
+async def test_clock_set_to_the_operators_time(engine: FleetEngine) -> None:
+    import time
+
+    app = QgadashApp(engine, config_label="sim")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: answering(engine))
+        app.fleet.set_marks({"sim/a"})
+        entry = next(e for e in palette_entries(app) if e.name.startswith("Set the clock of 1"))
+        entry.run()
+        await wait_until(pilot, lambda: bool(app.screen.query("#when")))
+        app.screen.query_one("#when", Input).value = str(int(time.time()) + 3600)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
+        await confirm(pilot, app)
+        run = await run_to_end(pilot, app)
+        after = run.results[0].value
+        assert isinstance(after, str) and after.startswith("drift ")
+        assert 3590 < float(after.split("-> ")[1].split(" ")[0]) < 3610, after

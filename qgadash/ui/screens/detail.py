@@ -3,6 +3,7 @@ a Files tab that opens the guest's file browser."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -139,9 +140,11 @@ class DetailScreen(Screen[None]):
         self.query_one("#agent-body", Static).update(agent_text(snap, palette))
 
     def fleet_changed(self, changed: set[str], removed: set[str]) -> None:
-        # A poll can land between the push and the compose: on_mount draws it then.
-        if (self.vm_id in changed or self.vm_id in removed) and self.query("#detail-title"):
-            self.redraw()
+        if self.vm_id in changed or self.vm_id in removed:
+            # A poll can land before the compose (on_mount draws it then) or while the
+            # screen is taken down.
+            with contextlib.suppress(NoMatches):
+                self.redraw()
 
     def _hold(self) -> Hold | None:
         """This session's hold on the VM (its deadline and keeper), if any."""
