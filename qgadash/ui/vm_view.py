@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 
-from qgadash.fleet.admin import LiveStats
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER
+from qgadash.fleet.live_stats import LiveStats
 from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
 from qgadash.fleet.store import CounterSample
 from qgadash.ui.fleet_view import Palette, agent_label

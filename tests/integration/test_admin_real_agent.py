@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from qgadash.fleet.actions import Action
-from qgadash.fleet.admin import StatsSampler
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.live_stats import StatsSampler
 from qgadash.sim.agent import GuestAgent
 from qgadash.sim.profiles import make_profile
 from tests.integration.realagent import RealAgent

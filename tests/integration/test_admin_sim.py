@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from qgadash.fleet.actions import Action, ReadOnlyError
-from qgadash.fleet.admin import Secret, StatsSampler
+from qgadash.fleet.admin import Secret
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.live_stats import StatsSampler
 from qgadash.sim import SimFleet, SimVm, make_profile
 
 PASSWORD = "Tr0ub4dor&3-unique"

@@ -16,8 +16,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from qgadash.agent.errors import AgentError
-from qgadash.fleet.admin import LiveStats, StatsSampler
 from qgadash.fleet.guard import Hold
+from qgadash.fleet.live_stats import LiveStats, StatsSampler
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui.key_hints import PINNED_BINDINGS
 from qgadash.ui.screens.files import FilesScreen
