@@ -579,6 +579,19 @@ def _interface_stats(raw: dict[str, Any], where: str) -> InterfaceStats:
     return InterfaceStats._make(checked)
 
 
+# -- users' SSH keys --------------------------------------------------------
+
+
+def parse_ssh_keys(value: Any) -> tuple[str, ...]:
+    """guest-ssh-get-authorized-keys: `{"keys": [str, ...]}` (the guest's text, to be
+    shown as plain text only)."""
+    obj = _obj(value, "guest-ssh-get-authorized-keys")
+    keys = _list(obj.get("keys"), "guest-ssh-get-authorized-keys.keys")
+    return tuple(
+        _check_str(k, f"guest-ssh-get-authorized-keys.keys[{i}]") for i, k in enumerate(keys)
+    )
+
+
 # -- cpu, load ---------------------------------------------------------------
 
 

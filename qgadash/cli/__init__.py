@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from qgadash.cli.actions import cmd_agent, cmd_exec, cmd_fstrim, cmd_shutdown, cmd_suspend
+from qgadash.cli.admin import (
+    admin_writes,
+    cmd_password,
+    cmd_ssh_keys,
+    cmd_time_sync,
+    cmd_vcpus,
+)
 from qgadash.cli.copy import cmd_cp
 from qgadash.cli.freeze import cmd_freeze, cmd_thaw
 from qgadash.cli.lifecycle import Command, run_command
@@ -148,7 +155,11 @@ async def _demo_config(args: argparse.Namespace, stack: contextlib.AsyncExitStac
 
 
 async def run(args: argparse.Namespace) -> int:
-    writes = args.command in DESTRUCTIVE or (args.command == "cp" and ":" in args.destination)
+    writes = (
+        args.command in DESTRUCTIVE
+        or admin_writes(args)
+        or (args.command == "cp" and ":" in args.destination)
+    )
     return await run_command(args, COMMANDS[args.command], _config_for, writes)
 
 
@@ -165,6 +176,10 @@ COMMANDS: dict[str, Command] = {
     "shutdown": cmd_shutdown,
     "suspend": cmd_suspend,
     "exec": cmd_exec,
+    "time-sync": cmd_time_sync,
+    "password": cmd_password,
+    "ssh-keys": cmd_ssh_keys,
+    "vcpus": cmd_vcpus,
     "cp": cmd_cp,
     "agent": cmd_agent,
     "metrics": cmd_metrics,

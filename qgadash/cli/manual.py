@@ -59,6 +59,38 @@ MANUAL: dict[str, tuple[str, str]] = {
         f"example:\n  qgadash exec --tag web --yes -- systemctl is-active nginx\n\n{CONFIRM}\n"
         f"{SELECT}\n{EXIT_STATUS}",
     ),
+    "time-sync": (
+        "Set the selected guests' clocks (guest-set-time): from the host by default (the "
+        "guest reads its hardware clock, which QEMU keeps at the host's time: `virsh domtime "
+        "--sync`), or to --time: `now` sends this machine's clock, which also corrects a wrong "
+        "hardware clock (qemu-ga writes it after setting the time). Prints each clock's drift "
+        "from ours before and after.",
+        f"examples:\n  qgadash time-sync --tag prod --yes\n"
+        f"  qgadash time-sync --match lab/vm1 --time 2026-11-29T14:00:00Z\n\n{CONFIRM}\n"
+        f"{SELECT}\n{EXIT_STATUS}",
+    ),
+    "password": (
+        "Set a user's password in the selected guests (guest-set-user-password). It is asked "
+        "twice on the terminal, or read from stdin as a crypt(3) hash with --crypted; never "
+        "an argument, never in the audit log (which records the user only).",
+        f"examples:\n  qgadash password --tag lab --user ops\n"
+        f"  openssl passwd -6 | qgadash password --tag lab --user ops --crypted --yes\n\n"
+        f"{CONFIRM}\n{SELECT}\n{EXIT_STATUS}",
+    ),
+    "ssh-keys": (
+        "A user's authorized SSH keys (guest-ssh-*-authorized-keys): list them per VM, or "
+        "add or remove the keys of KEYFILE (- for stdin). Before a change, each VM's diff "
+        "(+ added, - removed) is printed, then confirmed.",
+        f"examples:\n  qgadash ssh-keys list --tag prod --user ops\n"
+        f"  qgadash ssh-keys remove leaked.pub --tag prod --user ops\n\n{CONFIRM}\n"
+        f"{SELECT}\n{EXIT_STATUS}",
+    ),
+    "vcpus": (
+        "The guests' vCPUs online and offline (guest-get-vcpus); with --online N, keep the N "
+        "lowest online and take the others offline (guest-set-vcpus; cpu0 never goes).",
+        f"examples:\n  qgadash vcpus --tag batch\n  qgadash vcpus --tag batch --online 2 --yes"
+        f"\n\n{CONFIRM}\n{SELECT}\n{EXIT_STATUS}",
+    ),
     "cp": (
         "Copy one file out of a guest (cp VM:PATH LOCAL|DIR|-) or into one (cp LOCAL "
         "VM:PATH). A download never replaces a local file without --force or a yes; it "

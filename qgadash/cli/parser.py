@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from qgadash import __version__
 from qgadash.cli.manual import describe_commands, metrics_arguments, serve_arguments
+
+Adder = Callable[[argparse.ArgumentParser], None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     confirmable(p)
     p.add_argument("--timeout", type=float, metavar="S", help="seconds the command may run")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG]...")
+    admin_parsers(sub, selectable, confirmable)
     p = sub.add_parser("cp", help="copy a file: cp VM:PATH LOCAL|DIR|- (stdout) | cp LOCAL VM:PATH")
     p.add_argument("source")
     p.add_argument("destination")
@@ -149,6 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_arguments(p)
     describe_commands(sub.choices)
     return parser
+
+
+def admin_parsers(sub: Any, selectable: Adder, confirmable: Adder) -> None:
+    """time-sync, password, ssh-keys, vcpus (qgadash.cli.admin)."""
+    p = sub.add_parser(
+        "time-sync", help="set guest clocks from the host (or --time); drift before and after"
+    )
+    selectable(p)
+    confirmable(p)
+    p.add_argument(
+        "--time",
+        metavar="WHEN",
+        help="instead: now (this machine's clock), ISO 8601 (UTC if no zone) or epoch seconds",
+    )
+    p = sub.add_parser(
+        "password", help="set a user's password (asked twice on a terminal; never an argument)"
+    )
+    selectable(p)
+    confirmable(p)
+    p.add_argument("--user", required=True, metavar="NAME")
+    p.add_argument("--crypted", action="store_true", help="read a crypt(3) hash from stdin instead")
+    p = sub.add_parser("ssh-keys", help="list, add or remove a user's authorized SSH keys")
+    p.add_argument("operation", choices=["list", "add", "remove"])
+    p.add_argument("keyfile", nargs="?", metavar="KEYFILE", help="public keys (- for stdin)")
+    selectable(p)
+    confirmable(p)
+    p.add_argument("--user", required=True, metavar="NAME")
+    p = sub.add_parser("vcpus", help="show online/offline vCPUs; --online N to change")
+    selectable(p)
+    confirmable(p)
+    p.add_argument("--online", type=int, metavar="N", help="keep N vCPUs online (the lowest ids)")
 
 
 def demo_default(argv: Sequence[str]) -> list[str]:

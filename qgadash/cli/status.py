@@ -37,7 +37,7 @@ def status_table(
     snapshots: Sequence[VmSnapshot], hypervisors: Sequence[HypervisorStatus] = ()
 ) -> str:
     """One row per VM, then one per hypervisor that is down or has something to say."""
-    header = ("VM", "AGENT", "OS", "HOSTNAME", "IPV4", "FS", "FULL", "RTT", "DETAIL")
+    header = ("VM", "AGENT", "OS", "HOSTNAME", "IPV4", "FS", "FULL", "LOAD", "RTT", "DETAIL")
     rows = [header]
     for s in snapshots:
         f = s.facts
@@ -56,6 +56,7 @@ def status_table(
                 f"{full.used_fraction * 100:.0f}%"
                 if full and full.used_fraction is not None
                 else "-",
+                f"{f.load.load1:.2f}" if f.load is not None else "-",
                 f"{s.latency_ms:.1f}ms" if s.latency_ms is not None else "-",
                 detail,
             )
@@ -66,6 +67,7 @@ def status_table(
                 (
                     printable(hv.name, 38) + "/*",
                     hv.state.value,
+                    "-",
                     "-",
                     "-",
                     "-",

@@ -18,6 +18,13 @@ class Action(enum.Enum):
     SUSPEND_DISK = "suspend-disk"
     SUSPEND_HYBRID = "suspend-hybrid"
     EXEC = "exec"
+    TIME_SYNC = "time-sync"
+    PASSWORD = "password"
+    SSH_KEYS_LIST = "ssh-keys list"
+    SSH_KEYS_ADD = "ssh-keys add"
+    SSH_KEYS_REMOVE = "ssh-keys remove"
+    VCPUS = "vcpus"
+    VCPUS_SET = "vcpus set"
 
     @property
     def command(self) -> str:
@@ -33,6 +40,13 @@ ACTION_COMMANDS = {
     Action.SUSPEND_DISK: "guest-suspend-disk",
     Action.SUSPEND_HYBRID: "guest-suspend-hybrid",
     Action.EXEC: "guest-exec",
+    Action.TIME_SYNC: "guest-set-time",
+    Action.PASSWORD: "guest-set-user-password",
+    Action.SSH_KEYS_LIST: "guest-ssh-get-authorized-keys",
+    Action.SSH_KEYS_ADD: "guest-ssh-add-authorized-keys",
+    Action.SSH_KEYS_REMOVE: "guest-ssh-remove-authorized-keys",
+    Action.VCPUS: "guest-get-vcpus",
+    Action.VCPUS_SET: "guest-set-vcpus",
 }
 
 SUSPEND_ACTIONS = {

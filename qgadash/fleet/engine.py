@@ -36,6 +36,7 @@ from qgadash.fleet.actions import (
     freeze_deadline,
     make_plan,
 )
+from qgadash.fleet.admin import GuestAdmin
 from qgadash.fleet.audit import AuditLog
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.files import GuestFiles, run_exec
@@ -129,6 +130,7 @@ class FleetEngine:
         self._initial_discovery_done: asyncio.Future[None] | None = None
         self.guard = FreezeGuard(self.store, self._guard_thaw, clock, self.keeping.released)
         self.files = GuestFiles(self)
+        self.admin = GuestAdmin(self, clock)
 
     @property
     def settings(self) -> Settings:
@@ -516,6 +518,24 @@ class FleetEngine:
     def _check_writable(self) -> None:
         if self.settings.read_only:
             raise ReadOnlyError("read-only mode: actions are off (read_only or --read-only)")
+
+    # For the verbs outside this module (fleet/admin.py): the same checks, bulk runner
+    # and audit as the ones here.
+    check_writable = _check_writable
+
+    @property
+    def action_timeout(self) -> float:
+        return self.settings.action_timeout
+
+    async def run_bulk(
+        self,
+        action: str,
+        vm_ids: Sequence[str],
+        arguments: Any,
+        one: Callable[[str], Awaitable[Any]],
+        progress: ProgressCallback | None,
+    ) -> list[ActionResult]:
+        return await self._bulk(action, vm_ids, arguments, one, progress)
 
     async def _bulk(
         self,

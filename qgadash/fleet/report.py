@@ -54,6 +54,23 @@ def vm_document(snap: VmSnapshot) -> dict[str, Any]:
             }
             for f in facts.filesystems
         ]
+    users = None
+    if facts.users is not None:
+        users = [
+            {"name": u.name, "domain": u.domain, "login_time": iso(u.login_time)}
+            for u in facts.users
+        ]
+    disks = None
+    if facts.disks is not None:
+        disks = [
+            {
+                "name": d.name,
+                "partition": d.partition,
+                "alias": d.alias,
+                "dependencies": list(d.dependencies),
+            }
+            for d in facts.disks
+        ]
     commands = None
     if facts.info is not None:
         commands = [c.name for c in facts.info.commands if c.enabled]
@@ -79,6 +96,8 @@ def vm_document(snap: VmSnapshot) -> dict[str, Any]:
         "thaw_error": snap.thaw_error,
         "interfaces": interfaces,
         "filesystems": filesystems,
+        "disks": disks,
+        "users": users,
         "load": (
             {"load1": facts.load.load1, "load5": facts.load.load5, "load15": facts.load.load15}
             if facts.load

@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.message import Message
 
 from qgadash.fleet.model import FreezeState
-from qgadash.ui import messages, verbs
+from qgadash.ui import admin_verbs, messages, verbs
 from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.fleet_view import COLUMNS, SORTABLE
 from qgadash.ui.plain import sanitize
@@ -91,6 +91,7 @@ def palette_entries(app: Dashboard) -> list[PaletteEntry]:
                 "discard unused blocks",
                 True,
             ),
+            *admin_entries(app, marks, how, _marked(len(marks))),
             PaletteEntry(
                 f"Unmark all ({len(marks)})", fleet.action_clear_marks, "asks if some are hidden"
             ),
@@ -158,6 +159,7 @@ def palette_entries(app: Dashboard) -> list[PaletteEntry]:
                 "discard unused blocks",
                 True,
             ),
+            *admin_entries(app, [cursor], "this VM", name),
             # Not `changes_guests`: read-only mode offers it for read-only commands.
             PaletteEntry(
                 f"Agent command on {name}…",
@@ -204,6 +206,58 @@ def palette_entries(app: Dashboard) -> list[PaletteEntry]:
     if app.read_only:
         entries = [e for e in entries if not e.changes_guests]
     return entries
+
+
+def admin_entries(app: Dashboard, ids: Sequence[str], how: str, what: str) -> list[PaletteEntry]:
+    """Guest administration (qgadash.ui.admin_verbs) on `ids`, named `what`."""
+    return [
+        PaletteEntry(
+            f"Sync the clock of {what}",
+            partial(admin_verbs.confirm_time_sync, app, ids, how),
+            "guest-set-time from the host; drift before and after",
+            True,
+        ),
+        PaletteEntry(
+            f"Set the clock of {what}…",
+            partial(admin_verbs.prompt_time, app, ids, how),
+            "guest-set-time to now or a given time; drift before and after",
+            True,
+        ),
+        PaletteEntry(
+            f"Set a password on {what}…",
+            partial(admin_verbs.prompt_password, app, ids, how),
+            "guest-set-user-password; never shown or logged",
+            True,
+        ),
+        PaletteEntry(
+            f"SSH keys on {what}…",
+            partial(admin_verbs.show_ssh_keys, app, ids, how),
+            "a user's authorized keys, per VM",
+        ),
+        PaletteEntry(
+            f"Add SSH keys on {what}…",
+            partial(admin_verbs.prompt_ssh_keys, app, ids, how, remove=False),
+            "each VM's diff first",
+            True,
+        ),
+        PaletteEntry(
+            f"Remove SSH keys on {what}…",
+            partial(admin_verbs.prompt_ssh_keys, app, ids, how, remove=True),
+            "each VM's diff first",
+            True,
+        ),
+        PaletteEntry(
+            f"vCPUs of {what}",
+            partial(admin_verbs.show_vcpus, app, ids, how),
+            "online and offline, per VM",
+        ),
+        PaletteEntry(
+            f"Set online vCPUs of {what}…",
+            partial(admin_verbs.prompt_vcpus, app, ids, how),
+            "guest-set-vcpus; the lowest ids stay online",
+            True,
+        ),
+    ]
 
 
 def _highlight(matcher_query: str, candidate: str, score_offsets: Sequence[int]) -> Content:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError
+from qgadash.fleet.admin import GuestAdmin
 from qgadash.fleet.config import Settings
 from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
 from qgadash.fleet.guard import Hold
@@ -78,6 +79,11 @@ class Engine(Protocol):
 
     @property
     def files(self) -> Files: ...
+
+    @property
+    def admin(self) -> GuestAdmin:
+        """Clock, passwords, SSH keys, vCPUs, live stats (qgadash.fleet.admin)."""
+        ...
 
     async def start(self) -> None: ...
 

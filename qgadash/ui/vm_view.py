@@ -14,6 +14,7 @@ from rich.text import Text
 
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER
+from qgadash.fleet.live_stats import LiveStats
 from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
 from qgadash.fleet.store import CounterSample
 from qgadash.ui.fleet_view import Palette, agent_label
@@ -33,6 +34,7 @@ __all__ = [
     "command_reason",
     "freeze_text",
     "keeper_text",
+    "live_text",
     "network_text",
     "nic_rates",
     "overview_text",
@@ -357,4 +359,32 @@ def storage_text(snap: VmSnapshot, palette: Palette) -> Text:
         if disk.dependencies:
             text.append("  on ")
             text.append_text(plain(", ".join(disk.dependencies), 80))
+    return text
+
+
+def live_text(history: Sequence[LiveStats], palette: Palette) -> Text:
+    """CPU busy % (all vCPUs) and each disk's read / write rate over the last samples,
+    as sparklines with the latest value; empty until two samples were taken. (Disk names
+    are the guest's: plain text.)"""
+    if not history:
+        return Text()
+    text = Text()
+    text.append(" Live", style=Style(bold=True, underline=True))
+    cpu = [h.cpu_percent for h in history if h.cpu_percent is not None]
+    if cpu:
+        text.append("\n  cpu    ")
+        text.append(f"{sparkline(cpu):<16}", style=palette.ok)
+        text.append(f" {cpu[-1]:5.1f} %")
+    latest = history[-1]
+    for name in sorted(latest.disk_read_bps)[:32]:
+        reads = [h.disk_read_bps[name] for h in history if name in h.disk_read_bps]
+        writes = [h.disk_write_bps[name] for h in history if name in h.disk_write_bps]
+        text.append("\n  ")
+        text.append_text(plain(f"{name:<6}", 24))
+        text.append(" read ")
+        text.append(f"{sparkline(reads):<16}", style=palette.ok)
+        text.append(f" {format_rate(reads[-1]):>12}")
+        text.append("   write ")
+        text.append(f"{sparkline(writes):<16}", style=palette.accent)
+        text.append(f" {format_rate(writes[-1]):>12}")
     return text

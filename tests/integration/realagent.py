@@ -2,8 +2,9 @@
 
 Outside a VM the agent acts on the machine it runs on, so every agent started here
 blocks the dangerous commands (protocol.md, "Running the real agent on a development
-machine"): freeze, thaw, shutdown, suspend, set-time, set-vcpus, set-memory-blocks and
-set-user-password. Nothing else in this module may start qemu-ga.
+machine"): freeze, thaw, shutdown, suspend, set-time, set-vcpus, set-memory-blocks,
+set-user-password and the SSH key changes (they would edit this machine's
+authorized_keys). Nothing else in this module may start qemu-ga.
 
 Self-contained on purpose (stdlib + pytest): the SSH tests, the engine tests and the
 benchmarks all use it.
@@ -42,6 +43,8 @@ BLOCKED_COMMANDS = (
     "guest-set-vcpus",
     "guest-set-memory-blocks",
     "guest-set-user-password",
+    "guest-ssh-add-authorized-keys",
+    "guest-ssh-remove-authorized-keys",
 )
 # A unix socket path must fit sun_path (108 bytes with its NUL).
 _MAX_SOCKET_PATH = 107

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from qgadash.agent.errors import AgentConnectionError
 from qgadash.agent.replies import (
     AgentInfo,
     CommandInfo,
@@ -28,6 +29,7 @@ from qgadash.agent.replies import (
     User,
 )
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError, make_plan
+from qgadash.fleet.admin import GuestAdmin
 from qgadash.fleet.config import Settings
 from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
 from qgadash.fleet.guard import Hold
@@ -42,6 +44,8 @@ from qgadash.fleet.model import (
 )
 from qgadash.fleet.store import CounterSample, FleetStore
 from qgadash.transport.base import HypervisorState
+
+T = TypeVar("T")
 
 NOW = 1_764_072_000.0  # 2025-11-25 12:00:00 UTC: a fixed clock for snapshots
 
@@ -384,6 +388,7 @@ class FakeEngine:
         self.store = FleetStore()
         self.settings = settings or Settings()
         self.files = FakeFiles(self)
+        self.admin = GuestAdmin(self)  # its verbs reach no agent here: see with_agent
         self.clock = clock or FakeClock()
         self.calls: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
         self.started = False
@@ -456,6 +461,32 @@ class FakeEngine:
     def _check(self) -> None:
         if self.settings.read_only:
             raise ReadOnlyError("read-only mode: actions are off")
+
+    # What GuestAdmin needs (the admin verbs are tested on the real engine, not here).
+    check_writable = _check
+    action_timeout = 1.0
+
+    async def with_agent(self, vm_id: str, work: Callable[[Any], Awaitable[T]]) -> T:
+        raise AgentConnectionError(f"{vm_id}: the fake engine has no agents")
+
+    async def run_bulk(
+        self,
+        action: str,
+        vm_ids: Sequence[str],
+        arguments: Any,
+        one: Callable[[str], Awaitable[Any]],
+        progress: Callable[[ActionResult], None] | None,
+    ) -> list[ActionResult]:
+        results = []
+        for vm_id in vm_ids:
+            try:
+                result = ActionResult(vm_id, True, await one(vm_id), None, 1.0)
+            except AgentConnectionError as exc:
+                result = ActionResult(vm_id, False, None, str(exc), 1.0)
+            if progress:
+                progress(result)
+            results.append(result)
+        return results
 
     async def _each(
         self,

@@ -3,6 +3,8 @@ a Files tab that opens the guest's file browser."""
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from typing import ClassVar
 
 from rich.text import Text
@@ -13,16 +15,26 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from qgadash.agent.errors import AgentError
 from qgadash.fleet.guard import Hold
+from qgadash.fleet.live_stats import LiveStats, StatsSampler
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui import bindings, messages
 from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.screens.files import FilesScreen
-from qgadash.ui.vm_view import agent_text, network_text, overview_text, storage_text, title_text
+from qgadash.ui.vm_view import (
+    agent_text,
+    live_text,
+    network_text,
+    overview_text,
+    storage_text,
+    title_text,
+)
 
 __all__ = ["DetailScreen"]
 
 TABS = ("overview", "network", "storage", "files", "agent")
+LIVE_SAMPLES = 30  # the sparklines' history: the last 30 poll intervals
 # Tabs drawn from the snapshot; the Files tab is a way into the file browser instead.
 DRAWN_TABS = ("overview", "network", "storage", "agent")
 
@@ -40,6 +52,10 @@ class DetailScreen(Screen[None]):
         self._tabs_ready = False
         self._pending_tab: str | None = None
         self._drawn: VmSnapshot | None = None
+        # CPU % and disk rates while the screen is open (guest-get-cpustats/diskstats,
+        # every poll interval; not polled fleet-wide).
+        self._live: deque[LiveStats] = deque(maxlen=LIVE_SAMPLES)
+        self._sampler: StatsSampler | None = None
 
     @property
     def qapp(self) -> Dashboard:
@@ -54,10 +70,37 @@ class DetailScreen(Screen[None]):
                         yield Static(Text(" Opening the file browser (b)…"), id="files-tab-body")
                     else:
                         yield Static(id=f"{tab}-body")
+                        if tab == "overview":  # shown once there are rates to show
+                            live = Static(id="live-body")
+                            live.display = False
+                            yield live
         yield Footer()
 
     def on_mount(self) -> None:
+        self._sampler = self.qapp.engine.admin.sampler(self.vm_id)
+        self.set_interval(max(0.5, self.qapp.engine.settings.poll_interval), self._sample)
         self.redraw()
+
+    def _sample(self) -> None:
+        self.run_worker(self._take_sample(), group="live-stats", exclusive=True)
+
+    async def _take_sample(self) -> None:
+        sampler = self._sampler
+        if sampler is None or not (sampler.has_cpu or sampler.has_disks):
+            return
+        try:
+            stats = await sampler.sample()
+        except AgentError:
+            return  # the agent's state shows in the overview; the sparklines just pause
+        if stats is None:
+            return
+        self._live.append(stats)
+        try:
+            body = self.query_one("#live-body", Static)
+        except NoMatches:
+            return
+        body.update(live_text(self._live, self.qapp.palette))
+        body.display = True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in ("freeze", "thaw", "power") and self.qapp.read_only)
@@ -83,7 +126,10 @@ class DetailScreen(Screen[None]):
 
     def fleet_changed(self, changed: set[str], removed: set[str]) -> None:
         if self.vm_id in changed or self.vm_id in removed:
-            self.redraw()
+            # A poll can land before the compose (on_mount draws it then) or while the
+            # screen is taken down.
+            with contextlib.suppress(NoMatches):
+                self.redraw()
 
     def _hold(self) -> Hold | None:
         """This session's hold on the VM (its deadline and keeper), if any."""
