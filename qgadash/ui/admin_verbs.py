@@ -28,8 +28,8 @@ from qgadash.fleet.model import ActionResult
 from qgadash.ui.admin_dialogs import PasswordScreen
 from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.plain import plain, sanitize
-from qgadash.ui.screens.files import PromptScreen
 from qgadash.ui.screens.modals import ConfirmActionScreen, FreezeChoice, MessageScreen
+from qgadash.ui.screens.modals.prompt import PromptScreen
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

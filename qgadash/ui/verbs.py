@@ -25,8 +25,8 @@ from qgadash.fleet.actions import Action, ReadOnlyError
 from qgadash.ui import messages
 from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.plain import plain, sanitize
-from qgadash.ui.screens.files import PromptScreen
 from qgadash.ui.screens.modals import ConfirmActionScreen, FreezeChoice, MessageScreen
+from qgadash.ui.screens.modals.prompt import PromptScreen
 
 __all__ = [
     "confirm_fstrim",

@@ -5,7 +5,8 @@ Cancel, lists the VMs that will get the action and those skipped (with the reaso
 - `confirm`: freeze and thaw (deadline, keepers, Windows' VSS limit);
 - `power`: shutdown, reboot, halt, suspend;
 - `action_run`: an action's progress and every VM's outcome (and output, for exec);
-- `dialogs`: yes/no questions and the quit dialog.
+- `dialogs`: yes/no questions and the quit dialog;
+- `prompt`: a few labelled fields (a path, a command line, a user).
 """
 
 from qgadash.ui.screens.modals.action_run import ActionRunScreen, describe_result
@@ -17,6 +18,7 @@ from qgadash.ui.screens.modals.confirm import (
 )
 from qgadash.ui.screens.modals.dialogs import MessageScreen, QuitScreen, YesNoScreen, quit_text
 from qgadash.ui.screens.modals.power import POWER_OPTIONS, PowerChoice, PowerScreen
+from qgadash.ui.screens.modals.prompt import PromptScreen
 
 __all__ = [
     "POWER_OPTIONS",
@@ -26,6 +28,7 @@ __all__ = [
     "MessageScreen",
     "PowerChoice",
     "PowerScreen",
+    "PromptScreen",
     "QuitScreen",
     "YesNoScreen",
     "describe_result",
