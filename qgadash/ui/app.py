@@ -3,6 +3,10 @@ workers, and refuses to leave guests frozen behind it.
 
 The CLI builds a `FleetEngine` and calls `run_dashboard`. The app starts the engine on
 mount and stops it (which thaws what this process froze) before it exits.
+
+Over 500 lines because it is the ui's composition root: the one place that pushes
+screens, so every flow a screen asks for by Message (freeze, thaw and power dialogs and
+their outcomes) and the whole quitting path (holds, thaw failures, signals) end here.
 """
 
 from __future__ import annotations
