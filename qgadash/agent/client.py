@@ -88,6 +88,12 @@ class AgentCaller(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    @property
+    def note(self) -> str | None:
+        """What the operator should know about this channel: how an old agent was adapted
+        to, or that libvirt marked the domain tainted. None when nothing."""
+        ...
+
     async def close(self) -> None: ...
 
 

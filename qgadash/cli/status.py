@@ -26,7 +26,7 @@ async def cmd_status(engine: FleetEngine, args: argparse.Namespace) -> int:
     if not chosen and not failed:
         raise UsageError("no VM matches the selection")
     if args.json:
-        print(json.dumps(status_document(chosen, hypervisors), indent=2))
+        print(json.dumps(status_document(chosen, hypervisors, engine.store.notes()), indent=2))
     else:
         print(status_table(chosen, hypervisors))
     ok = all(s.agent is AgentState.OK for s in chosen) and not failed

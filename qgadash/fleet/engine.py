@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from qgadash.agent import replies
@@ -227,7 +228,8 @@ class FleetEngine:
         existing = self._sessions.get(ref.id)
         if existing is not None and existing.ref == ref:
             return
-        self._sessions[ref.id] = VmSession(ref, link.endpoint(ref.address))
+        session = self._sessions[ref.id] = VmSession(ref, link.endpoint(ref.address))
+        session.on_note = partial(self.store.set_note, ref.id)
         self._poll_numbers.setdefault(ref.id, 0)
         self.store.add(ref)
         if self._running and ref.id not in self._tasks:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from qgadash.fleet.model import ActionResult, HypervisorStatus, VmSnapshot
@@ -15,7 +15,7 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def vm_document(snap: VmSnapshot) -> dict[str, Any]:
+def vm_document(snap: VmSnapshot, note: str | None = None) -> dict[str, Any]:
     facts = snap.facts
     os_doc = None
     if facts.os is not None:
@@ -85,6 +85,8 @@ def vm_document(snap: VmSnapshot) -> dict[str, Any]:
             "latency_ms": round(snap.latency_ms, 3) if snap.latency_ms is not None else None,
             "error": snap.error,
             "commands": commands,
+            # What the channel says: an old agent's adaptation, a libvirt taint.
+            "note": note,
             # A power action this process sent (stopped, suspended, rebooting): which, when.
             "action": snap.lifecycle.action if snap.lifecycle else None,
             "since": iso(snap.lifecycle.since) if snap.lifecycle else None,
@@ -119,10 +121,13 @@ def hypervisor_document(status: HypervisorStatus) -> dict[str, Any]:
 
 
 def status_document(
-    snapshots: Iterable[VmSnapshot], hypervisors: Iterable[HypervisorStatus]
+    snapshots: Iterable[VmSnapshot],
+    hypervisors: Iterable[HypervisorStatus],
+    notes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    notes = notes or {}
     return {
-        "vms": [vm_document(s) for s in snapshots],
+        "vms": [vm_document(s, notes.get(s.id)) for s in snapshots],
         "hypervisors": [hypervisor_document(h) for h in hypervisors],
     }
 

@@ -29,6 +29,8 @@ class VmSession:
         self._lock = asyncio.Lock()
         self.failures = 0  # consecutive failed uses, for backoff
         self.reply_cache: dict[str, Any] = {}  # last raw poll replies (see poller.poll_with)
+        self.note: str | None = None  # the caller's note after its last successful use
+        self.on_note: Callable[[str | None], None] | None = None  # told when it changes
 
     @property
     def held(self) -> bool:
@@ -67,6 +69,11 @@ class VmSession:
                 await asyncio.shield(caller.close())
                 raise
             self.failures = 0
+            note = caller.note
+            if note != self.note:
+                self.note = note
+                if self.on_note is not None:
+                    self.on_note(note)
             if not self.held:
                 self._caller = None
                 await caller.close()

@@ -39,6 +39,7 @@ class FleetStore:
         self._listeners: list[Listener] = []
         self._notified = False
         self._nic_history: dict[str, dict[str, deque[CounterSample]]] = {}
+        self._notes: dict[str, str] = {}  # per VM: what its channel says (agent/client.py)
 
     # -- reading -------------------------------------------------------------------
 
@@ -68,6 +69,24 @@ class FleetStore:
         """Call `listener` once when something changes after the last `take_changes`."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def note(self, vm_id: str) -> str | None:
+        """What the VM's channel says the operator should know (an old agent's adaptation,
+        a libvirt taint), or None."""
+        return self._notes.get(vm_id)
+
+    def notes(self) -> dict[str, str]:
+        return dict(self._notes)
+
+    def set_note(self, vm_id: str, note: str | None) -> None:
+        if self._notes.get(vm_id) == note or vm_id not in self._vms:
+            return
+        if note is None:
+            del self._notes[vm_id]
+        else:
+            self._notes[vm_id] = note
+        self._changed.add(vm_id)
+        self._notify()
 
     def nic_history(self, vm_id: str) -> dict[str, list[CounterSample]]:
         return {name: list(ring) for name, ring in self._nic_history.get(vm_id, {}).items()}
@@ -105,6 +124,7 @@ class FleetStore:
             self._changed.discard(vm_id)
             self._removed.add(vm_id)
             self._nic_history.pop(vm_id, None)
+            self._notes.pop(vm_id, None)
             self._notify()
 
     def set_hypervisor(self, status: HypervisorStatus) -> None:

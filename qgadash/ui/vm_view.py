@@ -226,11 +226,17 @@ def overview_text(snap: VmSnapshot, now: float, palette: Palette, hold: Hold | N
     return text
 
 
-def agent_text(snap: VmSnapshot, palette: Palette) -> Text:
+def agent_text(snap: VmSnapshot, palette: Palette, note: str | None = None) -> Text:
+    """`note`: what the VM's channel says (an old agent's adaptation, a libvirt taint)."""
+    text = Text()
+    if note is not None:
+        text.append(" ")
+        text.append_text(plain(note, 300, style=palette.warning))
+        text.append("\n")
     info = snap.facts.info
     if info is None:
-        return Text(" The agent has not answered guest-info yet.", style=palette.stale)
-    text = Text()
+        text.append(" The agent has not answered guest-info yet.", style=palette.stale)
+        return text
     text.append(" qemu-ga ")
     text.append_text(plain(info.version, 40, style=Style(bold=True)))
     text.append(f" offers {len(info.commands)} commands\n")

@@ -84,3 +84,18 @@ async def test_an_internal_error_in_a_poll_is_logged_with_its_traceback(
     (record,) = [r for r in caplog.records if "internal error in a poll" in r.getMessage()]
     assert vm in record.getMessage()
     assert record.exc_info is not None and "a bug in the poller" in str(record.exc_info[1])
+
+
+async def test_how_an_old_agent_was_adapted_to_is_the_vms_note(tmp_path: Path) -> None:
+    """qemu-ga 1.2 refuses request ids: the channel notes it, and the store (the Agent tab,
+    `status --json`'s agent.note) says so for that VM only."""
+    from qgadash.sim import Era, SimVm, era_profile
+
+    vms = [SimVm("old", era_profile(Era.QGA_1_2, 0)), SimVm("new", era_profile(Era.QGA_7_2, 1))]
+    async with SimFleet(tmp_path / "sim", vms) as fleet, _engine(fleet, tmp_path) as engine:
+        await engine.poll_vm("sim/old")
+        await engine.poll_vm("sim/new")
+        note = engine.store.note("sim/old")
+        assert note is not None and "request ids" in note, note
+        assert engine.store.note("sim/new") is None
+        assert engine.store.notes() == {"sim/old": note}

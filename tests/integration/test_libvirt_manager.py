@@ -24,7 +24,10 @@ from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
 from qgadash.fleet.poller import PollPlan, poll_with
+from qgadash.fleet.report import status_document
 from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
+from qgadash.ui.fleet_view import Palette
+from qgadash.ui.vm_view import agent_text
 from tests.guests.image import GuestImage
 from tests.integration.libvirtd import Libvirtd, domain_xml, running_libvirtd, virsh
 
@@ -148,6 +151,21 @@ async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(
         assert TAINT in domain_log(verbs_domain)
     finally:
         await hv.close()
+
+    # What the operator sees: the engine's raw command, then the taint in the VM's
+    # details (Agent tab) and in `status --json`.
+    async with FleetEngine(load_config(hosts)) as engine:
+        await engine.poll_vm(vm_id)
+        assert engine.store.note(vm_id) is None  # this process has sent nothing raw yet
+        (raw,) = [await engine.agent_command(vm_id, "guest-get-vcpus", None)]
+        assert raw.ok, raw
+        note = engine.store.note(vm_id)
+        assert note is not None and TAINT in note
+        snap = engine.store.get(vm_id)
+        assert snap is not None
+        assert TAINT in agent_text(snap, Palette(), note).plain
+        doc = status_document([snap], [], engine.store.notes())
+        assert TAINT in doc["vms"][0]["agent"]["note"]
 
 
 async def test_domain_states_reach_the_row_from_libvirt_events(

@@ -122,7 +122,9 @@ class DetailScreen(Screen[None]):
         history = self.qapp.engine.store.nic_history(self.vm_id)
         self.query_one("#network-body", Static).update(network_text(snap, history, palette))
         self.query_one("#storage-body", Static).update(storage_text(snap, palette))
-        self.query_one("#agent-body", Static).update(agent_text(snap, palette))
+        self.query_one("#agent-body", Static).update(
+            agent_text(snap, palette, self.qapp.engine.store.note(self.vm_id))
+        )
 
     def fleet_changed(self, changed: set[str], removed: set[str]) -> None:
         if self.vm_id in changed or self.vm_id in removed:
