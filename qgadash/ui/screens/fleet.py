@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui import verbs
@@ -314,14 +314,14 @@ class FleetScreen(Screen[None]):
             text.append_text(plain(snap.error, 160))
         line.update(text)
 
-    @on(DataTable.RowHighlighted, "#fleet-table")
-    def _cursor_moved(self, _: DataTable.RowHighlighted) -> None:
+    @on(FleetTable.RowHighlighted, "#fleet-table")
+    def _cursor_moved(self, _: FleetTable.RowHighlighted) -> None:
         self._update_cursor_line()
         self.refresh_bindings()  # x and d depend on the row under the cursor
 
-    @on(DataTable.HeaderSelected, "#fleet-table")
-    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
-        key = event.column_key.value
+    @on(FleetTable.HeaderSelected, "#fleet-table")
+    def _header_clicked(self, event: FleetTable.HeaderSelected) -> None:
+        key = event.column_key
         if key in SORTABLE:
             self.action_sort_column(key)
 
