@@ -92,7 +92,9 @@ class Capture:
         return total, frames
 
 
-def spawn(argv: list[str], cols: int, rows: int, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def spawn(
+    argv: list[str], cols: int, rows: int, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     proc = subprocess.Popen(
@@ -194,7 +196,10 @@ def run_htop(cols: int, rows: int, seconds: float) -> str | None:
     proc.wait(timeout=10)
     cap.done.wait(5)
     os.close(fd)
-    return f"htop     {cols:3d}x{rows:<2d} idle     {rate / 1000:8.1f} KB/s {fps:6.1f} frames/s  CPU {cpu:5.1f} %"
+    return (
+        f"htop     {cols:3d}x{rows:<2d} idle     {rate / 1000:8.1f} KB/s {fps:6.1f} frames/s"
+        f"  CPU {cpu:5.1f} %"
+    )
 
 
 def main() -> None:
@@ -228,8 +233,8 @@ def main() -> None:
                 sim.terminate()
                 sim.wait(timeout=30)
     for cols, rows in sizes:
-        line = run_htop(cols, rows, args.seconds)
-        print(line or "htop: not installed", flush=True)
+        htop = run_htop(cols, rows, args.seconds)
+        print(htop or "htop: not installed", flush=True)
     print(f"load average: {os.getloadavg()}")
 
 

@@ -701,6 +701,7 @@ def header_text(
     holds: HoldSummary | None = None,
     width: int | None = None,
     max_down: int = 1,
+    low_bandwidth: bool = False,
 ) -> Text:
     """The line that answers "is anything wrong?", then one line per hypervisor that is down.
 
@@ -778,6 +779,8 @@ def header_text(
         )
     if read_only:
         part(0, ("  ", Style()), (" READ-ONLY ", Style(reverse=True, bold=True) + palette.warning))
+    if low_bandwidth:
+        part(3, ("  ", Style()), ("low-bandwidth", palette.stale))
     if width is not None:
         while sum(t.cell_len for _, t in parts) > width:
             rank = max(r for r, _ in parts)

@@ -51,6 +51,8 @@ ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "exec", "dismiss_thaw_er
 # cannot be read, and a re-sort redraws every row on screen).
 _STATIC_SORTS = frozenset({"vm", "hv"})
 RESORT_SECONDS = 1.0
+# --low-bandwidth: FULL, LOAD, RTT and SEEN of a row redrawn at most this often.
+LOW_BANDWIDTH_SECONDS = 30.0
 
 
 class FleetScreen(Screen[None]):
@@ -106,6 +108,7 @@ class FleetScreen(Screen[None]):
         self._resort_pending = False
         self._sorted_at = 0.0
         self._content: dict[str, int] = {}
+        self._row_keys: tuple[bool | None, bool | None] = (None, None)
         self.table = FleetTable(id="fleet-table")
 
     @property
@@ -126,6 +129,8 @@ class FleetScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.table.palette = self.qapp.palette
+        if self.qapp.display_settings.low_bandwidth:
+            self.table.slow_seconds = LOW_BANDWIDTH_SECONDS
         self.table.focus()
         if self.filter.text:
             self.query_one("#filter-input", Input).value = self.filter.text
@@ -270,6 +275,7 @@ class FleetScreen(Screen[None]):
                 palette=qapp.palette,
                 holds=holds,
                 width=width,
+                low_bandwidth=qapp.display_settings.low_bandwidth,
             )
         )
         self._update_status()
@@ -317,7 +323,12 @@ class FleetScreen(Screen[None]):
     @on(FleetTable.RowHighlighted, "#fleet-table")
     def _cursor_moved(self, _: FleetTable.RowHighlighted) -> None:
         self._update_cursor_line()
-        self.refresh_bindings()  # x and d depend on the row under the cursor
+        # x and d depend on the row under the cursor; the footer is redrawn (and written
+        # to the terminal) only when they come or go, not on every cursor move.
+        row_keys = (self.check_action("dismiss_thaw_error", ()), self.check_action("forget", ()))
+        if row_keys != self._row_keys:
+            self._row_keys = row_keys
+            self.refresh_bindings()
 
     @on(FleetTable.HeaderSelected, "#fleet-table")
     def _header_clicked(self, event: FleetTable.HeaderSelected) -> None:

@@ -20,6 +20,7 @@ component classes, `Message`; `pyproject.toml` states the range it is tested wit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -48,6 +49,10 @@ from qgadash.ui.fleet_view import (
 __all__ = ["FleetTable", "RowValues", "TableColumn"]
 
 RowValues = tuple[CellValue, ...]
+# Low-bandwidth mode: a row's changes that touch only these columns wait until the row's
+# last such redraw is `slow_seconds` old (FleetScreen.tick offers them again 4 times a
+# second, so they are drawn when due). State, freeze, names and addresses never wait.
+SLOW_COLUMNS = frozenset(COLUMN_INDEX[k] for k in ("full", "load", "rtt", "seen"))
 
 
 @dataclass(slots=True)
@@ -161,6 +166,8 @@ class FleetTable(ScrollView, can_focus=True):
         self._lines: dict[str, tuple[RowValues, bool, Strip]] = {}
         self._header: Strip | None = None
         self._styles_key: object = None
+        self.slow_seconds = 0.0  # > 0: low-bandwidth mode (see SLOW_COLUMNS)
+        self._slow_at: dict[str, float] = {}  # VM id -> when its slow columns were drawn
 
     def on_mount(self) -> None:
         self._fit(self._content_width_default())
@@ -295,10 +302,17 @@ class FleetTable(ScrollView, can_focus=True):
         top = int(self.scroll_y)
         bottom = top + self._page_height()
         scroll_x = int(self.scroll_x)
+        now = time.monotonic()
         for vm_id, values in changed.items():
             old = self._drawn.get(vm_id)
             if old is None or old == values:
                 continue  # not shown (a filter hid it in the meantime), or no change
+            if self.slow_seconds:
+                slow = [i in SLOW_COLUMNS for i, v in enumerate(values) if old[i] != v]
+                if any(slow):
+                    if all(slow) and now - self._slow_at.get(vm_id, -1e9) < self.slow_seconds:
+                        continue  # only non-critical columns, drawn not long ago: later
+                    self._slow_at[vm_id] = now
             self._drawn[vm_id] = values
             self._lines.pop(vm_id, None)
             row = self._index[vm_id]
