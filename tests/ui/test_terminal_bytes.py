@@ -89,11 +89,8 @@ async def test_one_changed_cell_rewrites_at_most_its_line() -> None:
         await wait_until(pilot, lambda: len(table.order) == 300)
         await pilot.pause()
         # On screen, not under the cursor, answering (a timed-out row is all grey).
-        row = next(
-            i
-            for i, v in enumerate(table.order[:40])
-            if i and engine.store.get(v).agent is AgentState.OK
-        )
+        agents = [getattr(engine.store.get(v), "agent", None) for v in table.order[:40]]
+        row = next(i for i, agent in enumerate(agents) if i and agent is AgentState.OK)
         vm = table.order[row]
         snap = engine.store.get(vm)
         assert snap is not None
