@@ -21,7 +21,7 @@ component classes, `Message`; `pyproject.toml` states the range it is tested wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -52,6 +52,7 @@ RowValues = tuple[CellValue, ...]
 # Low-bandwidth mode: a row's changes that touch only these columns wait until the row's
 # last such redraw is `slow_seconds` old (FleetScreen.tick offers them again 4 times a
 # second, so they are drawn when due). State, freeze, names and addresses never wait.
+CELL_CACHE_SIZE = 20_000
 SLOW_COLUMNS = frozenset(COLUMN_INDEX[k] for k in ("full", "load", "rtt", "seen"))
 
 
@@ -165,6 +166,8 @@ class FleetTable(ScrollView, can_focus=True):
         # Rendered lines: VM id -> (values, cursor?, strip); header strip.
         self._lines: dict[str, tuple[RowValues, bool, Strip]] = {}
         self._header: Strip | None = None
+        # Padded segments of a cell, by (Text, width, justify); see _cell_segments.
+        self._cells: dict[tuple[Hashable, int], list[Segment]] = {}
         self._styles_key: object = None
         self.slow_seconds = 0.0  # > 0: low-bandwidth mode (see SLOW_COLUMNS)
         self._slow_at: dict[str, float] = {}  # VM id -> when its slow columns were drawn
@@ -453,6 +456,7 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _invalidate(self) -> None:
         self._lines.clear()
+        self._cells.clear()
         self._header = None
 
     def notify_style_update(self) -> None:
@@ -484,7 +488,9 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _render_header(self) -> Strip:
         style = self.rich_style + self.get_component_rich_style("fleet-table--header")
-        cells = [(c.label, c.width, COLUMNS[COLUMN_INDEX[c.key]].justify) for c in self._columns]
+        cells: list[tuple[Text, int, str, Hashable]] = [
+            (c.label, c.width, COLUMNS[COLUMN_INDEX[c.key]].justify, None) for c in self._columns
+        ]
         return self._render_cells(cells, style, None)
 
     def _row_strip(self, row: int) -> Strip:
@@ -495,8 +501,13 @@ class FleetTable(ScrollView, can_focus=True):
         if hit is not None and hit[0] is values and hit[1] is cursor:
             return hit[2]
         palette = self.palette
-        cells = [
-            (render_cell(index, values[index], palette), column.width, COLUMNS[index].justify)
+        cells: list[tuple[Text, int, str, Hashable]] = [
+            (
+                render_cell(index, values[index], palette),
+                column.width,
+                COLUMNS[index].justify,
+                (index, values[index]),
+            )
             for index, column in zip(self._shown, self._columns, strict=True)
         ]
         base = self.rich_style
@@ -511,28 +522,45 @@ class FleetTable(ScrollView, can_focus=True):
         return strip
 
     def _render_cells(
-        self, cells: list[tuple[Text, int, str]], base: Style, over: Style | None
+        self, cells: list[tuple[Text, int, str, Hashable]], base: Style, over: Style | None
     ) -> Strip:
         """One line: each cell cut or padded to its width, with padding either side.
         Cells are plain `Text` (guest strings were made plain by `render_cell`)."""
-        pad = " " * self.cell_padding
         segments: list[Segment] = []
         total = 0
-        for text, width, justify in cells:
-            if text.cell_len > width:
-                text = text.copy()
-                text.truncate(width, overflow="ellipsis")
-            gap = width - text.cell_len
-            segments.append(Segment(pad))
-            if justify == "right" and gap:
-                segments.append(Segment(" " * gap))
-            segments.extend(_text_segments(text))
-            if justify != "right" and gap:
-                segments.append(Segment(" " * gap))
-            segments.append(Segment(pad))
+        for text, width, justify, key in cells:
+            segments.extend(self._cell_segments(text, width, justify, key))
             total += width + 2 * self.cell_padding
         styled = Segment.apply_style(segments, base, over)
         return Strip(styled, total).simplify()
+
+    def _cell_segments(
+        self, text: Text, width: int, justify: str, value: Hashable
+    ) -> list[Segment]:
+        """A cell's segments, padded to its width: kept per (column and value, width),
+        since most cells of a fleet say the same things ("ok", "thawed", an OS name).
+        `value` None: not kept (the header)."""
+        key = (value, width)
+        hit = self._cells.get(key) if value is not None else None
+        if hit is not None:
+            return hit
+        pad = Segment(" " * self.cell_padding)
+        if text.cell_len > width:
+            text = text.copy()
+            text.truncate(width, overflow="ellipsis")
+        gap = width - text.cell_len
+        out = [pad]
+        if justify == "right" and gap:
+            out.append(Segment(" " * gap))
+        out.extend(_text_segments(text))
+        if justify != "right" and gap:
+            out.append(Segment(" " * gap))
+        out.append(pad)
+        if value is not None:
+            if len(self._cells) > CELL_CACHE_SIZE:
+                self._cells.clear()
+            self._cells[key] = out
+        return out
 
 
 def _text_segments(text: Text) -> list[Segment]:
