@@ -126,18 +126,57 @@ def measure(proc: subprocess.Popen[bytes], cap: Capture, seconds: float, keys: b
     start = time.monotonic()
     cpu0 = cpu_seconds(proc.pid)
     i = 0
+    typed: list[float] = []
     while time.monotonic() - start < seconds:
         if keys:
+            typed.append(time.monotonic())
             os.write(fd, keys[i % len(keys) : i % len(keys) + 1])
             i += 1
         time.sleep(0.25 if keys else 0.5)
     end = time.monotonic()
     cpu = cpu_seconds(proc.pid) - cpu0
     written, frames = cap.window(start, end)
+    if typed:
+        print("   " + key_latency(cap, typed), flush=True)
     if dump:
         Path(dump).write_bytes(cap.slice(start, end))
     span = end - start
     return written / span, frames / span, 100 * cpu / span
+
+
+def key_latency(cap: Capture, typed: list[float]) -> str:
+    """Key press -> the frame that answers it: the first write after the key, and the
+    same over a 1 Mbit/s link with 100 ms RTT (the frame's bytes at 125 KB/s, plus the
+    round trip: the key going out, the frame coming back)."""
+    local: list[float] = []
+    linked: list[float] = []
+    chunks = list(cap.chunks)
+    for t in typed:
+        after = [(ct, n) for ct, n in chunks if ct > t]
+        if not after:
+            continue
+        first = after[0][0]
+        frame = 0
+        last = first
+        for ct, n in after:
+            if ct - last > FRAME_GAP:
+                break
+            frame += n
+            last = ct
+        local.append(last - t)
+        linked.append(last - t + 0.1 + frame / 125_000)
+    if not local:
+        return "key -> frame: no frames"
+    local.sort()
+    linked.sort()
+
+    def p95(xs: list[float]) -> float:
+        return 1000 * xs[min(len(xs) - 1, int(len(xs) * 0.95))]
+
+    return (
+        f"key -> frame p95 {p95(local):.0f} ms on the pty; "
+        f"{p95(linked):.0f} ms over 1 Mbit/s, 100 ms RTT (n={len(local)})"
+    )
 
 
 def stop(proc: subprocess.Popen[bytes], fd: int) -> None:

@@ -580,6 +580,20 @@ def seen_step(age: float) -> int:
     return s - s % 86400
 
 
+def clock_key(snap: VmSnapshot, now: float) -> tuple[int | None, int | None]:
+    """What of a row depends on the clock (thaw countdown, SEEN step), cheaply: the
+    4 Hz tick rebuilds a row's values only when this changed."""
+    countdown = None
+    if (
+        snap.thaw_error is None
+        and snap.freeze is FreezeState.FROZEN
+        and snap.thaw_deadline is not None
+    ):
+        countdown = int(max(0.0, snap.thaw_deadline - now) + 0.999)
+    seen = None if snap.last_seen is None else seen_step(now - snap.last_seen)
+    return countdown, seen
+
+
 def clock_values(snap: VmSnapshot, now: float) -> tuple[CellValue, CellValue]:
     """The values of CLOCK_COLUMNS alone (cheaper than `row_values` for a timer tick)."""
     values = row_values(snap, now, False)

@@ -24,6 +24,7 @@ from qgadash.ui.fleet_view import (
     FleetCounts,
     FleetFilter,
     agent_label,
+    clock_key,
     column_label,
     content_widths,
     count_fleet,
@@ -109,6 +110,8 @@ class FleetScreen(Screen[None]):
         self._sorted_at = 0.0
         self._content: dict[str, int] = {}
         self._row_keys: tuple[bool | None, bool | None] = (None, None)
+        # The clock-dependent part of each row as the last tick saw it (`clock_key`).
+        self._clock: dict[str, tuple[int | None, int | None]] = {}
         self.table = FleetTable(id="fleet-table")
 
     @property
@@ -173,6 +176,7 @@ class FleetScreen(Screen[None]):
         store = self.qapp.engine.store
         self._resort_pending = False
         self._sorted_at = time.monotonic()
+        self._clock.clear()
         shown = [s for s in store.snapshots() if self._wanted(s)]
         self._shown = {s.id for s in shown}
         order = sort_ids(shown, self.sort_column, self.sort_reverse)
@@ -234,9 +238,21 @@ class FleetScreen(Screen[None]):
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
             self.rebuild()
         now = self.now()
-        visible = self.table.visible_ids()
-        if visible:
-            self.table.update_values(self._values_map(visible, now))
+        store = self.qapp.engine.store
+        clock = self._clock
+        changed: dict[str, RowValues] = {}
+        for vm_id in self.table.visible_ids():
+            snap = store.get(vm_id)
+            if snap is None:
+                continue
+            # Only rows whose countdown or SEEN step moved: most ticks rebuild none.
+            key = clock_key(snap, now)
+            if clock.get(vm_id) != key:
+                clock[vm_id] = key
+                changed[vm_id] = row_values(snap, now, vm_id in self.marks)
+        if changed:
+            self.table.update_values(changed)
+        self.table.release_held()
         self._refresh_header()
 
     def on_resize(self) -> None:

@@ -171,6 +171,7 @@ class FleetTable(ScrollView, can_focus=True):
         self._styles_key: object = None
         self.slow_seconds = 0.0  # > 0: low-bandwidth mode (see SLOW_COLUMNS)
         self._slow_at: dict[str, float] = {}  # VM id -> when its slow columns were drawn
+        self._held: dict[str, RowValues] = {}  # values held back by low-bandwidth mode
 
     def on_mount(self) -> None:
         self._fit(self._content_width_default())
@@ -314,8 +315,10 @@ class FleetTable(ScrollView, can_focus=True):
                 slow = [i in SLOW_COLUMNS for i, v in enumerate(values) if old[i] != v]
                 if any(slow):
                     if all(slow) and now - self._slow_at.get(vm_id, -1e9) < self.slow_seconds:
-                        continue  # only non-critical columns, drawn not long ago: later
+                        self._held[vm_id] = values  # non-critical, drawn not long ago: later
+                        continue
                     self._slow_at[vm_id] = now
+                self._held.pop(vm_id, None)
             self._drawn[vm_id] = values
             self._lines.pop(vm_id, None)
             row = self._index[vm_id]
@@ -334,6 +337,11 @@ class FleetTable(ScrollView, can_focus=True):
                             )
                         )
         return touched
+
+    def release_held(self) -> None:
+        """Offer the values low-bandwidth mode held back again (drawn once due)."""
+        if self._held:
+            self.update_values(dict(self._held))
 
     def reconcile(self, order: Sequence[str], values_of: Callable[[str], RowValues]) -> None:
         """Show exactly `order`, top to bottom.
@@ -356,6 +364,7 @@ class FleetTable(ScrollView, can_focus=True):
             self._order = wanted
             self._index = {vm_id: i for i, vm_id in enumerate(wanted)}
             self._lines = {k: v for k, v in self._lines.items() if k in new_drawn}
+            self._held = {k: v for k, v in self._held.items() if k in new_drawn}
             self._update_virtual_size()
             self.refresh()
         self._restore_cursor(cursor_vm, screen_line)
