@@ -580,6 +580,24 @@ def seen_step(age: float) -> int:
     return s - s % 86400
 
 
+def placeholder_values(vm_id: str) -> tuple[CellValue, ...]:
+    """The row of a VM that left the store a moment before its row is taken away."""
+    return (
+        (False,),
+        (vm_id, True),
+        ("",),
+        (AgentState.PENDING, _AGENT_SYMBOL[AgentState.PENDING]),
+        (None, True),
+        (None, True),
+        (None, True),
+        ("unknown",),
+        (None, True),
+        (None, True),
+        (None, True),
+        (None,),
+    )
+
+
 def clock_key(snap: VmSnapshot, now: float) -> tuple[int | None, int | None]:
     """What of a row depends on the clock (thaw countdown, SEEN step), cheaply: the
     4 Hz tick rebuilds a row's values only when this changed."""

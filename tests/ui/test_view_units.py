@@ -347,3 +347,13 @@ def test_seen_moves_at_a_coarse_step(age: float, step: int) -> None:
     from qgadash.ui.fleet_view import seen_step
 
     assert seen_step(age) == step
+
+
+def test_the_placeholder_row_renders_in_every_column() -> None:
+    """A VM removed from the store just before its row is drawn: a grey row, no crash."""
+    from qgadash.ui.fleet_view import COLUMNS, Palette, placeholder_values, render_cell
+
+    values = placeholder_values("hv1/gone")
+    assert len(values) == len(COLUMNS)
+    cells = [render_cell(i, v, Palette()).plain for i, v in enumerate(values)]
+    assert cells[1] == "hv1/gone"

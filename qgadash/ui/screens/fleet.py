@@ -31,6 +31,7 @@ from qgadash.ui.fleet_view import (
     header_text,
     hold_summary,
     is_fault,
+    placeholder_values,
     row_values,
     sort_ids,
 )
@@ -156,7 +157,8 @@ class FleetScreen(Screen[None]):
 
     def values_of(self, vm_id: str, now: float | None = None) -> RowValues:
         snap = self.qapp.engine.store.get(vm_id)
-        assert snap is not None
+        if snap is None:  # removed; the next batch takes its row away
+            return placeholder_values(vm_id)
         return row_values(snap, self.now() if now is None else now, vm_id in self.marks)
 
     def _values_map(self, vm_ids: Iterable[str], now: float) -> dict[str, RowValues]:
@@ -180,12 +182,11 @@ class FleetScreen(Screen[None]):
         shown = [s for s in store.snapshots() if self._wanted(s)]
         self._shown = {s.id for s in shown}
         order = sort_ids(shown, self.sort_column, self.sort_reverse)
-        now = self.now()
         with self.app.batch_update():
             self._content = content_widths(shown)
             self.table.show_sort(self.sort_column, self.sort_reverse)
             self.table.set_content_widths(self._content)
-            self.table.reconcile(order, lambda vm_id: self.values_of(vm_id, now))
+            self.table.reconcile(order, self.values_of)
             self._refresh_counts(force=True)
             self._update_status()
             self._update_cursor_line()
@@ -199,6 +200,7 @@ class FleetScreen(Screen[None]):
         self._shown -= removed
         updates: dict[str, RowValues] = {}
         updated: list[VmSnapshot] = []
+        off_screen: list[str] = []
         for vm_id in changed:
             snap = store.get(vm_id)
             if snap is None:
@@ -207,15 +209,21 @@ class FleetScreen(Screen[None]):
             if wanted != (vm_id in self._shown):
                 need_reorder = True
             elif wanted:
-                updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+                # Rows on screen get their new values; the others are recomputed when
+                # shown (at 10,000 VMs most changes are off screen).
+                if self.table.is_visible(vm_id):
+                    updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+                else:
+                    off_screen.append(vm_id)
                 updated.append(snap)
+        self.table.forget(off_screen)
         if updated:
             # A column grows as soon as new content needs it (it shrinks on a rebuild).
             wider = content_widths(updated)
             if any(wider[k] > self._content.get(k, 0) for k in wider):
                 self._content = {k: max(v, self._content.get(k, 0)) for k, v in wider.items()}
                 self.table.set_content_widths(self._content)
-        if updates and self.sort_column not in _STATIC_SORTS:
+        if updated and self.sort_column not in _STATIC_SORTS:
             self._resort_pending = True
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
             need_reorder = True
@@ -262,7 +270,7 @@ class FleetScreen(Screen[None]):
     def redraw(self) -> None:
         """Everything again (the theme changed)."""
         self.table.palette = self.qapp.palette
-        self.table.redraw_all(self._values_map(self.table.order, self.now()))
+        self.table.redraw_all()
         self._refresh_counts(force=True)
 
     def _refresh_counts(self, force: bool = False) -> None:

@@ -21,7 +21,7 @@ component classes, `Message`; `pyproject.toml` states the range it is tested wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -154,7 +154,9 @@ class FleetTable(ScrollView, can_focus=True):
         self.palette = Palette()
         self._order: list[str] = []  # shown VM ids, top to bottom
         self._index: dict[str, int] = {}  # VM id -> row
-        self._drawn: dict[str, RowValues] = {}  # what each shown row shows
+        # What each shown row shows; rows never on screen have none yet (`_values`
+        # computes them when drawn): a table of 10,000 VMs pays for the lines it shows.
+        self._drawn: dict[str, RowValues] = {}
         self._values_of: Callable[[str], RowValues] | None = None
         self._content: dict[str, int] = {}  # how wide each text column's content is
         self._sort: tuple[str, bool] = ("vm", False)
@@ -288,16 +290,38 @@ class FleetTable(ScrollView, can_focus=True):
 
     def get_cell(self, vm_id: str, column: str) -> Text:
         """What the cell shows (for tests and tools; drawing does not go through here)."""
+        if vm_id not in self._index:
+            raise KeyError(vm_id)
         index = COLUMN_INDEX[column]
-        return render_cell(index, self._drawn[vm_id][index], self.palette)
+        return render_cell(index, self._values(vm_id)[index], self.palette)
+
+    def _values(self, vm_id: str) -> RowValues:
+        values = self._drawn.get(vm_id)
+        if values is None:
+            assert self._values_of is not None
+            values = self._drawn[vm_id] = self._values_of(vm_id)
+        return values
+
+    def is_visible(self, vm_id: str) -> bool:
+        """On screen now (its changes are drawn; others are recomputed when shown)."""
+        row = self._index.get(vm_id)
+        top = int(self.scroll_y)
+        return row is not None and top <= row <= top + self._page_height()
 
     # -- writing -----------------------------------------------------------------------
 
-    def redraw_all(self, values: dict[str, RowValues]) -> None:
+    def redraw_all(self) -> None:
         """Rebuild every cell (after a theme change)."""
-        self._drawn.update({k: v for k, v in values.items() if k in self._index})
+        self._drawn.clear()
         self._invalidate()
         self.refresh()
+
+    def forget(self, vm_ids: Iterable[str]) -> None:
+        """These rows changed off screen: their values are computed again when shown."""
+        for vm_id in vm_ids:
+            self._drawn.pop(vm_id, None)
+            self._lines.pop(vm_id, None)
+            self._held.pop(vm_id, None)
 
     def update_values(self, changed: dict[str, RowValues]) -> int:
         """Take new cell values; refresh the screen cells whose value changed. Returns how
@@ -310,7 +334,7 @@ class FleetTable(ScrollView, can_focus=True):
         for vm_id, values in changed.items():
             old = self._drawn.get(vm_id)
             if old is None or old == values:
-                continue  # not shown (a filter hid it in the meantime), or no change
+                continue  # not drawn yet (computed when it is), not shown, or no change
             if self.slow_seconds:
                 slow = [i in SLOW_COLUMNS for i, v in enumerate(values) if old[i] != v]
                 if any(slow):
@@ -354,10 +378,7 @@ class FleetTable(ScrollView, can_focus=True):
         screen_line = self._cursor - int(self.scroll_y)
         wanted = list(order)
         drawn = self._drawn
-        new_drawn: dict[str, RowValues] = {}
-        for vm_id in wanted:
-            values = drawn.get(vm_id)
-            new_drawn[vm_id] = values if values is not None else values_of(vm_id)
+        new_drawn = {vm_id: drawn[vm_id] for vm_id in wanted if vm_id in drawn}
         same = wanted == self._order
         self._drawn = new_drawn
         if not same:
@@ -504,7 +525,7 @@ class FleetTable(ScrollView, can_focus=True):
 
     def _row_strip(self, row: int) -> Strip:
         vm_id = self._order[row]
-        values = self._drawn[vm_id]
+        values = self._values(vm_id)
         cursor = row == self._cursor
         hit = self._lines.get(vm_id)
         if hit is not None and hit[0] is values and hit[1] is cursor:
