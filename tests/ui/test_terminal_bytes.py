@@ -133,7 +133,7 @@ async def test_low_bandwidth_redraws_non_critical_columns_slowly() -> None:
 
 def test_an_idle_dashboard_writes_little_to_its_terminal() -> None:
     """`qgadash --demo 24` on a 200x50 pty for 10 s after its first frame: the budget
-    (150 KB) is generous (about 50 KB are written: rows whose RTT changed as they are
+    (150 KB) is generous (about 20 KB are written: rows whose RTT changed as they are
     polled every 5 s); a table repainted on every change wrote about 1.5 MB."""
     master, slave = pty.openpty()
     import fcntl
