@@ -4,15 +4,16 @@
     python bench/ui_table.py --quick    # smaller samples
 
 1. Tick: the fleet table applying one tick of store changes (10% of the VMs changed:
-   latency, last seen, load) in one batch, then the screen rendered, at 1,000 and
-   5,000 VMs; sorted by VM id (rows stay put) and by RTT (every tick re-sorts).
-   Targets: <= 50 ms at 1,000, <= 200 ms at 5,000.
-2. First paint: from creating the app to the first full frame with 1,000 rows (the
-   store already holds them). Target: <= 1.5 s.
+   latency, last seen, load) in one batch, then the screen rendered, at 1,000, 5,000
+   and 10,000 VMs; sorted by VM id (rows stay put) and by RTT (every tick re-sorts).
+   Target (issue 15): p95 <= 50 ms, 10,000 VMs included.
+2. First paint: from creating the app to the first full frame with 1,000 and 10,000
+   rows (the store already holds them). Targets: <= 1.5 s and <= 1 s at 10,000.
 3. Key-press latency: the real engine polls 1,000 simulated guests (a separate
    `python -m qgadash.sim` process, poll_interval 1 s: ~1,000 polls a second in the
    dashboard's event loop) while the cursor moves; time from key press to the frame
-   that shows the moved cursor.
+   that shows the moved cursor; at 1,000 (polled every 1 s), 5,000 (5 s) and, with
+   `--big`, 10,000 VMs (10 s). Target: p95 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ SIZE = (200, 50)
 def render(app: QgadashApp) -> None:
     """Draw the whole screen now (what the compositor does for a frame, everything dirty)."""
     app.screen._compositor.render_strips()
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
 
 def summary(samples: list[float]) -> str:
@@ -235,32 +241,37 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-sim", action="store_true", help="skip the key-press benchmark")
+    parser.add_argument("--big", action="store_true", help="key presses at 10,000 VMs too")
     args = parser.parse_args()
     ticks = 10 if args.quick else 30
     print("UI table benchmark (headless Textual, one core of the machine)")
-    paints = []
-    for _ in range(1 if args.quick else 3):
-        gc.collect()
-        paints.append(await bench_first_paint(1000))
-    print(f"first paint 1000 VMs: {summary(paints)}  [target 1500 ms]")
-    for n, target in ((1000, 50), (5000, 200)):
+    for n, target in ((1000, 1500), (10_000, 1000)):
+        paints = []
+        for _ in range(1 if args.quick else 3):
+            gc.collect()
+            paints.append(await bench_first_paint(n))
+        verdict = "ok" if max(paints) <= target else "OVER TARGET"
+        print(f"first paint {n:5d} VMs: {summary(paints)}  [target {target} ms: {verdict}]")
+    for n, target in ((1000, 50), (5000, 50), (10_000, 50)):
         for sort in ("vm", "rtt"):
             gc.collect()
             samples = await bench_tick(n, ticks, sort)
-            ok = "ok" if statistics.median(samples) <= target else "OVER TARGET"
+            verdict = "ok" if p95(samples) <= target else "OVER TARGET"
             print(f"tick  {n:5d} VMs, 10% changed, sort {sort:3s}: {summary(samples)}  "
-                  f"[target {target} ms: {ok}]")  # fmt: skip
+                  f"[target p95 {target} ms: {verdict}]")  # fmt: skip
     if not args.no_sim:
         rows, ok = await bench_first_paint_sim(1000)
         print(
             f"first paint, real engine on 1000 simulated guests: rows drawn {rows:.0f} ms, "
             f"every row polled and ok {ok:.0f} ms"
         )
-        for n, interval in ((1000, 1.0), (5000, 5.0)):
+        sizes = [(1000, 1.0), (5000, 5.0)] + ([(10_000, 10.0)] if args.big else [])
+        for n, interval in sizes:
             samples, rate = await bench_keys(n, 40 if args.quick else 100, interval)
+            verdict = "ok" if p95(samples) <= 50 else "OVER TARGET"
             print(
                 f"key press -> frame, {n} VMs polled every {interval:g} s "
-                f"({rate} snapshot updates/s): {summary(samples)}  [target 100 ms]"
+                f"({rate} snapshot updates/s): {summary(samples)}  [target p95 50 ms: {verdict}]"
             )
 
 

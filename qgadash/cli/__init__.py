@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgadash.cli.actions import cmd_agent, cmd_exec, cmd_fstrim, cmd_shutdown, cmd_suspend
 from qgadash.cli.admin import (
@@ -43,6 +43,9 @@ from qgadash.fleet.config import Config, ConfigError, find_config, load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.holds import HoldJournal
 from qgadash.fleet.tuning import settle_garbage_collector
+
+if TYPE_CHECKING:
+    from qgadash.ui.preferences import DisplaySettings
 
 __all__ = ["COMMANDS", "build_parser", "main", "run"]
 
@@ -97,10 +100,11 @@ def _settings(config: Config, **changes: Any) -> Any:
 
 
 def run_dashboard_command(args: argparse.Namespace) -> int:
+    display = _display_settings(args)  # before Textual is imported: it sets the colours
     if args.demo is not None:
-        return asyncio.run(_demo_dashboard(args))
+        return asyncio.run(_demo_dashboard(args, display))
     if args.prometheus is not None:
-        return _estate_dashboard(args)
+        return _estate_dashboard(args, display)
     config = load(args)
     from qgadash.ui.app import run_dashboard
 
@@ -108,10 +112,25 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
     engine = FleetEngine(
         config, audit=audit, journal=HoldJournal(), after_discovery=settle_garbage_collector
     )
-    return run_dashboard(engine, theme=args.theme, config_label=str(config.path))
+    return run_dashboard(engine, theme=args.theme, config_label=str(config.path), display=display)
 
 
-def _estate_dashboard(args: argparse.Namespace) -> int:
+def _display_settings(args: argparse.Namespace) -> DisplaySettings:
+    """dashboard.json's display settings, --low-bandwidth and --colors over them."""
+    import dataclasses
+
+    from qgadash.ui.preferences import apply_colors, load_display
+
+    display = load_display()
+    if getattr(args, "low_bandwidth", False):
+        display = dataclasses.replace(display, low_bandwidth=True)
+    if getattr(args, "colors", None):
+        display = dataclasses.replace(display, colors=args.colors)
+    apply_colors(display.colors)
+    return display
+
+
+def _estate_dashboard(args: argparse.Namespace, display: DisplaySettings) -> int:
     """The estate as Prometheus has it: read-only, no hosts.toml needed."""
     from qgadash.exporter.estate import EstateEngine
     from qgadash.ui.app import run_dashboard
@@ -122,17 +141,17 @@ def _estate_dashboard(args: argparse.Namespace) -> int:
         print(f"qgadash: {exc}", file=sys.stderr)
         return EXIT_USAGE
     label = f"estate · {args.prometheus} · read-only"
-    return run_dashboard(engine, theme=args.theme, config_label=label)
+    return run_dashboard(engine, theme=args.theme, config_label=label, display=display)
 
 
-async def _demo_dashboard(args: argparse.Namespace) -> int:
+async def _demo_dashboard(args: argparse.Namespace, display: DisplaySettings) -> int:
     from qgadash.ui.app import QgadashApp, run_app
 
     async with contextlib.AsyncExitStack() as stack:
         config = await _demo_config(args, stack)
         label = f"demo · {_demo_count(args)} simulated VMs"
         engine = FleetEngine(config, after_discovery=settle_garbage_collector)
-        app = QgadashApp(engine, config_label=label, theme=args.theme)
+        app = QgadashApp(engine, config_label=label, theme=args.theme, display=display)
         return await run_app(app)
 
 

@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="dashboard theme: qgadash-dark, qgadash-light, qgadash-high-contrast, or a user theme",
     )
     parser.add_argument(
+        "--low-bandwidth",
+        action="store_true",
+        help="dashboard over a slow link: slower non-critical columns, no sparklines",
+    )
+    parser.add_argument(
+        "--colors",
+        choices=("auto", "truecolor", "256", "16"),
+        help="dashboard colour depth (default: dashboard.json's, else TERM/COLORTERM)",
+    )
+    parser.add_argument(
         "--demo",
         nargs="?",
         type=int,

@@ -40,7 +40,7 @@ from qgadash.ui.driver import TerminalSafeDriver, terminal_gone
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
 from qgadash.ui.fleet_view import Palette
 from qgadash.ui.plain import plain, sanitize
-from qgadash.ui.preferences import load_theme, save_theme
+from qgadash.ui.preferences import DisplaySettings, load_display, load_theme, save_theme
 from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.screens.fleet import FleetScreen
@@ -96,8 +96,12 @@ class QgadashApp(App[int]):
         clock: Clock = time.time,
         user_theme_dir: Path | None = None,
         start_engine: bool = True,
+        display: DisplaySettings | None = None,
     ) -> None:
         super().__init__()
+        # How it draws (frame cap, low-bandwidth); the colour depth was set before
+        # Textual was imported (qgadash.cli).
+        self.display_settings = display if display is not None else load_display()
         self.engine = engine
         self.config_label = config_label
         self.clock = clock
@@ -113,6 +117,7 @@ class QgadashApp(App[int]):
         self._journal_worker: Worker[None] | None = None
         self.fleet = FleetScreen()
         themes, self.theme_errors = load_themes(user_theme_dir)
+        self.theme_errors.extend(self.display_settings.errors)
         for t in themes.values():
             self.register_theme(t)
         # --theme, else the theme last chosen in the dashboard, else hosts.toml's.
@@ -242,9 +247,11 @@ class QgadashApp(App[int]):
                 self.notify(f"{vm}: {s.outcome} (owed by an earlier qgadash)", markup=False)
 
     def _store_changed(self) -> None:
+        # Gathered for a frame's time: at most `frame_rate` data-driven frames a second
+        # (key presses are drawn as they come).
         if not self._refresh_pending:
             self._refresh_pending = True
-            self.set_timer(BATCH_SECONDS, self._refresh)
+            self.set_timer(max(BATCH_SECONDS, 1 / self.display_settings.frame_rate), self._refresh)
 
     def _refresh(self) -> None:
         """Apply everything the store changed since the last look, in one batch."""
@@ -622,7 +629,13 @@ async def run_app(app: QgadashApp) -> int:
 _AS_DASHBOARD: type[Dashboard] = QgadashApp
 
 
-def run_dashboard(engine: Engine, *, theme: str | None = None, config_label: str = "") -> int:
+def run_dashboard(
+    engine: Engine,
+    *,
+    theme: str | None = None,
+    config_label: str = "",
+    display: DisplaySettings | None = None,
+) -> int:
     """Run the dashboard until the operator quits; the exit status for the CLI."""
-    app = QgadashApp(engine, theme=theme, config_label=config_label)
+    app = QgadashApp(engine, theme=theme, config_label=config_label, display=display)
     return asyncio.run(run_app(app))

@@ -45,6 +45,10 @@ APP: tuple[BindingType, ...] = (
 # The fleet table (the focused widget on the fleet screen).
 FLEET_TABLE: tuple[BindingType, ...] = (
     Binding("enter", "screen.details", "Details", id="details"),
+    Binding("up", "cursor_up", "Up", show=False, id="row-up"),
+    Binding("down", "cursor_down", "Down", show=False, id="row-down"),
+    Binding("pageup", "page_up", "Page up", show=False, id="page-up"),
+    Binding("pagedown", "page_down", "Page down", show=False, id="page-down"),
     # k9s / vim / less: one row, first row, last row.
     Binding("j", "cursor_down", "Down", show=False, id="down"),
     Binding("k", "cursor_up", "Up", show=False, id="up"),

@@ -20,6 +20,7 @@ from qgadash.fleet.actions import ActionPlan
 from qgadash.fleet.model import ActionResult
 from qgadash.ui.engine_api import Engine
 from qgadash.ui.fleet_view import Palette
+from qgadash.ui.preferences import DisplaySettings
 
 __all__ = ["Dashboard", "dashboard_of"]
 
@@ -30,6 +31,7 @@ class Dashboard(Protocol):
 
     engine: Engine
     palette: Palette
+    display_settings: DisplaySettings  # frame rate, colours, low-bandwidth (dashboard.json)
     keymap: dict[str, str]
     config_label: str
     clock: Callable[[], float]

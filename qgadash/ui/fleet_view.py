@@ -3,7 +3,8 @@
 A row is described per column by a small hashable *cell value* computed from a snapshot
 (`row_values`); the table compares it with what it last drew and rebuilds only the
 cells whose value changed (`render_cell`). Values that depend on the clock (the thaw
-countdown, "last seen") are whole seconds, so they change at most once a second.
+countdown) are whole seconds, so they change at most once a second; "last seen" moves at
+a coarse step (`seen_step`).
 """
 
 from __future__ import annotations
@@ -549,7 +550,7 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         (_fullest_pct(snap), stale),
         (None if load is None else round(load, 2), stale),
         (None if latency is None else round(latency, 1 if latency < 10 else 0), stale),
-        (None if snap.last_seen is None else int(now - snap.last_seen),),
+        (None if snap.last_seen is None else seen_step(now - snap.last_seen),),
     )
     tone = row_tone(snap)
     if tone is not None:
@@ -557,6 +558,58 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         # its state cell.
         return tuple((tone, cell) for cell in cells)
     return cells
+
+
+FRESH_SECONDS = 10
+
+
+def seen_step(age: float) -> int:
+    """The SEEN value: the age at a coarse step, so a cell changes when what it says does.
+
+    A VM polled every 5 s is between 0 and 5 s old all the time: shown to the second,
+    every row on screen was rewritten every second for nothing. Under FRESH_SECONDS it is
+    one value (shown `<10s`), then 10 s steps to a minute, then whole minutes, hours,
+    days (what `format_age` shows there anyway).
+    """
+    s = max(0, int(age))
+    if s < FRESH_SECONDS:
+        return 0
+    for step, below in ((10, 60), (60, 3600), (3600, 86400)):
+        if s < below:
+            return s - s % step
+    return s - s % 86400
+
+
+def placeholder_values(vm_id: str) -> tuple[CellValue, ...]:
+    """The row of a VM that left the store a moment before its row is taken away."""
+    return (
+        (False,),
+        (vm_id, True),
+        ("",),
+        (AgentState.PENDING, _AGENT_SYMBOL[AgentState.PENDING]),
+        (None, True),
+        (None, True),
+        (None, True),
+        ("unknown",),
+        (None, True),
+        (None, True),
+        (None, True),
+        (None,),
+    )
+
+
+def clock_key(snap: VmSnapshot, now: float) -> tuple[int | None, int | None]:
+    """What of a row depends on the clock (thaw countdown, SEEN step), cheaply: the
+    4 Hz tick rebuilds a row's values only when this changed."""
+    countdown = None
+    if (
+        snap.thaw_error is None
+        and snap.freeze is FreezeState.FROZEN
+        and snap.thaw_deadline is not None
+    ):
+        countdown = int(max(0.0, snap.thaw_deadline - now) + 0.999)
+    seen = None if snap.last_seen is None else seen_step(now - snap.last_seen)
+    return countdown, seen
 
 
 def clock_values(snap: VmSnapshot, now: float) -> tuple[CellValue, CellValue]:
@@ -638,6 +691,8 @@ def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
         return Text("?", style=palette.stale)
     if key == "seen":
         age = value[0]
+        if age == 0:
+            return Text(f"<{FRESH_SECONDS}s", justify="right")
         return Text(format_age(age if isinstance(age, int) else None), justify="right")
     stale = bool(value[-1]) if len(value) > 1 else False
     style = palette.stale if stale else Style()
@@ -678,6 +733,7 @@ def header_text(
     holds: HoldSummary | None = None,
     width: int | None = None,
     max_down: int = 1,
+    low_bandwidth: bool = False,
 ) -> Text:
     """The line that answers "is anything wrong?", then one line per hypervisor that is down.
 
@@ -755,6 +811,8 @@ def header_text(
         )
     if read_only:
         part(0, ("  ", Style()), (" READ-ONLY ", Style(reverse=True, bold=True) + palette.warning))
+    if low_bandwidth:
+        part(3, ("  ", Style()), ("low-bandwidth", palette.stale))
     if width is not None:
         while sum(t.cell_len for _, t in parts) > width:
             rank = max(r for r, _ in parts)

@@ -1,7 +1,14 @@
-"""What the dashboard remembers between runs: the theme last chosen in it.
+"""What the dashboard remembers between runs: the theme last chosen in it, and how it
+draws on the terminal (`DisplaySettings`).
 
 Kept in `$XDG_CONFIG_HOME/qgadash/dashboard.json` (never in hosts.toml, which is the
-operator's file). A missing or unreadable file is no preference, never an error.
+operator's file). A missing or unreadable file is no preference, never an error; a
+display setting of the wrong type or range is ignored with a message naming the file
+and the key.
+
+    {"theme": "qgadash-dark", "frame_rate": 5, "colors": "256", "low_bandwidth": true}
+
+No Textual here: the colour setting must be applied before Textual is imported.
 """
 
 from __future__ import annotations
@@ -9,9 +16,74 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["load_theme", "preferences_path", "save_theme"]
+__all__ = [
+    "COLOR_CHOICES",
+    "DisplaySettings",
+    "apply_colors",
+    "load_display",
+    "load_theme",
+    "preferences_path",
+    "save_theme",
+]
+
+# The `colors` setting (and --colors) -> Textual's TEXTUAL_COLOR_SYSTEM. "auto": what
+# TERM and COLORTERM say (Rich's detection); NO_COLOR in the environment wins over all.
+COLOR_CHOICES = {"auto": "auto", "truecolor": "truecolor", "256": "256", "16": "standard"}
+FRAME_RATE_RANGE = (1, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class DisplaySettings:
+    """How the dashboard draws: what it costs the terminal link.
+
+    `frame_rate`: data-driven frames a second at most (store changes are gathered that
+    long; key presses are drawn at once, whatever it is). `colors`: see COLOR_CHOICES.
+    `low_bandwidth`: the non-critical columns (FULL, LOAD, RTT, SEEN) redrawn at most
+    every LOW_BANDWIDTH_SECONDS per row, no sparklines, said in the header.
+    """
+
+    frame_rate: int = 5
+    colors: str = "auto"
+    low_bandwidth: bool = False
+    errors: tuple[str, ...] = ()  # one per bad key; the dashboard shows them once up
+
+
+def load_display(path: Path | None = None) -> DisplaySettings:
+    """The display settings from dashboard.json (bad keys: defaults, and `errors`)."""
+    path = path or preferences_path()
+    data = _load(path)
+    errors: list[str] = []
+    defaults = DisplaySettings()
+    rate = data.get("frame_rate", defaults.frame_rate)
+    low, high = FRAME_RATE_RANGE
+    if isinstance(rate, bool) or not isinstance(rate, int) or not low <= rate <= high:
+        errors.append(
+            f"{path}: key 'frame_rate': want a whole number {low}..{high};"
+            f" using {defaults.frame_rate}"
+        )
+        rate = defaults.frame_rate
+    colors = data.get("colors", defaults.colors)
+    if not isinstance(colors, str) or colors not in COLOR_CHOICES:
+        choices = ", ".join(COLOR_CHOICES)
+        errors.append(f"{path}: key 'colors': want one of {choices}; using auto")
+        colors = defaults.colors
+    low_bw = data.get("low_bandwidth", defaults.low_bandwidth)
+    if not isinstance(low_bw, bool):
+        errors.append(f"{path}: key 'low_bandwidth': want true or false; using false")
+        low_bw = defaults.low_bandwidth
+    return DisplaySettings(rate, colors, low_bw, tuple(errors))
+
+
+def apply_colors(colors: str) -> None:
+    """Force the colour depth (before Textual is imported: it reads the environment
+    once). "auto" leaves TERM/COLORTERM detection alone; an explicit
+    TEXTUAL_COLOR_SYSTEM in the environment is left as it is."""
+    system = COLOR_CHOICES.get(colors, "auto")
+    if system != "auto":
+        os.environ.setdefault("TEXTUAL_COLOR_SYSTEM", system)
 
 
 def preferences_path() -> Path:

@@ -280,8 +280,14 @@ def nic_rates(samples: Sequence[CounterSample]) -> tuple[list[float], list[float
 
 
 def network_text(
-    snap: VmSnapshot, history: dict[str, list[CounterSample]], palette: Palette
+    snap: VmSnapshot,
+    history: dict[str, list[CounterSample]],
+    palette: Palette,
+    *,
+    sparklines: bool = True,
 ) -> Text:
+    """Interfaces, addresses and rates; `sparklines=False` (low-bandwidth): the latest
+    rate alone, a few cells that change per poll instead of 32."""
     interfaces = snap.facts.interfaces
     if interfaces is None:
         return Text(" The agent has not reported network interfaces.", style=palette.stale)
@@ -302,10 +308,12 @@ def network_text(
         rx, tx = nic_rates(history.get(iface.name, []))
         if rx:
             text.append("\n   rx ")
-            text.append(f"{sparkline(rx):<16}", style=palette.ok)
+            if sparklines:
+                text.append(f"{sparkline(rx):<16}", style=palette.ok)
             text.append(f" {format_rate(rx[-1]):>12}")
             text.append("   tx ")
-            text.append(f"{sparkline(tx):<16}", style=palette.accent)
+            if sparklines:
+                text.append(f"{sparkline(tx):<16}", style=palette.accent)
             text.append(f" {format_rate(tx[-1]):>12}")
         elif iface.stats is not None:
             text.append("\n   rx ")

@@ -396,8 +396,16 @@ async def test_help_lists_every_binding(engine, make_app) -> None:
 async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
-        assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "1s"
-        clock.advance(120)
+        # Polled a second ago: fresh, one value until 10 s (not a rewrite every second).
+        assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "<10s"
+        clock.advance(5)
+        app.fleet.tick()  # what the 4 Hz timer does
+        assert app.fleet.table.get_cell("hv1/web-00", "seen").plain == "<10s"
+        clock.advance(10)
+        await wait_until(
+            pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "seen").plain == "10s"
+        )
+        clock.advance(105)  # 121 s
         await wait_until(
             pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "seen").plain == "2m"
         )

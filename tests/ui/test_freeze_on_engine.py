@@ -414,7 +414,8 @@ async def test_a_failed_deadline_thaw_stays_red_until_thawed_or_dismissed(
             await wait_until(pilot, lambda vm=vm: table.get_cell(vm, "fs").plain == "THAW FAILED")
             await wait_until(pilot, lambda vm=vm: row_is_red(app, vm))
         assert not row_is_red(app, "sim/web-03")
-        assert "✖ 2 thaw failed" in header(app)
+        # The header follows within a frame (a row is drawn from the store when shown).
+        await wait_until(pilot, lambda: "✖ 2 thaw failed" in header(app))
         table.move_to("sim/db-01")
         await wait_until(pilot, lambda: "THAW FAILED:" in screen_text(app))
         # Still red a while later: the guard keeps retrying, the row keeps saying so.

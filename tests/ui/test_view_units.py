@@ -335,3 +335,25 @@ def test_the_agent_tab_names_an_old_agents_generation_and_what_it_cannot_report(
     assert f"generation: {old.era}" in shown and "2.5" in old.era
     assert "It cannot report: " in shown
     assert "OS" in old.cannot_report and all(f in shown for f in old.cannot_report)
+
+
+@pytest.mark.parametrize(
+    ("age", "step"),
+    [(0, 0), (4.9, 0), (9.99, 0), (10, 10), (19, 10), (59, 50), (60, 60), (119, 60),
+     (3599, 3540), (3600, 3600), (7199, 3600), (86400, 86400), (200000, 172800), (-3, 0)],
+)  # fmt: skip
+def test_seen_moves_at_a_coarse_step(age: float, step: int) -> None:
+    """A VM polled every 5 s stays one SEEN value: its cell is not rewritten every second."""
+    from qgadash.ui.fleet_view import seen_step
+
+    assert seen_step(age) == step
+
+
+def test_the_placeholder_row_renders_in_every_column() -> None:
+    """A VM removed from the store just before its row is drawn: a grey row, no crash."""
+    from qgadash.ui.fleet_view import COLUMNS, Palette, placeholder_values, render_cell
+
+    values = placeholder_values("hv1/gone")
+    assert len(values) == len(COLUMNS)
+    cells = [render_cell(i, v, Palette()).plain for i, v in enumerate(values)]
+    assert cells[1] == "hv1/gone"

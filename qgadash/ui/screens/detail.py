@@ -120,7 +120,14 @@ class DetailScreen(Screen[None]):
             overview_text(snap, now, palette, self._hold())
         )
         history = self.qapp.engine.store.nic_history(self.vm_id)
-        self.query_one("#network-body", Static).update(network_text(snap, history, palette))
+        self.query_one("#network-body", Static).update(
+            network_text(
+                snap,
+                history,
+                palette,
+                sparklines=not self.qapp.display_settings.low_bandwidth,
+            )
+        )
         self.query_one("#storage-body", Static).update(storage_text(snap, palette))
         self.query_one("#agent-body", Static).update(
             agent_text(snap, palette, self.qapp.engine.store.note(self.vm_id))

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui import bindings, messages, verbs
@@ -24,12 +24,14 @@ from qgadash.ui.fleet_view import (
     FleetCounts,
     FleetFilter,
     agent_label,
+    clock_key,
     column_label,
     content_widths,
     count_fleet,
     header_text,
     hold_summary,
     is_fault,
+    placeholder_values,
     row_values,
     sort_ids,
 )
@@ -47,6 +49,8 @@ ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "exec", "dismiss_thaw_er
 # cannot be read, and a re-sort redraws every row on screen).
 _STATIC_SORTS = frozenset({"vm", "hv"})
 RESORT_SECONDS = 1.0
+# --low-bandwidth: FULL, LOAD, RTT and SEEN of a row redrawn at most this often.
+LOW_BANDWIDTH_SECONDS = 30.0
 
 
 class FleetScreen(Screen[None]):
@@ -70,6 +74,9 @@ class FleetScreen(Screen[None]):
         self._resort_pending = False
         self._sorted_at = 0.0
         self._content: dict[str, int] = {}
+        self._row_keys: tuple[bool | None, bool | None] = (None, None)
+        # The clock-dependent part of each row as the last tick saw it (`clock_key`).
+        self._clock: dict[str, tuple[int | None, int | None]] = {}
         self.table = FleetTable(id="fleet-table")
 
     @property
@@ -90,6 +97,8 @@ class FleetScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.table.palette = self.qapp.palette
+        if self.qapp.display_settings.low_bandwidth:
+            self.table.slow_seconds = LOW_BANDWIDTH_SECONDS
         self.table.focus()
         if self.filter.text:
             self.query_one("#filter-input", Input).value = self.filter.text
@@ -112,7 +121,8 @@ class FleetScreen(Screen[None]):
 
     def values_of(self, vm_id: str, now: float | None = None) -> RowValues:
         snap = self.qapp.engine.store.get(vm_id)
-        assert snap is not None
+        if snap is None:  # removed; the next batch takes its row away
+            return placeholder_values(vm_id)
         return row_values(snap, self.now() if now is None else now, vm_id in self.marks)
 
     def _values_map(self, vm_ids: Iterable[str], now: float) -> dict[str, RowValues]:
@@ -132,15 +142,15 @@ class FleetScreen(Screen[None]):
         store = self.qapp.engine.store
         self._resort_pending = False
         self._sorted_at = time.monotonic()
+        self._clock.clear()
         shown = [s for s in store.snapshots() if self._wanted(s)]
         self._shown = {s.id for s in shown}
         order = sort_ids(shown, self.sort_column, self.sort_reverse)
-        now = self.now()
         with self.app.batch_update():
             self._content = content_widths(shown)
             self.table.show_sort(self.sort_column, self.sort_reverse)
             self.table.set_content_widths(self._content)
-            self.table.reconcile(order, lambda vm_id: self.values_of(vm_id, now))
+            self.table.reconcile(order, self.values_of)
             self._refresh_counts(force=True)
             self._update_status()
             self._update_cursor_line()
@@ -154,6 +164,7 @@ class FleetScreen(Screen[None]):
         self._shown -= removed
         updates: dict[str, RowValues] = {}
         updated: list[VmSnapshot] = []
+        off_screen: list[str] = []
         for vm_id in changed:
             snap = store.get(vm_id)
             if snap is None:
@@ -162,15 +173,21 @@ class FleetScreen(Screen[None]):
             if wanted != (vm_id in self._shown):
                 need_reorder = True
             elif wanted:
-                updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+                # Rows on screen get their new values; the others are recomputed when
+                # shown (at 10,000 VMs most changes are off screen).
+                if self.table.is_visible(vm_id):
+                    updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+                else:
+                    off_screen.append(vm_id)
                 updated.append(snap)
+        self.table.forget(off_screen)
         if updated:
             # A column grows as soon as new content needs it (it shrinks on a rebuild).
             wider = content_widths(updated)
             if any(wider[k] > self._content.get(k, 0) for k in wider):
                 self._content = {k: max(v, self._content.get(k, 0)) for k, v in wider.items()}
                 self.table.set_content_widths(self._content)
-        if updates and self.sort_column not in _STATIC_SORTS:
+        if updated and self.sort_column not in _STATIC_SORTS:
             self._resort_pending = True
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
             need_reorder = True
@@ -193,9 +210,21 @@ class FleetScreen(Screen[None]):
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
             self.rebuild()
         now = self.now()
-        visible = self.table.visible_ids()
-        if visible:
-            self.table.update_values(self._values_map(visible, now))
+        store = self.qapp.engine.store
+        clock = self._clock
+        changed: dict[str, RowValues] = {}
+        for vm_id in self.table.visible_ids():
+            snap = store.get(vm_id)
+            if snap is None:
+                continue
+            # Only rows whose countdown or SEEN step moved: most ticks rebuild none.
+            key = clock_key(snap, now)
+            if clock.get(vm_id) != key:
+                clock[vm_id] = key
+                changed[vm_id] = row_values(snap, now, vm_id in self.marks)
+        if changed:
+            self.table.update_values(changed)
+        self.table.release_held()
         self._refresh_header()
 
     def on_resize(self) -> None:
@@ -205,7 +234,7 @@ class FleetScreen(Screen[None]):
     def redraw(self) -> None:
         """Everything again (the theme changed)."""
         self.table.palette = self.qapp.palette
-        self.table.redraw_all(self._values_map(self.table.order, self.now()))
+        self.table.redraw_all()
         self._refresh_counts(force=True)
 
     def _refresh_counts(self, force: bool = False) -> None:
@@ -234,6 +263,7 @@ class FleetScreen(Screen[None]):
                 palette=qapp.palette,
                 holds=holds,
                 width=width,
+                low_bandwidth=qapp.display_settings.low_bandwidth,
             )
         )
         self._update_status()
@@ -278,14 +308,19 @@ class FleetScreen(Screen[None]):
             text.append_text(plain(snap.error, 160))
         line.update(text)
 
-    @on(DataTable.RowHighlighted, "#fleet-table")
-    def _cursor_moved(self, _: DataTable.RowHighlighted) -> None:
+    @on(FleetTable.RowHighlighted, "#fleet-table")
+    def _cursor_moved(self, _: FleetTable.RowHighlighted) -> None:
         self._update_cursor_line()
-        self.refresh_bindings()  # x and d depend on the row under the cursor
+        # x and d depend on the row under the cursor; the footer is redrawn (and written
+        # to the terminal) only when they come or go, not on every cursor move.
+        row_keys = (self.check_action("dismiss_thaw_error", ()), self.check_action("forget", ()))
+        if row_keys != self._row_keys:
+            self._row_keys = row_keys
+            self.refresh_bindings()
 
-    @on(DataTable.HeaderSelected, "#fleet-table")
-    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
-        key = event.column_key.value
+    @on(FleetTable.HeaderSelected, "#fleet-table")
+    def _header_clicked(self, event: FleetTable.HeaderSelected) -> None:
+        key = event.column_key
         if key in SORTABLE:
             self.action_sort_column(key)
 

@@ -1,30 +1,44 @@
-"""The fleet DataTable: rows keyed by VM id, updated by diff, never cleared.
+"""The fleet table: one line per VM, drawn with Textual's Line API (public API only).
 
-`DataTable` moves rows one at a time (each `remove_row` renumbers every row), which is
-too slow when a filter hides 4,000 of 5,000 VMs, and sorts only by cell values, which
-here are `Text`. So this subclass adds two batch operations, `reconcile` (the shown ids
-in the wanted order) and `update_values` (changed cells only), both keeping the cursor
-on the same VM at the same place on screen.
+Why not `DataTable`: it repaints the whole widget whenever any cell changes, keeps a
+list of every line of every row, and moving 4,000 of 5,000 rows for a filter costs a
+renumbering per row; the old subclass patched its private attributes to avoid that.
+This widget is a `ScrollView` that renders only the lines on screen (`render_line`),
+so a frame costs what the terminal shows, not what the fleet holds:
+
+- rows are keyed by VM id; `reconcile` shows exactly a given order of ids, and
+  `update_values` takes the changed cell values (`fleet_view.row_values`);
+- a cell whose value changed refreshes the region of that cell alone, so Textual
+  rewrites just those terminal cells; a tick where no shown value changed refreshes
+  nothing and writes nothing;
+- each rendered line is cached (a `Strip`, adjacent equal styles merged) until its
+  values, the column widths, the cursor or the styles change.
+
+It relies on Textual's documented API only: `ScrollView`, `Strip`, `refresh(Region)`,
+component classes, `Message`; `pyproject.toml` states the range it is tested with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict
+from textual import events
 from textual.binding import BindingType
-from textual.geometry import Size
-from textual.widgets import DataTable
-from textual.widgets.data_table import CellKey, ColumnKey, RowKey
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from qgadash.ui import bindings
 from qgadash.ui.fleet_view import (
     COLUMN_INDEX,
-    COLUMN_KEYS,
     COLUMNS,
     CellValue,
     Palette,
@@ -33,34 +47,139 @@ from qgadash.ui.fleet_view import (
     render_cell,
 )
 
-__all__ = ["FleetTable"]
+__all__ = ["FleetTable", "RowValues", "TableColumn"]
 
 RowValues = tuple[CellValue, ...]
-SegmentLines = list[list[Segment]]
+# Low-bandwidth mode: a row's changes that touch only these columns wait until the row's
+# last such redraw is `slow_seconds` old (FleetScreen.tick offers them again 4 times a
+# second, so they are drawn when due). State, freeze, names and addresses never wait.
 CELL_CACHE_SIZE = 20_000
+SLOW_COLUMNS = frozenset(COLUMN_INDEX[k] for k in ("full", "load", "rtt", "seen"))
 
 
-class FleetTable(DataTable[Text]):
-    """One row per VM; the row key is the VM id."""
+@dataclass(slots=True)
+class TableColumn:
+    """A shown column: its key, header label and content width (padding excluded)."""
+
+    key: str
+    label: Text
+    width: int
+
+    def get_render_width(self, table: FleetTable) -> int:
+        """Width on screen, padding included (what `DataTable`'s columns answer too)."""
+        return self.width + 2 * table.cell_padding
+
+
+class FleetTable(ScrollView, can_focus=True):
+    """One row per VM; rows are addressed by VM id."""
 
     BINDINGS: ClassVar[list[BindingType]] = list(bindings.FLEET_TABLE)
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"fleet-table--header", "fleet-table--cursor"}
+
+    # DataTable's look, so the screen did not change when the widget did.
+    DEFAULT_CSS = """
+    FleetTable {
+        background: $surface;
+        color: $foreground;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .fleet-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .fleet-table--header {
+                background-tint: $foreground 5%;
+            }
+        }
+        & > .fleet-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        &:ansi > .fleet-table--header {
+            background: ansi_bright_blue;
+            color: ansi_default;
+        }
+        & > .fleet-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+    }
+    """
+
+    class RowHighlighted(Message):
+        """The cursor is on another row (or on another VM at the same row)."""
+
+        def __init__(self, table: FleetTable, vm_id: str | None, row: int) -> None:
+            super().__init__()
+            self.table = table
+            self.vm_id = vm_id
+            self.cursor_row = row
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
+    class HeaderSelected(Message):
+        """A column header was clicked."""
+
+        def __init__(self, table: FleetTable, column_key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.column_key = column_key
+
+        @property
+        def control(self) -> FleetTable:
+            return self.table
+
+    cell_padding = 1
+    header_height = 1
+    show_header = True
+
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        super().__init__(id=id)
         self.palette = Palette()
         self._order: list[str] = []  # shown VM ids, top to bottom
+        self._index: dict[str, int] = {}  # VM id -> row
+        # What each shown row shows; rows never on screen have none yet (`_values`
+        # computes them when drawn): a table of 10,000 VMs pays for the lines it shows.
         self._drawn: dict[str, RowValues] = {}
-        self._column_keys = [ColumnKey(k) for k in COLUMN_KEYS]
-        # Which of COLUMNS are shown (a narrow terminal drops some; see fit_widths).
-        self._shown: tuple[int, ...] = tuple(range(len(COLUMNS)))
         self._values_of: Callable[[str], RowValues] | None = None
         self._content: dict[str, int] = {}  # how wide each text column's content is
         self._sort: tuple[str, bool] = ("vm", False)
-        # Rendered cells by position and state, kept while the cell object is the same.
-        self._cell_lines: dict[tuple[object, ...], tuple[object, SegmentLines]] = {}
+        self._columns: list[TableColumn] = []
+        self._shown: tuple[int, ...] = ()  # indexes into COLUMNS of the shown columns
+        self._x: list[int] = []  # each shown column's left edge (virtual x)
+        self._cursor = 0
+        self._cursor_vm: str | None = None
+        # Rendered lines: VM id -> (values, cursor?, strip); header strip.
+        self._lines: dict[str, tuple[RowValues, bool, Strip]] = {}
+        self._header: Strip | None = None
+        # Padded segments of a cell, by (Text, width, justify); see _cell_segments.
+        self._cells: dict[tuple[Hashable, int], list[Segment]] = {}
+        self._styles_key: object = None
+        self.slow_seconds = 0.0  # > 0: low-bandwidth mode (see SLOW_COLUMNS)
+        self._slow_at: dict[str, float] = {}  # VM id -> when its slow columns were drawn
+        self._held: dict[str, RowValues] = {}  # values held back by low-bandwidth mode
 
     def on_mount(self) -> None:
-        self._add_columns({c.key: c.wanted for c in COLUMNS})
+        self._fit(self._content_width_default())
+
+    # -- columns ---------------------------------------------------------------------
+
+    @property
+    def columns(self) -> dict[str, TableColumn]:
+        return {c.key: c for c in self._columns}
+
+    @property
+    def shown_columns(self) -> tuple[str, ...]:
+        return tuple(COLUMNS[i].key for i in self._shown)
+
+    def _content_width_default(self) -> dict[str, int]:
+        return {c.key: c.wanted for c in COLUMNS}
 
     def _label(self, key: str) -> Text:
         column = COLUMNS[COLUMN_INDEX[key]]
@@ -68,21 +187,37 @@ class FleetTable(DataTable[Text]):
             column_label(key, *self._sort), justify="right" if column.justify == "right" else "left"
         )
 
-    def _add_columns(self, widths: dict[str, int]) -> None:
-        for col in COLUMNS:
-            if col.key in widths:
-                self.add_column(self._label(col.key), width=widths[col.key], key=col.key)
+    def _fit(self, widths: dict[str, int]) -> bool:
+        """Show these columns at these widths; True if anything changed."""
+        shown = tuple(i for i, c in enumerate(COLUMNS) if c.key in widths)
+        columns = [
+            TableColumn(COLUMNS[i].key, self._label(COLUMNS[i].key), widths[COLUMNS[i].key])
+            for i in shown
+        ]
+        if shown == self._shown and [(c.key, c.width) for c in columns] == [
+            (c.key, c.width) for c in self._columns
+        ]:
+            return False
+        self._shown = shown
+        self._columns = columns
+        x = 0
+        self._x = []
+        for c in columns:
+            self._x.append(x)
+            x += c.get_render_width(self)
+        self._invalidate()
+        self._update_virtual_size()
+        return True
 
     def show_sort(self, column: str, reverse: bool) -> None:
         """An arrow on the header of the column the rows are sorted by."""
         if (column, reverse) == self._sort:
             return
         self._sort = (column, reverse)
-        for key, col in self.columns.items():
-            if key.value is not None:
-                col.label = self._label(key.value)
-        self._require_update_dimensions = True
-        self.refresh()
+        for c in self._columns:
+            c.label = self._label(c.key)
+        self._header = None
+        self.refresh_lines(int(self.scroll_y), 1)
 
     def set_content_widths(self, content: dict[str, int]) -> None:
         """The width each text column's content needs; columns are fitted again if it
@@ -94,56 +229,26 @@ class FleetTable(DataTable[Text]):
     def on_resize(self) -> None:
         self.fit_columns()
 
-    @property
-    def shown_columns(self) -> tuple[str, ...]:
-        return tuple(COLUMNS[i].key for i in self._shown)
-
     def fit_columns(self) -> None:
         """Give VM, OS and hostname the width the screen has to spare, and drop the
         least needed columns when the screen is too narrow for all of them."""
         available = self._available_width()
-        if available <= 0 or not self.columns:
+        if available <= 0:
             return
-        widths = fit_widths(available, self.cell_padding, self._content)
-        shown = tuple(i for i, c in enumerate(COLUMNS) if c.key in widths)
-        if shown != self._shown:
-            self._rebuild(shown, widths)
-            return
-        changed = False
-        for key, width in widths.items():
-            column = self.columns.get(ColumnKey(key))
-            if column is not None and column.width != width:
-                column.width = width
-                changed = True
-        if changed:
-            self._require_update_dimensions = True
-            self._update_count += 1
-            self.check_idle()
-            self.refresh(layout=True)
+        if self._fit(fit_widths(available, self.cell_padding, self._content)):
+            self.refresh()
 
     def _available_width(self) -> int:
         """The width the columns may fill: the widget's, less the vertical scrollbar when
         the rows will need one (known from the row count, before Textual lays it out)."""
         width = self.size.width
-        header = self.header_height if self.show_header else 0
-        if self.row_count + header > self.size.height:
+        if len(self._order) + self.header_height > self.size.height:
             width -= self.styles.scrollbar_size_vertical
         return width
 
-    def _rebuild(self, shown: tuple[int, ...], widths: dict[str, int]) -> None:
-        """Columns shown change: build the table anew (rare: the terminal was resized
-        across a threshold), keeping the rows, their order and the cursor's VM."""
-        order, cursor_vm = list(self._order), self.cursor_vm
-        self.clear(columns=True)
-        self._order = []
-        self._drawn.clear()
-        self._cell_lines.clear()
-        self._shown = shown
-        self._add_columns(widths)
-        if self._values_of is not None and order:
-            self.reconcile(order, self._values_of)
-            if cursor_vm is not None:
-                self.move_to(cursor_vm)
+    def _update_virtual_size(self) -> None:
+        width = sum(c.get_render_width(self) for c in self._columns)
+        self.virtual_size = Size(width, len(self._order) + self.header_height)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -152,198 +257,338 @@ class FleetTable(DataTable[Text]):
         return self._order
 
     @property
+    def row_count(self) -> int:
+        return len(self._order)
+
+    @property
+    def cursor_row(self) -> int:
+        return self._cursor
+
+    @property
     def cursor_vm(self) -> str | None:
         if not self._order:
             return None
-        row = self.cursor_row
-        return self._order[row] if 0 <= row < len(self._order) else None
+        return self._order[self._cursor] if 0 <= self._cursor < len(self._order) else None
+
+    def _page_height(self) -> int:
+        return max(0, self.scrollable_content_region.height - self.header_height)
 
     def visible_ids(self) -> list[str]:
         """Ids of the rows on screen now (all rows have height 1)."""
         top = int(self.scroll_y)
-        height = max(
-            0,
-            self.scrollable_content_region.height - (self.header_height if self.show_header else 0),
-        )
-        return self._order[top : top + height + 1]
+        return self._order[top : top + self._page_height() + 1]
+
+    def get_cell(self, vm_id: str, column: str) -> Text:
+        """What the cell shows (for tests and tools; drawing does not go through here)."""
+        if vm_id not in self._index:
+            raise KeyError(vm_id)
+        index = COLUMN_INDEX[column]
+        return render_cell(index, self._values(vm_id)[index], self.palette)
+
+    def _values(self, vm_id: str) -> RowValues:
+        values = self._drawn.get(vm_id)
+        if values is None:
+            assert self._values_of is not None
+            values = self._drawn[vm_id] = self._values_of(vm_id)
+        return values
+
+    def is_visible(self, vm_id: str) -> bool:
+        """On screen now (its changes are drawn; others are recomputed when shown)."""
+        row = self._index.get(vm_id)
+        top = int(self.scroll_y)
+        return row is not None and top <= row <= top + self._page_height()
 
     # -- writing -----------------------------------------------------------------------
 
-    def redraw_all(self, values: dict[str, RowValues]) -> None:
+    def redraw_all(self) -> None:
         """Rebuild every cell (after a theme change)."""
         self._drawn.clear()
-        self._cell_lines.clear()
-        self.update_values(values)
+        self._invalidate()
+        self.refresh()
+
+    def forget(self, vm_ids: Iterable[str]) -> None:
+        """These rows changed off screen: their values are computed again when shown."""
+        for vm_id in vm_ids:
+            self._drawn.pop(vm_id, None)
+            self._lines.pop(vm_id, None)
+            self._held.pop(vm_id, None)
 
     def update_values(self, changed: dict[str, RowValues]) -> int:
-        """Redraw the cells whose value changed; returns how many cells were touched."""
+        """Take new cell values; refresh the screen cells whose value changed. Returns how
+        many cells changed (shown columns only)."""
         touched = 0
-        palette = self.palette
-        keys = self._column_keys
-        rows = self._row_locations
+        top = int(self.scroll_y)
+        bottom = top + self._page_height()
+        scroll_x = int(self.scroll_x)
+        now = time.monotonic()
         for vm_id, values in changed.items():
             old = self._drawn.get(vm_id)
-            if old == values:
-                continue
-            row_key = RowKey(vm_id)
-            if row_key not in rows:
-                continue
-            for index in self._shown:
-                value = values[index]
-                if old is None or old[index] != value:
-                    self.update_cell(
-                        row_key, keys[index], render_cell(index, value, palette), update_width=False
-                    )
-                    touched += 1
+            if old is None or old == values:
+                continue  # not drawn yet (computed when it is), not shown, or no change
+            if self.slow_seconds:
+                slow = [i in SLOW_COLUMNS for i, v in enumerate(values) if old[i] != v]
+                if any(slow):
+                    if all(slow) and now - self._slow_at.get(vm_id, -1e9) < self.slow_seconds:
+                        self._held[vm_id] = values  # non-critical, drawn not long ago: later
+                        continue
+                    self._slow_at[vm_id] = now
+                self._held.pop(vm_id, None)
             self._drawn[vm_id] = values
+            self._lines.pop(vm_id, None)
+            row = self._index[vm_id]
+            on_screen = top <= row <= bottom
+            for pos, index in enumerate(self._shown):
+                if old[index] != values[index]:
+                    touched += 1
+                    if on_screen:
+                        column = self._columns[pos]
+                        self.refresh(
+                            Region(
+                                self._x[pos] - scroll_x,
+                                row - top + self.header_height,
+                                column.get_render_width(self),
+                                1,
+                            )
+                        )
         return touched
 
+    def release_held(self) -> None:
+        """Offer the values low-bandwidth mode held back again (drawn once due)."""
+        if self._held:
+            self.update_values(dict(self._held))
+
     def reconcile(self, order: Sequence[str], values_of: Callable[[str], RowValues]) -> None:
-        """Show exactly `order`, top to bottom: remove, add and move rows by key.
+        """Show exactly `order`, top to bottom.
 
         The VM under the cursor keeps the cursor and, when it stays shown, its line on
         the screen.
         """
         self._values_of = values_of
         cursor_vm = self.cursor_vm
-        screen_line = self.cursor_row - int(self.scroll_y)
+        screen_line = self._cursor - int(self.scroll_y)
         wanted = list(order)
-        wanted_set = set(wanted)
-        gone = [vm_id for vm_id in self._order if vm_id not in wanted_set]
-        if gone:
-            self._remove_rows(gone)
-        have = set(self._order)
-        for vm_id in wanted:
-            if vm_id not in have:
-                values = values_of(vm_id)
-                self._drawn[vm_id] = values
-                self.add_row(
-                    *(render_cell(i, values[i], self.palette) for i in self._shown),
-                    key=vm_id,
-                )
-        if wanted != self._order_of_table():
-            self._row_locations = TwoWayDict({RowKey(k): i for i, k in enumerate(wanted)})
-            self._update_count += 1
+        drawn = self._drawn
+        new_drawn = {vm_id: drawn[vm_id] for vm_id in wanted if vm_id in drawn}
+        same = wanted == self._order
+        self._drawn = new_drawn
+        if not same:
+            self._order = wanted
+            self._index = {vm_id: i for i, vm_id in enumerate(wanted)}
+            self._lines = {k: v for k, v in self._lines.items() if k in new_drawn}
+            self._held = {k: v for k, v in self._held.items() if k in new_drawn}
+            self._update_virtual_size()
             self.refresh()
-        self._order = wanted
         self._restore_cursor(cursor_vm, screen_line)
         self.fit_columns()  # a scrollbar may have come or gone with the rows
 
     def move_to(self, vm_id: str) -> bool:
         """Put the cursor on `vm_id` if it is shown."""
-        try:
-            index = self._order.index(vm_id)
-        except ValueError:
+        index = self._index.get(vm_id)
+        if index is None:
             return False
-        self.move_cursor(row=index, animate=False)
+        self.move_cursor(row=index)
         return True
 
-    # -- internals ---------------------------------------------------------------------
+    def move_cursor(self, *, row: int, animate: bool = False, scroll: bool = True) -> None:
+        """Cursor to `row` (clamped); scrolled into view unless `scroll` is False."""
+        del animate  # nothing here animates
+        row = max(0, min(row, len(self._order) - 1))
+        old = self._cursor
+        self._cursor = row
+        if old != row:
+            self._refresh_row(old)
+            self._refresh_row(row)
+        if scroll:
+            self._scroll_to_cursor()
+        vm = self.cursor_vm
+        if old != row or vm != self._cursor_vm:
+            self._cursor_vm = vm
+            self.post_message(self.RowHighlighted(self, vm, row))
 
-    def _order_of_table(self) -> list[str]:
-        get_key = self._row_locations.get_key
-        out = []
-        for i in range(self.row_count):
-            key = get_key(i)
-            assert key is not None and key.value is not None
-            out.append(key.value)
-        return out
+    def _scroll_to_cursor(self) -> None:
+        top = int(self.scroll_y)
+        height = self._page_height()
+        if height <= 0:
+            return
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=False, immediate=True)
+        elif self._cursor >= top + height:
+            self.scroll_to(y=self._cursor - height + 1, animate=False, immediate=True)
 
-    def _remove_rows(self, vm_ids: Iterable[str]) -> None:
-        gone = {RowKey(v) for v in vm_ids}
-        remaining = [k for k in self._order if RowKey(k) not in gone]
-        for row_key in gone:
-            if row_key not in self.rows:
-                continue
-            for column_key in self._data.get(row_key, {}):
-                self._updated_cells.discard(CellKey(row_key, column_key))
-            del self.rows[row_key]
-            del self._data[row_key]
-            self._new_rows.discard(row_key)
-            assert row_key.value is not None
-            self._drawn.pop(row_key.value, None)
-        self._row_locations = TwoWayDict({RowKey(k): i for i, k in enumerate(remaining)})
-        self._order = remaining
-        self._require_update_dimensions = True
-        self.cursor_coordinate = self.cursor_coordinate
-        self.hover_coordinate = self.hover_coordinate
-        self._update_count += 1
-        self.check_idle()
-        self.refresh(layout=True)
+    def _refresh_row(self, row: int) -> None:
+        if 0 <= row < len(self._order):
+            self._lines.pop(self._order[row], None)
+            y = row - int(self.scroll_y) + self.header_height
+            if self.header_height <= y < self.size.height:
+                self.refresh(Region(0, y, self.size.width, 1))
 
     def _restore_cursor(self, vm_id: str | None, screen_line: int) -> None:
-        if vm_id is None or vm_id not in self._drawn:
+        if vm_id is None or vm_id not in self._index:
+            # The cursor's VM went: the same row, clamped (and told, for the cursor line).
+            self.move_cursor(row=self._cursor, scroll=False)
             return
-        index = self._order.index(vm_id)
-        if index == self.cursor_row:
+        index = self._index[vm_id]
+        if index == self._cursor:
+            if self._cursor_vm != vm_id:
+                self.move_cursor(row=index, scroll=False)
             return
-        self.move_cursor(row=index, animate=False, scroll=False)
-        target = max(0, index - max(0, screen_line))
-        # The virtual size is recomputed on idle; scroll once it is.
-        self.call_after_refresh(self.scroll_to, y=target, animate=False, immediate=True)
+        self.move_cursor(row=index, scroll=False)
+        self.scroll_to(y=max(0, index - max(0, screen_line)), animate=False, immediate=True)
 
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> SegmentLines:
-        """DataTable drops every rendered cell whenever any cell changes (its caches are
-        keyed on an update counter). Here a cell's rendering is reused for as long as the
-        cell object is the same one, so a tick redraws only the cells it replaced."""
-        if row_index < 0 or column_index < 0:
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        row_key = self._row_locations.get_key(row_index)
-        column_key = self._column_locations.get_key(column_index)
-        row = self._data.get(row_key) if row_key is not None else None
-        if row is None or column_key is None:
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        cell = row.get(column_key)
-        key = (
-            row_key,
-            column_key,
-            row_index,
-            base_style,
-            width,
-            cursor,
-            hover,
-            self._show_hover_cursor,
-            self._pseudo_class_state,
-        )
-        hit = self._cell_lines.get(key)
-        if hit is not None and hit[0] is cell:
-            return hit[1]
-        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        if len(self._cell_lines) > CELL_CACHE_SIZE:
-            self._cell_lines.clear()
-        self._cell_lines[key] = (cell, lines)
-        return lines
+    # -- keys and mouse ------------------------------------------------------------------
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self._cursor + 1)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self._cursor - 1)
+
+    def action_page_down(self) -> None:
+        height = self._page_height()
+        self.scroll_to(y=int(self.scroll_y) + height, animate=False, immediate=True)
+        self.move_cursor(row=self._cursor + height)
+
+    def action_page_up(self) -> None:
+        height = self._page_height()
+        self.scroll_to(y=max(0, int(self.scroll_y) - height), animate=False, immediate=True)
+        self.move_cursor(row=self._cursor - height)
+
+    def action_scroll_top(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_scroll_bottom(self) -> None:
+        self.move_cursor(row=len(self._order) - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if offset.y < self.header_height:
+            x = offset.x + int(self.scroll_x)
+            for pos, column in enumerate(self._columns):
+                if self._x[pos] <= x < self._x[pos] + column.get_render_width(self):
+                    self.post_message(self.HeaderSelected(self, column.key))
+                    return
+            return
+        self.move_cursor(row=int(self.scroll_y) + offset.y - self.header_height)
+
+    # -- drawing -------------------------------------------------------------------------
+
+    def _invalidate(self) -> None:
+        self._lines.clear()
+        self._cells.clear()
+        self._header = None
 
     def notify_style_update(self) -> None:
-        self._cell_lines.clear()
+        self._invalidate()
         super().notify_style_update()
 
-    def _get_offsets(self, y: int) -> tuple[RowKey, int]:
-        """Every row is one line high: row `y` is at line `y` (DataTable builds a list of
-        every line of every row for this, after every change)."""
-        if self.show_header:
-            if y < self.header_height:
-                return self._header_row_key, y
-            y -= self.header_height
-        key = self._row_locations.get_key(y)
-        if key is None:
-            raise LookupError(f"Y coord {y!r} is greater than total height")
-        return key, 0
+    def _check_styles(self) -> None:
+        """Cached lines hold the widget's styles: drop them when those change (focus,
+        theme)."""
+        key = (self.has_focus, self.rich_style, self.palette, self.app.current_theme.name)
+        if key != self._styles_key:
+            self._styles_key = key
+            self._invalidate()
 
-    @property
-    def _total_row_height(self) -> int:
-        return self.row_count
+    def render_line(self, y: int) -> Strip:
+        self._check_styles()
+        width = self.size.width
+        scroll_x = int(self.scroll_x)
+        if y < self.header_height:
+            if self._header is None:
+                self._header = self._render_header()
+            strip = self._header
+        else:
+            row = int(self.scroll_y) + y - self.header_height
+            if row >= len(self._order):
+                return Strip.blank(width, self.rich_style)
+            strip = self._row_strip(row)
+        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        """Every column has a fixed width and every row height 1: no need to measure cells."""
-        width = sum(column.get_render_width(self) for column in self.columns.values())
-        header = self.header_height if self.show_header else 0
-        self.virtual_size = Size(width + self._row_label_column_width, self.row_count + header)
+    def _render_header(self) -> Strip:
+        style = self.rich_style + self.get_component_rich_style("fleet-table--header")
+        cells: list[tuple[Text, int, str, Hashable]] = [
+            (c.label, c.width, COLUMNS[COLUMN_INDEX[c.key]].justify, None) for c in self._columns
+        ]
+        return self._render_cells(cells, style, None)
+
+    def _row_strip(self, row: int) -> Strip:
+        vm_id = self._order[row]
+        values = self._values(vm_id)
+        cursor = row == self._cursor
+        hit = self._lines.get(vm_id)
+        if hit is not None and hit[0] is values and hit[1] is cursor:
+            return hit[2]
+        palette = self.palette
+        cells: list[tuple[Text, int, str, Hashable]] = [
+            (
+                render_cell(index, values[index], palette),
+                column.width,
+                COLUMNS[index].justify,
+                (index, values[index]),
+            )
+            for index, column in zip(self._shown, self._columns, strict=True)
+        ]
+        base = self.rich_style
+        over: Style | None = None
+        if cursor:
+            cursor_style = self.get_component_rich_style("fleet-table--cursor")
+            base = base + cursor_style
+            # The cursor's colours win over the cells' (as DataTable's "css" priority).
+            over = Style.from_color(cursor_style.color, cursor_style.bgcolor)
+        strip = self._render_cells(cells, base, over)
+        self._lines[vm_id] = (values, cursor, strip)
+        return strip
+
+    def _render_cells(
+        self, cells: list[tuple[Text, int, str, Hashable]], base: Style, over: Style | None
+    ) -> Strip:
+        """One line: each cell cut or padded to its width, with padding either side.
+        Cells are plain `Text` (guest strings were made plain by `render_cell`)."""
+        segments: list[Segment] = []
+        total = 0
+        for text, width, justify, key in cells:
+            segments.extend(self._cell_segments(text, width, justify, key))
+            total += width + 2 * self.cell_padding
+        styled = Segment.apply_style(segments, base, over)
+        return Strip(styled, total).simplify()
+
+    def _cell_segments(
+        self, text: Text, width: int, justify: str, value: Hashable
+    ) -> list[Segment]:
+        """A cell's segments, padded to its width: kept per (column and value, width),
+        since most cells of a fleet say the same things ("ok", "thawed", an OS name).
+        `value` None: not kept (the header)."""
+        key = (value, width)
+        hit = self._cells.get(key) if value is not None else None
+        if hit is not None:
+            return hit
+        pad = Segment(" " * self.cell_padding)
+        if text.cell_len > width:
+            text = text.copy()
+            text.truncate(width, overflow="ellipsis")
+        gap = width - text.cell_len
+        out = [pad]
+        if justify == "right" and gap:
+            out.append(Segment(" " * gap))
+        out.extend(_text_segments(text))
+        if justify != "right" and gap:
+            out.append(Segment(" " * gap))
+        out.append(pad)
+        if value is not None:
+            if len(self._cells) > CELL_CACHE_SIZE:
+                self._cells.clear()
+            self._cells[key] = out
+        return out
+
+
+def _text_segments(text: Text) -> list[Segment]:
+    """A one-line `Text` as segments, without a console (no wrapping, no markup)."""
+    if not text.spans and isinstance(text.style, Style):
+        return [Segment(text.plain, text.style)]
+    return [seg for seg in text.render(_CONSOLE, end="") if seg.text and not seg.control]
+
+
+# Only for resolving a `Text`'s spans into segments; it never writes anywhere.
+_CONSOLE = Console(width=1000, color_system=None, markup=False, highlight=False, emoji=False)
