@@ -289,6 +289,35 @@ async def test_cli_freeze_starts_the_local_keeper_before_the_freeze_goes_out(
 
 
 @pytest.mark.usefixtures("no_keeper_process")
+async def test_the_countdown_during_the_cli_hold_counts_to_the_nearest_deadline(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    engines: Engines,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    holding = in_hold(monkeypatch)
+    before = time.time()
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+    await asyncio.wait_for(holding.wait(), 20)
+    try:
+        engine = engines.last
+        nearest = min(h.deadline for h in engine.guard.holds() if h.deadline is not None)
+        asked = time.time()
+        left = freeze_module.next_thaw(engine)
+        assert left is not None
+        assert nearest - time.time() <= left <= nearest - asked  # seconds from now
+        assert 590 < left <= 600 - (asked - before) + 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert frozen(fleet) == []
+    assert freeze_module.next_thaw(engine) is None  # nothing held: no countdown
+
+
+@pytest.mark.usefixtures("no_keeper_process")
 async def test_cli_freeze_thaw_after_0_leaves_the_guests_frozen_and_owes_nothing(
     tmp_path: Path, fleet: SimFleet, state: Path, output: Stderr, engines: Engines
 ) -> None:
