@@ -249,28 +249,74 @@ async def test_a_released_remote_hold_disarms_the_hypervisor_keeper(
     assert remote.calls[-1] == ("disarm", h.token, KEEPER_TIMEOUT)
     assert journal.load() == ([], [])
     line = audit_lines(audit_path)[-1]
-    assert (line["action"], line["ok"], line["arguments"]) == (
+    assert (line["action"], line["vm"], line["ok"], line["arguments"]) == (
         "keeper disarmed",
+        "hv1/vm1",
         True,
         {"token": h.token, "keeper": "systemd", "why": "dismissed"},
     )
 
 
-async def test_a_disarm_that_fails_is_audited_as_failed(
-    keeping: HoldKeeping, audit_path: Path
+async def test_a_disarm_that_fails_is_audited_as_failed_and_logged(
+    keeping: HoldKeeping, audit_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     remote = FakeKeeper()
     h = hold()
     await keeping.arm(h, REACH, FakeLink(remote), 60)  # type: ignore[arg-type]
     remote.fail = "hv1: link down"
-    keeping.released(h, "thawed")
-    await keeping.drain()
+    with caplog.at_level("WARNING", logger="qgadash.fleet.keeping"):
+        keeping.released(h, "thawed")
+        await keeping.drain()
     line = audit_lines(audit_path)[-1]
-    assert (line["action"], line["ok"], line["error"]) == (
+    assert (line["action"], line["vm"], line["ok"], line["error"], line["arguments"]) == (
         "keeper disarmed",
+        "hv1/vm1",
         False,
         "hv1: link down",
+        {"token": h.token, "keeper": "systemd", "why": "thawed"},
     )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"hv1/vm1: keeper {h.token} not disarmed: hv1: link down"
+    ]
+
+
+async def test_a_moved_deadline_is_written_to_the_journal(
+    keeping: HoldKeeping, journal: HoldJournal, local_starts: list[Any]
+) -> None:
+    """The deadline counts from the freeze (after the keeper was armed): the local
+    keeper and a later start read the journal, so it must carry the new one."""
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, FakeLink(None), 60)  # type: ignore[arg-type]
+    assert h.deadline is not None
+    h.deadline += 5
+    await keeping.moved(h)
+    (record,), _problems = journal.load()
+    assert (record.token, record.deadline) == (h.token, h.deadline)
+    h.deadline += 5
+    await keeping.moved(h)  # again: the journal follows the last one
+    (record,), _problems = journal.load()
+    assert record.deadline == h.deadline
+    keeping.released(h, "thawed")
+    await keeping.moved(h)  # ended: nothing is written back
+    assert journal.load() == ([], [])
+
+
+async def test_a_moved_deadline_of_an_unarmed_or_untimed_hold_writes_nothing(
+    keeping: HoldKeeping, journal: HoldJournal, local_starts: list[Any], tmp_path: Path
+) -> None:
+    await keeping.moved(hold())  # never armed: no record to move
+    assert journal.load() == ([], [])
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, FakeLink(None), 60)  # type: ignore[arg-type]
+    (before,), _problems = journal.load()
+    h.deadline = None
+    await keeping.moved(h)
+    assert journal.load()[0] == [before]
+    other = HoldKeeping(None, AuditLog(tmp_path / "other.jsonl"))
+    h.deadline = time.time() + 600
+    await other.moved(h)  # no journal: nothing to write
+    assert journal.load()[0] == [before]
+    keeping.released(h, "thawed")
 
 
 async def test_a_hold_without_a_token_or_journal_releases_nothing(
