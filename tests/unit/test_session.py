@@ -454,7 +454,7 @@ def test_sync_on_a_closed_session_or_during_a_batch_is_refused() -> None:
     with pytest.raises(RuntimeError, match=r"a batch is already out \(session syncing\)"):
         syncing.sync()  # SYNCING
     s.close()
-    with pytest.raises(AgentConnectionError, match="^the connection to the agent is closed$"):
+    with pytest.raises(AgentConnectionError, match=r"^the connection to the agent is closed$"):
         s.sync()
 
 
