@@ -180,7 +180,9 @@ async def test_an_upload_the_guest_writes_short_fails_and_is_audited(
         "path": "/tmp/up.bin",
         "local": str(local),
     }
+    assert record["vm"] == VM and "the agent wrote 5 of 6 bytes" in record["error"]
     assert [r["execute"] for r in agent.requests][-1] == "guest-file-close"  # handle closed
+    assert guest.closed == [GuestFile.HANDLE]
 
 
 async def test_an_upload_in_chunks_reports_progress_and_records_its_size(
@@ -203,6 +205,94 @@ async def test_an_upload_in_chunks_reports_progress_and_records_its_size(
     assert opened[0]["arguments"] == {"path": "/tmp/up.bin", "mode": "w"}
     (record,) = [r for r in audit(audit_path) if r["action"] == "upload"]
     assert record["ok"] is True and record["arguments"]["bytes"] == 10
+    assert record["vm"] == VM and record["error"] is None
+    assert guest.closed == [GuestFile.HANDLE]
+
+
+# -- reading a slice of a guest file (the dashboard's viewer and tail) -------------------
+
+
+def read_counts(agent: Any) -> list[int]:
+    return [
+        r["arguments"]["count"] for r in agent.requests if r.get("execute") == "guest-file-read"
+    ]
+
+
+class TrickleFile(GuestFile):
+    """Answers each read with at most `most` bytes, and says eof with the last ones."""
+
+    def __init__(self, data: bytes, most: int) -> None:
+        super().__init__(data)
+        self.most = most
+
+    def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        return super().read({**args, "count": min(int(args["count"]), self.most)})
+
+
+class EmptyNowFile(GuestFile):
+    """A pipe with nothing in it now: reads answer no bytes and no eof."""
+
+    def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
+        return {"count": 0, "buf-b64": "", "eof": False}
+
+
+async def test_a_read_in_chunks_returns_exactly_max_bytes_and_closes_its_handle(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 3)
+    guest = GuestFile(b"0123456789")
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        part = await engine.files.read(VM, "/f", offset=1, max_bytes=4)
+        await engine.stop()
+    assert (part.data, part.offset, part.eof, part.size) == (b"1234", 1, False, 10)
+    assert read_counts(agent) == [3, 1]  # never more than is left of max_bytes
+    assert guest.closed == [GuestFile.HANDLE]
+
+
+async def test_a_read_stops_at_the_reply_that_says_eof(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 4)
+    guest = TrickleFile(b"0123456789", most=4)
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        whole = await engine.files.read(VM, "/f", max_bytes=100)
+        await engine.stop()
+    assert (whole.data, whole.eof, whole.size) == (b"0123456789", True, 10)
+    assert read_counts(agent) == [4, 4, 4]  # the third said eof (with data): no fourth
+
+
+async def test_a_read_that_gets_no_bytes_ends_there_and_says_eof(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = EmptyNowFile(seekable=False)
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        empty = await engine.files.read(VM, "/pipe", max_bytes=100)
+        nothing = await engine.files.read(VM, "/pipe", max_bytes=0)
+        await engine.stop()
+    assert (empty.data, empty.eof, empty.size) == (b"", True, None)  # no size: cannot seek
+    assert len(read_counts(agent)) == 1
+    assert (nothing.data, nothing.eof, nothing.size) == (b"", False, None)  # asked for none
+    assert guest.closed == [GuestFile.HANDLE, GuestFile.HANDLE]
+
+
+async def test_tail_reads_the_end_of_the_file_and_never_more_than_max_bytes(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = GuestFile(b"0123456789")
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        end = await engine.files.tail(VM, "/log", max_bytes=4)
+        guest.claimed_size = 0  # reported empty, then written to before the read
+        grown = await engine.files.tail(VM, "/log", max_bytes=1)
+        await engine.stop()
+    assert (end.data, end.offset, end.eof, end.size) == (b"6789", 6, True, 10)
+    assert len(grown.data) <= 1 and grown.size == 0
+    assert read_counts(agent) == [4, 1]
+    assert guest.closed == [GuestFile.HANDLE, GuestFile.HANDLE]
 
 
 # -- reading and listing a simulated guest's files ---------------------------------------

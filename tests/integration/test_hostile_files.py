@@ -31,7 +31,11 @@ VM = "local/fake"
 
 class GuestFile:
     """guest-file-* handlers over one in-memory file; `endless` never reports eof,
-    `seekable` False makes seek fail (a pipe), `claimed_size` lies about the size."""
+    `seekable` False makes seek fail (a pipe), `claimed_size` lies about the size.
+    Like qemu-ga, every call on the file must name the handle `guest-file-open` gave;
+    `closed` lists the handles closed."""
+
+    HANDLE = 1000
 
     def __init__(
         self,
@@ -47,6 +51,11 @@ class GuestFile:
         self.claimed_size = claimed_size
         self.position = 0
         self.written = bytearray()
+        self.closed: list[int] = []
+
+    def _check(self, args: dict[str, Any]) -> None:
+        if args.get("handle") != self.HANDLE:
+            raise FakeError(f"handle '{args.get('handle')}' has not been found")
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -65,14 +74,20 @@ class GuestFile:
             "guest-file-seek": self.seek,
             "guest-file-read": self.read,
             "guest-file-write": self.write,
-            "guest-file-close": lambda a: {},
+            "guest-file-close": self.close,
         }
 
     def open(self, args: dict[str, Any]) -> int:
         self.position = 0
-        return 1000
+        return self.HANDLE
+
+    def close(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
+        self.closed.append(args["handle"])
+        return {}
 
     def seek(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
         if not self.seekable:
             raise FakeError("failed to seek file: Illegal seek")
         if args["whence"] in (2, "end"):  # an int: what every agent era takes
@@ -83,6 +98,7 @@ class GuestFile:
         return {"position": self.position, "eof": False}
 
     def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
         count = int(args.get("count", 4096))
         chunk = (
             b"\x00" * count if self.endless else self.data[self.position : self.position + count]
@@ -92,6 +108,7 @@ class GuestFile:
         return {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": eof}
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
         data = base64.b64decode(args["buf-b64"])
         self.written += data
         return {"count": len(data), "eof": False}
