@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -420,3 +421,49 @@ async def test_run_exec_waits_for_the_program_and_passes_its_input(
     status = await engine.with_agent("sim/lin", work)
     assert status.exited and status.exitcode == 0
     assert status.stdout == b"piped\n"
+
+
+# -- putting a finished download in place ---------------------------------------------------
+
+
+def test_a_file_that_appeared_during_the_copy_is_not_replaced_and_named_in_the_error(
+    tmp_path: Path,
+) -> None:
+    partial = tmp_path / ".f.partial"
+    partial.write_bytes(b"from the guest")
+    local = tmp_path / "f"
+    local.write_bytes(b"mine")  # written by someone else while the download ran
+    with pytest.raises(FileExistsError) as caught:
+        files_module._move_into_place(str(partial), local, overwrite=False)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.EEXIST,
+        "exists (not replaced)",
+        str(local),
+    )
+    assert local.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_without_hard_links_a_download_is_renamed_into_place_unless_the_file_appeared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exists: bool
+) -> None:
+    def no_links(source: str, target: Path) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")  # vfat, some NFS
+
+    monkeypatch.setattr(files_module.os, "link", no_links)
+    partial = tmp_path / ".f.partial"
+    partial.write_bytes(b"from the guest")
+    local = tmp_path / "f"
+    if exists:
+        local.write_bytes(b"mine")
+        with pytest.raises(FileExistsError) as caught:
+            files_module._move_into_place(str(partial), local, overwrite=False)
+        assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+            errno.EEXIST,
+            "exists (not replaced)",
+            str(local),
+        )
+        assert local.read_bytes() == b"mine"
+    else:
+        files_module._move_into_place(str(partial), local, overwrite=False)
+        assert local.read_bytes() == b"from the guest" and not partial.exists()

@@ -16,6 +16,7 @@ import pytest
 from qgadash.agent.errors import AgentConnectionError, AgentError
 from qgadash.fleet import keeping as keeping_module
 from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import Settings
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER, HoldJournal, HoldRecord, Owner, Reach
 from qgadash.fleet.keeper import KEEPER_GRACE, KeeperUnavailable
@@ -495,3 +496,32 @@ async def test_drain_waits_for_disarms_in_flight(keeping: HoldKeeping) -> None:
 
 def test_agent_errors_are_what_keepers_raise() -> None:
     assert issubclass(HoldNotDurable, AgentError)
+
+
+async def test_a_hypervisor_that_no_longer_offers_a_keeper_is_thawed_from_the_journal(
+    keeping: HoldKeeping, journal: HoldJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper named in the record is gone from its hypervisor (no socat, no systemd
+    any more): nobody can say it fired, so the journal's thaw goes out; the link is made
+    with default settings (there is no config for a dead owner's link)."""
+    links: list[FakeLink] = []
+    settings_seen: list[Any] = []
+
+    def make_link(hv: Any, settings: Any) -> FakeLink:
+        settings_seen.append(settings)
+        links.append(FakeLink(None))
+        return links[-1]
+
+    monkeypatch.setattr(keeping_module, "make_link", make_link)
+    record(journal, "remote", time.time() - 5, "systemd")
+    thawed: list[str] = []
+
+    async def thaw_via(r: HoldRecord) -> None:
+        thawed.append(r.token)
+
+    (settled,) = await keeping.settle(thaw_via)
+    assert thawed == ["remote"] and settled == Settled("hv1/remote", "thawed", "")
+    assert journal.load() == ([], [])
+    assert links and all(link.closed for link in links)
+    assert settings_seen and all(isinstance(s, Settings) for s in settings_seen)
+    assert settings_seen[0] == Settings()
