@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import os
 import sys
@@ -209,8 +210,13 @@ async def test_a_download_never_replaces_an_existing_file_without_consent(
     engine = await engine_over(tmp_path, socket_path, audit_path)
     mine = tmp_path / "authorized_keys"
     mine.write_bytes(b"my key\n")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError) as caught:
         await engine.files.download(VM, "/root/.ssh/authorized_keys", mine)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.EEXIST,
+        "exists (not replaced)",
+        str(mine),
+    )
     assert mine.read_bytes() == b"my key\n"
     assert await engine.files.download(VM, "/x", mine, overwrite=True) == 21
     assert mine.read_bytes() == b"hello from the guest\n"
