@@ -118,6 +118,30 @@ async def test_a_download_whose_reads_fail_midway_leaves_no_partial_file(
     assert leftovers(out, set()) == []  # neither the target nor a .partial
     (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
     assert record["ok"] is False and "Input/output error" in record["error"]
+    assert record["vm"] == VM
+    assert guest.opened == [("/var/log/big", "r")] and guest.closed == [GuestFile.HANDLE]
+
+
+async def test_a_failed_download_whose_partial_was_removed_meanwhile_reports_its_own_error(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleaner (tmpreaper, the operator) removed the .partial while the copy ran: the
+    error the operator sees is still the guest's, not the missing file's."""
+    monkeypatch.setattr(files_module, "READ_CHUNK", 10)
+    guest = DyingFile(b"z" * 100, good=1)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def remove_partials(done: int, total: int | None) -> None:
+        for partial in out.glob("*.partial"):
+            partial.unlink()
+
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        with pytest.raises(AgentError, match="Input/output error"):
+            await engine.files.download(VM, "/var/log/big", out / "big", progress=remove_partials)
+        await engine.stop()
+    assert leftovers(out, set()) == []
 
 
 async def test_a_download_the_local_disk_refuses_leaves_no_partial_file(
@@ -155,6 +179,9 @@ async def test_a_download_of_an_exact_size_stops_there_and_reports_progress(
         )
         await engine.stop()
     assert size == 20 and (tmp_path / "f").read_bytes() == b"0123456789" * 2
+    assert guest.opened == [("/f", "r")]
+    (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
+    assert (record["vm"], record["ok"], record["arguments"]["bytes"]) == (VM, True, 20)
     assert seen == [(8, 20), (16, 20), (20, 20)]
     counts = [
         r["arguments"]["count"] for r in agent.requests if r.get("execute") == "guest-file-read"

@@ -30,6 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 VM = "local/fake"
 
 
+OPEN_MODES = {"r", "rb", "w", "wb", "a", "ab", "r+", "rb+", "r+b", "w+", "wb+", "w+b", "a+"}
+OPEN_MODES |= {"ab+", "a+b"}
+
+
 class GuestFile:
     """guest-file-* handlers over one in-memory file; `endless` never reports eof,
     `seekable` False makes seek fail (a pipe), `claimed_size` lies about the size.
@@ -53,6 +57,7 @@ class GuestFile:
         self.position = 0
         self.written = bytearray()
         self.closed: list[int] = []
+        self.opened: list[tuple[str, str]] = []
 
     def _check(self, args: dict[str, Any]) -> None:
         if args.get("handle") != self.HANDLE:
@@ -79,6 +84,12 @@ class GuestFile:
         }
 
     def open(self, args: dict[str, Any]) -> int:
+        # qemu-ga takes fopen()'s modes only, and a path that is a string.
+        if not isinstance(args.get("path"), str):
+            raise FakeError("Invalid parameter type for 'path', expected: string")
+        if args.get("mode", "r") not in OPEN_MODES:
+            raise FakeError(f"invalid file open mode '{args.get('mode')}'")
+        self.opened.append((args["path"], args.get("mode", "r")))
         self.position = 0
         return self.HANDLE
 
