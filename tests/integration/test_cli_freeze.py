@@ -33,7 +33,7 @@ from qgadash.cli.freeze import keeper_summary
 from qgadash.cli.lifecycle import report_settled, report_thaws
 from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError
 from qgadash.fleet import guard as guard_module
-from qgadash.fleet.actions import ReadOnlyError
+from qgadash.fleet.actions import VSS_FREEZE_LIMIT, ReadOnlyError
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.holds import (
     LOCAL_KEEPER,
@@ -46,7 +46,7 @@ from qgadash.fleet.holds import (
 from qgadash.fleet.keeper import KEEPER_GRACE, ensure_local_keeper, keeper_running
 from qgadash.fleet.keeping import HoldKeeping, Settled
 from qgadash.fleet.model import ActionResult
-from qgadash.sim import Fault, SimFleet
+from qgadash.sim import Fault, SimFleet, SimVm, make_profile
 
 COUNT = 3
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
@@ -633,3 +633,59 @@ def test_keeper_summary_names_each_keeper_and_every_vm_without_one() -> None:
     assert keeper_summary({"hv2/d": "down"}, engine).startswith(  # type: ignore[arg-type]
         "keepers (thaw at the deadline even if qgadash dies): none\nNO KEEPER for 1 VM"
     )
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_freeze_of_a_windows_guest_says_its_hold_is_cut_to_the_vss_limit(
+    tmp_path: Path,
+    state: Path,
+    output: Stderr,
+    engines: Engines,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    profiles = [make_profile(i) for i in range(40)]
+    linux = next(p for p in profiles if not p.windows)
+    windows = next(p for p in profiles if p.windows)
+    async with SimFleet(tmp_path / "sim", [SimVm("lin", linux), SimVm("win", windows)]) as sim:
+        hosts = write_hosts(tmp_path / "hosts.toml", sim)
+        holding = in_hold(monkeypatch)
+        task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+        await asyncio.wait_for(holding.wait(), 20)
+        try:
+            guard = engines.last.guard
+            left = {h.vm_id: h.deadline - time.time() for h in guard.holds() if h.deadline}
+            assert set(left) == {"sim/lin", "sim/win"}
+            assert 590 < left["sim/lin"] <= 600
+            assert 0 < left["sim/win"] <= VSS_FREEZE_LIMIT
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert not sim.agent("lin").frozen and not sim.agent("win").frozen
+    err = output.read()
+    assert (
+        "Windows guests hold a freeze at most 10 s (VSS lets the writes go by itself): "
+        "sim/win will be thawed after 10 s"
+    ) in err
+    assert "frozen: 2 VMs; thawing in 600 s (keeper: local;" in err
+
+
+async def test_cli_freeze_names_the_vss_limit_in_its_question(
+    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profiles = [make_profile(i) for i in range(40)]
+    windows = next(p for p in profiles if p.windows)
+    asked: list[str] = []
+
+    async def refuse(question: str, args: argparse.Namespace) -> bool:
+        asked.append(question)
+        return False
+
+    monkeypatch.setattr(freeze_module, "confirm", refuse)
+    async with SimFleet(tmp_path / "sim", [SimVm("win", windows)]) as sim:
+        hosts = write_hosts(tmp_path / "hosts.toml", sim)
+        code = await cli.run(parse(hosts, "freeze", "--thaw-after", "600"))
+        assert not sim.agent("win").frozen
+    assert code == EXIT_FAILED  # not confirmed: nothing done
+    assert asked == ["Freeze 1 VM (sim/win), thaw after 600 s (1 VM after 10 s)?"]
+    assert actions(state, "freeze") == []
