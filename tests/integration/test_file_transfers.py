@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import errno
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,7 @@ async def test_a_download_the_local_disk_refuses_leaves_no_partial_file(
         def no_space(fd: int) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(files_module.os, "fsync", no_space)
+        monkeypatch.setattr(os, "fsync", no_space)
         with pytest.raises(OSError, match="No space left"):
             await engine.files.download(VM, "/etc/motd", out / "motd")
         monkeypatch.undo()
@@ -477,7 +478,7 @@ def test_without_hard_links_a_download_is_renamed_into_place_unless_the_file_app
     def no_links(source: str, target: Path) -> None:
         raise PermissionError(errno.EPERM, "Operation not permitted")  # vfat, some NFS
 
-    monkeypatch.setattr(files_module.os, "link", no_links)
+    monkeypatch.setattr(os, "link", no_links)
     partial = tmp_path / ".f.partial"
     partial.write_bytes(b"from the guest")
     local = tmp_path / "f"

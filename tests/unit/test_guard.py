@@ -252,7 +252,7 @@ async def test_settled_waits_for_the_deadline_task_to_finish_its_record() -> Non
         recorded.append(vm_id)
         return result
 
-    guard._thaw = thaw_then_record  # type: ignore[method-assign]
+    guard._thaw = thaw_then_record
     for vm_id in IDS[:4]:
         guard.record(vm_id, 0.0)
     await asyncio.wait_for(guard.settled(), 2)
