@@ -192,6 +192,7 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
     journal: HoldJournal,
     audit_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     failure: str,
 ) -> None:
     if failure == "remote":
@@ -204,7 +205,8 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
 
         monkeypatch.setattr(keeping_module, "ensure_local_keeper", cannot)
     h = hold()
-    await keeping.arm(h, REACH, link, 60)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="qgadash.fleet.keeping"):
+        await keeping.arm(h, REACH, link, 60)  # type: ignore[arg-type]
     why = (
         "hv1: sudo: a password is required"
         if failure == "remote"
@@ -221,6 +223,8 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
         {"token": h.token},
     )
     assert why in line["error"]
+    (logged,) = [r.getMessage() for r in caplog.records]
+    assert logged.startswith(f"hv1/vm1: no keeper armed: {why}")
 
 
 async def test_a_released_local_hold_forgets_its_record_and_audits_the_disarm(
@@ -362,6 +366,7 @@ async def test_settle_thaws_overdue_holds_of_dead_owners_and_leaves_the_rest(
     journal: HoldJournal,
     audit_path: Path,
     local_starts: list[Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = time.time()
     record(journal, "overdue", now - 5, NO_KEEPER)
@@ -376,8 +381,12 @@ async def test_settle_thaws_overdue_holds_of_dead_owners_and_leaves_the_rest(
             raise AgentConnectionError("connection refused")
         thawed.append(r.token)
 
-    settled = await keeping.settle(thaw_via)
+    with caplog.at_level("WARNING", logger="qgadash.fleet.keeping"):
+        settled = await keeping.settle(thaw_via)
     assert thawed == ["overdue"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "hv1/failing: owed thaw from the journal failed: connection refused"
+    ]
     by_vm = {s.vm_id: s for s in settled}
     assert by_vm["hv1/overdue"] == Settled("hv1/overdue", "thawed", "")
     assert by_vm["hv1/failing"] == Settled("hv1/failing", "failed", "connection refused")

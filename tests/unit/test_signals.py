@@ -52,16 +52,25 @@ async def test_each_stop_signal_reaches_the_watch_once_installed_and_none_after_
 
 
 async def test_later_signals_only_say_please_wait_while_vms_are_owed(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     stops: list[signal.Signals] = []
     owed = [3]
     watch = SignalWatch(stops.append, lambda: owed[0])
-    watch._handle(signal.SIGTERM)
-    watch._handle(signal.SIGINT)
-    watch._handle(signal.SIGHUP)
-    owed[0] = 0
-    watch._handle(signal.SIGQUIT)
+    with caplog.at_level("WARNING", logger="qgadash.fleet.signals"):
+        watch._handle(signal.SIGTERM)
+        watch._handle(signal.SIGINT)
+        watch.stopping()
+        watch._handle(signal.SIGHUP)
+        owed[0] = 0
+        watch._handle(signal.SIGQUIT)
+    # The log says each signal and what the process was doing when it came.
+    assert [r.getMessage() for r in caplog.records] == [
+        "SIGTERM received (stopping: None)",
+        "SIGINT received (stopping: %s)" % signal.SIGTERM,  # noqa: UP031 (as logging does)
+        "SIGHUP received (stopping: True)",
+        "SIGQUIT received (stopping: True)",
+    ]
     assert stops == [signal.SIGTERM]
     assert watch.received is signal.SIGTERM and watch.reason == "signal SIGTERM"
     assert capsys.readouterr().err.splitlines() == [
