@@ -490,3 +490,9 @@ def test_a_refused_guest_changing_batch_is_not_sent_until_the_sync_is_answered()
     assert traits.note == IDS_REFUSED_NOTE
     assert s.request_sent is False  # not yet out again: waits for the new sync's reply
     assert [r["execute"] for r in requests_in(s.data_to_send())] == ["guest-sync-delimited"]
+
+
+def test_events_and_sentinels_read_by_name_in_logs_and_failed_assertions() -> None:
+    assert repr(NEED_DATA) == "NEED_DATA"
+    assert repr(NO_ERROR_REPLY) == "NO_ERROR_REPLY"
+    assert repr(Done([b"1", NO_ERROR_REPLY])) == "Done([b'1', NO_ERROR_REPLY])"
