@@ -534,3 +534,25 @@ async def test_a_hypervisor_that_no_longer_offers_a_keeper_is_thawed_from_the_jo
     assert links and all(link.closed for link in links)
     assert settings_seen and all(isinstance(s, Settings) for s in settings_seen)
     assert settings_seen[0] == Settings()
+
+
+async def test_a_moved_deadline_that_cannot_be_written_leaves_the_earlier_one(
+    keeping: HoldKeeping,
+    journal: HoldJournal,
+    local_starts: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The freeze goes on: a keeper reading the earlier deadline thaws early, never late."""
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, FakeLink(None), 60)  # type: ignore[arg-type]
+    (before,), _problems = journal.load()
+
+    def disk_full(record: HoldRecord) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "write", disk_full)
+    assert h.deadline is not None
+    h.deadline += 5
+    await keeping.moved(h)  # does not raise
+    assert journal.load()[0] == [before]
+    keeping.released(h, "thawed")
