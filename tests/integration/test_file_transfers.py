@@ -495,3 +495,49 @@ def test_without_hard_links_a_download_is_renamed_into_place_unless_the_file_app
     else:
         files_module._move_into_place(str(partial), local, overwrite=False)
         assert local.read_bytes() == b"from the guest" and not partial.exists()
+
+
+# -- the bounds of a download, to the byte -------------------------------------------------
+
+
+async def test_a_file_or_a_pipe_of_exactly_max_download_bytes_is_copied_whole(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 16)
+    data = bytes(range(64))
+    sized, pipe = GuestFile(data), GuestFile(data, seekable=False)
+    for n, guest in enumerate((sized, pipe)):
+        socket = tmp_path / f"fake{n}.sock"
+        async with fake_agent(socket, guest.handlers()):
+            engine = await engine_over(tmp_path, socket, audit_path, max_download_bytes=64)
+            assert await engine.files.download(VM, "/f", tmp_path / f"copy{n}") == 64
+            await engine.stop()
+        assert (tmp_path / f"copy{n}").read_bytes() == data
+
+
+async def test_a_pipe_past_max_download_bytes_is_cut_before_a_byte_more_is_written(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 16)
+    guest = GuestFile(endless=True, seekable=False)
+    written: list[int] = []
+    async with fake_agent(socket_path, guest.handlers()):
+        engine = await engine_over(tmp_path, socket_path, audit_path, max_download_bytes=64)
+        with pytest.raises(files_module.DownloadTooLarge, match=r"max_download_bytes \(64\)"):
+            await engine.files.download_to(
+                VM, "/dev/zero", lambda b: written.append(len(b)), progress=None
+            )
+        await engine.stop()
+    assert written == [16, 16, 16, 16]  # 64 bytes; the fifth chunk was refused, not written
+
+
+async def test_a_file_that_never_says_eof_is_read_to_its_size_and_not_one_read_more(
+    tmp_path: Path, socket_path: Path, audit_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "READ_CHUNK", 16)
+    guest = GuestFile(b"x" * 40, endless=True)
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        assert await engine.files.download(VM, "/dev/zero-ish", tmp_path / "copy") == 40
+        await engine.stop()
+    assert read_counts(agent) == [16, 16, 8]
