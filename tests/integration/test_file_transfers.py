@@ -11,6 +11,9 @@ import dataclasses
 import errno
 import json
 import os
+import re
+import secrets
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -508,11 +511,56 @@ async def test_a_file_or_a_pipe_of_exactly_max_download_bytes_is_copied_whole(
     sized, pipe = GuestFile(data), GuestFile(data, seekable=False)
     for n, guest in enumerate((sized, pipe)):
         socket = tmp_path / f"fake{n}.sock"
-        async with fake_agent(socket, guest.handlers()):
+        async with fake_agent(socket, guest.handlers()) as agent:
             engine = await engine_over(tmp_path, socket, audit_path, max_download_bytes=64)
             assert await engine.files.download(VM, "/f", tmp_path / f"copy{n}") == 64
             await engine.stop()
         assert (tmp_path / f"copy{n}").read_bytes() == data
+        assert read_counts(agent) == [16, 16, 16, 16]  # the last said eof: no fifth read
+
+
+async def test_a_pipe_with_nothing_in_it_downloads_as_an_empty_file_after_one_read(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = EmptyNowFile(seekable=False)
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        assert await engine.files.download(VM, "/run/fifo", tmp_path / "fifo") == 0
+        await engine.stop()
+    assert (tmp_path / "fifo").read_bytes() == b""
+    assert len(read_counts(agent)) == 1
+
+
+def test_a_partial_download_is_a_new_private_hidden_file_beside_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beside the target: the same file system, so the finished copy is linked into place
+    atomically; never in the working directory."""
+    target = tmp_path / "sub" / "report.txt"
+    target.parent.mkdir()
+    monkeypatch.chdir(tmp_path)
+    fd, name = files_module._new_partial(target)
+    os.close(fd)
+    partial = Path(name)
+    assert partial.parent == target.parent
+    assert re.fullmatch(r"\.report\.txt\.[0-9a-f]{8}\.partial", partial.name), partial.name
+    assert stat.S_IMODE(partial.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # nothing in the cwd
+
+
+def test_a_partial_name_taken_every_time_gives_up_with_file_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "0" * (2 * n))
+    (tmp_path / ".f.00000000.partial").write_bytes(b"planted")
+    with pytest.raises(FileExistsError) as caught:
+        files_module._new_partial(tmp_path / "f")
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.EEXIST,
+        "no free temporary name",
+        str(tmp_path),
+    )
+    assert (tmp_path / ".f.00000000.partial").read_bytes() == b"planted"
 
 
 async def test_a_pipe_past_max_download_bytes_is_cut_before_a_byte_more_is_written(

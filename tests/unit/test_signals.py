@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from qgadash.fleet import signals as signals_module
 from qgadash.fleet.signals import STOP_SIGNALS, SignalWatch, say
 
 
@@ -100,7 +100,7 @@ def test_say_survives_a_closed_terminal(monkeypatch: pytest.MonkeyPatch) -> None
         def flush(self) -> None:
             raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(signals_module.sys, "stderr", Gone())
+    monkeypatch.setattr(sys, "stderr", Gone())
     say("thawing")  # no exception: after SIGHUP the terminal is gone
 
 
