@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -178,14 +180,17 @@ async def test_a_download_of_an_exact_size_stops_there_and_reports_progress(
     async with fake_agent(socket_path, guest.handlers()) as agent:
         engine = await engine_over(tmp_path, socket_path, audit_path)
         seen: list[tuple[int, int | None]] = []
+        began = time.perf_counter()
         size = await engine.files.download(
             VM, "/f", tmp_path / "f", progress=lambda d, t: seen.append((d, t))
         )
+        elapsed = time.perf_counter() - began
         await engine.stop()
     assert size == 20 and (tmp_path / "f").read_bytes() == b"0123456789" * 2
     assert guest.opened == [("/f", "r")]
     (record,) = [r for r in audit(audit_path) if r["action"] == "download"]
     assert (record["vm"], record["ok"], record["arguments"]["bytes"]) == (VM, True, 20)
+    assert 0 < record["elapsed_ms"] <= elapsed * 1000 + 1  # the copy's own time, in ms
     assert seen == [(8, 20), (16, 20), (20, 20)]
     counts = [
         r["arguments"]["count"] for r in agent.requests if r.get("execute") == "guest-file-read"
@@ -546,6 +551,28 @@ def test_a_partial_download_is_a_new_private_hidden_file_beside_its_target(
     assert re.fullmatch(r"\.report\.txt\.[0-9a-f]{8}\.partial", partial.name), partial.name
     assert stat.S_IMODE(partial.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # nothing in the cwd
+
+
+def test_a_partial_is_not_inherited_by_processes_started_meanwhile(tmp_path: Path) -> None:
+    """A keeper or guest-exec helper started while a download runs must not hold it open."""
+    fd, _name = files_module._new_partial(tmp_path / "f")
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    finally:
+        os.close(fd)
+
+
+def test_a_partial_name_already_taken_is_skipped_for_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = iter(["00000000", "11111111"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(tokens))
+    planted = tmp_path / ".f.00000000.partial"
+    planted.symlink_to(tmp_path / "victim")  # planted under the first name: not followed
+    fd, name = files_module._new_partial(tmp_path / "f")
+    os.close(fd)
+    assert Path(name).name == ".f.11111111.partial"
+    assert not (tmp_path / "victim").exists()
 
 
 def test_a_partial_name_taken_every_time_gives_up_with_file_exists(
