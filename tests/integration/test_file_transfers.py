@@ -553,6 +553,27 @@ def test_a_partial_download_is_a_new_private_hidden_file_beside_its_target(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # nothing in the cwd
 
 
+class UnclosableFile(GuestFile):
+    """Reads fine; its close fails (the agent restarted and forgot the handle)."""
+
+    def close(self, args: dict[str, Any]) -> dict[str, Any]:
+        raise FakeError(f"handle '{args.get('handle')}' has not been found")
+
+
+async def test_a_close_that_fails_does_not_lose_what_was_read(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    guest = UnclosableFile(b"0123456789")
+    async with fake_agent(socket_path, guest.handlers()) as agent:
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        part = await engine.files.read(VM, "/f", max_bytes=4)
+        assert await engine.files.download(VM, "/f", tmp_path / "f") == 10
+        await engine.stop()
+    assert part.data == b"0123"
+    assert (tmp_path / "f").read_bytes() == b"0123456789"
+    assert [r["execute"] for r in agent.requests].count("guest-file-close") == 2
+
+
 def test_a_partial_is_not_inherited_by_processes_started_meanwhile(tmp_path: Path) -> None:
     """A keeper or guest-exec helper started while a download runs must not hold it open."""
     fd, _name = files_module._new_partial(tmp_path / "f")

@@ -443,7 +443,7 @@ async def test_settle_asks_a_hypervisor_keeper_whether_it_already_thawed(
         return links[-1]
 
     monkeypatch.setattr(keeping_module, "make_link", make_link)
-    record(journal, "remote", time.time() - 5, "systemd")
+    due = record(journal, "remote", time.time() - 5, "systemd").deadline
     thawed: list[str] = []
 
     async def thaw_via(r: HoldRecord) -> None:
@@ -465,7 +465,8 @@ async def test_settle_asks_a_hypervisor_keeper_whether_it_already_thawed(
             ("pending", "remote", KEEPER_TIMEOUT),
             ("disarm", "remote", KEEPER_TIMEOUT),
         ]
-    assert line["ok"] is True and line["arguments"]["keeper"] == "systemd"
+    assert line["ok"] is True and line["vm"] == "hv1/remote"
+    assert line["arguments"] == {"token": "remote", "deadline": due, "keeper": "systemd"}
 
 
 async def test_an_unreachable_hypervisor_keeper_is_not_taken_as_fired(
