@@ -404,6 +404,9 @@ async def test_settle_thaws_overdue_holds_of_dead_owners_and_leaves_the_rest(
         ("hv1/overdue", "thaw (journal)", True),
         ("hv1/failing", "thaw (journal)", False),
     }
+    (failed,) = [line for line in audit_lines(audit_path) if line["ok"] is False]
+    assert failed["error"] == "connection refused"
+    assert failed["arguments"] == {"token": "failing", "deadline": now - 5, "keeper": LOCAL_KEEPER}
 
 
 async def test_settle_without_a_journal_has_nothing_to_do() -> None:
