@@ -29,8 +29,9 @@ from qgadash.fleet import files as files_module
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.files import ListingUnavailable
+from qgadash.fleet.listing import linux_list_command
 from qgadash.sim import Fault, GuestProfile, SimFleet, SimVm, make_profile
-from tests.integration.fakeagent import FakeError, fake_agent
+from tests.integration.fakeagent import FakeError, fake_agent, supported
 from tests.integration.test_hostile_files import VM, GuestFile, audit, engine_over, leftovers
 
 
@@ -637,3 +638,44 @@ async def test_a_file_that_never_says_eof_is_read_to_its_size_and_not_one_read_m
         assert await engine.files.download(VM, "/dev/zero-ish", tmp_path / "copy") == 40
         await engine.stop()
     assert read_counts(agent) == [16, 16, 8]
+
+
+async def test_each_guest_is_listed_with_its_own_program_within_action_timeout(
+    sim_engine: tuple[FleetEngine, SimFleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator answers any program; which one went out is what a real guest sees."""
+    engine, _ = sim_engine
+    sent: list[tuple[str, float]] = []
+    real_run_exec = files_module.run_exec
+
+    async def recording(caller: Any, path: str, args: list[str], **kw: Any) -> Any:
+        sent.append((path, kw["timeout"]))
+        return await real_run_exec(caller, path, args, **kw)
+
+    monkeypatch.setattr(files_module, "run_exec", recording)
+    await engine.files.list_dir("sim/win", "C:\\")
+    await engine.files.list_dir("sim/lin", "/")
+    timeout = engine.settings.action_timeout
+    assert sent == [("powershell.exe", timeout), (linux_list_command("/")[0], timeout)]
+
+
+async def test_a_listing_whose_error_is_not_utf8_still_says_what_the_guest_said(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    def exec_status(args: dict[str, Any]) -> dict[str, Any]:
+        err = b"ls: cannot open '/caf\xe9': Permission denied\n"  # a Latin-1 file name
+        return {"exited": True, "exitcode": 2, "err-data": base64.b64encode(err).decode()}
+
+    handlers = {
+        "guest-info": lambda a: supported(["guest-exec", "guest-exec-status", "guest-ping"]),
+        "guest-ping": lambda a: {},
+        "guest-exec": lambda a: {"pid": 7},
+        "guest-exec-status": exec_status,
+    }
+    async with fake_agent(socket_path, handlers):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        await engine.poll_vm(VM)
+        with pytest.raises(ListingUnavailable) as raised:
+            await engine.files.list_dir(VM, "/caf")
+        await engine.stop()
+    assert str(raised.value) == "ls: cannot open '/caf\ufffd': Permission denied"
