@@ -29,7 +29,7 @@ from qgadash.fleet import files as files_module
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.files import ListingUnavailable
-from qgadash.fleet.listing import linux_list_command
+from qgadash.fleet.listing import TRUNCATED_EXIT, linux_list_command
 from qgadash.sim import Fault, GuestProfile, SimFleet, SimVm, make_profile
 from tests.integration.fakeagent import FakeError, fake_agent, supported
 from tests.integration.test_hostile_files import VM, GuestFile, audit, engine_over, leftovers
@@ -679,3 +679,63 @@ async def test_a_listing_whose_error_is_not_utf8_still_says_what_the_guest_said(
             await engine.files.list_dir(VM, "/caf")
         await engine.stop()
     assert str(raised.value) == "ls: cannot open '/caf\ufffd': Permission denied"
+
+
+def exec_guest(exitcode: int, out: bytes = b"", err: bytes = b"") -> dict[str, Any]:
+    """Handlers of an agent whose every guest-exec ends with `exitcode`, `out` and `err`."""
+    status = {
+        "exited": True,
+        "exitcode": exitcode,
+        "out-data": base64.b64encode(out).decode(),
+        "err-data": base64.b64encode(err).decode(),
+    }
+    return {
+        "guest-info": lambda a: supported(["guest-exec", "guest-exec-status", "guest-ping"]),
+        "guest-ping": lambda a: {},
+        "guest-exec": lambda a: {"pid": 7},
+        "guest-exec-status": lambda a: status,
+    }
+
+
+DIR = b"41ed 0 1700000000 etc\0"
+FILE = b"81a4 5 1700000000 motd\0"
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "out", "truncated", "skipped", "more"),
+    [
+        (0, DIR + FILE, False, 0, 0),
+        (TRUNCATED_EXIT, DIR + FILE, True, 0, 0),  # the script stopped at its cap
+        (0, DIR + FILE + b"not a record\0", False, 1, 0),
+        (0, DIR + FILE + b"81a4 1 1700000000 cut sh", True, 0, 1),  # one entry cut short
+    ],
+    ids=["whole", "capped", "bad-record", "cut-short"],
+)
+async def test_a_listing_says_whether_it_is_whole_and_what_it_skipped(
+    tmp_path: Path,
+    socket_path: Path,
+    audit_path: Path,
+    exitcode: int,
+    out: bytes,
+    truncated: bool,
+    skipped: int,
+    more: int,
+) -> None:
+    async with fake_agent(socket_path, exec_guest(exitcode, out)):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        await engine.poll_vm(VM)
+        listing = await engine.files.list_dir(VM, "/")
+        await engine.stop()
+    assert [e.name for e in listing.entries] == ["etc", "motd"]
+    assert (listing.truncated, listing.skipped, listing.more) == (truncated, skipped, more)
+
+
+async def test_a_listing_that_fails_silently_names_the_directory(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    async with fake_agent(socket_path, exec_guest(1)):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        await engine.poll_vm(VM)
+        with pytest.raises(ListingUnavailable, match=r"^cannot list /srv$"):
+            await engine.files.list_dir(VM, "/srv")
+        await engine.stop()
