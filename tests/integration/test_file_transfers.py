@@ -6,6 +6,7 @@ tests/integration/fakeagent.py; the well-behaved cases are in test_hostile_files
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import errno
@@ -739,3 +740,51 @@ async def test_a_listing_that_fails_silently_names_the_directory(
         with pytest.raises(ListingUnavailable, match=r"^cannot list /srv$"):
             await engine.files.list_dir(VM, "/srv")
         await engine.stop()
+
+
+class ExecCaller:
+    """An agent caller whose program exits after `running` status polls (never if None)."""
+
+    def __init__(self, running: int | None) -> None:
+        self.running = running
+        self.polls = 0
+
+    async def call(self, name: str, args: Any = None, *, timeout: float) -> Any:
+        if name == "guest-exec":
+            return {"pid": 7}
+        self.polls += 1
+        if self.running is not None and self.polls > self.running:
+            return {"exited": True, "exitcode": 0}
+        return {"exited": False}
+
+
+async def test_run_exec_polls_a_running_program_less_and_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    caller = ExecCaller(running=8)
+    status = await files_module.run_exec(caller, "/bin/true", [], timeout=60, request_timeout=1)  # type: ignore[arg-type]
+    assert status.exited and caller.polls == 9
+    first = files_module.EXEC_POLL
+    assert waits == [min(first * 2**i, 0.5) for i in range(8)]  # doubling, at most 0.5 s
+    assert waits[-1] == 0.5
+
+
+async def test_run_exec_gives_up_on_a_program_that_never_exits_at_its_timeout() -> None:
+    caller = ExecCaller(running=None)
+    task = asyncio.create_task(
+        files_module.run_exec(caller, "/bin/sleep", ["inf"], timeout=0.2, request_timeout=1)  # type: ignore[arg-type]
+    )
+    done, _ = await asyncio.wait({task}, timeout=30)  # a guard against a hang, not a measure
+    if not done:
+        task.cancel()
+        raise AssertionError("run_exec never gave up on a program that does not exit")
+    with pytest.raises(TimeoutError):
+        task.result()
