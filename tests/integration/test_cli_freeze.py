@@ -29,6 +29,7 @@ import pytest
 from qgadash import cli
 from qgadash.cli import freeze as freeze_module
 from qgadash.cli import lifecycle
+from qgadash.cli import select as select_module
 from qgadash.cli.freeze import keeper_summary
 from qgadash.cli.lifecycle import report_settled, report_thaws
 from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError
@@ -689,3 +690,25 @@ async def test_cli_freeze_names_the_vss_limit_in_its_question(
     assert code == EXIT_FAILED  # not confirmed: nothing done
     assert asked == ["Freeze 1 VM (sim/win), thaw after 600 s (1 VM after 10 s)?"]
     assert actions(state, "freeze") == []
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_thaw_asks_naming_the_frozen_vms_and_does_nothing_unconfirmed(
+    tmp_path: Path, fleet: SimFleet, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    assert await cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "0")) == EXIT_OK
+    asked: list[str] = []
+
+    async def refuse(question: str, args: argparse.Namespace) -> bool:
+        asked.append(question)
+        return False
+
+    monkeypatch.setattr(freeze_module, "confirm", refuse)
+    assert await cli.run(parse(hosts, "thaw")) == EXIT_FAILED
+    assert asked == [f"Thaw {COUNT} VMs ({', '.join(ids(fleet))})?"]
+    assert sorted(frozen(fleet)) == names(fleet)  # not confirmed: still frozen
+    assert actions(state, "thaw") == []
+    monkeypatch.setattr(freeze_module, "confirm", select_module.confirm)
+    assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
+    assert frozen(fleet) == []
