@@ -712,3 +712,26 @@ async def test_cli_thaw_asks_naming_the_frozen_vms_and_does_nothing_unconfirmed(
     monkeypatch.setattr(freeze_module, "confirm", select_module.confirm)
     assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
     assert frozen(fleet) == []
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_thaw_reports_each_vm_and_a_vm_not_frozen_as_done(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    first, second, third = ids(fleet)
+    for vm_id in (first, second):
+        code = await cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "0", "--match", vm_id))
+        assert code == EXIT_OK
+    capsys.readouterr()
+    assert await cli.run(parse(hosts, "thaw", "--yes", "--json")) == EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    assert document["action"] == "thaw"
+    by_vm = {r["id"]: r for r in document["results"]}
+    assert set(by_vm) == {first, second, third}
+    assert all(r["ok"] is True for r in by_vm.values())
+    assert (by_vm[third]["value"], by_vm[third]["error"]) == ("not frozen", None)
+    assert frozen(fleet) == []
