@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from qgadash.agent import codec
 from qgadash.agent.codec import (
     DecodeError,
     Decoder,
@@ -145,6 +146,7 @@ def test_lazy_decoder_keeps_the_return_text_undecoded() -> None:
 
     got = Decoder(lazy=True).feed(b'{"return": {"host-name": "a, \\"id\\": 3}"}, "id": 42}\n')
     assert got == [Reply(42, body=b'{"host-name": "a, \\"id\\": 3}"}')]
+    assert isinstance(got[0], Reply)
     assert decode_body(got[0].body or b"") == {"host-name": 'a, "id": 3}'}
 
 
@@ -207,3 +209,9 @@ def test_nesting_past_the_cap_is_refused_counting_only_brackets_outside_strings(
     with pytest.raises(ValueError, match="nested deeper than 8 levels"):
         decode_body(b"[" * 9 + b"]" * 9, 8)
     assert decode_body(b'["\\"[[[[[[[[[["]', 8) == ['"[[[[[[[[[[']
+
+
+def test_error_text_about_the_agents_bytes_is_capped_at_120_characters() -> None:
+    assert codec._short(ValueError("x" * 120)) == "x" * 120
+    assert codec._short(ValueError("x" * 121)) == "x" * 117 + "..."
+    assert codec._short(ValueError("bad byte")) == "bad byte"

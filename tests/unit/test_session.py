@@ -375,6 +375,7 @@ def test_a_channel_closed_mid_reply_is_garbage_and_between_replies_a_lost_channe
     s.data_to_send()
     event = run(s, b"")
     assert isinstance(event, Failed) and isinstance(event.error, AgentConnectionError)
+    assert str(event.error) == "the agent's channel closed"
     assert s.state is Runstate.CLOSED
 
 
@@ -427,6 +428,16 @@ def test_a_no_reply_command_whose_guest_goes_away_closes_the_channel() -> None:
     s.data_to_send()
     event = run(s, b"")
     assert isinstance(event, Done) and isinstance(event.results[0], AgentConnectionError)
+    assert str(event.results[0]) == "the agent's channel closed"
+    assert s.state is Runstate.CLOSED
+
+
+def test_a_channel_closed_before_the_replies_ahead_of_a_no_reply_command_fails_the_batch() -> None:
+    s = in_sync()
+    s.start([("guest-ping", None), ("guest-shutdown", None)])
+    s.data_to_send()
+    event = run(s, b"")  # the ping was never answered: the shutdown may not have been read
+    assert isinstance(event, Failed) and str(event.error) == "the agent's channel closed"
 
 
 def test_a_no_reply_command_can_only_be_last() -> None:
