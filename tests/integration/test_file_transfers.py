@@ -788,3 +788,17 @@ async def test_run_exec_gives_up_on_a_program_that_never_exits_at_its_timeout() 
         raise AssertionError("run_exec never gave up on a program that does not exit")
     with pytest.raises(TimeoutError):
         task.result()
+
+
+async def test_can_list_says_when_the_guests_policy_disables_guest_exec(
+    tmp_path: Path, socket_path: Path, audit_path: Path
+) -> None:
+    info = supported(["guest-exec", "guest-exec-status", "guest-ping"])
+    info["supported_commands"][0]["enabled"] = False  # virtio-win's default for guest-exec
+    handlers = {"guest-info": lambda a: info, "guest-ping": lambda a: {}}
+    async with fake_agent(socket_path, handlers):
+        engine = await engine_over(tmp_path, socket_path, audit_path)
+        await engine.poll_vm(VM)
+        reason = engine.files.can_list(VM)
+        await engine.stop()
+    assert reason == "guest-exec is disabled by the guest's policy: open a file by path"

@@ -87,6 +87,7 @@ async def test_thaw_runs_at_the_deadline_for_every_hold() -> None:
     assert all(c[1] == "deadline" for c in thawer.calls)
     assert guard.owned() == []
     assert all(s.thaw_deadline is None for s in store.snapshots())
+    assert all(s.thaw_error is None for s in store.snapshots())  # nothing failed
 
 
 async def test_thaw_all_while_deadline_timers_release_holds() -> None:
@@ -144,6 +145,7 @@ async def test_a_failed_deadline_thaw_is_retried_with_backoff_and_shown() -> Non
     await asyncio.wait_for(guard.settled(), 2)
     times = [c[2] for c in thawer.calls]
     assert thawer.count(IDS[0]) == 3
+    assert [c[1] for c in thawer.calls] == ["deadline", "deadline, retry", "deadline, retry"]
     assert times[1] - times[0] >= 0.01 and times[2] - times[1] >= 0.02  # backoff grows
     snap = store.get(IDS[0])
     assert snap is not None and snap.thaw_error is None and snap.thaw_deadline is None

@@ -507,3 +507,11 @@ def test_events_and_sentinels_read_by_name_in_logs_and_failed_assertions() -> No
     assert repr(NEED_DATA) == "NEED_DATA"
     assert repr(NO_ERROR_REPLY) == "NO_ERROR_REPLY"
     assert repr(Done([b"1", NO_ERROR_REPLY])) == "Done([b'1', NO_ERROR_REPLY])"
+
+
+def test_a_lone_no_reply_command_is_done_when_its_grace_expires() -> None:
+    s = in_sync()
+    s.start([("guest-shutdown", {"mode": "powerdown"})])
+    s.data_to_send()
+    done = s.expire()
+    assert done is not None and done.results == [NO_ERROR_REPLY]
