@@ -215,3 +215,19 @@ def test_error_text_about_the_agents_bytes_is_capped_at_120_characters() -> None
     assert codec._short(ValueError("x" * 120)) == "x" * 120
     assert codec._short(ValueError("x" * 121)) == "x" * 117 + "..."
     assert codec._short(ValueError("bad byte")) == "bad byte"
+
+
+def test_a_reply_of_exactly_max_reply_bytes_across_reads_is_kept_and_one_more_is_not() -> None:
+    first = b'{"return": "' + b"a" * 60 + b'"}\n'  # ahead of it in the same read
+    exact = b'{"return": "' + b"x" * 86 + b'"}'  # 100 bytes
+    assert len(exact) == 100
+    decoder = Decoder(max_reply=100)
+    got = decoder.feed(first + exact[:50])
+    got += decoder.feed(exact[50:])
+    got += decoder.feed(b"\n")
+    assert got == [Reply(None, "a" * 60), Reply(None, "x" * 86)]
+    over = b'{"return": "' + b"x" * 87 + b'"}'  # 101 bytes
+    decoder = Decoder(max_reply=100)
+    got = decoder.feed(over[:50]) + decoder.feed(over[50:]) + decoder.feed(b"\n")
+    assert len(got) == 1 and isinstance(got[0], DecodeError)
+    assert got[0].reason == "reply larger than 100 bytes"
