@@ -36,6 +36,7 @@ from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError
 from qgadash.fleet import guard as guard_module
 from qgadash.fleet.actions import VSS_FREEZE_LIMIT, ReadOnlyError
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.guard import FreezeGuard
 from qgadash.fleet.holds import (
     LOCAL_KEEPER,
     HoldJournal,
@@ -46,7 +47,8 @@ from qgadash.fleet.holds import (
 )
 from qgadash.fleet.keeper import KEEPER_GRACE, ensure_local_keeper, keeper_running
 from qgadash.fleet.keeping import HoldKeeping, Settled
-from qgadash.fleet.model import ActionResult
+from qgadash.fleet.model import ActionResult, VmRef
+from qgadash.fleet.store import FleetStore
 from qgadash.sim import Fault, SimFleet, SimVm, make_profile
 
 COUNT = 3
@@ -735,3 +737,49 @@ async def test_cli_thaw_reports_each_vm_and_a_vm_not_frozen_as_done(
     assert all(r["ok"] is True for r in by_vm.values())
     assert (by_vm[third]["value"], by_vm[third]["error"]) == ("not frozen", None)
     assert frozen(fleet) == []
+
+
+class GuardOnly:
+    """Just what hold_until_thawed reads of an engine: its guard."""
+
+    def __init__(self, thaw_ok: bool) -> None:
+        store = FleetStore()
+        store.add(VmRef("hv", "vm", "/run/vm.sock"))
+
+        async def thaw(vm_id: str, reason: str) -> ActionResult:
+            if thaw_ok:
+                self.guard.release(vm_id)
+                return ActionResult(vm_id, True, None, None)
+            return ActionResult(vm_id, False, None, "link down")
+
+        self.guard = FreezeGuard(store, thaw)
+
+
+async def test_the_hold_reports_whether_every_deadline_thaw_ended_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.02,))
+    thawed, stuck = GuardOnly(thaw_ok=True), GuardOnly(thaw_ok=False)
+    for engine in (thawed, stuck):
+        engine.guard.record("hv/vm", 0.0)
+    assert await freeze_module.hold_until_thawed(thawed, 5) is True  # type: ignore[arg-type]
+    assert await freeze_module.hold_until_thawed(stuck, 0.2) is False  # type: ignore[arg-type]
+    await stuck.guard.thaw_all()
+
+
+async def test_the_hold_ends_quietly_on_its_own_stop_but_passes_on_a_second_cancel() -> None:
+    """One cancel is the CLI's stop signal: the hold ends and the exit thaw decides the
+    status. A cancel on top of that (the loop shutting down) is not swallowed."""
+    engine = GuardOnly(thaw_ok=True)
+    engine.guard.record("hv/vm", 600)
+    for cancels in (1, 2):
+        task = asyncio.create_task(freeze_module.hold_until_thawed(engine, 600))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        for _ in range(cancels):
+            task.cancel()
+        if cancels == 1:
+            assert await task is True
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    await engine.guard.thaw_all()
