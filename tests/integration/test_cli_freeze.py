@@ -783,3 +783,10 @@ async def test_the_hold_ends_quietly_on_its_own_stop_but_passes_on_a_second_canc
             with pytest.raises(asyncio.CancelledError):
                 await task
     await engine.guard.thaw_all()
+
+
+def test_keeper_summary_of_a_vm_gone_from_the_store_says_its_hypervisor_is_unknown() -> None:
+    engine = KeeperEngine(set())
+    engine.get = lambda vm_id: None  # type: ignore[method-assign]
+    text = keeper_summary({"hv9/gone": None}, engine)  # type: ignore[arg-type]
+    assert text == "keepers (thaw at the deadline even if qgadash dies): 1 on hypervisor ?"
