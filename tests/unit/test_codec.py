@@ -231,3 +231,19 @@ def test_a_reply_of_exactly_max_reply_bytes_across_reads_is_kept_and_one_more_is
     got = decoder.feed(over[:50]) + decoder.feed(over[50:]) + decoder.feed(b"\n")
     assert len(got) == 1 and isinstance(got[0], DecodeError)
     assert got[0].reason == "reply larger than 100 bytes"
+
+
+def test_the_exact_nesting_check_counts_every_level_and_only_real_ones() -> None:
+    """Cases where the cheap bracket count is over the cap, so the exact check decides."""
+    eight = b"[" * 8 + b"]" * 8
+    at_cap = b'{"a": ' + b"[" * 7 + b"]" * 7 + b', "b": []}'  # 8 deep, 9 brackets
+    assert decode_body(at_cap, 8) == {"a": [[[[[[[]]]]]]], "b": []}
+    siblings = b"[" + b", ".join([b"{}"] * 12) + b"]"  # 2 deep, closing braces count down
+    assert decode_body(siblings, 8) == [{}] * 12
+    after_a_close = b"[[[[[]," + b"[" * 5 + b"]" * 5 + b"]]]]"  # 5, back to 4, then 9
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(after_a_close, 8)
+    escaped_backslash = b'["a\\\\", ' + b"[" * 8 + b"]" * 8 + b"]"  # the string ends at \\"
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(escaped_backslash, 8)
+    assert decode_body(eight, 8) == [[[[[[[[]]]]]]]]
