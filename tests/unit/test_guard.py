@@ -374,3 +374,27 @@ async def test_retry_now_thaws_a_hold_whose_deadline_is_this_instant(
     await asyncio.wait_for(guard.settled(), 2)
     assert thawer.count(IDS[0]) == 2
     assert retry is not None and retry.get_name() == f"thaw-retry:{IDS[0]}"
+
+
+async def test_a_failed_thaw_whose_path_ended_the_hold_is_not_shown_or_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The thaw path itself may end the hold and still fail (the engine found the guest
+    rebooted, so nothing is frozen, but the thaw request errored): nothing is owed, so
+    the failure is neither shown nor retried."""
+    calls: list[str] = []
+
+    async def thaw(vm_id: str, reason: str) -> ActionResult:
+        calls.append(reason)
+        guard.release(vm_id, "guest rebooted")
+        return ActionResult(vm_id, False, None, "link down")
+
+    store = FleetStore()
+    store.add(VmRef("hv", "vm0", "/run/vm0.sock"))
+    guard = FreezeGuard(store, thaw)
+    with caplog.at_level("WARNING", logger="qgadash.fleet.guard"):
+        guard.record(IDS[0], 0.0)
+        await asyncio.wait_for(guard.settled(), 2)
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_error is None
+    assert caplog.records == [] and calls == ["deadline"]

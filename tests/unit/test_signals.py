@@ -4,6 +4,7 @@ and the handlers are installed on the loop and removed again."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import sys
@@ -107,3 +108,10 @@ def test_say_survives_a_closed_terminal(monkeypatch: pytest.MonkeyPatch) -> None
 def test_say_writes_one_line_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     say("qgadash: hello")
     assert capsys.readouterr() == ("", "qgadash: hello\n")
+
+
+def test_say_survives_a_stderr_already_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    say("thawing")  # ValueError (I/O on a closed file) is swallowed, not raised
