@@ -115,3 +115,21 @@ def test_say_survives_a_stderr_already_closed(monkeypatch: pytest.MonkeyPatch) -
     closed.close()
     monkeypatch.setattr(sys, "stderr", closed)
     say("thawing")  # ValueError (I/O on a closed file) is swallowed, not raised
+
+
+def test_say_flushes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr may be a block-buffered pipe (a log collector, `2>file`): a line about a
+    thaw must be out before the process can die, not in a buffer."""
+    calls: list[str] = []
+
+    class Stream:
+        def write(self, text: str) -> int:
+            calls.append("write")
+            return len(text)
+
+        def flush(self) -> None:
+            calls.append("flush")
+
+    monkeypatch.setattr(sys, "stderr", Stream())
+    say("qgadash: thawing 3 VMs before exit…")
+    assert calls[-1] == "flush" and "write" in calls
