@@ -790,3 +790,17 @@ def test_keeper_summary_of_a_vm_gone_from_the_store_says_its_hypervisor_is_unkno
     engine.get = lambda vm_id: None  # type: ignore[method-assign]
     text = keeper_summary({"hv9/gone": None}, engine)  # type: ignore[arg-type]
     assert text == "keepers (thaw at the deadline even if qgadash dies): 1 on hypervisor ?"
+
+
+def test_report_settled_cuts_a_long_vm_name_to_80_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A VM id comes from the operator's config and the guest's socket names: a line
+    about a thaw stays one readable line."""
+    name = "hv/" + "v" * 200
+    report_settled([Settled(name, "thawed")])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        line
+        == f"qgadash: thawed {name[:79]}…: an earlier qgadash froze it and died before its thaw"
+    )
