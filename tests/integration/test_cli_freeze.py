@@ -804,3 +804,21 @@ def test_report_settled_cuts_a_long_vm_name_to_80_characters(
         line
         == f"qgadash: thawed {name[:79]}…: an earlier qgadash froze it and died before its thaw"
     )
+
+
+def test_exit_lines_cut_long_names_to_80_and_errors_to_300_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The guest's words (an error text) and long names stay bounded lines."""
+    name, error = "hv/" + "v" * 200, "e" * 1000
+    report_thaws(
+        [ActionResult(name, True, 1, None), ActionResult(name, False, None, error)], EXIT_OK
+    )
+    report_settled([Settled(name, "failed", error)])
+    short, cut = name[:79] + "…", error[:299] + "…"
+    assert capsys.readouterr().err.splitlines() == [
+        f"thawed {short}",
+        f"qgadash: COULD NOT THAW {short}: {cut} — it may still be frozen; thaw it by hand "
+        "(`qgadash thaw --match VM`)",
+        f"qgadash: COULD NOT THAW {short}, owed by an earlier qgadash: {cut}",
+    ]
