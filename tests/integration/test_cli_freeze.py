@@ -822,3 +822,34 @@ def test_exit_lines_cut_long_names_to_80_and_errors_to_300_characters(
         "(`qgadash thaw --match VM`)",
         f"qgadash: COULD NOT THAW {short}, owed by an earlier qgadash: {cut}",
     ]
+
+
+async def test_signals_before_the_engine_exists_exit_at_once_owing_nothing(
+    tmp_path: Path,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    unhandled_signals: list[int],
+) -> None:
+    """Ctrl-C twice while the config is still being read (a slow inventory): nothing is
+    frozen yet, so no "thawing" message and no error, just the signal's exit status."""
+    reading = asyncio.Event()
+
+    async def slow_config(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Any:
+        reading.set()
+        await asyncio.sleep(30)
+        raise AssertionError("the config was not interrupted")
+
+    async def command(engine: FleetEngine, args: argparse.Namespace) -> int:
+        raise AssertionError("no command may run")
+
+    args = argparse.Namespace(command="freeze", audit_argv=False)
+    task = asyncio.create_task(lifecycle.run_command(args, command, slow_config, True))
+    await asyncio.wait_for(reading.wait(), 10)
+    with caplog.at_level("ERROR"):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert await finish(task, 10) == 128 + signal.SIGINT
+    assert unhandled_signals == []
+    assert "please wait" not in capsys.readouterr().err
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
