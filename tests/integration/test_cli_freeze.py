@@ -35,6 +35,7 @@ from qgadash.cli.lifecycle import report_settled, report_thaws
 from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError
 from qgadash.fleet import guard as guard_module
 from qgadash.fleet.actions import VSS_FREEZE_LIMIT, ReadOnlyError
+from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.guard import FreezeGuard
 from qgadash.fleet.holds import (
@@ -853,3 +854,27 @@ async def test_signals_before_the_engine_exists_exit_at_once_owing_nothing(
     assert unhandled_signals == []
     assert "please wait" not in capsys.readouterr().err
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_run_command_closes_what_the_config_opened_and_keeps_argv_when_asked(
+    tmp_path: Path, fleet: SimFleet, state: Path
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    closed: list[str] = []
+
+    async def config_for(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Any:
+        stack.callback(closed.append, "links closed")  # what a real config opens (SSH)
+        return load_config(hosts)
+
+    async def command(engine: FleetEngine, args: argparse.Namespace) -> int:
+        assert engine.audit is not None
+        engine.audit.record("exec", "sim/x", {"argv": ["mysql", "-pS3cr3t"]}, True, None, 1)
+        return EXIT_OK
+
+    for keep in (True, False):
+        args = argparse.Namespace(command="exec", audit_argv=keep)
+        assert await lifecycle.run_command(args, command, config_for, False) == EXIT_OK
+    assert closed == ["links closed", "links closed"]
+    kept, hidden = [r["arguments"] for r in audit_records(state) if r["action"] == "exec"]
+    assert kept == {"argv": ["mysql", "-pS3cr3t"]}  # --audit-argv
+    assert hidden == {"argv": ["mysql", "<1 arguments hidden>"]}
