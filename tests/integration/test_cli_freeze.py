@@ -878,3 +878,39 @@ async def test_run_command_closes_what_the_config_opened_and_keeps_argv_when_ask
     kept, hidden = [r["arguments"] for r in audit_records(state) if r["action"] == "exec"]
     assert kept == {"argv": ["mysql", "-pS3cr3t"]}  # --audit-argv
     assert hidden == {"argv": ["mysql", "<1 arguments hidden>"]}
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_a_stop_signals_thaw_retries_a_vm_whose_first_thaw_failed(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    output: Stderr,
+    unhandled_signals: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a signal the exit thaw has a retry budget (the operator asked to stop, and
+    will wait); a VM that did not answer the first thaw is tried again."""
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.2,))
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet, timeout=0.3, action_timeout=0.3)
+    holding = in_hold(monkeypatch)
+    bad = names(fleet)[0]
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+    await asyncio.wait_for(holding.wait(), 20)
+    fleet.agent(bad).fault = Fault.SILENT
+    os.kill(os.getpid(), signal.SIGTERM)
+
+    def first_thaw_failed() -> bool:
+        return any(
+            r["vm"] == f"sim/{bad}" and r["ok"] is False and r["action"].startswith("thaw")
+            for r in audit_records(state)
+        )
+
+    await wait_until(first_thaw_failed, "the first exit thaw of the silent VM failed")
+    fleet.agent(bad).fault = Fault.NONE
+    code = await finish(task, 30)
+    err = output.read()
+    assert unhandled_signals == []
+    assert code == EXIT_OK, err
+    assert frozen(fleet) == []
+    assert f"thawed sim/{bad}" in err
