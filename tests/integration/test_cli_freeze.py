@@ -914,3 +914,51 @@ async def test_a_stop_signals_thaw_retries_a_vm_whose_first_thaw_failed(
     assert code == EXIT_OK, err
     assert frozen(fleet) == []
     assert f"thawed sim/{bad}" in err
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_an_exit_without_a_signal_thaws_once_and_says_what_it_could_not(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    output: Stderr,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No signal, no retry budget: the exit thaw is tried once, and the exit status and
+    the words say which VM may still be frozen (its keeper and journal still hold it)."""
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.2,))
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet, timeout=0.3, action_timeout=0.3)
+    holding = in_hold(monkeypatch)
+    bad = names(fleet)[0]
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+    await asyncio.wait_for(holding.wait(), 20)
+    fleet.agent(bad).fault = Fault.SILENT
+    task.cancel()  # not a signal: the hold ends, the command returns, the exit thaws
+    code = await finish(task, 30)
+    err = output.read()
+    assert code == EXIT_FAILED, err
+    assert f"COULD NOT THAW sim/{bad}" in err
+    failed = [r for r in audit_records(state) if r["vm"] == f"sim/{bad}" and r["ok"] is False]
+    assert [r["action"] for r in failed] == ["thaw (quit)"]  # once
+    fleet.agent(bad).fault = Fault.NONE
+    assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
+
+
+async def test_a_cancel_that_is_not_a_signal_goes_on_up(
+    tmp_path: Path, fleet: SimFleet, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    asked = asyncio.Event()
+
+    async def slow_confirm(question: str, args: argparse.Namespace) -> bool:
+        asked.set()
+        await asyncio.sleep(30)
+        return True
+
+    monkeypatch.setattr(freeze_module, "confirm", slow_confirm)
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--thaw-after", "600")))
+    await asyncio.wait_for(asked.wait(), 20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert frozen(fleet) == []
