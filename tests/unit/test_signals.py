@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -133,3 +134,26 @@ def test_say_flushes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stderr", Stream())
     say("qgadash: thawing 3 VMs before exit…")
     assert calls[-1] == "flush" and "write" in calls
+
+
+def test_a_watch_on_a_loop_outside_the_main_thread_installs_nothing_and_raises_nothing() -> None:
+    """Only the main thread may handle signals (a dashboard worker, an embedding app): the
+    watch then stays quiet instead of failing the command."""
+    outcome: list[object] = []
+
+    async def watch_here() -> None:
+        watch = SignalWatch(lambda sig: None, lambda: 0)
+        watch.install()
+        outcome.append(watch.received)
+        watch.remove()
+
+    def run() -> None:
+        try:
+            asyncio.run(watch_here())
+        except BaseException as exc:  # the assertion below names it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert outcome == [None]
