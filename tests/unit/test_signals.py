@@ -157,3 +157,26 @@ def test_a_watch_on_a_loop_outside_the_main_thread_installs_nothing_and_raises_n
     thread.start()
     thread.join(30)
     assert outcome == [None]
+
+
+@pytest.mark.parametrize("error", [NotImplementedError, RuntimeError, ValueError])
+async def test_a_loop_that_refuses_signal_handlers_leaves_the_watch_quiet(
+    monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    """NotImplementedError: Windows' loops; RuntimeError/ValueError: not the main thread,
+    a closed loop, a signal number the platform lacks. None of them may fail a command."""
+    loop = asyncio.get_running_loop()
+    watch = SignalWatch(lambda sig: None, lambda: 0)
+
+    def refuse(*args: object) -> None:
+        raise error("no signal handlers here")
+
+    monkeypatch.setattr(loop, "add_signal_handler", refuse)
+    watch.install()  # does not raise
+    monkeypatch.undo()
+    watch.install()  # installed for real this time
+    monkeypatch.setattr(loop, "remove_signal_handler", refuse)
+    watch.remove()  # does not raise either
+    monkeypatch.undo()
+    for sig in STOP_SIGNALS:
+        loop.remove_signal_handler(sig)
