@@ -7,6 +7,7 @@
 # mutants of functions that changed (and the names given).
 #
 # Usage: bash scripts/mutation.sh [--head] [MUTANT_NAME_OR_GLOB]...
+#   QGADASH_MUTATION_CHILDREN=2  workers (default 1: the machine is shared)
 #   --head   test the last commit, in a copy under $QGADASH_MUTATION_DIR (default
 #            /tmp/qgadash-mutation), not this working tree: for a checkout others edit.
 #   e.g.     bash scripts/mutation.sh 'qgadash.fleet.guard.*'
@@ -35,7 +36,7 @@ if [ "${1:-}" = "--head" ]; then
 fi
 
 status=0
-"$VENV/bin/mutmut" run --max-children 1 "$@" || status=$?
+"$VENV/bin/mutmut" run --max-children "${QGADASH_MUTATION_CHILDREN:-1}" "$@" || status=$?
 
 "$VENV/bin/python" - <<'PY'
 """The score per module: killed (and timed out) out of every mutant that was tested."""

@@ -29,12 +29,15 @@ import pytest
 from qgadash import cli
 from qgadash.cli import freeze as freeze_module
 from qgadash.cli import lifecycle
+from qgadash.cli import select as select_module
 from qgadash.cli.freeze import keeper_summary
 from qgadash.cli.lifecycle import report_settled, report_thaws
 from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError
 from qgadash.fleet import guard as guard_module
-from qgadash.fleet.actions import ReadOnlyError
+from qgadash.fleet.actions import VSS_FREEZE_LIMIT, ReadOnlyError
+from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.guard import FreezeGuard
 from qgadash.fleet.holds import (
     LOCAL_KEEPER,
     HoldJournal,
@@ -45,8 +48,9 @@ from qgadash.fleet.holds import (
 )
 from qgadash.fleet.keeper import KEEPER_GRACE, ensure_local_keeper, keeper_running
 from qgadash.fleet.keeping import HoldKeeping, Settled
-from qgadash.fleet.model import ActionResult
-from qgadash.sim import Fault, SimFleet
+from qgadash.fleet.model import ActionResult, VmRef
+from qgadash.fleet.store import FleetStore
+from qgadash.sim import Fault, SimFleet, SimVm, make_profile
 
 COUNT = 3
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT]
@@ -286,6 +290,35 @@ async def test_cli_freeze_starts_the_local_keeper_before_the_freeze_goes_out(
             await task
     assert frozen(fleet) == []  # cancelled (not a signal): still thawed on the way out
     assert actions(state, "thaw (quit)") == ids(fleet)
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_the_countdown_during_the_cli_hold_counts_to_the_nearest_deadline(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    engines: Engines,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    holding = in_hold(monkeypatch)
+    before = time.time()
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+    await asyncio.wait_for(holding.wait(), 20)
+    try:
+        engine = engines.last
+        nearest = min(h.deadline for h in engine.guard.holds() if h.deadline is not None)
+        asked = time.time()
+        left = freeze_module.next_thaw(engine)
+        assert left is not None
+        assert nearest - time.time() <= left <= nearest - asked  # seconds from now
+        assert 590 < left <= 600 - (asked - before) + 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert frozen(fleet) == []
+    assert freeze_module.next_thaw(engine) is None  # nothing held: no countdown
 
 
 @pytest.mark.usefixtures("no_keeper_process")
@@ -604,3 +637,328 @@ def test_keeper_summary_names_each_keeper_and_every_vm_without_one() -> None:
     assert keeper_summary({"hv2/d": "down"}, engine).startswith(  # type: ignore[arg-type]
         "keepers (thaw at the deadline even if qgadash dies): none\nNO KEEPER for 1 VM"
     )
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_freeze_of_a_windows_guest_says_its_hold_is_cut_to_the_vss_limit(
+    tmp_path: Path,
+    state: Path,
+    output: Stderr,
+    engines: Engines,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    profiles = [make_profile(i) for i in range(40)]
+    linux = next(p for p in profiles if not p.windows)
+    windows = next(p for p in profiles if p.windows)
+    async with SimFleet(tmp_path / "sim", [SimVm("lin", linux), SimVm("win", windows)]) as sim:
+        hosts = write_hosts(tmp_path / "hosts.toml", sim)
+        holding = in_hold(monkeypatch)
+        task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+        await asyncio.wait_for(holding.wait(), 20)
+        try:
+            guard = engines.last.guard
+            left = {h.vm_id: h.deadline - time.time() for h in guard.holds() if h.deadline}
+            assert set(left) == {"sim/lin", "sim/win"}
+            assert 590 < left["sim/lin"] <= 600
+            assert 0 < left["sim/win"] <= VSS_FREEZE_LIMIT
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert not sim.agent("lin").frozen and not sim.agent("win").frozen
+    err = output.read()
+    assert (
+        "Windows guests hold a freeze at most 10 s (VSS lets the writes go by itself): "
+        "sim/win will be thawed after 10 s"
+    ) in err
+    assert "frozen: 2 VMs; thawing in 600 s (keeper: local;" in err
+
+
+async def test_cli_freeze_names_the_vss_limit_in_its_question(
+    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profiles = [make_profile(i) for i in range(40)]
+    windows = next(p for p in profiles if p.windows)
+    asked: list[str] = []
+
+    async def refuse(question: str, args: argparse.Namespace) -> bool:
+        asked.append(question)
+        return False
+
+    monkeypatch.setattr(freeze_module, "confirm", refuse)
+    async with SimFleet(tmp_path / "sim", [SimVm("win", windows)]) as sim:
+        hosts = write_hosts(tmp_path / "hosts.toml", sim)
+        code = await cli.run(parse(hosts, "freeze", "--thaw-after", "600"))
+        assert not sim.agent("win").frozen
+    assert code == EXIT_FAILED  # not confirmed: nothing done
+    assert asked == ["Freeze 1 VM (sim/win), thaw after 600 s (1 VM after 10 s)?"]
+    assert actions(state, "freeze") == []
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_thaw_asks_naming_the_frozen_vms_and_does_nothing_unconfirmed(
+    tmp_path: Path, fleet: SimFleet, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    assert await cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "0")) == EXIT_OK
+    asked: list[str] = []
+
+    async def refuse(question: str, args: argparse.Namespace) -> bool:
+        asked.append(question)
+        return False
+
+    monkeypatch.setattr(freeze_module, "confirm", refuse)
+    assert await cli.run(parse(hosts, "thaw")) == EXIT_FAILED
+    assert asked == [f"Thaw {COUNT} VMs ({', '.join(ids(fleet))})?"]
+    assert sorted(frozen(fleet)) == names(fleet)  # not confirmed: still frozen
+    assert actions(state, "thaw") == []
+    monkeypatch.setattr(freeze_module, "confirm", select_module.confirm)
+    assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
+    assert frozen(fleet) == []
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_thaw_reports_each_vm_and_a_vm_not_frozen_as_done(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    first, second, third = ids(fleet)
+    for vm_id in (first, second):
+        code = await cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "0", "--match", vm_id))
+        assert code == EXIT_OK
+    capsys.readouterr()
+    assert await cli.run(parse(hosts, "thaw", "--yes", "--json")) == EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    assert document["action"] == "thaw"
+    by_vm = {r["id"]: r for r in document["results"]}
+    assert set(by_vm) == {first, second, third}
+    assert all(r["ok"] is True for r in by_vm.values())
+    assert (by_vm[third]["value"], by_vm[third]["error"]) == ("not frozen", None)
+    assert frozen(fleet) == []
+
+
+class GuardOnly:
+    """Just what hold_until_thawed reads of an engine: its guard."""
+
+    def __init__(self, thaw_ok: bool) -> None:
+        store = FleetStore()
+        store.add(VmRef("hv", "vm", "/run/vm.sock"))
+
+        async def thaw(vm_id: str, reason: str) -> ActionResult:
+            if thaw_ok:
+                self.guard.release(vm_id)
+                return ActionResult(vm_id, True, None, None)
+            return ActionResult(vm_id, False, None, "link down")
+
+        self.guard = FreezeGuard(store, thaw)
+
+
+async def test_the_hold_reports_whether_every_deadline_thaw_ended_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.02,))
+    thawed, stuck = GuardOnly(thaw_ok=True), GuardOnly(thaw_ok=False)
+    for engine in (thawed, stuck):
+        engine.guard.record("hv/vm", 0.0)
+    assert await freeze_module.hold_until_thawed(thawed, 5) is True  # type: ignore[arg-type]
+    assert await freeze_module.hold_until_thawed(stuck, 0.2) is False  # type: ignore[arg-type]
+    await stuck.guard.thaw_all()
+
+
+async def test_the_hold_ends_quietly_on_its_own_stop_but_passes_on_a_second_cancel() -> None:
+    """One cancel is the CLI's stop signal: the hold ends and the exit thaw decides the
+    status. A cancel on top of that (the loop shutting down) is not swallowed."""
+    engine = GuardOnly(thaw_ok=True)
+    engine.guard.record("hv/vm", 600)
+    for cancels in (1, 2):
+        task = asyncio.create_task(freeze_module.hold_until_thawed(engine, 600))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        for _ in range(cancels):
+            task.cancel()
+        if cancels == 1:
+            assert await task is True
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    await engine.guard.thaw_all()
+
+
+def test_keeper_summary_of_a_vm_gone_from_the_store_says_its_hypervisor_is_unknown() -> None:
+    engine = KeeperEngine(set())
+    engine.get = lambda vm_id: None  # type: ignore[method-assign]
+    text = keeper_summary({"hv9/gone": None}, engine)  # type: ignore[arg-type]
+    assert text == "keepers (thaw at the deadline even if qgadash dies): 1 on hypervisor ?"
+
+
+def test_report_settled_cuts_a_long_vm_name_to_80_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A VM id comes from the operator's config and the guest's socket names: a line
+    about a thaw stays one readable line."""
+    name = "hv/" + "v" * 200
+    report_settled([Settled(name, "thawed")])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        line
+        == f"qgadash: thawed {name[:79]}…: an earlier qgadash froze it and died before its thaw"
+    )
+
+
+def test_exit_lines_cut_long_names_to_80_and_errors_to_300_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The guest's words (an error text) and long names stay bounded lines."""
+    name, error = "hv/" + "v" * 200, "e" * 1000
+    report_thaws(
+        [ActionResult(name, True, 1, None), ActionResult(name, False, None, error)], EXIT_OK
+    )
+    report_settled([Settled(name, "failed", error)])
+    short, cut = name[:79] + "…", error[:299] + "…"
+    assert capsys.readouterr().err.splitlines() == [
+        f"thawed {short}",
+        f"qgadash: COULD NOT THAW {short}: {cut} — it may still be frozen; thaw it by hand "
+        "(`qgadash thaw --match VM`)",
+        f"qgadash: COULD NOT THAW {short}, owed by an earlier qgadash: {cut}",
+    ]
+
+
+async def test_signals_before_the_engine_exists_exit_at_once_owing_nothing(
+    tmp_path: Path,
+    state: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    unhandled_signals: list[int],
+) -> None:
+    """Ctrl-C twice while the config is still being read (a slow inventory): nothing is
+    frozen yet, so no "thawing" message and no error, just the signal's exit status."""
+    reading = asyncio.Event()
+
+    async def slow_config(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Any:
+        reading.set()
+        await asyncio.sleep(30)
+        raise AssertionError("the config was not interrupted")
+
+    async def command(engine: FleetEngine, args: argparse.Namespace) -> int:
+        raise AssertionError("no command may run")
+
+    args = argparse.Namespace(command="freeze", audit_argv=False)
+    task = asyncio.create_task(lifecycle.run_command(args, command, slow_config, True))
+    await asyncio.wait_for(reading.wait(), 10)
+    with caplog.at_level("ERROR"):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert await finish(task, 10) == 128 + signal.SIGINT
+    assert unhandled_signals == []
+    assert "please wait" not in capsys.readouterr().err
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+async def test_run_command_closes_what_the_config_opened_and_keeps_argv_when_asked(
+    tmp_path: Path, fleet: SimFleet, state: Path
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    closed: list[str] = []
+
+    async def config_for(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Any:
+        stack.callback(closed.append, "links closed")  # what a real config opens (SSH)
+        return load_config(hosts)
+
+    async def command(engine: FleetEngine, args: argparse.Namespace) -> int:
+        assert engine.audit is not None
+        engine.audit.record("exec", "sim/x", {"argv": ["mysql", "-pS3cr3t"]}, True, None, 1)
+        return EXIT_OK
+
+    for keep in (True, False):
+        args = argparse.Namespace(command="exec", audit_argv=keep)
+        assert await lifecycle.run_command(args, command, config_for, False) == EXIT_OK
+    assert closed == ["links closed", "links closed"]
+    kept, hidden = [r["arguments"] for r in audit_records(state) if r["action"] == "exec"]
+    assert kept == {"argv": ["mysql", "-pS3cr3t"]}  # --audit-argv
+    assert hidden == {"argv": ["mysql", "<1 arguments hidden>"]}
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_a_stop_signals_thaw_retries_a_vm_whose_first_thaw_failed(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    output: Stderr,
+    unhandled_signals: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a signal the exit thaw has a retry budget (the operator asked to stop, and
+    will wait); a VM that did not answer the first thaw is tried again."""
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.2,))
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet, timeout=0.3, action_timeout=0.3)
+    holding = in_hold(monkeypatch)
+    bad = names(fleet)[0]
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+    await asyncio.wait_for(holding.wait(), 20)
+    fleet.agent(bad).fault = Fault.SILENT
+    os.kill(os.getpid(), signal.SIGTERM)
+
+    def first_thaw_failed() -> bool:
+        return any(
+            r["vm"] == f"sim/{bad}" and r["ok"] is False and r["action"].startswith("thaw")
+            for r in audit_records(state)
+        )
+
+    await wait_until(first_thaw_failed, "the first exit thaw of the silent VM failed")
+    fleet.agent(bad).fault = Fault.NONE
+    code = await finish(task, 30)
+    err = output.read()
+    assert unhandled_signals == []
+    assert code == EXIT_OK, err
+    assert frozen(fleet) == []
+    assert f"thawed sim/{bad}" in err
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_an_exit_without_a_signal_thaws_once_and_says_what_it_could_not(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    output: Stderr,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No signal, no retry budget: the exit thaw is tried once, and the exit status and
+    the words say which VM may still be frozen (its keeper and journal still hold it)."""
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.2,))
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet, timeout=0.3, action_timeout=0.3)
+    holding = in_hold(monkeypatch)
+    bad = names(fleet)[0]
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+    await asyncio.wait_for(holding.wait(), 20)
+    fleet.agent(bad).fault = Fault.SILENT
+    task.cancel()  # not a signal: the hold ends, the command returns, the exit thaws
+    code = await finish(task, 30)
+    err = output.read()
+    assert code == EXIT_FAILED, err
+    assert f"COULD NOT THAW sim/{bad}" in err
+    failed = [r for r in audit_records(state) if r["vm"] == f"sim/{bad}" and r["ok"] is False]
+    assert [r["action"] for r in failed] == ["thaw (quit)"]  # once
+    fleet.agent(bad).fault = Fault.NONE
+    assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
+
+
+async def test_a_cancel_that_is_not_a_signal_goes_on_up(
+    tmp_path: Path, fleet: SimFleet, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    asked = asyncio.Event()
+
+    async def slow_confirm(question: str, args: argparse.Namespace) -> bool:
+        asked.set()
+        await asyncio.sleep(30)
+        return True
+
+    monkeypatch.setattr(freeze_module, "confirm", slow_confirm)
+    task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--thaw-after", "600")))
+    await asyncio.wait_for(asked.wait(), 20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert frozen(fleet) == []

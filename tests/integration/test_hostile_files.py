@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import os
 import sys
@@ -29,9 +30,17 @@ REPO = Path(__file__).resolve().parents[2]
 VM = "local/fake"
 
 
+OPEN_MODES = {"r", "rb", "w", "wb", "a", "ab", "r+", "rb+", "r+b", "w+", "wb+", "w+b", "a+"}
+OPEN_MODES |= {"ab+", "a+b"}
+
+
 class GuestFile:
     """guest-file-* handlers over one in-memory file; `endless` never reports eof,
-    `seekable` False makes seek fail (a pipe), `claimed_size` lies about the size."""
+    `seekable` False makes seek fail (a pipe), `claimed_size` lies about the size.
+    Like qemu-ga, every call on the file must name the handle `guest-file-open` gave;
+    `closed` lists the handles closed."""
+
+    HANDLE = 1000
 
     def __init__(
         self,
@@ -47,6 +56,12 @@ class GuestFile:
         self.claimed_size = claimed_size
         self.position = 0
         self.written = bytearray()
+        self.closed: list[int] = []
+        self.opened: list[tuple[str, str]] = []
+
+    def _check(self, args: dict[str, Any]) -> None:
+        if args.get("handle") != self.HANDLE:
+            raise FakeError(f"handle '{args.get('handle')}' has not been found")
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -65,14 +80,26 @@ class GuestFile:
             "guest-file-seek": self.seek,
             "guest-file-read": self.read,
             "guest-file-write": self.write,
-            "guest-file-close": lambda a: {},
+            "guest-file-close": self.close,
         }
 
     def open(self, args: dict[str, Any]) -> int:
+        # qemu-ga takes fopen()'s modes only, and a path that is a string.
+        if not isinstance(args.get("path"), str):
+            raise FakeError("Invalid parameter type for 'path', expected: string")
+        if args.get("mode", "r") not in OPEN_MODES:
+            raise FakeError(f"invalid file open mode '{args.get('mode')}'")
+        self.opened.append((args["path"], args.get("mode", "r")))
         self.position = 0
-        return 1000
+        return self.HANDLE
+
+    def close(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
+        self.closed.append(args["handle"])
+        return {}
 
     def seek(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
         if not self.seekable:
             raise FakeError("failed to seek file: Illegal seek")
         if args["whence"] in (2, "end"):  # an int: what every agent era takes
@@ -83,6 +110,7 @@ class GuestFile:
         return {"position": self.position, "eof": False}
 
     def read(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
         count = int(args.get("count", 4096))
         chunk = (
             b"\x00" * count if self.endless else self.data[self.position : self.position + count]
@@ -92,6 +120,7 @@ class GuestFile:
         return {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": eof}
 
     def write(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._check(args)
         data = base64.b64decode(args["buf-b64"])
         self.written += data
         return {"count": len(data), "eof": False}
@@ -192,8 +221,13 @@ async def test_a_download_never_replaces_an_existing_file_without_consent(
     engine = await engine_over(tmp_path, socket_path, audit_path)
     mine = tmp_path / "authorized_keys"
     mine.write_bytes(b"my key\n")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError) as caught:
         await engine.files.download(VM, "/root/.ssh/authorized_keys", mine)
+    assert (caught.value.errno, caught.value.strerror, caught.value.filename) == (
+        errno.EEXIST,
+        "exists (not replaced)",
+        str(mine),
+    )
     assert mine.read_bytes() == b"my key\n"
     assert await engine.files.download(VM, "/x", mine, overwrite=True) == 21
     assert mine.read_bytes() == b"hello from the guest\n"

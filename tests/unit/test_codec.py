@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from qgadash.agent import codec
 from qgadash.agent.codec import (
     DecodeError,
     Decoder,
@@ -145,6 +146,7 @@ def test_lazy_decoder_keeps_the_return_text_undecoded() -> None:
 
     got = Decoder(lazy=True).feed(b'{"return": {"host-name": "a, \\"id\\": 3}"}, "id": 42}\n')
     assert got == [Reply(42, body=b'{"host-name": "a, \\"id\\": 3}"}')]
+    assert isinstance(got[0], Reply)
     assert decode_body(got[0].body or b"") == {"host-name": 'a, "id": 3}'}
 
 
@@ -207,3 +209,41 @@ def test_nesting_past_the_cap_is_refused_counting_only_brackets_outside_strings(
     with pytest.raises(ValueError, match="nested deeper than 8 levels"):
         decode_body(b"[" * 9 + b"]" * 9, 8)
     assert decode_body(b'["\\"[[[[[[[[[["]', 8) == ['"[[[[[[[[[[']
+
+
+def test_error_text_about_the_agents_bytes_is_capped_at_120_characters() -> None:
+    assert codec._short(ValueError("x" * 120)) == "x" * 120
+    assert codec._short(ValueError("x" * 121)) == "x" * 117 + "..."
+    assert codec._short(ValueError("bad byte")) == "bad byte"
+
+
+def test_a_reply_of_exactly_max_reply_bytes_across_reads_is_kept_and_one_more_is_not() -> None:
+    first = b'{"return": "' + b"a" * 60 + b'"}\n'  # ahead of it in the same read
+    exact = b'{"return": "' + b"x" * 86 + b'"}'  # 100 bytes
+    assert len(exact) == 100
+    decoder = Decoder(max_reply=100)
+    got = decoder.feed(first + exact[:50])
+    got += decoder.feed(exact[50:])
+    got += decoder.feed(b"\n")
+    assert got == [Reply(None, "a" * 60), Reply(None, "x" * 86)]
+    over = b'{"return": "' + b"x" * 87 + b'"}'  # 101 bytes
+    decoder = Decoder(max_reply=100)
+    got = decoder.feed(over[:50]) + decoder.feed(over[50:]) + decoder.feed(b"\n")
+    assert len(got) == 1 and isinstance(got[0], DecodeError)
+    assert got[0].reason == "reply larger than 100 bytes"
+
+
+def test_the_exact_nesting_check_counts_every_level_and_only_real_ones() -> None:
+    """Cases where the cheap bracket count is over the cap, so the exact check decides."""
+    eight = b"[" * 8 + b"]" * 8
+    at_cap = b'{"a": ' + b"[" * 7 + b"]" * 7 + b', "b": []}'  # 8 deep, 9 brackets
+    assert decode_body(at_cap, 8) == {"a": [[[[[[[]]]]]]], "b": []}
+    siblings = b"[" + b", ".join([b"{}"] * 12) + b"]"  # 2 deep, closing braces count down
+    assert decode_body(siblings, 8) == [{}] * 12
+    after_a_close = b"[[[[[]," + b"[" * 5 + b"]" * 5 + b"]]]]"  # 5, back to 4, then 9
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(after_a_close, 8)
+    escaped_backslash = b'["a\\\\", ' + b"[" * 8 + b"]" * 8 + b"]"  # the string ends at \\"
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(escaped_backslash, 8)
+    assert decode_body(eight, 8) == [[[[[[[[]]]]]]]]

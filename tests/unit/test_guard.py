@@ -87,6 +87,7 @@ async def test_thaw_runs_at_the_deadline_for_every_hold() -> None:
     assert all(c[1] == "deadline" for c in thawer.calls)
     assert guard.owned() == []
     assert all(s.thaw_deadline is None for s in store.snapshots())
+    assert all(s.thaw_error is None for s in store.snapshots())  # nothing failed
 
 
 async def test_thaw_all_while_deadline_timers_release_holds() -> None:
@@ -144,6 +145,7 @@ async def test_a_failed_deadline_thaw_is_retried_with_backoff_and_shown() -> Non
     await asyncio.wait_for(guard.settled(), 2)
     times = [c[2] for c in thawer.calls]
     assert thawer.count(IDS[0]) == 3
+    assert [c[1] for c in thawer.calls] == ["deadline", "deadline, retry", "deadline, retry"]
     assert times[1] - times[0] >= 0.01 and times[2] - times[1] >= 0.02  # backoff grows
     snap = store.get(IDS[0])
     assert snap is not None and snap.thaw_error is None and snap.thaw_deadline is None
@@ -252,7 +254,7 @@ async def test_settled_waits_for_the_deadline_task_to_finish_its_record() -> Non
         recorded.append(vm_id)
         return result
 
-    guard._thaw = thaw_then_record  # type: ignore[method-assign]
+    guard._thaw = thaw_then_record
     for vm_id in IDS[:4]:
         guard.record(vm_id, 0.0)
     await asyncio.wait_for(guard.settled(), 2)
@@ -273,3 +275,126 @@ async def test_a_provisional_deadline_waits_for_the_freeze_to_go_out() -> None:
     await asyncio.wait_for(guard.settled(), 2)
     assert [c[0] for c in thawer.calls] == [IDS[0]]
     assert guard.start_deadline(IDS[0], 1.0) is None  # the hold has ended
+
+
+async def test_reading_an_unheld_vm_or_an_empty_guard_gives_no_deadline() -> None:
+    thawer = Thawer()
+    guard, _ = make_guard(thawer)
+    assert guard.deadline(IDS[0]) is None
+    assert guard.next_deadline() is None
+    guard.record(IDS[0], None)  # held, but untimed
+    assert guard.deadline(IDS[0]) is None
+    assert guard.next_deadline() is None
+    guard.record(IDS[1], 600)
+    guard.record(IDS[2], 300)
+    assert guard.next_deadline() == guard.deadline(IDS[2])
+    await guard.thaw_all()
+
+
+async def test_start_deadline_counts_the_deadline_forward_from_now() -> None:
+    now = [1000.0]
+    thawer = Thawer()
+    store = FleetStore()
+    store.add(VmRef("hv", "vm0", "/run/vm0.sock"))
+    guard = FreezeGuard(store, thawer, clock=lambda: now[0])
+    thawer.guard = guard
+    guard.record(IDS[0], 5, start=False)
+    now[0] = 1010.0  # arming the keeper took a while
+    assert guard.start_deadline(IDS[0], 600) == 1610.0
+    assert guard.deadline(IDS[0]) == 1610.0
+    await asyncio.sleep(0.02)
+    assert thawer.calls == []  # 600 s ahead: nothing fires
+    await guard.thaw_all()
+
+
+async def test_the_deadline_and_retry_tasks_are_named_after_their_vm() -> None:
+    """A task dump of a stuck qgadash (asyncio debug, py-spy) says which VM each
+    deadline timer or retry belongs to."""
+    thawer = Thawer(fail_first=1)
+    guard, _ = make_guard(thawer)
+    hold = guard.record(IDS[0], 600)
+    assert hold.timer is not None and hold.timer.get_name() == f"thaw-deadline:{IDS[0]}"
+    guard.record(IDS[1], 1, start=False)
+    guard.start_deadline(IDS[1], 600)
+    later = guard.hold(IDS[1])
+    assert later is not None and later.timer is not None
+    assert later.timer.get_name() == f"thaw-deadline:{IDS[1]}"
+    await guard.thaw_all()
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_each_failed_thaw_counts_one_attempt_and_is_logged_with_its_vm_and_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    thawer = Thawer(fail_first=2)
+    guard, _ = make_guard(thawer)
+    attempts: list[int] = []
+    real_failed = guard._failed
+
+    def failed(hold: Hold, result: ActionResult) -> None:
+        real_failed(hold, result)
+        attempts.append(hold.failures)
+
+    guard._failed = failed  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="qgadash.fleet.guard"):
+        guard.record(IDS[0], 0.0)
+        await asyncio.wait_for(guard.settled(), 2)
+    assert attempts == [1, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{IDS[0]}: thaw failed (attempt 1): link down",
+        f"{IDS[0]}: thaw failed (attempt 2): link down",
+    ]
+
+
+async def test_retry_now_of_an_unheld_or_untimed_vm_does_nothing() -> None:
+    thawer = Thawer()
+    guard, _ = make_guard(thawer)
+    await guard.retry_now(IDS[0])  # never held
+    guard.record(IDS[1], None)
+    await guard.retry_now(IDS[1])  # held, no deadline: only quit thaws it
+    await asyncio.sleep(0.02)
+    assert thawer.calls == []
+    await guard.thaw_all()
+
+
+async def test_retry_now_thaws_a_hold_whose_deadline_is_this_instant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (60.0,))  # only retry_now can help
+    thawer = Thawer(fail_first=1)
+    store = FleetStore()
+    store.add(VmRef("hv", "vm0", "/run/vm0.sock"))
+    guard = FreezeGuard(store, thawer, clock=lambda: 1000.0)  # time stands still
+    thawer.guard = guard
+    guard.record(IDS[0], 0.0)  # due now, not later
+    await wait_until(lambda: thawer.count(IDS[0]) == 1, "the failed deadline thaw")
+    await guard.retry_now(IDS[0])
+    hold = guard.hold(IDS[0])
+    retry = hold.timer if hold else None
+    await asyncio.wait_for(guard.settled(), 2)
+    assert thawer.count(IDS[0]) == 2
+    assert retry is not None and retry.get_name() == f"thaw-retry:{IDS[0]}"
+
+
+async def test_a_failed_thaw_whose_path_ended_the_hold_is_not_shown_or_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The thaw path itself may end the hold and still fail (the engine found the guest
+    rebooted, so nothing is frozen, but the thaw request errored): nothing is owed, so
+    the failure is neither shown nor retried."""
+    calls: list[str] = []
+
+    async def thaw(vm_id: str, reason: str) -> ActionResult:
+        calls.append(reason)
+        guard.release(vm_id, "guest rebooted")
+        return ActionResult(vm_id, False, None, "link down")
+
+    store = FleetStore()
+    store.add(VmRef("hv", "vm0", "/run/vm0.sock"))
+    guard = FreezeGuard(store, thaw)
+    with caplog.at_level("WARNING", logger="qgadash.fleet.guard"):
+        guard.record(IDS[0], 0.0)
+        await asyncio.wait_for(guard.settled(), 2)
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_error is None
+    assert caplog.records == [] and calls == ["deadline"]

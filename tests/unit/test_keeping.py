@@ -16,6 +16,7 @@ import pytest
 from qgadash.agent.errors import AgentConnectionError, AgentError
 from qgadash.fleet import keeping as keeping_module
 from qgadash.fleet.audit import AuditLog
+from qgadash.fleet.config import Settings
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER, HoldJournal, HoldRecord, Owner, Reach
 from qgadash.fleet.keeper import KEEPER_GRACE, KeeperUnavailable
@@ -191,6 +192,7 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
     journal: HoldJournal,
     audit_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     failure: str,
 ) -> None:
     if failure == "remote":
@@ -203,7 +205,8 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
 
         monkeypatch.setattr(keeping_module, "ensure_local_keeper", cannot)
     h = hold()
-    await keeping.arm(h, REACH, link, 60)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="qgadash.fleet.keeping"):
+        await keeping.arm(h, REACH, link, 60)  # type: ignore[arg-type]
     why = (
         "hv1: sudo: a password is required"
         if failure == "remote"
@@ -220,6 +223,8 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
         {"token": h.token},
     )
     assert why in line["error"]
+    (logged,) = [r.getMessage() for r in caplog.records]
+    assert logged.startswith(f"hv1/vm1: no keeper armed: {why}")
 
 
 async def test_a_released_local_hold_forgets_its_record_and_audits_the_disarm(
@@ -249,28 +254,74 @@ async def test_a_released_remote_hold_disarms_the_hypervisor_keeper(
     assert remote.calls[-1] == ("disarm", h.token, KEEPER_TIMEOUT)
     assert journal.load() == ([], [])
     line = audit_lines(audit_path)[-1]
-    assert (line["action"], line["ok"], line["arguments"]) == (
+    assert (line["action"], line["vm"], line["ok"], line["arguments"]) == (
         "keeper disarmed",
+        "hv1/vm1",
         True,
         {"token": h.token, "keeper": "systemd", "why": "dismissed"},
     )
 
 
-async def test_a_disarm_that_fails_is_audited_as_failed(
-    keeping: HoldKeeping, audit_path: Path
+async def test_a_disarm_that_fails_is_audited_as_failed_and_logged(
+    keeping: HoldKeeping, audit_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     remote = FakeKeeper()
     h = hold()
     await keeping.arm(h, REACH, FakeLink(remote), 60)  # type: ignore[arg-type]
     remote.fail = "hv1: link down"
-    keeping.released(h, "thawed")
-    await keeping.drain()
+    with caplog.at_level("WARNING", logger="qgadash.fleet.keeping"):
+        keeping.released(h, "thawed")
+        await keeping.drain()
     line = audit_lines(audit_path)[-1]
-    assert (line["action"], line["ok"], line["error"]) == (
+    assert (line["action"], line["vm"], line["ok"], line["error"], line["arguments"]) == (
         "keeper disarmed",
+        "hv1/vm1",
         False,
         "hv1: link down",
+        {"token": h.token, "keeper": "systemd", "why": "thawed"},
     )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"hv1/vm1: keeper {h.token} not disarmed: hv1: link down"
+    ]
+
+
+async def test_a_moved_deadline_is_written_to_the_journal(
+    keeping: HoldKeeping, journal: HoldJournal, local_starts: list[Any]
+) -> None:
+    """The deadline counts from the freeze (after the keeper was armed): the local
+    keeper and a later start read the journal, so it must carry the new one."""
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, FakeLink(None), 60)  # type: ignore[arg-type]
+    assert h.deadline is not None
+    h.deadline += 5
+    await keeping.moved(h)
+    (record,), _problems = journal.load()
+    assert (record.token, record.deadline) == (h.token, h.deadline)
+    h.deadline += 5
+    await keeping.moved(h)  # again: the journal follows the last one
+    (record,), _problems = journal.load()
+    assert record.deadline == h.deadline
+    keeping.released(h, "thawed")
+    await keeping.moved(h)  # ended: nothing is written back
+    assert journal.load() == ([], [])
+
+
+async def test_a_moved_deadline_of_an_unarmed_or_untimed_hold_writes_nothing(
+    keeping: HoldKeeping, journal: HoldJournal, local_starts: list[Any], tmp_path: Path
+) -> None:
+    await keeping.moved(hold())  # never armed: no record to move
+    assert journal.load() == ([], [])
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, FakeLink(None), 60)  # type: ignore[arg-type]
+    (before,), _problems = journal.load()
+    h.deadline = None
+    await keeping.moved(h)
+    assert journal.load()[0] == [before]
+    other = HoldKeeping(None, AuditLog(tmp_path / "other.jsonl"))
+    h.deadline = time.time() + 600
+    await other.moved(h)  # no journal: nothing to write
+    assert journal.load()[0] == [before]
+    keeping.released(h, "thawed")
 
 
 async def test_a_hold_without_a_token_or_journal_releases_nothing(
@@ -315,6 +366,7 @@ async def test_settle_thaws_overdue_holds_of_dead_owners_and_leaves_the_rest(
     journal: HoldJournal,
     audit_path: Path,
     local_starts: list[Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     now = time.time()
     record(journal, "overdue", now - 5, NO_KEEPER)
@@ -329,8 +381,12 @@ async def test_settle_thaws_overdue_holds_of_dead_owners_and_leaves_the_rest(
             raise AgentConnectionError("connection refused")
         thawed.append(r.token)
 
-    settled = await keeping.settle(thaw_via)
+    with caplog.at_level("WARNING", logger="qgadash.fleet.keeping"):
+        settled = await keeping.settle(thaw_via)
     assert thawed == ["overdue"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "hv1/failing: owed thaw from the journal failed: connection refused"
+    ]
     by_vm = {s.vm_id: s for s in settled}
     assert by_vm["hv1/overdue"] == Settled("hv1/overdue", "thawed", "")
     assert by_vm["hv1/failing"] == Settled("hv1/failing", "failed", "connection refused")
@@ -348,6 +404,9 @@ async def test_settle_thaws_overdue_holds_of_dead_owners_and_leaves_the_rest(
         ("hv1/overdue", "thaw (journal)", True),
         ("hv1/failing", "thaw (journal)", False),
     }
+    (failed,) = [line for line in audit_lines(audit_path) if line["ok"] is False]
+    assert failed["error"] == "connection refused"
+    assert failed["arguments"] == {"token": "failing", "deadline": now - 5, "keeper": LOCAL_KEEPER}
 
 
 async def test_settle_without_a_journal_has_nothing_to_do() -> None:
@@ -387,7 +446,7 @@ async def test_settle_asks_a_hypervisor_keeper_whether_it_already_thawed(
         return links[-1]
 
     monkeypatch.setattr(keeping_module, "make_link", make_link)
-    record(journal, "remote", time.time() - 5, "systemd")
+    due = record(journal, "remote", time.time() - 5, "systemd").deadline
     thawed: list[str] = []
 
     async def thaw_via(r: HoldRecord) -> None:
@@ -409,7 +468,8 @@ async def test_settle_asks_a_hypervisor_keeper_whether_it_already_thawed(
             ("pending", "remote", KEEPER_TIMEOUT),
             ("disarm", "remote", KEEPER_TIMEOUT),
         ]
-    assert line["ok"] is True and line["arguments"]["keeper"] == "systemd"
+    assert line["ok"] is True and line["vm"] == "hv1/remote"
+    assert line["arguments"] == {"token": "remote", "deadline": due, "keeper": "systemd"}
 
 
 async def test_an_unreachable_hypervisor_keeper_is_not_taken_as_fired(
@@ -449,3 +509,54 @@ async def test_drain_waits_for_disarms_in_flight(keeping: HoldKeeping) -> None:
 
 def test_agent_errors_are_what_keepers_raise() -> None:
     assert issubclass(HoldNotDurable, AgentError)
+
+
+async def test_a_hypervisor_that_no_longer_offers_a_keeper_is_thawed_from_the_journal(
+    keeping: HoldKeeping, journal: HoldJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper named in the record is gone from its hypervisor (no socat, no systemd
+    any more): nobody can say it fired, so the journal's thaw goes out; the link is made
+    with default settings (there is no config for a dead owner's link)."""
+    links: list[FakeLink] = []
+    settings_seen: list[Any] = []
+
+    def make_link(hv: Any, settings: Any) -> FakeLink:
+        settings_seen.append(settings)
+        links.append(FakeLink(None))
+        return links[-1]
+
+    monkeypatch.setattr(keeping_module, "make_link", make_link)
+    record(journal, "remote", time.time() - 5, "systemd")
+    thawed: list[str] = []
+
+    async def thaw_via(r: HoldRecord) -> None:
+        thawed.append(r.token)
+
+    (settled,) = await keeping.settle(thaw_via)
+    assert thawed == ["remote"] and settled == Settled("hv1/remote", "thawed", "")
+    assert journal.load() == ([], [])
+    assert links and all(link.closed for link in links)
+    assert settings_seen and all(isinstance(s, Settings) for s in settings_seen)
+    assert settings_seen[0] == Settings()
+
+
+async def test_a_moved_deadline_that_cannot_be_written_leaves_the_earlier_one(
+    keeping: HoldKeeping,
+    journal: HoldJournal,
+    local_starts: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The freeze goes on: a keeper reading the earlier deadline thaws early, never late."""
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, FakeLink(None), 60)  # type: ignore[arg-type]
+    (before,), _problems = journal.load()
+
+    def disk_full(record: HoldRecord) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal, "write", disk_full)
+    assert h.deadline is not None
+    h.deadline += 5
+    await keeping.moved(h)  # does not raise
+    assert journal.load()[0] == [before]
+    keeping.released(h, "thawed")

@@ -375,6 +375,7 @@ def test_a_channel_closed_mid_reply_is_garbage_and_between_replies_a_lost_channe
     s.data_to_send()
     event = run(s, b"")
     assert isinstance(event, Failed) and isinstance(event.error, AgentConnectionError)
+    assert str(event.error) == "the agent's channel closed"
     assert s.state is Runstate.CLOSED
 
 
@@ -427,6 +428,16 @@ def test_a_no_reply_command_whose_guest_goes_away_closes_the_channel() -> None:
     s.data_to_send()
     event = run(s, b"")
     assert isinstance(event, Done) and isinstance(event.results[0], AgentConnectionError)
+    assert str(event.results[0]) == "the agent's channel closed"
+    assert s.state is Runstate.CLOSED
+
+
+def test_a_channel_closed_before_the_replies_ahead_of_a_no_reply_command_fails_the_batch() -> None:
+    s = in_sync()
+    s.start([("guest-ping", None), ("guest-shutdown", None)])
+    s.data_to_send()
+    event = run(s, b"")  # the ping was never answered: the shutdown may not have been read
+    assert isinstance(event, Failed) and str(event.error) == "the agent's channel closed"
 
 
 def test_a_no_reply_command_can_only_be_last() -> None:
@@ -442,3 +453,65 @@ def test_one_batch_at_a_time() -> None:
     s.start([("guest-ping", None)])
     with pytest.raises(RuntimeError):
         s.start([("guest-ping", None)])
+
+
+def test_sync_on_a_closed_session_or_during_a_batch_is_refused() -> None:
+    s = in_sync()
+    s.start([("guest-ping", None)])
+    with pytest.raises(RuntimeError, match=r"a batch is already out \(session busy\)"):
+        s.sync()  # BUSY
+    syncing = session()
+    syncing.sync()
+    with pytest.raises(RuntimeError, match=r"a batch is already out \(session syncing\)"):
+        syncing.sync()  # SYNCING
+    s.close()
+    with pytest.raises(AgentConnectionError, match=r"^the connection to the agent is closed$"):
+        s.sync()
+
+
+def test_a_read_only_batch_refused_by_a_new_agent_goes_again_right_behind_the_sync() -> None:
+    traits = AgentTraits(ids=IdMode.ECHOED)
+    s = session(traits)
+    s.sync()
+    s.data_to_send()
+    assert isinstance(run(s, b'\xff{"return": 1000}\n'), Done)
+    s.start([("guest-info", None), ("guest-get-host-name", None)], read_only=True)
+    assert [r.get("id") is not None for r in requests_in(s.data_to_send())] == [True, True]
+    assert run(s, REFUSED) is NEED_DATA  # the agent was replaced by one refusing ids
+    assert traits.ids is IdMode.REFUSED and traits.note == IDS_REFUSED_NOTE
+    assert s.request_sent is True
+    # Read-only requests need not wait for the sync's reply: all go out at once, no ids.
+    assert requests_in(s.data_to_send()) == [
+        {"execute": "guest-sync-delimited", "arguments": {"id": 1001}},
+        {"execute": "guest-info"},
+        {"execute": "guest-get-host-name"},
+    ]
+
+
+def test_a_refused_guest_changing_batch_is_not_sent_until_the_sync_is_answered() -> None:
+    traits = AgentTraits(ids=IdMode.ECHOED)
+    s = session(traits)
+    s.sync()
+    s.data_to_send()
+    assert isinstance(run(s, b'\xff{"return": 1000}\n'), Done)
+    s.start([("guest-fsfreeze-freeze", None)])
+    s.data_to_send()
+    assert s.request_sent is True
+    assert run(s, REFUSED) is NEED_DATA
+    assert traits.note == IDS_REFUSED_NOTE
+    assert s.request_sent is False  # not yet out again: waits for the new sync's reply
+    assert [r["execute"] for r in requests_in(s.data_to_send())] == ["guest-sync-delimited"]
+
+
+def test_events_and_sentinels_read_by_name_in_logs_and_failed_assertions() -> None:
+    assert repr(NEED_DATA) == "NEED_DATA"
+    assert repr(NO_ERROR_REPLY) == "NO_ERROR_REPLY"
+    assert repr(Done([b"1", NO_ERROR_REPLY])) == "Done([b'1', NO_ERROR_REPLY])"
+
+
+def test_a_lone_no_reply_command_is_done_when_its_grace_expires() -> None:
+    s = in_sync()
+    s.start([("guest-shutdown", {"mode": "powerdown"})])
+    s.data_to_send()
+    done = s.expire()
+    assert done is not None and done.results == [NO_ERROR_REPLY]
