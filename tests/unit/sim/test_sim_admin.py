@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 
 from qgadash.sim.agent import GuestAgent
-from tests.unit.test_sim_agent import call, linux
+from tests.unit.sim.test_sim_agent import call, linux
 
 
 def _vcpu_agent(count: int = 4) -> GuestAgent:

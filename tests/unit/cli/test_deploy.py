@@ -11,7 +11,7 @@ from pathlib import Path
 from qgadash.cli.parser import build_parser
 from qgadash.exporter.exposition import HYPERVISOR_FAMILIES, VM_FAMILIES
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 OWN = {
     "qgadash_polls_total",
     "qgadash_poll_duration_seconds",

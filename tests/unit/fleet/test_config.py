@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_full_example_parses() -> None:
-    config = load_config(Path(__file__).parents[2] / "hosts.example.toml")
+    config = load_config(Path(__file__).parents[3] / "hosts.example.toml")
     names = [h.name for h in config.hypervisors]
     assert names == ["lab", "hv1", "hv2"]
     hv1 = config.hypervisor("hv1")

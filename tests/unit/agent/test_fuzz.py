@@ -1,7 +1,7 @@
 """Property tests: arbitrary bytes and values never escape as anything but documented errors.
 
 CI runs a bounded number of examples. A long campaign:
-    HYPOTHESIS_PROFILE=long python -m pytest tests/unit/test_fuzz.py
+    HYPOTHESIS_PROFILE=long python -m pytest tests/unit/agent/test_fuzz.py
 """
 
 from __future__ import annotations
