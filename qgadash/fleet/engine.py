@@ -211,13 +211,16 @@ class FleetEngine:
         self._publish_hypervisor(hv.name, error=error)
 
     def _domain_state(self, hypervisor: str, address: str, state: str) -> None:
-        """libvirt says a domain changed state: its row says so now, not at the next poll."""
+        """The manager says a domain changed state: its row says so now, not at the next
+        poll."""
         for session in list(self._sessions.values()):
             ref = session.ref
             if ref.hypervisor == hypervisor and ref.address == address:
                 snap = self.store.get(ref.id)
                 if snap is not None:
-                    self.store.put(with_manager_state(snap, state))
+                    link = self._links.get(hypervisor)
+                    manager = link.manager if isinstance(link, ManagedHypervisor) else "libvirt"
+                    self.store.put(with_manager_state(snap, state, manager))
 
     def _publish_hypervisor(self, name: str, error: str | None = None) -> None:
         link = self._links[name]
@@ -318,7 +321,9 @@ class FleetEngine:
         polled = after_poll(outcome.applied_to(current), current.lifecycle, self._clock())
         link = self._links.get(polled.ref.hypervisor)
         if isinstance(link, ManagedHypervisor):
-            polled = with_manager_state(polled, link.domain_state(polled.ref.address))
+            polled = with_manager_state(
+                polled, link.domain_state(polled.ref.address), link.manager
+            )
         self.store.put(polled)
         if outcome.nic_samples:
             self.store.record_nic_counters(vm_id, outcome.nic_samples)

@@ -57,31 +57,36 @@ def after_poll(polled: VmSnapshot, lifecycle: Lifecycle | None, now: float) -> V
     return dataclasses.replace(polled, agent=lifecycle.state, lifecycle=gone)
 
 
-# libvirt's domain states that say why an agent cannot answer, as agent.state values
-# (contracts.md): the row then says what the manager says, not "unreachable".
+# A manager's states (libvirt's domain states, Proxmox's "stopped") that say why an
+# agent cannot answer, as agent.state values (contracts.md): the row then says what the
+# manager says, not "unreachable".
 MANAGER_STATES: dict[str, AgentState] = {
     "paused": AgentState.SUSPENDED,
     "pmsuspended": AgentState.SUSPENDED,
     "shut off": AgentState.STOPPED,
     "crashed": AgentState.ERROR,
     "dying": AgentState.STOPPED,
+    "stopped": AgentState.STOPPED,
 }
 MANAGER_PREFIX = "libvirt: "
 
 
-def with_manager_state(snapshot: VmSnapshot, state: str | None) -> VmSnapshot:
+def with_manager_state(
+    snapshot: VmSnapshot, state: str | None, manager: str = "libvirt"
+) -> VmSnapshot:
     """The snapshot in the light of the domain's state as its manager reports it.
 
     Paused, suspended, shut off or crashed: the agent state says so (and `error` names the
     manager's word) whatever the last poll found. Running again after such a state: the
     agent state is `pending` until the next poll, not the stale "suspended".
     """
+    prefix = f"{manager}: "
     agent = MANAGER_STATES.get(state) if state is not None else None
     if agent is not None:
-        error = f"{MANAGER_PREFIX}{state}"
+        error = f"{prefix}{state}"
         if snapshot.agent is agent and snapshot.error == error:
             return snapshot
         return dataclasses.replace(snapshot, agent=agent, error=error)
-    if state is not None and (snapshot.error or "").startswith(MANAGER_PREFIX):
+    if state is not None and (snapshot.error or "").startswith(prefix):
         return dataclasses.replace(snapshot, agent=AgentState.PENDING, error=None)
     return snapshot

@@ -135,11 +135,16 @@ class HypervisorLink(Protocol):
 
 @runtime_checkable
 class ManagedHypervisor(Protocol):
-    """A hypervisor whose manager (libvirt) knows each domain's state and its changes.
+    """A hypervisor whose manager knows each domain's state and its changes.
 
-    States are libvirt's words: running, idle, paused, in shutdown, shut off, crashed,
-    dying, pmsuspended.
+    States are the manager's words: libvirt's running, idle, paused, in shutdown, shut
+    off, crashed, dying, pmsuspended; Proxmox's running, stopped.
     """
+
+    @property
+    def manager(self) -> str:
+        """Who says so, for people: "libvirt", "proxmox"."""
+        ...
 
     def domain_state(self, address: str) -> str | None: ...
 

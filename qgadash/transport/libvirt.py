@@ -520,6 +520,10 @@ class LibvirtHypervisor:
         self.watch.start()
         return found
 
+    @property
+    def manager(self) -> str:
+        return "libvirt"
+
     def domain_state(self, address: str) -> str | None:
         """libvirt's state of the domain (`running`, `paused`, `shut off`, `crashed`,
         `pmsuspended`, ...), None if not known."""

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from qgadash.agent.errors import AgentConnectionError
+from qgadash.fleet.lifecycle import with_manager_state
+from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
+from qgadash.transport.base import ManagedHypervisor
 from qgadash.transport.proxmox import (
     agent_enabled,
     configs_script,
@@ -192,11 +195,29 @@ async def test_proxmox_guests_by_name_through_sshd(
     hv = SshHypervisor("pve1", sshd.target(), proxmox_configs=str(conf))
     try:
         found = {a.name: a.address for a in await hv.discover([f"{run}/*.qga"])}
+        stopped_title = parse_config("104", HOSTILE).title
         assert found == {
             "db-primary (101)": f"{run}/101.qga",
             "web-1 (102)": f"{run}/102.qga",
             "legacy-erp (103)": f"{run}/103.qga",  # running, agent disabled: listed
+            stopped_title: f"{run}/104.qga",  # stopped: listed, as Proxmox lists it
         }
+        # Proxmox as the manager: each guest's state from its pidfile.
+        assert isinstance(hv, ManagedHypervisor) and hv.manager == "proxmox"
+        assert hv.domain_state(f"{run}/101.qga") == "running"
+        assert hv.domain_state(f"{run}/104.qga") == "stopped"
+        with pytest.raises(AgentConnectionError, match="proxmox: stopped"):
+            await hv.endpoint(f"{run}/104.qga").connect(10)  # no channel opened to learn it
+        row = VmSnapshot(VmRef("pve1", stopped_title, f"{run}/104.qga"), AgentState.UNREACHABLE)
+        shown = with_manager_state(row, hv.domain_state(row.ref.address), hv.manager)
+        assert (shown.agent, shown.error) == (AgentState.STOPPED, "proxmox: stopped")
+        # Started: the next discovery tells the listeners (no event stream on Proxmox).
+        changes: list[tuple[str, str]] = []
+        hv.on_domain_state(lambda address, state: changes.append((address, state)))
+        (run / "104.pid").write_text(f"{os.getpid()}\n")
+        (run / "104.qga").symlink_to(agents[1].socket)  # QEMU makes its agent socket
+        await hv.discover([f"{run}/*.qga"])
+        assert changes == [(f"{run}/104.qga", "running")]
         caller = await hv.endpoint(found["db-primary (101)"]).connect(10)
         assert await caller.call("guest-ping", timeout=5) == {}
         await caller.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qgadash.agent.codec import DEFAULT_MAX_REPLY
 from qgadash.agent.errors import AgentConnectionError, AgentError
 from qgadash.transport import proxmox
@@ -52,6 +54,7 @@ class SshHypervisor:
         self.proxmox_configs = proxmox_configs
         # Proxmox guests by socket address (names and agent settings from their configs)
         self.proxmox_guests: dict[str, proxmox.PveGuest] = {}
+        self._state_listeners: list[Callable[[str, str], None]] = []
 
     @property
     def name(self) -> str:
@@ -120,16 +123,45 @@ class SshHypervisor:
             found.append(DiscoveredAgent(guest.title, path))
         for vmid, guest in sorted(guests.items(), key=lambda item: int(item[0])):
             path = f"{run_dir}/{vmid}.qga"
-            if guest.running and not guest.agent_enabled and path not in known:
+            # Listed without a socket: running with the agent disabled, or stopped (its
+            # row says "proxmox: stopped", as a shut-off libvirt domain's does).
+            stopped = guest.running is False
+            if path not in known and (stopped or (guest.running and not guest.agent_enabled)):
                 known[path] = guest
                 found.append(DiscoveredAgent(guest.title, path))
+        before = {a: self.domain_state(a) for a in self.proxmox_guests}
         self.proxmox_guests = known
+        for address in known:
+            state = self.domain_state(address)
+            if state is not None and before.get(address) not in (None, state):
+                for listener in list(self._state_listeners):
+                    listener(address, state)
         return found
 
-    def agent_disabled(self, address: str) -> str | None:
-        """Why `address` has no agent to talk to, if its Proxmox config disables it."""
+    # Proxmox as the guests' manager (transport.base.ManagedHypervisor): a guest's state
+    # from its pidfile, read at each discovery (Proxmox has no event stream here).
+    @property
+    def manager(self) -> str:
+        return "proxmox"
+
+    def domain_state(self, address: str) -> str | None:
         guest = self.proxmox_guests.get(address)
-        if guest is None or guest.agent_enabled:
+        if guest is None or guest.running is None:
+            return None
+        return "running" if guest.running else "stopped"
+
+    def on_domain_state(self, listener: Callable[[str, str], None]) -> None:
+        self._state_listeners.append(listener)
+
+    def agent_disabled(self, address: str) -> str | None:
+        """Why `address` has no agent to talk to: its Proxmox config disables it, or the
+        guest is stopped (no channel is opened to find that out)."""
+        guest = self.proxmox_guests.get(address)
+        if guest is None:
+            return None
+        if guest.running is False:
+            return f"{self.name}/{guest.title}: proxmox: stopped (no QEMU process)"
+        if guest.agent_enabled:
             return None
         return proxmox.disabled_message(self.name, guest, self.proxmox_configs)
 
