@@ -52,7 +52,8 @@ async def make_engine(tmp_path: Path) -> AsyncIterator[MakeEngine]:
         fleet = SimFleet(tmp_path / "sim", vms)
         await fleet.start()
         hosts = fleet.write_hosts_toml(
-            tmp_path / "hosts.toml", poll_interval=0.3, timeout=0.5, session="per-poll"
+            # A request timeout a loaded machine can keep (0.5 s failed execs under CI load).
+            tmp_path / "hosts.toml", poll_interval=0.3, timeout=3.0, session="per-poll"
         )
         config = load_config(hosts)
         config = dataclasses.replace(
