@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from rich.style import Style
 from rich.text import Text
 
-from qgadash.agent.policy import command_policy
 from qgadash.fleet.actions import Action, ActionPlan
 from qgadash.fleet.admin import (
     drift_text,
@@ -28,8 +27,9 @@ from qgadash.fleet.model import ActionResult
 from qgadash.ui.admin_dialogs import PasswordScreen
 from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.plain import plain, sanitize
-from qgadash.ui.screens.modals import ConfirmActionScreen, FreezeChoice, MessageScreen
+from qgadash.ui.screens.modals import MessageScreen
 from qgadash.ui.screens.modals.prompt import PromptScreen
+from qgadash.ui.verbs import confirm_plan
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -75,27 +75,6 @@ def _run(
     app.run_guest_action(title, done, plan, runner)
 
 
-def _confirm(
-    app: Dashboard,
-    plan: ActionPlan,
-    how: str,
-    title: str,
-    verb: str,
-    then: Callable[[], None],
-) -> None:
-    def confirmed(choice: FreezeChoice | None) -> None:
-        if choice is not None and plan.eligible:
-            then()
-
-    if not command_policy(plan.action.command).changes_guest:
-        then()  # the policy says it cannot change the guest: nothing to confirm
-        return
-    app.push_screen(
-        ConfirmActionScreen(title=title, verb=verb, plan=plan, how=how, palette=app.palette),
-        confirmed,
-    )
-
-
 # -- the clock ------------------------------------------------------------------------------
 
 
@@ -108,7 +87,7 @@ def confirm_time_sync(
         return
     plan = app.engine.plan(Action.TIME_SYNC, vm_ids)
     title = "Sync clocks from the host" if when_ns is None else "Set clocks"
-    _confirm(
+    confirm_plan(
         app,
         plan,
         how,
@@ -167,7 +146,7 @@ def prompt_password(app: Dashboard, vm_ids: Sequence[str], how: str) -> None:
             return
         user, secret = answer
         title = f"Set the password of {sanitize(user, 40)}"
-        _confirm(
+        confirm_plan(
             app,
             plan,
             how,
@@ -348,7 +327,7 @@ def prompt_vcpus(app: Dashboard, vm_ids: Sequence[str], how: str) -> None:
         online = int(text)
         plan = app.engine.plan(Action.VCPUS_SET, vm_ids)
         title = f"Keep {online} vCPU{'s' if online != 1 else ''} online"
-        _confirm(
+        confirm_plan(
             app,
             plan,
             how,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from rich.style import Style
 from rich.text import Text
 
 from qgadash.agent.policy import changes_guest, command_policy
-from qgadash.fleet.actions import Action, ReadOnlyError
+from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError
 from qgadash.ui import messages
 from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.plain import plain, sanitize
@@ -30,6 +30,7 @@ from qgadash.ui.screens.modals.prompt import PromptScreen
 
 __all__ = [
     "confirm_fstrim",
+    "confirm_plan",
     "forget",
     "json_text",
     "prompt_agent_command",
@@ -38,27 +39,46 @@ __all__ = [
 ]
 
 
+def confirm_plan(
+    app: Dashboard,
+    plan: ActionPlan,
+    how: str,
+    title: str,
+    verb: str,
+    then: Callable[[], None],
+) -> None:
+    """`then()` once the operator confirms `plan` (Cancel first; nothing when no VM is
+    eligible), or at once when the command policy says it cannot change a guest."""
+    def confirmed(choice: FreezeChoice | None) -> None:
+        if choice is not None and plan.eligible:
+            then()
+
+    if not command_policy(plan.action.command).changes_guest:
+        then()  # the policy says it cannot change the guest: nothing to confirm
+        return
+    app.push_screen(
+        ConfirmActionScreen(title=title, verb=verb, plan=plan, how=how, palette=app.palette),
+        confirmed,
+    )
+
+
 def confirm_fstrim(app: Dashboard, vm_ids: Sequence[str], how: str) -> None:
     """fstrim (discard unused blocks): who gets it, who is skipped, Cancel first."""
     if app.refuse_read_only():
         return
     plan = app.engine.plan(Action.FSTRIM, vm_ids)
-
-    def confirmed(choice: FreezeChoice | None) -> None:
-        if choice is None or not plan.eligible:
-            return
-        app.run_guest_action(
+    confirm_plan(
+        app,
+        plan,
+        how,
+        "Trim filesystems (fstrim)",
+        "Trim",
+        lambda: app.run_guest_action(
             "Trim filesystems",
             "trimmed",
             plan,
             lambda progress: app.engine.fstrim(plan.eligible, progress=progress),
-        )
-
-    app.push_screen(
-        ConfirmActionScreen(
-            title="Trim filesystems (fstrim)", verb="Trim", plan=plan, how=how, palette=app.palette
         ),
-        confirmed,
     )
 
 
@@ -94,21 +114,19 @@ def prompt_exec(app: Dashboard, vm_ids: Sequence[str], how: str, command: str = 
 def _confirm_exec(app: Dashboard, vm_ids: Sequence[str], how: str, argv: list[str]) -> None:
     plan = app.engine.plan(Action.EXEC, vm_ids)
     title = f"Run: {sanitize(shlex.join(argv), 80)}"
-
-    def confirmed(choice: FreezeChoice | None) -> None:
-        if choice is None or not plan.eligible:
-            return
-        app.run_guest_action(
+    confirm_plan(
+        app,
+        plan,
+        how,
+        title,
+        "Run on",
+        lambda: app.run_guest_action(
             title,
             "ran",
             plan,
             lambda progress: app.engine.exec(plan.eligible, argv, progress=progress),
             output=True,
-        )
-
-    app.push_screen(
-        ConfirmActionScreen(title=title, verb="Run on", plan=plan, how=how, palette=app.palette),
-        confirmed,
+        ),
     )
 
 
