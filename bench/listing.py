@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.poll import machine, raise_nofile, start_sim
-from bench.scale import heartbeat, percentile
+from bench.scale import heartbeat, percentile, status_mb
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from tests.integration.fakeagent import fake_agent, supported
@@ -45,11 +45,7 @@ from tests.integration.fakeagent import fake_agent, supported
 
 def peak_rss_mb() -> float:
     """VmHWM: the most this process has ever held resident (peaks between samples too)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb("VmHWM")
 
 
 async def serve(socket: Path, entries: int) -> None:

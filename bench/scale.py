@@ -33,12 +33,17 @@ from qgadash.fleet.model import AgentState, SessionMode
 from qgadash.fleet.tuning import settle_garbage_collector
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM, ...), MB."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb() -> float:
+    return status_mb("VmRSS")
 
 
 def percentile(values: list[float], q: float) -> float:
