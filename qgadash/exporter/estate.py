@@ -221,19 +221,21 @@ class EstateEngine(FleetEngine):
 
     async def start(self) -> None:
         if self._follower is None:
-            with contextlib.suppress(Exception):
-                await self.refresh()  # the first view at once; errors shown by the loop
+            await self._refresh_once()  # the first view at once, then every interval
             self._follower = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _refresh_once(self) -> None:
+        try:
+            await self.refresh()
+            self.estate.error = None
+        except Exception as exc:  # Prometheus down or odd: keep the last view
+            self.estate.error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("estate from %s: %s", self.estate.url, self.estate.error)
 
     async def _follow(self) -> None:
         while True:
-            try:
-                await self.refresh()
-                self.estate.error = None
-            except Exception as exc:  # Prometheus down or odd: keep the last view
-                self.estate.error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("estate from %s: %s", self.estate.url, self.estate.error)
             await asyncio.sleep(self.interval)
+            await self._refresh_once()
 
     async def stop(self, reason: str = "quit", budget: float = 0.0) -> list[ActionResult]:
         if self._follower is not None:
