@@ -125,7 +125,7 @@ def _b64(obj: dict[str, Any], key: str, what: str) -> bytes:
         # Megabytes of output, decoded by a worker thread: in slices, since one C call
         # holds the GIL for its whole length (16 MiB: ~100 ms of a stalled event loop).
         # Padding is legal only at the very end, as one call over the whole text checks.
-        if len(text) % 4 or "=" in text[: len(text) - 2]:
+        if len(text) % 4 or text.find("=", 0, len(text) - 2) >= 0:
             raise ValueError("padding")
         return b"".join(
             base64.b64decode(text[i : i + _B64_CHUNK], validate=True)
