@@ -248,8 +248,18 @@ class FleetExposition:
         self._hypervisor_text = ""
         self.generation = 0
 
+    def __contains__(self, vm_id: str) -> bool:
+        return vm_id in self._vms
+
+    def add(self, vm_ids: Iterable[str]) -> None:
+        """Places for new VMs, in this order (the store's), before their first `update`:
+        a scrape lists VMs as the store does, whatever order their changes come in."""
+        for vm_id in vm_ids:
+            if vm_id not in self._vms:
+                self._vms[vm_id] = _VmText()
+
     def update(self, vm_id: str, snap: VmSnapshot) -> None:
-        """The VM's snapshot now (a new VM is added at the end)."""
+        """The VM's snapshot now (a VM without a place is added at the end)."""
         entry = self._vms.get(vm_id)
         if entry is None:
             entry = _VmText()
@@ -277,6 +287,8 @@ class FleetExposition:
         for entry in entries:
             lines = entry.lines  # read before labels: a renamed VM's old lines go unseen
             labels = entry.labels
+            if not labels:
+                continue  # a place added, not rendered yet
             if labels in used_labels:
                 continue  # two ids equal once cut: a duplicate series would fail the scrape
             used_labels.add(labels)

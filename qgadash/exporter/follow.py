@@ -43,6 +43,7 @@ class StoreFollower:
         self._unsubscribe = self._store.subscribe(self._changed)
         self._store.take_changes()  # everything is taken below
         self._pending.update(self._store.ids())
+        self._exposition.add(self._store.ids())
         self._exposition.set_hypervisors(self._store.hypervisors())
         self.drain()
 
@@ -72,6 +73,8 @@ class StoreFollower:
         changed, removed, hypervisors = store.take_changes()
         pending = self._pending
         pending.update(changed)
+        if any(vm_id not in self._exposition for vm_id in changed):
+            self._exposition.add([vm_id for vm_id in store.ids() if vm_id in changed])
         for vm_id in removed:
             pending.discard(vm_id)
             self._counter.removed(vm_id)

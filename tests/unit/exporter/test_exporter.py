@@ -20,7 +20,10 @@ from qgadash.agent.replies import (
     OsInfo,
 )
 from qgadash.exporter import MAX_FILESYSTEMS, MAX_INTERFACES, FleetExposition, parse_listen
+from qgadash.exporter.follow import StoreFollower
+from qgadash.exporter.polls import EngineMetrics, PollCounter
 from qgadash.fleet.model import AgentState, GuestFacts, HypervisorStatus, VmRef, VmSnapshot
+from qgadash.fleet.store import FleetStore
 from qgadash.transport.base import HypervisorState
 
 HOSTILE = 'a"b\\c\nd\x1b[31mred\u202eevil\u200b[bold]x[/]'
@@ -185,3 +188,20 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_addresses_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="--listen"):
         parse_listen(text)
+
+
+async def test_the_follower_keeps_the_text_in_the_store_order_as_vms_come_and_go() -> None:
+    store = FleetStore()
+    exposition = FleetExposition()
+    follower = StoreFollower(store, exposition, PollCounter(EngineMetrics()))
+    store.put(snapshot("vm-0"))
+    follower.start()
+    for i in range(1, 60):  # found after the start, in one burst: its changes come unordered
+        store.put(snapshot(f"vm-{i}"))
+    store.remove("hv1/vm-7")
+    follower.drain()  # (the loop would, after the puts)
+    while follower.behind:
+        follower.drain()
+    got = [labels["vm"] for labels, _ in samples(exposition.text(False))["qgadash_agent_up"]]
+    assert got == [f"hv1/vm-{i}" for i in range(60) if i != 7]
+    follower.stop()
