@@ -301,3 +301,16 @@ def test_a_non_loopback_address_needs_allow_remote(sim: SimProcess) -> None:
     assert "not loopback" in message
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("example.org")
+
+
+def test_a_non_loopback_address_with_allow_remote_is_served_with_a_warning(
+    sim: SimProcess,
+) -> None:
+    port = free_port()
+    argv = ["serve", "--host", "0.0.0.0", "--allow-remote", "--port", str(port)]
+    with Process(qgadash("--hosts", str(sim.hosts), *argv)) as process:
+        warning = process.wait_for("not loopback", 60)
+        assert "WARNING: listening on 0.0.0.0" in warning
+        assert "freeze, thaw, shut down and run commands" in warning
+        process.wait_for("qgadash serve: open http://", 10)
+        assert process.stop() == 128 + signal.SIGTERM
