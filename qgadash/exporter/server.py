@@ -7,9 +7,9 @@ busy, or even blocked, with the fleet as of the last change the loop took in; it
 waits for a poll. (Rendering the whole fleet in a worker thread at scrape time was
 tried first: with the loop busy polling, both waited on each other for the
 interpreter's lock. Joining kept lines is a few C calls, and zlib lets go of the lock
-while it compresses.) Concurrent scrapes of one format share one build while the fleet
-is unchanged; gzip, which Prometheus asks for, is level 1: at 10,000 VMs the text is
-~14 MB and compresses ~10x at a fraction of zlib's default cost.
+while it compresses.) Scrapes of one format that arrive during a build share it; gzip,
+which Prometheus asks for, is level 1: at 10,000 VMs the text is ~14 MB and compresses
+~10x at a fraction of zlib's default cost.
 """
 
 from __future__ import annotations
@@ -65,41 +65,69 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
+class _Build:
+    """One body being built; scrapes that arrive meanwhile wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.body: bytes | None = None
+
+
 class ScrapeBodies:
     """Response bodies built from the kept text; safe from any thread.
 
-    One build per format at a time: a scrape arriving while one builds waits for it and
-    takes the same bytes if nothing changed since that build began.
+    A scrape that arrives while a body of its format is being built takes that body; a
+    scrape of a fleet unchanged since the last build takes the last body.
     """
 
     def __init__(self, exposition: FleetExposition, metrics: EngineMetrics) -> None:
         self._exposition = exposition
         self._metrics = metrics
-        self._locks = {(om, gz): threading.Lock() for om in (False, True) for gz in (False, True)}
+        self._guard = threading.Lock()
+        self._building: dict[tuple[bool, bool], _Build] = {}
         self._built: dict[tuple[bool, bool], tuple[int, bytes]] = {}
 
     def body(self, openmetrics: bool, compress: bool) -> bytes:
         key = (openmetrics, compress)
-        with self._locks[key]:
+        with self._guard:
             generation = self._exposition.generation
             built = self._built.get(key)
             if built is not None and built[0] == generation:
                 return built[1]
-            started = time.perf_counter()
-            fleet = self._exposition.text(openmetrics).encode()
-            if openmetrics:
-                own: bytes = openmetrics_format.generate_latest(  # type: ignore[no-untyped-call]
-                    self._metrics.registry
-                )
-                body = b"".join((fleet, own.removesuffix(b"# EOF\n"), b"# EOF\n"))
-            else:
-                body = fleet + text_format.generate_latest(self._metrics.registry)
-            del fleet
-            if compress:
-                body = gzip_fast(body)
-            self._metrics.render.observe(time.perf_counter() - started)
-            self._built[key] = (generation, body)
-            return body
+            build = self._building.get(key)
+            mine = build is None
+            if build is None:
+                build = self._building[key] = _Build()
+        if not mine:
+            build.done.wait()
+            if build.body is None:
+                raise RuntimeError("the scrape this one waited for failed")
+            return build.body
+        try:
+            build.body = self._build(openmetrics, compress)
+            with self._guard:
+                self._built[key] = (generation, build.body)
+            return build.body
+        finally:
+            with self._guard:
+                del self._building[key]
+            build.done.set()
+
+    def _build(self, openmetrics: bool, compress: bool) -> bytes:
+        started = time.perf_counter()
+        fleet = self._exposition.text(openmetrics).encode()
+        if openmetrics:
+            own: bytes = openmetrics_format.generate_latest(  # type: ignore[no-untyped-call]
+                self._metrics.registry
+            )
+            body = b"".join((fleet, own.removesuffix(b"# EOF\n"), b"# EOF\n"))
+        else:
+            body = fleet + text_format.generate_latest(self._metrics.registry)
+        del fleet
+        if compress:
+            body = gzip_fast(body)
+        self._metrics.render.observe(time.perf_counter() - started)
+        return body
 
 
 def gzip_fast(data: bytes) -> bytes:
@@ -165,6 +193,9 @@ class _HttpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         except BaseException:
             self._slots.release()
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("/metrics: answering %s failed", client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
