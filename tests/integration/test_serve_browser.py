@@ -266,6 +266,8 @@ async def test_a_stop_signal_to_serve_thaws_each_session_on_record_as_that_signa
     try:
         await page.navigate(server.url + "&fontsize=8")  # room for the whole freeze dialog
         await page.wait_for(shows_every_vm, "the fleet", DRAWN)
+        # Every VM answered once (a VM not polled yet is skipped by the freeze plan).
+        await page.wait_for(lambda s: f"● {COUNT} ok" in s, "every VM polled", DRAWN)
         await page.type("a")  # mark every VM
         await page.type("f")
         await page.wait_for(
