@@ -150,3 +150,28 @@ def test_the_simulator_answers_these_commands_as_the_real_agent(
         assert raw(agents[0], "guest-ssh-get-authorized-keys", root) == sim_raw(
             "guest-ssh-get-authorized-keys", root
         )
+
+
+async def test_the_details_admin_view_reads_the_real_agent(
+    tmp_path: Path, agents: list[RealAgent]
+) -> None:
+    """What the details' Admin tab shows, from the real qemu-ga: its vCPUs, and the keys
+    of this machine's user (asked for) and of root, in one pipelined read."""
+    import pwd
+
+    from qgadash.fleet.admin_view import key_users
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    engine = FleetEngine(load_config(hosts_for(tmp_path, agents)))
+    try:
+        await engine.poll_once()
+        vm_id = sorted(s.id for s in engine.store.snapshots())[0]
+        snap = engine.store.get(vm_id)
+        view = await engine.admin.view(snap, vm_id, key_users(snap, [me]))
+        assert view.vcpus_note is None and view.keys_note is None
+        assert view.vcpus and sum(c.online for c in view.vcpus) >= 1
+        by_user = {u.user: u for u in view.users}
+        assert by_user[me].error is None  # keys, or none (no authorized_keys file)
+        assert "root" in by_user
+    finally:
+        await engine.stop()
