@@ -5,8 +5,9 @@ every VM while the fleet table shows its optional CPU % or DISK I/O column.
 view asks, and turns two samples into rates. Fleet-wide they are polled only while a
 column needs them (every poll of every VM pays for them then); each poll's reply
 becomes a `CounterRate` (`next_cpu`, `next_disks`): the counters, and the rate since the
-last poll's, with the same `sample_of` and `rates` as the sampler. CPU % is busy time over all time of every vCPU the guest reports
-(whatever the unit: qemu-ga says milliseconds); disk rates use 512-byte sectors.
+last poll's, with the same `sample_of` and `rates` as the sampler. CPU % is busy time
+over all time of every vCPU the guest reports (whatever the unit: qemu-ga says
+milliseconds); disk rates use 512-byte sectors.
 """
 
 from __future__ import annotations

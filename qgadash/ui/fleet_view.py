@@ -34,6 +34,7 @@ from qgadash.ui.plain import plain
 
 __all__ = [
     "COLUMNS",
+    "OPTIONAL_COLUMNS",
     "Column",
     "FleetCounts",
     "FleetFilter",

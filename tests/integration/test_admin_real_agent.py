@@ -175,3 +175,31 @@ async def test_the_details_admin_view_reads_the_real_agent(
         assert "root" in by_user
     finally:
         await engine.stop()
+
+
+async def test_fleet_columns_poll_the_real_agents_counters(
+    tmp_path: Path, agents: list[RealAgent]
+) -> None:
+    """With the CPU% / DISK I/O columns on, every poll asks the real qemu-ga 7.2 for its
+    counters, and two polls make a rate."""
+    engine = FleetEngine(load_config(hosts_for(tmp_path, agents)))
+    try:
+        await engine.poll_once()
+        ids = sorted(s.id for s in engine.store.snapshots())
+        assert all(engine.store.get(i).facts.cpu is None for i in ids)  # type: ignore[union-attr]
+        engine.poll_stats(cpu=True, disks=True)
+        cpu = None
+        for _ in range(200):  # until this machine's counters move (ms resolution)
+            await engine.poll_vms(ids)
+            snap = engine.store.get(ids[0])
+            assert snap is not None and snap.facts.cpu is not None
+            cpu = snap.facts.cpu.cpu_percent
+            if cpu is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert cpu is not None and 0.0 <= cpu <= 100.0
+        disk = engine.store.get(ids[0]).facts.disk_io  # type: ignore[union-attr]
+        assert disk is not None and disk.rate is not None
+        assert all(v >= 0 for v in disk.rate.disk_read_bps.values())
+    finally:
+        await engine.stop()
