@@ -262,7 +262,9 @@ class FleetEngine:
         """Ask every VM's CPU / disk counters on each poll from now on, or stop (the
         dashboard's optional CPU % and DISK I/O columns: each costs a request per poll
         of every VM, so only while shown)."""
-        self.poll_plan = self.poll_plan.with_stats(cpu=cpu, disks=disks)
+        plan = self.poll_plan.with_stats(cpu=cpu, disks=disks)
+        if plan != self.poll_plan:  # the same plan object keeps the command lists cached
+            self.poll_plan = plan
 
     async def poll_once(self) -> None:
         """Discover, then poll every VM once (the CLI's `status`)."""

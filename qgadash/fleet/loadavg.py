@@ -24,7 +24,7 @@ from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentError
 from qgadash.fleet.actions import is_windows
 from qgadash.fleet.live_stats import AgentAccess
-from qgadash.fleet.model import AgentState, VmSnapshot
+from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
 
 LOADAVG_PATH = "/proc/loadavg"
 # "0.52 0.58 0.59 2/345 12345\n": well under 64 bytes; a longer reply is refused.
@@ -71,9 +71,14 @@ def file_load_refusal(snap: VmSnapshot) -> str | None:
         if not info.offers(command):
             return f"this agent has no {FROM_AGENT} and no {command}"
         if not info.enabled(command):
+            why = (
+                "while the guest is frozen"
+                if snap.freeze is FreezeState.FROZEN
+                else "by the guest's policy"
+            )
             return (
                 f"this agent has no {FROM_AGENT}, and {command} "
-                f"(to read {LOADAVG_PATH}) is disabled by the guest's policy"
+                f"(to read {LOADAVG_PATH}) is disabled {why}"
             )
     return None
 

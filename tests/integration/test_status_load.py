@@ -121,3 +121,25 @@ async def test_status_load_from_the_real_agent_7_2(
         assert low - 0.01 <= found.load.load15 <= high + 0.01
     finally:
         await engine.stop()
+
+
+async def test_a_frozen_old_agent_is_not_asked_and_says_why(tmp_path: Path) -> None:
+    """A frozen guest's agent disables guest-file-* (as qemu-ga does): no read is tried."""
+    vms = [SimVm("qga72", era_profile(Era.QGA_7_2, 1))]
+    async with SimFleet(tmp_path / "sim", vms) as sim:
+        hosts = sim.write_hosts_toml(tmp_path / "hosts.toml", timeout=2.0)
+        engine = FleetEngine(load_config(hosts))
+        try:
+            await engine.poll_once()
+            (vm_id,) = [s.id for s in engine.store.snapshots()]
+            assert all(r.ok for r in await engine.freeze([vm_id], thaw_after=30.0))
+            await engine.poll_vms([vm_id])
+            (found,) = (await status_loads(engine, list(engine.store.snapshots()), 4)).values()
+            assert found.load is None
+            assert found.note == (
+                "this agent has no guest-get-load, and guest-file-open (to read "
+                "/proc/loadavg) is disabled while the guest is frozen"
+            )
+            assert not sim.agent("qga72")._handles
+        finally:
+            await engine.stop()
