@@ -258,6 +258,14 @@ class FleetEngine:
 
     # -- polling -------------------------------------------------------------------------
 
+    def poll_stats(self, *, cpu: bool, disks: bool) -> None:
+        """Ask every VM's CPU / disk counters on each poll from now on, or stop (the
+        dashboard's optional CPU % and DISK I/O columns: each costs a request per poll
+        of every VM, so only while shown)."""
+        plan = self.poll_plan.with_stats(cpu=cpu, disks=disks)
+        if plan != self.poll_plan:  # the same plan object keeps the command lists cached
+            self.poll_plan = plan
+
     async def poll_once(self) -> None:
         """Discover, then poll every VM once (the CLI's `status`)."""
         await self.discover()

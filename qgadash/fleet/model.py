@@ -21,6 +21,7 @@ from qgadash.agent.replies import (
     Timezone,
     User,
 )
+from qgadash.fleet.live_stats import CounterRate
 from qgadash.transport.base import HypervisorState
 
 __all__ = [
@@ -89,6 +90,9 @@ class GuestFacts:
     disks: tuple[Disk, ...] | None = None
     load: Load | None = None
     time_drift_s: float | None = None  # guest clock minus ours
+    # Polled only while the fleet table shows its CPU % / DISK I/O column (live_stats.py).
+    cpu: CounterRate | None = None
+    disk_io: CounterRate | None = None
 
     @property
     def version(self) -> str | None:

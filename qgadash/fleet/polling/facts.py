@@ -25,6 +25,7 @@ from qgadash.agent.replies import (
     Timezone,
     User,
 )
+from qgadash.fleet.live_stats import CounterRate, next_cpu, next_disks
 from qgadash.fleet.model import GuestFacts
 
 T = TypeVar("T")
@@ -54,6 +55,8 @@ FILESYSTEMS: Fact[tuple[Filesystem, ...] | None] = Fact("filesystems")
 DISKS: Fact[tuple[Disk, ...] | None] = Fact("disks")
 LOAD: Fact[Load | None] = Fact("load")
 TIME_DRIFT_S: Fact[float | None] = Fact("time_drift_s")
+CPU: Fact[CounterRate | None] = Fact("cpu")
+DISK_IO: Fact[CounterRate | None] = Fact("disk_io")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +73,10 @@ def _fold(fact: Fact[T], parse: Callable[[Any], T]) -> Fold[Any]:
     return Fold(fact, parse)
 
 
-# Replies that fill one member and whose parse depends on nothing else. Two more fill
+# Replies that fill one member and whose parse depends on nothing else. Four more fill
 # members but need more than the reply: guest-network-get-interfaces (the last poll's
-# interfaces, to share unchanged addresses) and guest-get-time (when the request went).
+# interfaces, to share unchanged addresses), guest-get-time (when the request went),
+# guest-get-cpustats and guest-get-diskstats (the last poll's counters, for a rate).
 FOLDS: dict[str, Fold[Any]] = {
     "guest-info": _fold(INFO, replies.parse_info),
     "guest-get-osinfo": _fold(OS, replies.parse_osinfo),
@@ -112,3 +116,14 @@ def fold_time(draft: FactsDraft, value: Any, sent_at: float, rtt: float) -> None
 def fold_interfaces(draft: FactsDraft, value: Any) -> None:
     """Interfaces, sharing the addresses that did not change since the last poll."""
     draft.set(INTERFACES, replies.parse_interfaces(value, draft.base.interfaces))
+
+
+def fold_cpustats(draft: FactsDraft, value: Any, at: float) -> None:
+    """CPU counters read at monotonic time `at`, and the busy % since the last poll's."""
+    draft.set(CPU, next_cpu(draft.base.cpu, replies.parse_cpustats(value), at))
+
+
+def fold_diskstats(draft: FactsDraft, value: Any, at: float) -> None:
+    """Disk counters read at monotonic time `at`, and the bytes a second since the last
+    poll's."""
+    draft.set(DISK_IO, next_disks(draft.base.disk_io, replies.parse_diskstats(value), at))

@@ -7,7 +7,7 @@ Commands the guest has disabled, or its agent does not offer, are not sent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qgadash.agent.replies import AgentInfo
 
@@ -26,6 +26,9 @@ SLOW_COMMANDS = (
     "guest-get-time",
     "guest-get-disks",
 )
+# Asked on every poll only while the fleet table shows CPU % / DISK I/O (`with_stats`).
+CPU_STATS = "guest-get-cpustats"
+DISK_STATS = "guest-get-diskstats"
 # The three requests the benchmarks' floor client sends: a like-for-like plan.
 BENCH_COMMANDS = ("guest-info", "guest-fsfreeze-status", "guest-network-get-interfaces")
 
@@ -35,6 +38,13 @@ class PollPlan:
     fast: tuple[str, ...] = FAST_COMMANDS
     slow: tuple[str, ...] = SLOW_COMMANDS
     slow_every: int = 6
+
+    def with_stats(self, *, cpu: bool, disks: bool) -> PollPlan:
+        """This plan with the CPU and disk counters asked on every poll, or not (a rate
+        needs the counters of each poll; fleet/live_stats.py turns two into one)."""
+        fast = tuple(c for c in self.fast if c not in (CPU_STATS, DISK_STATS))
+        fast += tuple(c for c, on in ((CPU_STATS, cpu), (DISK_STATS, disks)) if on)
+        return replace(self, fast=fast)
 
     def is_slow(self, info: AgentInfo | None, poll_number: int) -> bool:
         """Whether this poll asks the slow facts too (always, until guest-info is known)."""

@@ -22,7 +22,14 @@ from qgadash.agent.errors import (
 )
 from qgadash.fleet.model import AgentState, GuestFacts, VmSnapshot
 from qgadash.fleet.polling.cache import REMEMBERED, SHARED, PollCache
-from qgadash.fleet.polling.facts import FOLDS, FactsDraft, fold_interfaces, fold_time
+from qgadash.fleet.polling.facts import (
+    FOLDS,
+    FactsDraft,
+    fold_cpustats,
+    fold_diskstats,
+    fold_interfaces,
+    fold_time,
+)
 from qgadash.fleet.polling.plan import PollPlan
 from qgadash.fleet.sanitize import one_line
 from qgadash.fleet.store import CounterSample
@@ -120,6 +127,10 @@ async def poll_with(
                     fold_interfaces(draft, value)
                 elif name == "guest-get-time":
                     fold_time(draft, value, sent_at, rtt)
+                elif name == "guest-get-cpustats":
+                    fold_cpustats(draft, value, started + rtt / 2)
+                elif name == "guest-get-diskstats":
+                    fold_diskstats(draft, value, started + rtt / 2)
             if remembered:
                 last[name] = result
         except ValueError as exc:  # undecodable JSON text
