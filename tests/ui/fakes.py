@@ -184,7 +184,7 @@ def mixed_fleet(n: int = 24) -> tuple[list[VmSnapshot], list[HypervisorStatus]]:
         hv = hvs[i % 3] if i < n - 2 else "hv1"
         kind = i % 12
         name = f"web-{i:02d}" if kind not in (4, 9) else f"db-{i:02d}"
-        tags = ("prod", "web") if name.startswith("web") else ("prod", "db")
+        tags: tuple[str, ...] = ("prod", "web") if name.startswith("web") else ("prod", "db")
         if i % 5 == 0:
             tags = ("lab",)
         ref = VmRef(hv, name, f"unix:/run/qga/{name}.sock", tags)

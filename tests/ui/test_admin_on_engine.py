@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input
 
 from qgadash.fleet.audit import AuditLog
@@ -54,14 +56,14 @@ def answering(engine: FleetEngine) -> bool:
     return all(s is not None and s.agent is AgentState.OK for s in snaps)
 
 
-async def confirm(pilot, app: QgadashApp) -> None:  # type: ignore[no-untyped-def]
+async def confirm(pilot: Pilot[Any], app: QgadashApp) -> None:
     await wait_until(pilot, lambda: bool(app.screen.query("#confirm")))
     await wait_until(pilot, lambda: isinstance(app.focused, Button))
     assert isinstance(app.focused, Button) and app.focused.id == "cancel"
     app.screen.query_one("#confirm", Button).press()
 
 
-async def run_to_end(pilot, app: QgadashApp) -> ActionRunScreen:  # type: ignore[no-untyped-def]
+async def run_to_end(pilot: Pilot[Any], app: QgadashApp) -> ActionRunScreen:
     await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
     run = app.screen
     assert isinstance(run, ActionRunScreen)

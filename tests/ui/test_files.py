@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Log
 
+from qgadash.ui.app import QgadashApp
 from qgadash.ui.screens.files import VIEW_CAP, FilesScreen, PromptScreen
 
-from .conftest import SIZE
+from .conftest import SIZE, MakeApp, MakeEngine
 from .fakes import FakeEngine
 from .screen import screen_text, wait_until
 
@@ -27,7 +30,7 @@ def seed(engine: FakeEngine) -> None:
     engine.files.tree["hv3/web-05"] = {"C:\\Windows\\win.ini": b"[fonts]\r\n"}
 
 
-async def open_files(app, pilot, vm: str) -> FilesScreen:  # type: ignore[no-untyped-def]
+async def open_files(app: QgadashApp, pilot: Pilot[Any], vm: str) -> FilesScreen:
     app.fleet.table.move_to(vm)
     await pilot.press("b")
     await pilot.pause()
@@ -42,7 +45,7 @@ def log_text(screen: FilesScreen) -> list[str]:
     return list(screen.query_one("#viewer", Log).lines)
 
 
-async def test_listing_and_viewing_a_text_file(engine, make_app) -> None:
+async def test_listing_and_viewing_a_text_file(engine: FakeEngine, make_app: MakeApp) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -69,7 +72,7 @@ async def test_listing_and_viewing_a_text_file(engine, make_app) -> None:
         assert screen.cwd == "/var"
 
 
-async def test_binary_files_are_shown_as_hex(engine, make_app) -> None:
+async def test_binary_files_are_shown_as_hex(engine: FakeEngine, make_app: MakeApp) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -83,7 +86,9 @@ async def test_binary_files_are_shown_as_hex(engine, make_app) -> None:
         assert "binary" in screen_text(app)
 
 
-async def test_large_files_stop_at_the_cap_and_read_more_on_request(engine, make_app) -> None:
+async def test_large_files_stop_at_the_cap_and_read_more_on_request(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -98,7 +103,7 @@ async def test_large_files_stop_at_the_cap_and_read_more_on_request(engine, make
         assert screen.view_offset == 2 * VIEW_CAP
 
 
-async def test_follow_mode_appends_what_grows(engine, make_app) -> None:
+async def test_follow_mode_appends_what_grows(engine: FakeEngine, make_app: MakeApp) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -120,7 +125,9 @@ async def test_follow_mode_appends_what_grows(engine, make_app) -> None:
         assert not screen.following
 
 
-async def test_no_listing_offers_open_by_path_and_says_why(engine, make_app) -> None:
+async def test_no_listing_offers_open_by_path_and_says_why(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -138,7 +145,9 @@ async def test_no_listing_offers_open_by_path_and_says_why(engine, make_app) -> 
         assert log_text(screen) == ["[fonts]"]
 
 
-async def test_download_writes_the_local_file(engine, make_app, tmp_path: Path) -> None:
+async def test_download_writes_the_local_file(
+    engine: FakeEngine, make_app: MakeApp, tmp_path: Path
+) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -158,7 +167,9 @@ async def test_download_writes_the_local_file(engine, make_app, tmp_path: Path) 
         assert target.read_bytes() == LOG
 
 
-async def test_upload_is_confirmed_with_cancel_first(engine, make_app, tmp_path: Path) -> None:
+async def test_upload_is_confirmed_with_cancel_first(
+    engine: FakeEngine, make_app: MakeApp, tmp_path: Path
+) -> None:
     seed(engine)
     local = tmp_path / "motd"
     local.write_bytes(b"hello\n")
@@ -192,7 +203,7 @@ async def test_upload_is_confirmed_with_cancel_first(engine, make_app, tmp_path:
         assert engine.files.uploads == [("hv1/web-00", "/etc/motd", b"hello\n")]
 
 
-async def test_read_only_has_no_upload(make_engine, make_app) -> None:
+async def test_read_only_has_no_upload(make_engine: MakeEngine, make_app: MakeApp) -> None:
     engine = make_engine(read_only=True)
     seed(engine)
     app = make_app(engine)

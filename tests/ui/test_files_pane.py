@@ -5,31 +5,31 @@ on the file under the cursor, a frozen guest, and the details' Files tab."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static
 
 from qgadash.fleet.files import DirEntry, DirListing
 from qgadash.fleet.model import FreezeState
+from qgadash.ui.app import QgadashApp
 from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen, PromptScreen
 from qgadash.ui.screens.modals import MessageScreen
 
-from .conftest import SIZE
+from .conftest import SIZE, MakeApp
 from .fakes import FakeEngine, agent_info
 from .screen import screen_text, wait_until
 from .test_files import open_files, seed
 
 
 @pytest.fixture
-def in_tmp(tmp_path: Path) -> Path:
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Downloads are offered in the current directory: a fresh one per test."""
-    here = Path.cwd()
-    os.chdir(tmp_path)
-    yield tmp_path  # type: ignore[misc]
-    os.chdir(here)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def names_in(screen: FilesScreen) -> list[str]:
@@ -37,14 +37,14 @@ def names_in(screen: FilesScreen) -> list[str]:
     return [table.get_row_at(i)[0].plain for i in range(table.row_count)]
 
 
-async def listed(app, pilot, screen: FilesScreen, path: str) -> None:  # type: ignore[no-untyped-def]
+async def listed(app: QgadashApp, pilot: Pilot[Any], screen: FilesScreen, path: str) -> None:
     screen.list_dir(path)
     await app.workers.wait_for_complete()
     await pilot.pause()
 
 
 async def test_save_as_never_offers_an_existing_name_and_asks_before_replacing(
-    engine: FakeEngine, make_app, in_tmp: Path
+    engine: FakeEngine, make_app: MakeApp, in_tmp: Path
 ) -> None:
     seed(engine)
     (in_tmp / "messages").write_text("mine\n")
@@ -79,7 +79,7 @@ async def test_save_as_never_offers_an_existing_name_and_asks_before_replacing(
 
 
 async def test_the_listing_is_read_again_after_an_upload(
-    engine: FakeEngine, make_app, tmp_path: Path
+    engine: FakeEngine, make_app: MakeApp, tmp_path: Path
 ) -> None:
     seed(engine)
     local = tmp_path / "motd"
@@ -101,7 +101,7 @@ async def test_the_listing_is_read_again_after_an_upload(
         assert engine.files.uploads[-1][1] == "/etc/motd"
 
 
-async def test_the_pane_says_what_a_listing_left_out(engine: FakeEngine, make_app) -> None:
+async def test_the_pane_says_what_a_listing_left_out(engine: FakeEngine, make_app: MakeApp) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -118,7 +118,9 @@ async def test_the_pane_says_what_a_listing_left_out(engine: FakeEngine, make_ap
         assert "not shown" not in screen_text(app) and "skipped" not in screen_text(app)
 
 
-async def test_r_reads_the_folder_again_not_the_open_file(engine: FakeEngine, make_app) -> None:
+async def test_r_reads_the_folder_again_not_the_open_file(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -135,7 +137,7 @@ async def test_r_reads_the_folder_again_not_the_open_file(engine: FakeEngine, ma
 
 
 async def test_follow_takes_the_file_under_the_cursor_not_one_opened_elsewhere(
-    engine: FakeEngine, make_app
+    engine: FakeEngine, make_app: MakeApp
 ) -> None:
     seed(engine)
     app = make_app(engine)
@@ -157,7 +159,7 @@ async def test_follow_takes_the_file_under_the_cursor_not_one_opened_elsewhere(
         await pilot.press("f")
 
 
-async def test_a_frozen_guest_offers_no_open_by_path(engine: FakeEngine, make_app) -> None:
+async def test_a_frozen_guest_offers_no_open_by_path(engine: FakeEngine, make_app: MakeApp) -> None:
     seed(engine)
     snap = engine.store.get("hv1/web-00")
     assert snap is not None
@@ -178,7 +180,9 @@ async def test_a_frozen_guest_offers_no_open_by_path(engine: FakeEngine, make_ap
         assert app.focused is not screen.query_one("#files-path", Input)
 
 
-async def test_the_files_tab_never_takes_the_next_key_as_text(engine: FakeEngine, make_app) -> None:
+async def test_the_files_tab_never_takes_the_next_key_as_text(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     seed(engine)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:

@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button
 
 from qgadash.fleet.model import AgentState
+from qgadash.ui.screens.help import HelpScreen
 from qgadash.ui.screens.modals import ConfirmActionScreen, PowerScreen
 
-from .conftest import SIZE
-from .fakes import NOW, FakeEngine
+from .conftest import SIZE, MakeApp, MakeEngine, snapshot_of
+from .fakes import NOW, FakeClock, FakeEngine
 from .screen import screen_text, wait_until
 
 
-async def type_filter(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+async def type_filter(pilot: Pilot[Any], text: str) -> None:
     await pilot.press("slash")
     for ch in text:
         await pilot.press("space" if ch == " " else "exclamation_mark" if ch == "!" else ch)
@@ -27,7 +30,9 @@ async def type_filter(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause()
 
 
-async def test_filter_matches_substring_and_bang_inverts(engine, make_app) -> None:
+async def test_filter_matches_substring_and_bang_inverts(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -43,7 +48,7 @@ async def test_filter_matches_substring_and_bang_inverts(engine, make_app) -> No
         assert f"{len(inverted)} shown" in screen_text(app)
 
 
-async def test_filter_by_tag_glob_ip_and_os(engine, make_app) -> None:
+async def test_filter_by_tag_glob_ip_and_os(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         fleet = app.fleet
@@ -68,7 +73,9 @@ async def test_filter_by_tag_glob_ip_and_os(engine, make_app) -> None:
         assert prod_not_db and await shown_for("tag:prod !tag:db") == prod_not_db
 
 
-async def test_marks_survive_filtering_and_actions_use_them(engine, make_app) -> None:
+async def test_marks_survive_filtering_and_actions_use_them(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
@@ -86,7 +93,9 @@ async def test_marks_survive_filtering_and_actions_use_them(engine, make_app) ->
         assert table.get_cell(first, "mark").plain == "✓"
 
 
-async def test_escape_clears_the_filter_and_every_mark_survives_it(engine, make_app) -> None:
+async def test_escape_clears_the_filter_and_every_mark_survives_it(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_filter("hv3")
@@ -103,11 +112,11 @@ async def test_escape_clears_the_filter_and_every_mark_survives_it(engine, make_
         assert app.fleet.marks == marked
 
 
-async def test_faults_only_toggle(engine, make_app) -> None:
+async def test_faults_only_toggle(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("z")
-        shown = [engine.store.get(v) for v in app.fleet.table.order]
+        shown = [snapshot_of(engine.store, v) for v in app.fleet.table.order]
         assert shown
         assert all(
             s.agent in (AgentState.TIMEOUT, AgentState.UNREACHABLE, AgentState.ERROR)
@@ -118,7 +127,7 @@ async def test_faults_only_toggle(engine, make_app) -> None:
         assert len(app.fleet.table.order) == 24
 
 
-async def test_sort_keeps_cursor_on_same_vm(make_engine, make_app) -> None:
+async def test_sort_keeps_cursor_on_same_vm(make_engine: MakeEngine, make_app: MakeApp) -> None:
     app = make_app(make_engine(300))
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
@@ -141,11 +150,12 @@ async def test_sort_keeps_cursor_on_same_vm(make_engine, make_app) -> None:
         assert table.cursor_row - round(table.scroll_y) == line
 
 
-async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, make_app) -> None:
+async def test_live_updates_change_cells_in_place_and_keep_the_cursor(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
-        table.clear = None  # type: ignore[method-assign]  # clearing would lose cursor and scroll
         app.fleet.sort_by("rtt", False)
         await pilot.press("down", "down", "down")
         vm = table.cursor_vm
@@ -154,7 +164,7 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         for snap in engine.store.snapshots():
             if snap.latency_ms is not None:
                 engine.store.update(snap.id, latency_ms=1000 - snap.latency_ms)
-        web00 = engine.store.get("hv1/web-00")
+        web00 = snapshot_of(engine.store, "hv1/web-00")
         engine.store.update(
             "hv1/web-00", facts=dataclasses.replace(web00.facts, hostname="renamed-00")
         )
@@ -163,8 +173,8 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         # A VM leaves; another arrives.
         engine.store.remove("hv1/web-12")
         new = dataclasses.replace(
-            engine.store.get("hv1/web-00"),
-            ref=dataclasses.replace(engine.store.get("hv1/web-00").ref, name="web-99"),
+            snapshot_of(engine.store, "hv1/web-00"),
+            ref=dataclasses.replace(snapshot_of(engine.store, "hv1/web-00").ref, name="web-99"),
         )
         engine.store.put(new)
         await wait_until(pilot, lambda: "hv1/web-99" in table.order)
@@ -172,7 +182,9 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         assert table.cursor_vm == vm
 
 
-async def test_hostile_hostname_is_shown_literally(make_engine, make_app) -> None:
+async def test_hostile_hostname_is_shown_literally(
+    make_engine: MakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(make_engine(hostile=True))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -189,7 +201,9 @@ async def test_hostile_hostname_is_shown_literally(make_engine, make_app) -> Non
         assert "[bold]x[/]␛[31mred�evil" in detail
 
 
-async def test_header_counts_states_and_names_down_hypervisors(engine, make_app) -> None:
+async def test_header_counts_states_and_names_down_hypervisors(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -203,7 +217,7 @@ async def test_header_counts_states_and_names_down_hypervisors(engine, make_app)
 
 
 async def test_freeze_cannot_be_confirmed_before_the_dialog_names_the_keepers(
-    engine: FakeEngine, make_app
+    engine: FakeEngine, make_app: MakeApp
 ) -> None:
     """A keeper check that takes its time (a hypervisor probed over SSH) holds the
     confirm button back: nobody freezes before being told who thaws if qgadash dies."""
@@ -230,7 +244,7 @@ async def test_freeze_cannot_be_confirmed_before_the_dialog_names_the_keepers(
 # -- power ----------------------------------------------------------------------------------
 
 
-async def test_power_modal_defaults_to_cancel(engine, make_app) -> None:
+async def test_power_modal_defaults_to_cancel(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("p")
@@ -238,15 +252,17 @@ async def test_power_modal_defaults_to_cancel(engine, make_app) -> None:
         assert isinstance(app.screen, PowerScreen)
         assert isinstance(app.focused, Button) and app.focused.id == "cancel"
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.screen is app.fleet
+        await wait_until(pilot, lambda: app.screen is app.fleet)
         assert engine.calls == []
 
 
-async def test_power_offers_only_what_the_agents_can_do(make_engine, make_app) -> None:
+async def test_power_offers_only_what_the_agents_can_do(
+    make_engine: MakeEngine, make_app: MakeApp
+) -> None:
     engine = make_engine()
-    snap = engine.store.get("hv1/web-00")
+    snap = snapshot_of(engine.store, "hv1/web-00")
     info = snap.facts.info
+    assert info is not None
     disabled = tuple(
         dataclasses.replace(c, enabled=c.name != "guest-suspend-hybrid") for c in info.commands
     )
@@ -279,7 +295,7 @@ async def test_power_offers_only_what_the_agents_can_do(make_engine, make_app) -
 # -- read-only --------------------------------------------------------------------------------
 
 
-async def test_read_only_hides_every_action(make_engine, make_app) -> None:
+async def test_read_only_hides_every_action(make_engine: MakeEngine, make_app: MakeApp) -> None:
     engine = make_engine(read_only=True)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -308,7 +324,9 @@ async def test_read_only_hides_every_action(make_engine, make_app) -> None:
 
 
 @pytest.mark.parametrize("binding_key", ["F"])
-async def test_keys_rebind_from_settings(make_engine, make_app, binding_key: str) -> None:
+async def test_keys_rebind_from_settings(
+    make_engine: MakeEngine, make_app: MakeApp, binding_key: str
+) -> None:
     engine = make_engine(keys={"freeze": binding_key})
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -320,7 +338,9 @@ async def test_keys_rebind_from_settings(make_engine, make_app, binding_key: str
         assert isinstance(app.screen, ConfirmActionScreen)
 
 
-async def test_jump_to_vm_by_id_clears_a_hiding_filter(engine, make_app) -> None:
+async def test_jump_to_vm_by_id_clears_a_hiding_filter(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_filter("db")
@@ -334,13 +354,15 @@ async def test_jump_to_vm_by_id_clears_a_hiding_filter(engine, make_app) -> None
         assert not app.fleet.filter
 
 
-async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(engine, make_app) -> None:
+async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     """Textual starts an auto-pilot eagerly on Python 3.12+, before deferred focus
     changes land: a `p` typed at once must open Power, not go into the filter."""
     app = make_app(engine)
     seen: dict[str, object] = {}
 
-    async def first_keys(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def first_keys(pilot: Pilot[Any]) -> None:
         await pilot.press("p")
         await wait_until(pilot, lambda: app.screen is not app.fleet or app.fleet.filter.text)
         seen["screen"], seen["filter"] = app.screen, app.fleet.filter.text
@@ -351,7 +373,9 @@ async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(engine, ma
     assert seen["filter"] == ""
 
 
-async def test_the_fleet_screen_resumes_with_the_table_focused(engine, make_app) -> None:
+async def test_the_fleet_screen_resumes_with_the_table_focused(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     """Back from a dialog with nothing focused, keys go to the table, not the filter."""
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -367,11 +391,12 @@ async def test_the_fleet_screen_resumes_with_the_table_focused(engine, make_app)
         assert app.fleet.filter.text == ""
 
 
-async def test_help_lists_every_binding(engine, make_app) -> None:
+async def test_help_lists_every_binding(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert isinstance(app.screen, HelpScreen)
         text = app.screen._text().plain  # the whole help, not only what is on screen
         for desc in (
             "Filter",
@@ -390,10 +415,12 @@ async def test_help_lists_every_binding(engine, make_app) -> None:
             assert desc in text, desc
         assert "[freeze]" in text
         await pilot.press("escape")
-        assert app.screen is app.fleet
+        await wait_until(pilot, lambda: app.screen is app.fleet)
 
 
-async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
+async def test_clock_drives_last_seen(
+    engine: FakeEngine, make_app: MakeApp, clock: FakeClock
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         # Polled a second ago: fresh, one value until 10 s (not a rewrite every second).
@@ -413,7 +440,7 @@ async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
 
 
 async def test_a_narrow_terminal_drops_the_least_needed_columns_and_a_wide_one_restores_them(
-    make_engine, make_app
+    make_engine: MakeEngine, make_app: MakeApp
 ) -> None:
     engine = make_engine(300)
     app = make_app(engine)
@@ -435,7 +462,7 @@ async def test_a_narrow_terminal_drops_the_least_needed_columns_and_a_wide_one_r
         assert len(table.order) == len(engine.store)
         assert table.get_cell(vm, "hv").plain == vm.split("/")[0]
         # Live updates still reach the rebuilt table.
-        snap = engine.store.get(vm)
+        snap = snapshot_of(engine.store, vm)
         engine.store.update(vm, facts=dataclasses.replace(snap.facts, hostname="renamed"))
         await wait_until(pilot, lambda: table.get_cell(vm, "host").plain == "renamed")
 

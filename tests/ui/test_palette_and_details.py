@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pytest
 from textual.command import CommandPalette
 from textual.widgets import TabbedContent
 
@@ -12,11 +14,12 @@ from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.screens.modals import ConfirmActionScreen
 
-from .conftest import SIZE
+from .conftest import SIZE, MakeApp, snapshot_of
+from .fakes import FakeClock, FakeEngine
 from .screen import screen_text, wait_until
 
 
-async def test_palette_offers_context_actions(engine, make_app) -> None:
+async def test_palette_offers_context_actions(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_marks({s.id for s in engine.store.snapshots()[:12]})
@@ -30,7 +33,9 @@ async def test_palette_offers_context_actions(engine, make_app) -> None:
         assert "Details of hv1/web-00" in names
 
 
-async def test_palette_runs_an_action_through_its_confirmation(engine, make_app) -> None:
+async def test_palette_runs_an_action_through_its_confirmation(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_marks({"hv1/web-00", "hv2/db-04"})
@@ -41,11 +46,11 @@ async def test_palette_runs_an_action_through_its_confirmation(engine, make_app)
         await wait_until(pilot, lambda: "Freeze 2 marked VMs" in screen_text(app))
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
-        assert app.focused.id == "cancel"
+        assert app.focused is not None and app.focused.id == "cancel"
         assert engine.calls == []
 
 
-async def test_palette_jumps_to_a_vm_and_opens_files(engine, make_app) -> None:
+async def test_palette_jumps_to_a_vm_and_opens_files(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.jump_to("hv3/web-17")
@@ -57,7 +62,9 @@ async def test_palette_jumps_to_a_vm_and_opens_files(engine, make_app) -> None:
         assert isinstance(app.screen, FilesScreen) and app.screen.vm_id == "hv3/web-17"
 
 
-async def test_details_follow_the_store(engine, make_app, clock) -> None:
+async def test_details_follow_the_store(
+    engine: FakeEngine, make_app: MakeApp, clock: FakeClock
+) -> None:
     app = make_app(engine)
     engine.record_nic("hv1/web-00", [(0.0, 0, 0), (5.0, 5_000_000, 50_000)])
     async with app.run_test(size=SIZE) as pilot:
@@ -67,7 +74,7 @@ async def test_details_follow_the_store(engine, make_app, clock) -> None:
         screen = app.screen
         assert isinstance(screen, DetailScreen)
         assert "Hostname     web-00" in screen_text(app)
-        snap = engine.store.get("hv1/web-00")
+        snap = snapshot_of(engine.store, "hv1/web-00")
         engine.store.put(
             dataclasses.replace(snap, facts=dataclasses.replace(snap.facts, hostname="renamed"))
         )
@@ -84,7 +91,9 @@ async def test_details_follow_the_store(engine, make_app, clock) -> None:
         assert app.screen is app.fleet
 
 
-async def test_the_files_tab_opens_the_file_browser_and_comes_back(engine, make_app) -> None:
+async def test_the_files_tab_opens_the_file_browser_and_comes_back(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.table.move_to("hv1/web-00")
@@ -95,7 +104,7 @@ async def test_the_files_tab_opens_the_file_browser_and_comes_back(engine, make_
         assert isinstance(details, DetailScreen)
         await pilot.press("4")
         await wait_until(pilot, lambda: isinstance(app.screen, FilesScreen))
-        assert app.screen.vm_id == "hv1/web-00"
+        assert isinstance(app.screen, FilesScreen) and app.screen.vm_id == "hv1/web-00"
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is details)
         # Back on the tab that was open, not on an empty Files tab.
@@ -103,7 +112,7 @@ async def test_the_files_tab_opens_the_file_browser_and_comes_back(engine, make_
         assert "eth0  52:54:00:12:34:00" in screen_text(app)
 
 
-async def test_theme_switch_recolours_the_table(engine, make_app) -> None:
+async def test_theme_switch_recolours_the_table(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         before = app.fleet.table.get_cell("hv1/web-00", "agent").style
@@ -111,11 +120,11 @@ async def test_theme_switch_recolours_the_table(engine, make_app) -> None:
         await wait_until(
             pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "agent").style != before
         )
-        assert app.palette.ok.color is not None
+        assert app.palette.ok.color is not None and app.palette.ok.color.triplet is not None
         assert app.palette.ok.color.triplet.hex.lower() == "#1a7f37"
 
 
-async def test_unknown_theme_falls_back_and_says_so(engine, make_app) -> None:
+async def test_unknown_theme_falls_back_and_says_so(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine, theme="no-such-theme")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -123,7 +132,9 @@ async def test_unknown_theme_falls_back_and_says_so(engine, make_app) -> None:
         assert any("no-such-theme" in n.message for n in app._notifications)
 
 
-async def test_user_theme_from_the_config_folder(engine, make_app, tmp_path, monkeypatch) -> None:
+async def test_user_theme_from_the_config_folder(
+    engine: FakeEngine, make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "cfg" / "qgadash" / "themes"
     folder.mkdir(parents=True)
     (folder / "mine.toml").write_text(
@@ -134,10 +145,14 @@ async def test_user_theme_from_the_config_folder(engine, make_app, tmp_path, mon
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.theme == "mine"
-        assert app.palette.frozen.color.triplet.hex.lower() == "#00ff00"
+        frozen = app.palette.frozen.color
+        assert frozen is not None and frozen.triplet is not None
+        assert frozen.triplet.hex.lower() == "#00ff00"
 
 
-async def test_a_tab_chosen_while_the_details_open_is_kept(engine, make_app) -> None:
+async def test_a_tab_chosen_while_the_details_open_is_kept(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     """Textual's tabs settle on their first tab by a message after mount: a tab chosen
     before that (a key pressed as the screen opens) must not be undone by it."""
     app = make_app(engine)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.text import Text
 
-from qgadash.fleet.model import AgentState, FreezeState
+from qgadash.fleet.model import AgentState, FreezeState, VmSnapshot
 from qgadash.ui.file_view import LineBuffer, is_binary, join_path, local_name, parent_path
 from qgadash.ui.fleet_view import (
     COLUMNS,
@@ -87,7 +89,7 @@ def test_rendering_guest_text_emits_no_escape_sequences_of_its_own(s: str) -> No
 # -- filter, faults, sort ------------------------------------------------------------------------
 
 
-def fleet():  # type: ignore[no-untyped-def]
+def fleet() -> list[VmSnapshot]:
     return mixed_fleet(24)[0]
 
 
@@ -132,7 +134,8 @@ def test_sort_puts_missing_values_last_both_ways() -> None:
     assert up[-len(missing) :] == sorted(missing) == down[-len(missing) :]
     by_id = {s.id: s for s in snaps}
     values = [by_id[v].latency_ms for v in up[: -len(missing)]]
-    assert values == sorted(values)
+    present = [value for value in values if value is not None]
+    assert present == values and values == sorted(present)
 
 
 def test_every_column_renders_every_snapshot() -> None:
@@ -186,7 +189,7 @@ def test_header_says_what_is_wrong_in_words() -> None:
         (format_bytes, 32_100_000_000, "32.1 GB"),
     ],
 )
-def test_formats(fn, value, expected) -> None:  # type: ignore[no-untyped-def]
+def test_formats(fn: Callable[[Any], str], value: object, expected: str) -> None:
     assert fn(value) == expected
 
 
