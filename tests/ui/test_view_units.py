@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import filecmp
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +37,6 @@ from qgadash.ui.formatting import (
 from qgadash.ui.plain import plain, sanitize
 from qgadash.ui.screens.help import resolve_vm
 from qgadash.ui.themes import (
-    SHIPPED_THEME_DIR,
     ThemeError,
     load_theme_file,
     load_themes,
@@ -47,8 +45,6 @@ from qgadash.ui.themes import (
 from qgadash.ui.vm_view import nic_rates, overview_text
 
 from .fakes import NOW, hostile_snapshot, mixed_fleet
-
-REPO = Path(__file__).resolve().parents[2]
 
 # -- untrusted text -------------------------------------------------------------------------
 
@@ -263,14 +259,6 @@ def test_shipped_themes_load_with_our_variables() -> None:
         assert {"frozen", "stale"} <= set(theme.variables)
         palette = palette_from_variables({**theme.variables, "success": theme.success or ""})
         assert palette.frozen.color is not None
-
-
-def test_top_level_themes_folder_matches_the_packaged_one() -> None:
-    shipped = sorted(p.name for p in SHIPPED_THEME_DIR.glob("*.toml"))
-    top = sorted(p.name for p in (REPO / "themes").glob("*.toml"))
-    assert shipped == top
-    for name in shipped:
-        assert filecmp.cmp(SHIPPED_THEME_DIR / name, REPO / "themes" / name, shallow=False)
 
 
 def test_user_themes_override_and_bad_files_are_reported(tmp_path: Path) -> None:
