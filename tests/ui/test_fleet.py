@@ -14,10 +14,11 @@ from textual.pilot import Pilot
 from textual.widgets import Button
 
 from qgadash.fleet.model import AgentState
+from qgadash.ui.app import QgadashApp
 from qgadash.ui.screens.help import HelpScreen
-from qgadash.ui.screens.modals import ConfirmActionScreen, PowerScreen
+from qgadash.ui.screens.modals import ActionRunScreen, ConfirmActionScreen, PowerScreen
 
-from .conftest import SIZE, MakeApp, MakeEngine, snapshot_of
+from .conftest import SIZE, MakeApp, MakeEngine, MakeSimRig, linux_vms, snapshot_of
 from .fakes import NOW, FakeClock, FakeEngine
 from .screen import screen_text, wait_until
 
@@ -244,67 +245,61 @@ async def test_freeze_cannot_be_confirmed_before_the_dialog_names_the_keepers(
 # -- power ----------------------------------------------------------------------------------
 
 
-async def test_power_modal_defaults_to_cancel(engine: FakeEngine, make_app: MakeApp) -> None:
-    app = make_app(engine)
+async def test_power_modal_defaults_to_cancel(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00"))
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, rig.answering, timeout=30)
         await pilot.press("p")
-        await pilot.pause()
-        assert isinstance(app.screen, PowerScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, PowerScreen))
+        await wait_until(pilot, lambda: isinstance(app.focused, Button))
         assert isinstance(app.focused, Button) and app.focused.id == "cancel"
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.screen is app.fleet)
-        assert engine.calls == []
+        await app.workers.wait_for_complete()
+        assert not rig.agent("sim/web-00").powered_off
+        snap = snapshot_of(rig.engine.store, "sim/web-00")
+        assert snap.agent is AgentState.OK and snap.lifecycle is None
 
 
-async def test_power_offers_only_what_the_agents_can_do(
-    make_engine: MakeEngine, make_app: MakeApp
-) -> None:
-    engine = make_engine()
-    snap = snapshot_of(engine.store, "hv1/web-00")
-    info = snap.facts.info
-    assert info is not None
-    disabled = tuple(
-        dataclasses.replace(c, enabled=c.name != "guest-suspend-hybrid") for c in info.commands
-    )
-    engine.store.put(
-        dataclasses.replace(
-            snap,
-            facts=dataclasses.replace(
-                snap.facts, info=dataclasses.replace(info, commands=disabled)
-            ),
-        )
-    )
-    app = make_app(engine)
+async def test_power_offers_only_what_the_agents_can_do(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00", disabled=frozenset({"guest-suspend-hybrid"})))
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        app.fleet.table.move_to("hv1/web-00")
+        await wait_until(pilot, rig.answering, timeout=30)
+        app.fleet.table.move_to("sim/web-00")
         await pilot.press("p")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, PowerScreen))
         screen = app.screen
         assert screen.query_one("#power-hybrid").disabled
         assert not screen.query_one("#power-reboot").disabled
         assert "guest-suspend-hybrid is disabled by the guest's policy" in screen_text(app)
         await pilot.press("2")  # reboot
         await pilot.click("#confirm")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert engine.calls[-1] == ("shutdown", ("hv1/web-00",), {"mode": "reboot"})
-        assert "sent" in screen_text(app)
+        await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
+        run = app.screen
+        assert isinstance(run, ActionRunScreen)
+        await wait_until(pilot, lambda: run.finished, timeout=20)
+        assert [(r.vm_id, r.ok) for r in run.results] == [("sim/web-00", True)], run.results
+        # The engine remembers this session rebooted it (the row says so while it is away).
+        lifecycle = snapshot_of(rig.engine.store, "sim/web-00").lifecycle
+        assert lifecycle is not None and lifecycle.action == "reboot"
 
 
 # -- read-only --------------------------------------------------------------------------------
 
 
-async def test_read_only_hides_every_action(make_engine: MakeEngine, make_app: MakeApp) -> None:
-    engine = make_engine(read_only=True)
-    app = make_app(engine)
+async def test_read_only_hides_every_action(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00", "db-01"), read_only=True)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_until(pilot, rig.answering, timeout=30)
         text = screen_text(app)
         assert "READ-ONLY" in text
         footer = text.splitlines()[-1]
         for word in ("Freeze", "Thaw", "Power"):
             assert word not in footer
+        app.fleet.set_marks({"sim/web-00", "sim/db-01"})
         for key in ("f", "t", "p", "x"):
             await pilot.press(key)
             await pilot.pause()
@@ -314,10 +309,13 @@ async def test_read_only_hides_every_action(make_engine: MakeEngine, make_app: M
         names = [e.name for e in palette_entries(app)]
         assert names and not any(n.startswith(("Freeze", "Thaw", "Power")) for n in names)
         await pilot.press("question_mark")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         help_text = screen_text(app)
         assert "Freeze" not in help_text and "Power" not in help_text
-        assert engine.calls == []
+        await app.workers.wait_for_complete()
+        for name in ("web-00", "db-01"):  # nothing reached the guests
+            agent = rig.agent(f"sim/{name}")
+            assert not agent.powered_off and not agent.frozen
 
 
 # -- quitting ---------------------------------------------------------------------------------
