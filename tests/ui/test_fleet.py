@@ -194,12 +194,8 @@ async def test_hostile_hostname_is_shown_literally(
         assert "\x1b" not in text and "\u202e" not in text
         app.fleet.table.move_to("hv1/evil")
         await pilot.press("enter")
-        for _ in range(100):  # the detail screen renders a few frames later under load
-            await pilot.pause()
-            detail = screen_text(app)
-            if "red�evil" in detail:
-                break
-        assert "[bold]x[/]␛[31mred�evil" in detail
+        # The detail screen renders a few frames later under load.
+        await wait_until(pilot, lambda: "[bold]x[/]␛[31mred�evil" in screen_text(app))
 
 
 async def test_header_counts_states_and_names_down_hypervisors(
@@ -271,6 +267,7 @@ async def test_power_offers_only_what_the_agents_can_do(make_sim_rig: MakeSimRig
         await pilot.press("p")
         await wait_until(pilot, lambda: isinstance(app.screen, PowerScreen))
         screen = app.screen
+        await wait_until(pilot, lambda: bool(screen.query("#confirm")))  # composed
         assert screen.query_one("#power-hybrid").disabled
         assert not screen.query_one("#power-reboot").disabled
         assert "guest-suspend-hybrid is disabled by the guest's policy" in screen_text(app)
@@ -387,6 +384,9 @@ async def test_the_fleet_screen_resumes_with_the_table_focused(
         await wait_until(pilot, lambda: app.screen is not app.fleet)
         assert isinstance(app.screen, PowerScreen)
         assert app.fleet.filter.text == ""
+        # Composed before the test ends: an app torn down while the dialog mounts fails
+        # the dialog's on_mount (its buttons are gone), which fails the test under load.
+        await wait_until(pilot, lambda: bool(app.screen.query("#confirm")))
 
 
 async def test_help_lists_every_binding(engine: FakeEngine, make_app: MakeApp) -> None:

@@ -309,8 +309,12 @@ async def test_header_never_wraps_and_the_footer_always_has_help_and_quit(
 ) -> None:
     app = make_app(engine)
     async with app.run_test(size=size) as pilot:
-        await pilot.pause()
-        await pilot.pause(0.1)
+
+        def footer_drawn() -> bool:
+            last = screen_text(app).splitlines()[-1]
+            return "? Help" in last and "q Quit" in last
+
+        await wait_until(pilot, footer_drawn)  # the footer is laid out after the table
         lines = screen_text(app).splitlines()
         # One line of counts, one for the hypervisor that is down, then the filter bar.
         assert lines[0].startswith(" qgadash") and "❄ 4 frozen · next thaw 0:47" in lines[0]
