@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
         lags_scraped += lags
         scrapes += done
     quiet = await quiet_costs(engine, server, args.quiet)
-    renders = server.metrics.render.collect()[0].samples
+    renders = next(iter(server.metrics.render.collect())).samples
     render_sum = next(s.value for s in renders if s.name.endswith("_sum"))
     render_count = next(s.value for s in renders if s.name.endswith("_count"))
     rss_after = rss_mb()

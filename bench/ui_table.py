@@ -30,6 +30,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from rich.console import RenderableType
+from textual.pilot import Pilot
+from textual.screen import Screen
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -78,7 +83,7 @@ def changed_snapshot(snap: VmSnapshot, rng: random.Random, now: float) -> VmSnap
     )
 
 
-async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 60) -> None:
     end = time.perf_counter() + timeout
     while not condition():
         if time.perf_counter() > end:
@@ -158,7 +163,7 @@ async def bench_keys(n: int, presses: int, interval: float = 1.0) -> tuple[list[
                 frames: list[float] = []
                 display = app._display
 
-                def record(screen, renderable) -> None:  # type: ignore[no-untyped-def]
+                def record(screen: Screen[Any], renderable: RenderableType | None) -> None:
                     if renderable is not None:
                         frames.append(time.perf_counter())
                     display(screen, renderable)

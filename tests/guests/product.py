@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from qgadash.agent import replies
 from qgadash.fleet.config import load_config
@@ -91,12 +91,24 @@ def snap(engine: FleetEngine, guest: Guest) -> VmSnapshot:
     return snapshot
 
 
+@overload
 async def wait_for(
-    check: Callable[[], T | Awaitable[T]],
+    check: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.05
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    check: Callable[[], T], timeout: float, what: str, interval: float = 0.05
+) -> T: ...
+
+
+async def wait_for(
+    check: Callable[[], Any],
     timeout: float,
     what: str,
     interval: float = 0.05,
-) -> T:
+) -> Any:
     """Call `check` (sync or async) until it returns something truthy, or fail."""
     deadline = time.monotonic() + timeout
     last: Any = None

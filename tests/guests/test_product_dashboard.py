@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button, Input
 
 from qgadash.fleet.config import load_config
@@ -22,7 +25,9 @@ pytestmark = pytest.mark.guest
 SIZE = (160, 50)
 
 
-async def wait_until(pilot, condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(
+    pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 20.0
+) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not condition():
@@ -80,11 +85,13 @@ async def test_mark_freeze_countdown_and_thaw_two_real_guests(
                 assert await asyncio.to_thread(guest_freeze_status, guest) == "thawed"
             results = await confirm_and_run(pilot, app, "f", thaw_after="600")
             assert [r.ok for r in results] == [True, True], results
+
             # The table shows each guest frozen, with the countdown to its thaw deadline.
+            def fs_cell(vm: str) -> str:
+                return table.get_cell(vm, "fs").plain
+
             for vm in ids:
-                await wait_until(
-                    pilot, lambda vm=vm: table.get_cell(vm, "fs").plain.startswith("❄ ")
-                )
+                await wait_until(pilot, partial(lambda vm: fs_cell(vm).startswith("❄ "), vm))
                 assert ":" in table.get_cell(vm, "fs").plain  # m:ss left
             assert sorted(engine.frozen_by_us()) == sorted(ids)
             for guest in shared_guests:  # really frozen, by the guest's own agent
@@ -93,7 +100,7 @@ async def test_mark_freeze_countdown_and_thaw_two_real_guests(
             results = await confirm_and_run(pilot, app, "t")
             assert [r.ok for r in results] == [True, True], results
             for vm in ids:
-                await wait_until(pilot, lambda vm=vm: table.get_cell(vm, "fs").plain == "thawed")
+                await wait_until(pilot, partial(lambda vm: fs_cell(vm) == "thawed", vm))
                 snap = engine.store.get(vm)
                 assert snap is not None and snap.freeze is FreezeState.THAWED
             assert engine.frozen_by_us() == []

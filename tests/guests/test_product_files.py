@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,11 @@ from tests.guests.vm import Guest
 pytestmark = pytest.mark.guest
 
 DIR = "/data/product-files"
+
+
+def record(into: list[tuple[int, int | None]], done: int, total: int | None) -> None:
+    """A transfer's progress callback: each (done, total) it reports, in order."""
+    into.append((done, total))
 
 
 def _binary(size: int, seed: bytes) -> bytes:
@@ -65,7 +71,7 @@ async def test_read_write_list_files(tmp_path: Path, shared_guests: list[Guest])
                     vm,
                     local,
                     f"{DIR}/{name}",
-                    progress=lambda d, t, n=name: progress[n].append((d, t)),
+                    progress=partial(record, progress[name]),
                 )
                 assert written == len(data)
             big = payloads["big.bin"]

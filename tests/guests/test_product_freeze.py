@@ -97,7 +97,7 @@ async def test_freeze_blocks_a_write_until_thaw(tmp_path: Path, shared_guests: l
                 lambda: _exited(engine, guest, pid), 5.0, "the blocked write to finish after thaw"
             )
             assert time.monotonic() - thawed_at < 5.0
-            assert status.exitcode == 0, status
+            assert status is not None and status.exitcode == 0, status
             t0, t1 = (float(x) for x in status.stdout.split())
             assert t1 - t0 >= FROZEN_WINDOW * 0.7, f"write took {t1 - t0:.2f} s: it did not block"
 

@@ -138,6 +138,7 @@ async def test_sigkill_of_the_cli_the_local_keeper_ends_a_real_ext4_freeze(
                 return status if status.exited else None
 
             status = await wait_for(exited, 10, "the writer to finish after the thaw")
+            assert status is not None  # wait_for returns only a truthy answer
             out = status.stdout.decode(errors="replace")
             assert status.exitcode == 0, out
             lines = dict(line.split(" ", 1) for line in out.strip().splitlines())

@@ -6,9 +6,12 @@ QEMU; the suspended one is an ordinary row again once it wakes up."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button
 
 from qgadash.fleet.config import load_config
@@ -26,7 +29,9 @@ pytestmark = pytest.mark.guest
 SIZE = (160, 50)
 
 
-async def wait_until(pilot, condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(
+    pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 60.0
+) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not condition():
@@ -36,7 +41,7 @@ async def wait_until(pilot, condition, timeout: float = 60.0) -> None:  # type: 
         await pilot.pause(0.1)
 
 
-async def power(pilot, app: QgadashApp, vm: str, option_key: str) -> None:  # type: ignore[no-untyped-def]
+async def power(pilot: Pilot[Any], app: QgadashApp, vm: str, option_key: str) -> None:
     """Cursor on `vm`, p, the option by its digit, confirm (Cancel has the focus)."""
     app.fleet.table.move_to(vm)
     await pilot.press("p")
@@ -78,8 +83,8 @@ async def test_dashboard_rows_of_real_guests_shut_down_and_suspended(
         return agent
 
     async with app.run_test(size=SIZE) as pilot:
-        for vm in (vm_id(off), vm_id(sleeper)):
-            await wait_until(pilot, lambda vm=vm: agent_cell(vm) == "ok")
+        await wait_until(pilot, lambda: agent_cell(vm_id(off)) == "ok")
+        await wait_until(pilot, lambda: agent_cell(vm_id(sleeper)) == "ok")
         await power(pilot, app, vm_id(off), "1")  # power down
         await power(pilot, app, vm_id(sleeper), "4")  # suspend to RAM
         # QEMU's view first: one process ended, the other suspended.

@@ -198,12 +198,14 @@ def observe_suspend(guest: Guest, result: ActionResult, timeout: float = 90) -> 
     away, a failure must leave it running.
     """
     if result.ok is True:
+
+        def outcome() -> str:
+            if not guest.is_running():
+                return "exited"
+            return "suspended" if qmp_status(guest) == "suspended" else ""
+
         return wait_for_sync(
-            lambda: (
-                "exited"
-                if not guest.is_running()
-                else ("suspended" if qmp_status(guest) == "suspended" else None)
-            ),
+            outcome,
             timeout,
             f"{guest.name} suspended or gone after the product reported success",
             interval=0.1,

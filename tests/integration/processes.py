@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from qgadash.sim.fleet import assign_faults
 from qgadash.sim.profiles import Fault
@@ -122,7 +123,7 @@ class Process:
                 raise AssertionError(f"{self.argv[:4]} did not stop within {seconds:g} s") from None
         return self.process.returncode
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -24,9 +24,10 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -194,8 +195,14 @@ def agent_answers(path: Path, timeout: float = 2.0) -> bool:
         return False
 
 
+class MakeRealAgents(Protocol):
+    """The `real_agent_factory` fixture: `make(count, names=None)`."""
+
+    def __call__(self, count: int, names: list[str] | None = None) -> list[RealAgent]: ...
+
+
 @pytest.fixture
-def real_agent_factory() -> Iterator[Callable[..., list[RealAgent]]]:
+def real_agent_factory() -> Iterator[MakeRealAgents]:
     """`make(count, names=None)` starts agents in a fresh short directory; all stop at teardown."""
     started: list[RealAgent] = []
     directories: list[Path] = []

@@ -20,14 +20,14 @@ from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.live_stats import StatsSampler
 from qgadash.sim.agent import GuestAgent
 from qgadash.sim.profiles import make_profile
-from tests.integration.realagent import RealAgent
+from tests.integration.realagent import MakeRealAgents, RealAgent
 from tests.integration.test_real_agent import hosts_for
 
 pytestmark = pytest.mark.real_agent
 
 
 @pytest.fixture
-def agents(real_agent_factory) -> list[RealAgent]:  # type: ignore[no-untyped-def]
+def agents(real_agent_factory: MakeRealAgents) -> list[RealAgent]:
     started: list[RealAgent] = real_agent_factory(2, ["alpha", "beta"])
     return started
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.real_agent
 INTERVAL = 0.25
 
 
-async def wait_for(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(condition: Callable[[], object], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

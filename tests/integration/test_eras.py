@@ -26,8 +26,9 @@ from qgadash.agent.errors import AgentUnsupported
 from qgadash.agent.session import IdMode
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.model import AgentState, FreezeState
+from qgadash.fleet.model import AgentState, FreezeState, GuestFacts
 from qgadash.sim import Era, SimFleet, SimVm, era_profile
+from qgadash.transport.local import UnixEndpoint
 from tests.integration.realagent import RealAgent
 
 TIMEOUT = 2.0
@@ -50,6 +51,19 @@ async def eras(tmp_path: Path) -> AsyncIterator[SimFleet]:
     vms = [SimVm(NAMES[era], era_profile(era, i)) for i, era in enumerate(Era)]
     async with SimFleet(tmp_path / "sim", vms) as fleet:
         yield fleet
+
+
+def facts_of(engine: FleetEngine, era: Era) -> GuestFacts:
+    snap = engine.store.get(vm_id(era))
+    assert snap is not None, era
+    return snap.facts
+
+
+def taught_ids(engine: FleetEngine, era: Era) -> IdMode:
+    """What an era's agent taught its endpoint about request ids (a local socket here)."""
+    session = engine.session(vm_id(era))
+    assert session is not None and isinstance(session.endpoint, UnixEndpoint), era
+    return session.endpoint.traits.ids
 
 
 def engine_for(fleet: SimFleet, directory: Path, session: str) -> FleetEngine:
@@ -78,18 +92,20 @@ async def test_every_era_is_ok_with_the_facts_it_has(
             bad = {n: (s.agent, s.error) for n, s in snaps.items() if s.agent is not AgentState.OK}
             assert not bad
             assert all(s.freeze is FreezeState.THAWED for s in snaps.values())
-        f = {era: engine.store.get(vm_id(era)).facts for era in Era}  # type: ignore[union-attr]
-        assert f[Era.QGA_1_0].info is not None and f[Era.QGA_1_0].info.listed is False
-        assert f[Era.QGA_1_0].interfaces is None and f[Era.QGA_1_0].filesystems is None
-        assert f[Era.QGA_1_2].interfaces and all(i.stats is None for i in f[Era.QGA_1_2].interfaces)
-        assert f[Era.QGA_1_2].filesystems is None and f[Era.QGA_1_2].hostname is None
-        assert f[Era.QGA_2_5].filesystems and f[Era.QGA_2_5].filesystems[0].used_bytes is None
-        assert f[Era.QGA_2_5].os is None and f[Era.QGA_2_5].time_drift_s is not None
+        f = {era: facts_of(engine, era) for era in Era}
+        qga_1_0, qga_1_2, qga_2_5 = f[Era.QGA_1_0], f[Era.QGA_1_2], f[Era.QGA_2_5]
+        assert qga_1_0.info is not None and qga_1_0.info.listed is False
+        assert qga_1_0.interfaces is None and qga_1_0.filesystems is None
+        assert qga_1_2.interfaces and all(i.stats is None for i in qga_1_2.interfaces)
+        assert qga_1_2.filesystems is None and qga_1_2.hostname is None
+        assert qga_2_5.filesystems and qga_2_5.filesystems[0].used_bytes is None
+        assert qga_2_5.os is None and qga_2_5.time_drift_s is not None
         assert f[Era.QGA_7_2].hostname and f[Era.QGA_7_2].os and f[Era.QGA_7_2].load is None
         assert f[Era.QGA_10].load is not None
-        assert f[Era.WINDOWS].os is not None and f[Era.WINDOWS].os.id == "mswindows"
+        windows = f[Era.WINDOWS].os
+        assert windows is not None and windows.id == "mswindows"
         # What each agent taught its endpoint: ids only where they are echoed.
-        ids = {era: engine.session(vm_id(era)).endpoint.traits.ids for era in Era}  # type: ignore[union-attr]
+        ids = {era: taught_ids(engine, era) for era in Era}
         assert ids[Era.QGA_1_0] is ids[Era.QGA_1_2] is ids[Era.QGA_2_5] is IdMode.REFUSED
         assert ids[Era.QGA_7_2] is ids[Era.QGA_10] is ids[Era.WINDOWS] is IdMode.ECHOED
     finally:

@@ -20,8 +20,13 @@ from typing import Any
 
 import pytest
 
-from qgadash.agent.client import NoReplyOutcome
-from qgadash.agent.errors import AgentCommandError, AgentConnectionError, AgentTimeout
+from qgadash.agent.client import AgentCaller, NoReplyOutcome
+from qgadash.agent.errors import (
+    AgentCommandError,
+    AgentConnectionError,
+    AgentError,
+    AgentTimeout,
+)
 from qgadash.transport.base import HypervisorState
 from qgadash.transport.libvirt import LibvirtHypervisor, command_output, libvirt_error
 from tests.guests.image import GuestImage
@@ -73,7 +78,7 @@ def domains(libvirtd: Libvirtd, guest_image: GuestImage) -> Iterator[Domains]:
             list(pool.map(libvirtd.destroy, created))
 
 
-async def connected(hv: LibvirtHypervisor, name: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+async def connected(hv: LibvirtHypervisor, name: str, timeout: float = 5.0) -> AgentCaller:
     found = {agent.name: agent.address for agent in await hv.discover([])}
     return await hv.endpoint(found[name]).connect(timeout)
 
@@ -103,6 +108,7 @@ async def test_status_calls_through_libvirt(domains: Domains) -> None:
             c["name"] == "guest-ping" for c in info["supported_commands"]
         )
         assert fsfreeze == "thawed"
+        assert not isinstance(interfaces, AgentError), interfaces
         addresses = {a["ip-address"] for nic in interfaces for a in nic.get("ip-addresses", [])}
         assert "10.0.2.21" in addresses
         assert (await caller.call("guest-get-host-name", timeout=5))["host-name"] == "lv-web"

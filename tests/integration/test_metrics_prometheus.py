@@ -134,8 +134,14 @@ def test_the_shipped_alert_rules_fire_for_the_frozen_and_the_silent(
         "QgadashGuestFrozen": sim.vm_ids("frozen"),
         "QgadashAgentDown": sim.vm_ids("silent"),
     }
+
+    def all_pending() -> dict[str, set[str]]:
+        """The pending alerts once every expected one is there (nothing until then)."""
+        found = pending()
+        return found if all(found.get(k) == v for k, v in expected.items()) else {}
+
     alerts = prometheus.wait(
-        lambda: (p := pending()) and all(p.get(k) == v for k, v in expected.items()) and p,
+        all_pending,
         "frozen and agent-down alerts (pending: their `for` is minutes)",
         SETTLE,
     )
@@ -201,8 +207,10 @@ async def test_the_estate_view_shows_every_vm_prometheus_has_read_only(
 
     silent, frozen = sim.vm_ids("silent"), sim.vm_ids("frozen")
     prometheus.wait(
-        lambda: prometheus.labels_of("qgadash_fsfreeze_frozen == 1", "vm") == frozen
-        and prometheus.labels_of("qgadash_agent_up == 0", "vm") == silent,
+        lambda: (
+            prometheus.labels_of("qgadash_fsfreeze_frozen == 1", "vm") == frozen
+            and prometheus.labels_of("qgadash_agent_up == 0", "vm") == silent
+        ),
         "the fleet's states in Prometheus",
         SETTLE,
     )

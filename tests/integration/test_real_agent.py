@@ -14,7 +14,7 @@ from qgadash.fleet.actions import Action
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, FreezeState
-from tests.integration.realagent import RealAgent
+from tests.integration.realagent import MakeRealAgents, RealAgent
 
 pytestmark = pytest.mark.real_agent
 
@@ -30,7 +30,7 @@ def hosts_for(tmp: Path, agents: list[RealAgent], extra: str = "") -> Path:
 
 
 @pytest.fixture
-def three_agents(real_agent_factory) -> list[RealAgent]:  # type: ignore[no-untyped-def]
+def three_agents(real_agent_factory: MakeRealAgents) -> list[RealAgent]:
     return real_agent_factory(3, ["alpha", "beta", "gamma"])
 
 

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 from qgadash.agent.errors import AgentConnectionError, AgentTimeout
@@ -252,7 +253,9 @@ async def test_probe_names_what_is_missing(sshd: SshServer) -> None:
         runs = 0
         real_run = hv.connection.run
 
-        async def counting_run(command: str, timeout: float = TIMEOUT):  # type: ignore[no-untyped-def]
+        async def counting_run(
+            command: str, timeout: float = TIMEOUT
+        ) -> asyncssh.SSHCompletedProcess:
             nonlocal runs
             runs += 1
             return await real_run(command, timeout)
@@ -282,9 +285,10 @@ async def test_an_arm_whose_answer_is_lost_is_disarmed(sshd: SshServer, armed: A
     token = armed.add(marker_dir(0), new_token())
     real_run = hv.connection.run
 
-    async def answer_lost(command: str, timeout: float = TIMEOUT):  # type: ignore[no-untyped-def]
+    async def answer_lost(command: str, timeout: float = TIMEOUT) -> asyncssh.SSHCompletedProcess:
         result = await real_run(command, timeout)
-        if "armed nohup" in result.stdout.decode():
+        assert isinstance(result.stdout, bytes)  # the connection's run collects bytes
+        if b"armed nohup" in result.stdout:
             raise AgentTimeout("hv1: a command on 127.0.0.1 took over 15 s")
         return result
 
@@ -505,7 +509,7 @@ async def test_libvirt_keeper_thaws_a_real_guest_with_domfsthaw(
         assert await keeper.arm(domain, token, 3, TIMEOUT) == "nohup"
 
         async def thawed() -> bool:
-            return await caller.call("guest-fsfreeze-status", timeout=10) == "thawed"
+            return bool(await caller.call("guest-fsfreeze-status", timeout=10) == "thawed")
 
         assert not await thawed()
         await wait_for_async(thawed, 3 + SLACK + 10, "virsh domfsthaw by the keeper")

@@ -21,7 +21,7 @@ from qgadash.fleet.loadavg import FROM_AGENT, LOADAVG_PATH, status_loads
 from qgadash.fleet.report import status_document
 from qgadash.sim import SimFleet, SimVm
 from qgadash.sim.profiles import Era, era_profile
-from tests.integration.realagent import RealAgent
+from tests.integration.realagent import MakeRealAgents, RealAgent
 from tests.integration.test_real_agent import hosts_for
 
 
@@ -103,7 +103,7 @@ async def test_status_load_for_every_era(tmp_path: Path, read_only: bool) -> Non
 @pytest.mark.real_agent
 async def test_status_load_from_the_real_agent_7_2(
     tmp_path: Path,
-    real_agent_factory,  # type: ignore[no-untyped-def]
+    real_agent_factory: MakeRealAgents,
 ) -> None:
     """The real qemu-ga 7.2 (no guest-get-load) reads this machine's /proc/loadavg."""
     agents: list[RealAgent] = real_agent_factory(1, ["alpha"])

@@ -13,13 +13,13 @@ import pytest
 from qgadash.agent.client import AgentClient
 from qgadash.agent.errors import AgentTimeout
 from qgadash.transport.local import UnixEndpoint
-from tests.integration.realagent import RealAgent
+from tests.integration.realagent import MakeRealAgents, RealAgent
 
 POLL = [("guest-info", None), ("guest-fsfreeze-status", None), ("guest-get-host-name", None)]
 
 
 @pytest.fixture
-def agent(real_agent_factory) -> RealAgent:  # type: ignore[no-untyped-def]
+def agent(real_agent_factory: MakeRealAgents) -> RealAgent:
     return real_agent_factory(1, ["solo"])[0]
 
 

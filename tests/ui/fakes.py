@@ -1,8 +1,7 @@
-"""An in-memory engine and deterministic fleets for UI tests, snapshots and benchmarks.
-
-`FakeEngine` implements the part of `FleetEngine` the dashboard uses (see
-`qgadash.ui.engine_api.Engine`) on a real `FleetStore`; actions change the store the
-way the real engine does (freeze sets FROZEN and a thaw deadline, thaw clears it).
+"""Deterministic fleets for UI tests, snapshots and benchmarks, and `FakeEngine`: the
+part of `FleetEngine` the dashboard reads (`qgadash.ui.engine_api.Engine`) over a real
+`FleetStore` holding them. It runs no action; see its docstring for which tests need
+it and why.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from qgadash.agent.replies import (
 from qgadash.fleet.actions import Action, ActionPlan, ReadOnlyError, make_plan
 from qgadash.fleet.admin import GuestAdmin
 from qgadash.fleet.config import Settings
-from qgadash.fleet.files import DirEntry, DirListing, FileSlice, ListingUnavailable
+from qgadash.fleet.files import DirListing, FileSlice, ListingUnavailable
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.keeping import Settled
 from qgadash.fleet.model import (
@@ -184,7 +183,7 @@ def mixed_fleet(n: int = 24) -> tuple[list[VmSnapshot], list[HypervisorStatus]]:
         hv = hvs[i % 3] if i < n - 2 else "hv1"
         kind = i % 12
         name = f"web-{i:02d}" if kind not in (4, 9) else f"db-{i:02d}"
-        tags = ("prod", "web") if name.startswith("web") else ("prod", "db")
+        tags: tuple[str, ...] = ("prod", "web") if name.startswith("web") else ("prod", "db")
         if i % 5 == 0:
             tags = ("lab",)
         ref = VmRef(hv, name, f"unix:/run/qga/{name}.sock", tags)
@@ -278,62 +277,32 @@ def big_fleet(n: int) -> list[VmSnapshot]:
     return out
 
 
-class FakeFiles:
-    def __init__(self, engine: FakeEngine) -> None:
-        self.engine = engine
-        self.tree: dict[str, dict[str, bytes]] = {}  # vm id -> path -> content
-        self.delay = 0.0
-        self.uploads: list[tuple[str, str, bytes]] = []
+class NoActions(AssertionError):
+    """A FakeEngine was asked to act: that is the real engine's job in these tests."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"FakeEngine runs no {what}: test it on the real engine with simulated guests "
+            "(make_sim_rig in tests/ui/conftest.py)"
+        )
+
+
+class NoFiles:
+    """The files pane's engine side, absent: file tests run on the real engine."""
 
     def can_list(self, vm_id: str) -> str | None:
-        snap = self.engine.store.get(vm_id)
-        if snap is None:
-            return "no such VM"
-        if snap.agent is not AgentState.OK:
-            return f"the agent is {snap.agent.value}"
-        info = snap.facts.info
-        if info is not None and not info.enabled("guest-exec"):
-            return "guest-exec is disabled by the guest's policy: open a file by path"
-        return None
-
-    def _files(self, vm_id: str) -> dict[str, bytes]:
-        return self.tree.setdefault(vm_id, {})
+        return "the fake engine has no guest files"
 
     async def list_dir(self, vm_id: str, path: str) -> DirListing:
-        reason = self.can_list(vm_id)
-        if reason:
-            raise ListingUnavailable(reason)
-        await asyncio.sleep(self.delay)
-        prefix = path.rstrip("/") + "/"
-        entries: dict[str, DirEntry] = {}
-        for p, data in self._files(vm_id).items():
-            if not p.startswith(prefix):
-                continue
-            rest = p[len(prefix) :]
-            head, _, tail = rest.partition("/")
-            if tail:
-                entries[head] = DirEntry(head, "dir", None, NOW - 600)
-            else:
-                entries[head] = DirEntry(head, "file", len(data), NOW - 60)
-        ordered = sorted(entries.values(), key=lambda e: (e.kind != "dir", e.name))
-        return DirListing(vm_id, path, tuple(ordered), "guest-exec")
+        raise ListingUnavailable(self.can_list(vm_id) or "")
 
     async def read(
         self, vm_id: str, path: str, *, offset: int = 0, max_bytes: int = 1 << 20
     ) -> FileSlice:
-        await asyncio.sleep(self.delay)
-        data = self._files(vm_id).get(path)
-        if data is None:
-            raise OSError(f"{path}: No such file or directory")
-        piece = data[offset : offset + max_bytes]
-        return FileSlice(piece, offset, offset + len(piece) >= len(data), len(data))
+        raise NoActions("file reads")
 
     async def tail(self, vm_id: str, path: str, *, max_bytes: int = 64 * 1024) -> FileSlice:
-        data = self._files(vm_id).get(path)
-        if data is None:
-            raise OSError(f"{path}: No such file or directory")
-        start = max(0, len(data) - max_bytes)
-        return FileSlice(data[start:], start, True, len(data))
+        raise NoActions("file reads")
 
     async def download(
         self,
@@ -344,18 +313,7 @@ class FakeFiles:
         progress: Callable[[int, int | None], None] | None = None,
         overwrite: bool = False,
     ) -> int:
-        if local.exists() and not overwrite:
-            raise FileExistsError(f"{local}: exists (not replaced)")
-        data = self._files(vm_id)[path]
-        done = 0
-        with local.open("wb") as out:
-            for i in range(0, len(data), 4096):
-                await asyncio.sleep(self.delay)
-                out.write(data[i : i + 4096])
-                done += len(data[i : i + 4096])
-                if progress:
-                    progress(done, len(data))
-        return done
+        raise NoActions("downloads")
 
     async def upload(
         self,
@@ -365,17 +323,30 @@ class FakeFiles:
         *,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> int:
-        data = local.read_bytes()
-        await asyncio.sleep(self.delay)
-        self._files(vm_id)[path] = data
-        self.uploads.append((vm_id, path, data))
-        if progress:
-            progress(len(data), len(data))
-        return len(data)
+        raise NoActions("uploads")
 
 
 class FakeEngine:
-    """The dashboard's view of FleetEngine, in memory."""
+    """The dashboard's view of FleetEngine on a fixed store, for what no engine can show.
+
+    It polls nothing and runs nothing: every action (freeze, thaw, power, exec, fstrim,
+    raw commands, files) is recorded in `calls` and raises `NoActions`; agent sessions
+    (the admin verbs, the details' live stats) fail as if the agent were down.
+    What it can do that a real engine cannot, and the tests that need it:
+    - a fleet in every state at once, fixed to the second (`mixed_fleet`: timeouts,
+      unreachable, errors, pending, holds with deadlines, failed thaws, a hypervisor
+      whose host key changed, hostile text) under a fixed clock: the snapshot SVGs
+      (test_snapshots.py), the filter, sort, marks, keys, help, header and theme tests
+      (test_fleet.py, test_operator_screen.py, test_palette_and_details.py' theme and
+      tab tests) and the terminal byte counts (test_terminal_bytes.py);
+    - a keeper check held open until the test lets it answer (`keeper_gate`), and a
+      hypervisor that cannot arm one (`no_keeper`): the freeze dialog's wait
+      (test_fleet.py) and its snapshot;
+    - thousands of VMs without sockets: bench/ui_table.py's render benchmark.
+    Engine behaviour (actions, files, polls, quitting with holds) is tested on the real
+    engine with simulated guests: test_*_on_engine.py, test_files*.py, test_fleet.py's
+    power and read-only tests, test_palette_and_details.py, test_with_simulator.py.
+    """
 
     def __init__(
         self,
@@ -387,54 +358,48 @@ class FakeEngine:
     ) -> None:
         self.store = FleetStore()
         self.settings = settings or Settings()
-        self.files = FakeFiles(self)
-        self.admin = GuestAdmin(self)  # its verbs reach no agent here: see with_agent
+        self.files = NoFiles()
+        self.admin = GuestAdmin(self)  # its verbs reach with_agent, which refuses
         self.clock = clock or FakeClock()
-        self.calls: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
-        self.started = False
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.polled_stats = (False, False)  # what poll_stats was last told
-        self.stopped = 0
-        self.action_delay = 0.0
-        self.fail: dict[str, str] = {}  # vm id -> error for any action
-        self._owned: set[str] = set()
         self.keeper_kinds: dict[str, str] = {}  # vm id -> keeper kind of its hold
         self.no_keeper: dict[str, str] = {}  # vm id -> why no keeper can be armed
         self.keeper_gate: asyncio.Event | None = None  # keepers() answers once it is set
-        self._pending: list[VmSnapshot] = list(snapshots)
         for snap in snapshots:
             self.store.put(snap)
-            if snap.thaw_deadline is not None or snap.thaw_error is not None:
-                self._owned.add(snap.id)
         for hv in hypervisors:
             self.store.set_hypervisor(hv)
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- what the dashboard reads -----------------------------------------------------------
 
     async def start(self) -> None:
-        self.started = True
+        pass
 
     async def settle_journal(self) -> list[Settled]:
         return []
 
     async def stop(self, reason: str = "quit", budget: float = 0.0) -> list[ActionResult]:
-        self.stopped += 1
-        self.calls.append(("stop", tuple(sorted(self._owned)), {}))
-        results = [await self._thaw_one(vm_id) for vm_id in sorted(self._owned)]
-        return results
+        """Nothing to thaw: the holds shown are data (quitting with holds: the real engine)."""
+        return []
+
+    def _held(self) -> list[VmSnapshot]:
+        """This session's holds, as the fixed fleet shows them: a deadline or a failed thaw."""
+        return [
+            s
+            for s in self.store.snapshots()
+            if s.thaw_deadline is not None or s.thaw_error is not None
+        ]
 
     def frozen_by_us(self) -> list[str]:
-        return sorted(self._owned)
+        return sorted(s.id for s in self._held())
 
     def holds(self) -> list[Hold]:
-        """The holds behind `frozen_by_us`, from the snapshots (keeper: `keeper_kinds`)."""
         out = []
-        for vm_id in sorted(self._owned):
-            snap = self.store.get(vm_id)
-            deadline = snap.thaw_deadline if snap else None
-            keeper = self.keeper_kinds.get(vm_id, "local" if deadline is not None else "none")
-            out.append(
-                Hold(vm_id, deadline, keeper=keeper, error=snap.thaw_error if snap else None)
-            )
+        for snap in sorted(self._held(), key=lambda s: s.id):
+            deadline = snap.thaw_deadline
+            keeper = self.keeper_kinds.get(snap.id, "local" if deadline is not None else "none")
+            out.append(Hold(snap.id, deadline, keeper=keeper, error=snap.thaw_error))
         return out
 
     def is_local(self, vm_id: str) -> bool:
@@ -450,27 +415,31 @@ class FakeEngine:
         return {vm_id: self.no_keeper.get(vm_id) for vm_id in vm_ids}
 
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
-        return make_plan(action, [(v, self.store.get(v)) for v in vm_ids], self._owned)
+        return make_plan(action, [(v, self.store.get(v)) for v in vm_ids], set(self.frozen_by_us()))
 
     def poll_stats(self, *, cpu: bool, disks: bool) -> None:
         self.polled_stats = (cpu, disks)
 
-    def dismiss_thaw_error(self, vm_id: str) -> None:
-        self.calls.append(("dismiss", (vm_id,), {}))
-        self._owned.discard(vm_id)
-        self.store.update(vm_id, thaw_error=None, thaw_deadline=None)
+    # -- what it refuses ---------------------------------------------------------------------
 
-    # -- actions ---------------------------------------------------------------------------
+    def _refuse(self, what: str, vm_ids: Sequence[str]) -> NoActions:
+        self.calls.append((what, tuple(vm_ids)))
+        return NoActions(what)
 
-    def _check(self) -> None:
+    def check_writable(self) -> None:
         if self.settings.read_only:
             raise ReadOnlyError("read-only mode: actions are off")
 
-    # What GuestAdmin needs (the admin verbs are tested on the real engine, not here).
-    check_writable = _check
-    action_timeout = 1.0
+    action_timeout = 1.0  # what GuestAdmin reads
+
+    def dismiss_thaw_error(self, vm_id: str) -> None:
+        """Forget a failed thaw (this process's record only, as the engine does)."""
+        self.calls.append(("dismiss", (vm_id,)))
+        self.store.update(vm_id, thaw_error=None, thaw_deadline=None)
 
     async def with_agent(self, vm_id: str, work: Callable[[Any], Awaitable[T]]) -> T:
+        """No agent to reach, as for a VM whose agent is down: the details' live stats
+        (sampled through here) say so instead of failing the screen."""
         raise AgentConnectionError(f"{vm_id}: the fake engine has no agents")
 
     async def run_bulk(
@@ -481,38 +450,7 @@ class FakeEngine:
         one: Callable[[str], Awaitable[Any]],
         progress: Callable[[ActionResult], None] | None,
     ) -> list[ActionResult]:
-        results = []
-        for vm_id in vm_ids:
-            try:
-                result = ActionResult(vm_id, True, await one(vm_id), None, 1.0)
-            except AgentConnectionError as exc:
-                result = ActionResult(vm_id, False, None, str(exc), 1.0)
-            if progress:
-                progress(result)
-            results.append(result)
-        return results
-
-    async def _each(
-        self,
-        name: str,
-        vm_ids: Sequence[str],
-        kwargs: dict[str, Any],
-        one: Callable[[str], Any],
-        progress: Callable[[ActionResult], None] | None,
-    ) -> list[ActionResult]:
-        self._check()
-        self.calls.append((name, tuple(vm_ids), kwargs))
-        results = []
-        for vm_id in vm_ids:
-            await asyncio.sleep(self.action_delay)
-            if vm_id in self.fail:
-                result = ActionResult(vm_id, False, None, self.fail[vm_id], 1.0)
-            else:
-                result = ActionResult(vm_id, True, one(vm_id), None, 1.0)
-            if progress:
-                progress(result)
-            results.append(result)
-        return results
+        raise self._refuse(action, vm_ids)
 
     async def freeze(
         self,
@@ -522,42 +460,12 @@ class FakeEngine:
         thaw_after: float | None = None,
         progress: Callable[[ActionResult], None] | None = None,
     ) -> list[ActionResult]:
-        after = self.settings.thaw_after if thaw_after is None else thaw_after
-
-        def one(vm_id: str) -> int:
-            deadline = self.clock() + after if after > 0 else None
-            if deadline is not None:
-                self._owned.add(vm_id)
-            self.store.update(vm_id, freeze=FreezeState.FROZEN, thaw_deadline=deadline)
-            return 2
-
-        return await self._each("freeze", vm_ids, {"thaw_after": thaw_after}, one, progress)
-
-    async def _thaw_one(self, vm_id: str) -> ActionResult:
-        if vm_id in self.fail:
-            self.store.update(vm_id, thaw_error=self.fail[vm_id])
-            return ActionResult(vm_id, False, None, self.fail[vm_id], 1.0)
-        self._owned.discard(vm_id)
-        self.store.update(vm_id, freeze=FreezeState.THAWED, thaw_deadline=None, thaw_error=None)
-        return ActionResult(vm_id, True, 2, None, 1.0)
+        raise self._refuse("freeze", vm_ids)
 
     async def thaw(
         self, vm_ids: Sequence[str], *, progress: Callable[[ActionResult], None] | None = None
     ) -> list[ActionResult]:
-        def one(vm_id: str) -> int:
-            self._owned.discard(vm_id)
-            self.store.update(vm_id, freeze=FreezeState.THAWED, thaw_deadline=None, thaw_error=None)
-            return 2
-
-        return await self._each("thaw", vm_ids, {}, one, progress)
-
-    async def thaw_due(self) -> None:
-        """What the freeze guard does at a deadline: thaw every VM whose deadline passed."""
-        now = self.clock()
-        for vm_id in list(self._owned):
-            snap = self.store.get(vm_id)
-            if snap and snap.thaw_deadline is not None and snap.thaw_deadline <= now:
-                await self._thaw_one(vm_id)
+        raise self._refuse("thaw", vm_ids)
 
     async def shutdown(
         self,
@@ -566,7 +474,7 @@ class FakeEngine:
         mode: str = "powerdown",
         progress: Callable[[ActionResult], None] | None = None,
     ) -> list[ActionResult]:
-        return await self._each("shutdown", vm_ids, {"mode": mode}, lambda _: "sent", progress)
+        raise self._refuse("shutdown", vm_ids)
 
     async def suspend(
         self,
@@ -575,7 +483,7 @@ class FakeEngine:
         kind: str,
         progress: Callable[[ActionResult], None] | None = None,
     ) -> list[ActionResult]:
-        return await self._each("suspend", vm_ids, {"kind": kind}, lambda _: "sent", progress)
+        raise self._refuse("suspend", vm_ids)
 
     async def fstrim(
         self,
@@ -584,8 +492,7 @@ class FakeEngine:
         minimum: int | None = None,
         progress: Callable[[ActionResult], None] | None = None,
     ) -> list[ActionResult]:
-        trimmed = [{"path": "/", "trimmed": 1 << 20, "minimum": 0, "error": None}]
-        return await self._each("fstrim", vm_ids, {"minimum": minimum}, lambda _: trimmed, progress)
+        raise self._refuse("fstrim", vm_ids)
 
     async def exec(
         self,
@@ -595,37 +502,22 @@ class FakeEngine:
         timeout: float | None = None,
         progress: Callable[[ActionResult], None] | None = None,
     ) -> list[ActionResult]:
-        def one(vm_id: str) -> dict[str, Any]:
-            out = f"{' '.join(argv)} on {vm_id}\n"
-            return {
-                "exitcode": 0,
-                "signal": None,
-                "stdout": out,
-                "stderr": "",
-                "stdout_truncated": False,
-                "stderr_truncated": False,
-            }
-
-        return await self._each("exec", vm_ids, {"argv": list(argv)}, one, progress)
+        raise self._refuse("exec", vm_ids)
 
     async def agent_command(
         self, vm_id: str, name: str, args: dict[str, Any] | None
     ) -> ActionResult:
-        self.calls.append(("agent", (vm_id,), {"name": name, "args": args}))
-        return ActionResult(vm_id, True, {"name": name}, None, 1.0)
+        raise self._refuse(f"raw command {name}", [vm_id])
 
     async def forget(self, vm_id: str) -> bool:
-        snap = self.store.get(vm_id)
-        if snap is None or snap.lifecycle is None:
-            return False
-        self.store.remove(vm_id)
-        return True
+        raise self._refuse("forget", [vm_id])
 
     # -- test helpers ----------------------------------------------------------------------
 
     def record_nic(
         self, vm_id: str, samples: Sequence[tuple[float, int, int]], iface: str = "eth0"
     ) -> None:
+        """NIC counters as polls would have recorded them (the detail tab's rates)."""
         self.store.record_nic_counters(
             vm_id, [(iface, CounterSample(at, rx, tx)) for at, rx, tx in samples]
         )

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from textual.app import App
+from textual.pilot import Pilot
 
-def screen_text(app: Any) -> str:
+
+def screen_text(app: App[Any]) -> str:
     """Every line of the current screen (modals included) as plain text."""
     strips = app.screen._compositor.render_strips()
     return "\n".join(strip.text for strip in strips)
 
 
-async def wait_until(pilot: Any, condition: Any, timeout: float = 10.0) -> None:
+async def wait_until(
+    pilot: Pilot[Any], condition: Callable[[], object], timeout: float = 10.0
+) -> None:
     """Let the app run until `condition()` holds (timers fire late on a busy machine)."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not condition():

@@ -1,65 +1,70 @@
 """The files pane's fixes (issues 13 and 14): never saving over a local file without a
 yes, the listing after an upload, what a listing left out, `r` for the folder, follow
-on the file under the cursor, a frozen guest, and the details' Files tab."""
+on the file under the cursor, a frozen guest, and the details' Files tab; on the real
+engine with simulated guests (test_files.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from textual.widgets import Button, DataTable, Input, Static
+from textual.pilot import Pilot
+from textual.widgets import Button, DataTable, Input, Static, TabbedContent
 
 from qgadash.fleet.files import DirEntry, DirListing
 from qgadash.fleet.model import FreezeState
+from qgadash.ui.app import QgadashApp
 from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen, PromptScreen
 from qgadash.ui.screens.modals import MessageScreen
 
-from .conftest import SIZE
-from .fakes import FakeEngine, agent_info
+from .conftest import SIZE, MakeSimRig, snapshot_of
 from .screen import screen_text, wait_until
-from .test_files import open_files, seed
+from .test_files import (
+    LINUX,
+    LOG,
+    WINDOWS,
+    answering,
+    append_in_guest,
+    names_in,
+    open_files,
+    read_in_guest,
+    seeded,
+)
 
 
 @pytest.fixture
-def in_tmp(tmp_path: Path) -> Path:
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Downloads are offered in the current directory: a fresh one per test."""
-    here = Path.cwd()
-    os.chdir(tmp_path)
-    yield tmp_path  # type: ignore[misc]
-    os.chdir(here)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
-def names_in(screen: FilesScreen) -> list[str]:
-    table = screen.query_one("#files-list", DataTable)
-    return [table.get_row_at(i)[0].plain for i in range(table.row_count)]
-
-
-async def listed(app, pilot, screen: FilesScreen, path: str) -> None:  # type: ignore[no-untyped-def]
+async def listed(pilot: Pilot[Any], screen: FilesScreen, path: str, name: str) -> None:
+    """List `path` and wait until its listing, which holds `name`, is shown."""
     screen.list_dir(path)
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await wait_until(pilot, lambda: screen.cwd == path and name in names_in(screen))
 
 
 async def test_save_as_never_offers_an_existing_name_and_asks_before_replacing(
-    engine: FakeEngine, make_app, in_tmp: Path
+    make_sim_rig: MakeSimRig, in_tmp: Path
 ) -> None:
-    seed(engine)
-    (in_tmp / "messages").write_text("mine\n")
-    app = make_app(engine)
+    rig = await seeded(make_sim_rig)
+    (in_tmp / "app.log").write_text("mine\n")
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_files(app, pilot, "hv1/web-00")
-        await listed(app, pilot, screen, "/var/log")
+        await answering(pilot, rig)
+        screen = await open_files(app, pilot, LINUX)
+        await listed(pilot, screen, "/var/log", "app.log")
         table = screen.query_one("#files-list", DataTable)
-        table.move_cursor(row=names_in(screen).index("messages"))
+        table.move_cursor(row=names_in(screen).index("app.log"))
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
         field = app.screen.query_one("#local", Input)
-        assert field.value == str(in_tmp / "messages-1")  # not the file that is there
+        assert field.value == str(in_tmp / "app-1.log")  # not the file that is there
         # The operator types the existing name anyway: asked, Cancel first, kept.
-        field.value = str(in_tmp / "messages")
+        field.value = str(in_tmp / "app.log")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, MessageScreen))
         assert "exists. Replace it" in screen_text(app)
@@ -67,28 +72,29 @@ async def test_save_as_never_offers_an_existing_name_and_asks_before_replacing(
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.screen is screen)
         await app.workers.wait_for_complete()
-        assert (in_tmp / "messages").read_text() == "mine\n"
+        assert (in_tmp / "app.log").read_text() == "mine\n"
         # Again, and Replace: only now is it written over (overwrite asked of the engine).
         await pilot.press("d")
         await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
-        app.screen.query_one("#local", Input).value = str(in_tmp / "messages")
+        app.screen.query_one("#local", Input).value = str(in_tmp / "app.log")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, MessageScreen))
         await pilot.click("#confirm")
-        await wait_until(pilot, lambda: (in_tmp / "messages").read_bytes().startswith(b"Nov"))
+        await wait_until(pilot, lambda: (in_tmp / "app.log").read_bytes() == LOG)
 
 
 async def test_the_listing_is_read_again_after_an_upload(
-    engine: FakeEngine, make_app, tmp_path: Path
+    make_sim_rig: MakeSimRig, tmp_path: Path
 ) -> None:
-    seed(engine)
-    local = tmp_path / "motd"
+    rig = await seeded(make_sim_rig)
+    local = tmp_path / "greeting"
     local.write_text("hello\n")
-    app = make_app(engine)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_files(app, pilot, "hv1/web-00")
-        await listed(app, pilot, screen, "/etc")
-        assert "motd" not in names_in(screen)
+        await answering(pilot, rig)
+        screen = await open_files(app, pilot, LINUX)
+        await listed(pilot, screen, "/etc", "motd")
+        assert "greeting" not in names_in(screen)
         await pilot.press("u")
         await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
         app.screen.query_one("#local", Input).value = str(local)
@@ -97,78 +103,89 @@ async def test_the_listing_is_read_again_after_an_upload(
             pilot, lambda: isinstance(app.screen, PromptScreen) and not app.screen.query("#local")
         )
         await pilot.click("#confirm")  # "Upload to the guest?"
-        await wait_until(pilot, lambda: "motd" in names_in(screen))
-        assert engine.files.uploads[-1][1] == "/etc/motd"
+        await wait_until(pilot, lambda: "greeting" in names_in(screen))
+        assert await read_in_guest(rig, LINUX, "/etc/greeting") == b"hello\n"
 
 
-async def test_the_pane_says_what_a_listing_left_out(engine: FakeEngine, make_app) -> None:
-    seed(engine)
-    app = make_app(engine)
+async def test_the_pane_says_what_a_listing_left_out(make_sim_rig: MakeSimRig) -> None:
+    rig = await seeded(make_sim_rig)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_files(app, pilot, "hv1/web-00")
+        await answering(pilot, rig)
+        screen = await open_files(app, pilot, LINUX)
         entries = (DirEntry("a", "file", 1, None), DirEntry("b", "file", 2, None))
         screen.show_listing(
-            DirListing("hv1/web-00", "/big", entries, truncated=True, skipped=3, more=1200)
+            DirListing(LINUX, "/big", entries, truncated=True, skipped=3, more=1200)
         )
-        await pilot.pause()
-        text = screen_text(app)
-        assert "1200 entries not shown" in text and "3 unreadable entries skipped" in text
-        screen.show_listing(DirListing("hv1/web-00", "/ok", entries))
-        await pilot.pause()
-        assert "not shown" not in screen_text(app) and "skipped" not in screen_text(app)
+        await wait_until(pilot, lambda: "1200 entries not shown" in screen_text(app))
+        assert "3 unreadable entries skipped" in screen_text(app)
+        screen.show_listing(DirListing(LINUX, "/ok", entries))
+        await wait_until(pilot, lambda: "not shown" not in screen_text(app))
+        assert "skipped" not in screen_text(app)
 
 
-async def test_r_reads_the_folder_again_not_the_open_file(engine: FakeEngine, make_app) -> None:
-    seed(engine)
-    app = make_app(engine)
+async def test_r_reads_the_folder_again_not_the_open_file(make_sim_rig: MakeSimRig) -> None:
+    rig = await seeded(make_sim_rig)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_files(app, pilot, "hv1/web-00")
-        await listed(app, pilot, screen, "/etc")
+        await answering(pilot, rig)
+        screen = await open_files(app, pilot, LINUX)
+        await listed(pilot, screen, "/etc", "hostname")
         screen.view("/etc/hostname")
+        await wait_until(pilot, lambda: screen.viewing == "/etc/hostname")
         await app.workers.wait_for_complete()
-        engine.files.tree["hv1/web-00"]["/etc/new.conf"] = b"x\n"
+        await append_in_guest(rig, LINUX, "/etc/new.conf", b"x\n")
         await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert "new.conf" in names_in(screen)
+        await wait_until(pilot, lambda: "new.conf" in names_in(screen))
         assert screen.viewing == "/etc/hostname"
 
 
 async def test_follow_takes_the_file_under_the_cursor_not_one_opened_elsewhere(
-    engine: FakeEngine, make_app
+    make_sim_rig: MakeSimRig,
 ) -> None:
-    seed(engine)
-    app = make_app(engine)
+    rig = await seeded(make_sim_rig)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_files(app, pilot, "hv1/web-00")
-        await listed(app, pilot, screen, "/etc")
+        await answering(pilot, rig)
+        screen = await open_files(app, pilot, LINUX)
+        await listed(pilot, screen, "/etc", "hostname")
         screen.view("/etc/hostname")
+        await wait_until(pilot, lambda: screen.viewing == "/etc/hostname")
         await app.workers.wait_for_complete()
-        await listed(app, pilot, screen, "/var/log")
+        await listed(pilot, screen, "/var/log", "app.log")
         screen.query_one("#files-list", DataTable).move_cursor(row=0)  # ../
         await pilot.press("f")
         await pilot.pause()
         assert not screen.following  # /etc/hostname was opened in another folder
         table = screen.query_one("#files-list", DataTable)
-        table.move_cursor(row=names_in(screen).index("messages"))
+        table.move_cursor(row=names_in(screen).index("app.log"))
         await pilot.press("f")
         await wait_until(pilot, lambda: screen.following)
-        assert screen.viewing == "/var/log/messages"
+        assert screen.viewing == "/var/log/app.log"
         await pilot.press("f")
 
 
-async def test_a_frozen_guest_offers_no_open_by_path(engine: FakeEngine, make_app) -> None:
-    seed(engine)
-    snap = engine.store.get("hv1/web-00")
-    assert snap is not None
-    facts = dataclasses.replace(
-        snap.facts,
-        info=agent_info(disabled=("guest-exec", "guest-exec-status", "guest-file-open")),
-    )
-    engine.store.put(dataclasses.replace(snap, facts=facts, freeze=FreezeState.FROZEN))
-    app = make_app(engine)
+async def test_a_frozen_guest_offers_no_open_by_path(make_sim_rig: MakeSimRig) -> None:
+    """Frozen, the agent refuses guest-exec and guest-file-open: no listing, and no path
+    field either (it could open nothing)."""
+    rig = await seeded(make_sim_rig)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_files(app, pilot, "hv1/web-00")
+        await answering(pilot, rig)
+        results = await rig.engine.freeze([LINUX], thaw_after=120)
+        assert all(r.ok for r in results), results
+
+        def frozen_and_known() -> bool:
+            snap = snapshot_of(rig.engine.store, LINUX)
+            info = snap.facts.info
+            return (
+                snap.freeze is FreezeState.FROZEN
+                and info is not None
+                and not info.enabled("guest-file-open")
+            )
+
+        await wait_until(pilot, frozen_and_known, timeout=30)  # a poll re-reads guest-info
+        screen = await open_files(app, pilot, LINUX)
         text = str(screen.query_one("#files-reason", Static).content)
         assert "the guest is frozen: its files cannot be opened until it is thawed" in text
         assert "open a file by its path" not in text
@@ -178,11 +195,12 @@ async def test_a_frozen_guest_offers_no_open_by_path(engine: FakeEngine, make_ap
         assert app.focused is not screen.query_one("#files-path", Input)
 
 
-async def test_the_files_tab_never_takes_the_next_key_as_text(engine: FakeEngine, make_app) -> None:
-    seed(engine)
-    app = make_app(engine)
+async def test_the_files_tab_never_takes_the_next_key_as_text(make_sim_rig: MakeSimRig) -> None:
+    rig = await seeded(make_sim_rig)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.fleet.table.move_to("hv3/web-05")  # no listing: the path field is shown
+        await answering(pilot, rig)
+        app.fleet.table.move_to(WINDOWS)  # no listing: the path field is shown
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
         details = app.screen
@@ -193,7 +211,4 @@ async def test_the_files_tab_never_takes_the_next_key_as_text(engine: FakeEngine
         await wait_until(pilot, lambda: app.screen is details)
         path = details.query("#files-path")
         assert not path  # nothing typed anywhere
-        await wait_until(
-            pilot,
-            lambda: details.query_one("TabbedContent").active == "agent",  # type: ignore[attr-defined]
-        )
+        await wait_until(pilot, lambda: details.query_one(TabbedContent).active == "agent")

@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button
 
 from qgadash.fleet.model import AgentState
-from qgadash.ui.screens.modals import ConfirmActionScreen, PowerScreen
+from qgadash.ui.app import QgadashApp
+from qgadash.ui.screens.help import HelpScreen
+from qgadash.ui.screens.modals import ActionRunScreen, ConfirmActionScreen, PowerScreen
 
-from .conftest import SIZE
-from .fakes import NOW, FakeEngine
+from .conftest import SIZE, MakeApp, MakeEngine, MakeSimRig, linux_vms, snapshot_of
+from .fakes import NOW, FakeClock, FakeEngine
 from .screen import screen_text, wait_until
 
 
-async def type_filter(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+async def type_filter(pilot: Pilot[Any], text: str) -> None:
     await pilot.press("slash")
     for ch in text:
         await pilot.press("space" if ch == " " else "exclamation_mark" if ch == "!" else ch)
@@ -27,7 +31,9 @@ async def type_filter(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
     await pilot.pause()
 
 
-async def test_filter_matches_substring_and_bang_inverts(engine, make_app) -> None:
+async def test_filter_matches_substring_and_bang_inverts(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -43,7 +49,7 @@ async def test_filter_matches_substring_and_bang_inverts(engine, make_app) -> No
         assert f"{len(inverted)} shown" in screen_text(app)
 
 
-async def test_filter_by_tag_glob_ip_and_os(engine, make_app) -> None:
+async def test_filter_by_tag_glob_ip_and_os(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         fleet = app.fleet
@@ -68,7 +74,9 @@ async def test_filter_by_tag_glob_ip_and_os(engine, make_app) -> None:
         assert prod_not_db and await shown_for("tag:prod !tag:db") == prod_not_db
 
 
-async def test_marks_survive_filtering_and_actions_use_them(engine, make_app) -> None:
+async def test_marks_survive_filtering_and_actions_use_them(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
@@ -86,7 +94,9 @@ async def test_marks_survive_filtering_and_actions_use_them(engine, make_app) ->
         assert table.get_cell(first, "mark").plain == "✓"
 
 
-async def test_escape_clears_the_filter_and_every_mark_survives_it(engine, make_app) -> None:
+async def test_escape_clears_the_filter_and_every_mark_survives_it(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_filter("hv3")
@@ -103,11 +113,11 @@ async def test_escape_clears_the_filter_and_every_mark_survives_it(engine, make_
         assert app.fleet.marks == marked
 
 
-async def test_faults_only_toggle(engine, make_app) -> None:
+async def test_faults_only_toggle(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("z")
-        shown = [engine.store.get(v) for v in app.fleet.table.order]
+        shown = [snapshot_of(engine.store, v) for v in app.fleet.table.order]
         assert shown
         assert all(
             s.agent in (AgentState.TIMEOUT, AgentState.UNREACHABLE, AgentState.ERROR)
@@ -118,7 +128,7 @@ async def test_faults_only_toggle(engine, make_app) -> None:
         assert len(app.fleet.table.order) == 24
 
 
-async def test_sort_keeps_cursor_on_same_vm(make_engine, make_app) -> None:
+async def test_sort_keeps_cursor_on_same_vm(make_engine: MakeEngine, make_app: MakeApp) -> None:
     app = make_app(make_engine(300))
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
@@ -141,11 +151,12 @@ async def test_sort_keeps_cursor_on_same_vm(make_engine, make_app) -> None:
         assert table.cursor_row - round(table.scroll_y) == line
 
 
-async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, make_app) -> None:
+async def test_live_updates_change_cells_in_place_and_keep_the_cursor(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
-        table.clear = None  # type: ignore[method-assign]  # clearing would lose cursor and scroll
         app.fleet.sort_by("rtt", False)
         await pilot.press("down", "down", "down")
         vm = table.cursor_vm
@@ -154,7 +165,7 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         for snap in engine.store.snapshots():
             if snap.latency_ms is not None:
                 engine.store.update(snap.id, latency_ms=1000 - snap.latency_ms)
-        web00 = engine.store.get("hv1/web-00")
+        web00 = snapshot_of(engine.store, "hv1/web-00")
         engine.store.update(
             "hv1/web-00", facts=dataclasses.replace(web00.facts, hostname="renamed-00")
         )
@@ -163,8 +174,8 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         # A VM leaves; another arrives.
         engine.store.remove("hv1/web-12")
         new = dataclasses.replace(
-            engine.store.get("hv1/web-00"),
-            ref=dataclasses.replace(engine.store.get("hv1/web-00").ref, name="web-99"),
+            snapshot_of(engine.store, "hv1/web-00"),
+            ref=dataclasses.replace(snapshot_of(engine.store, "hv1/web-00").ref, name="web-99"),
         )
         engine.store.put(new)
         await wait_until(pilot, lambda: "hv1/web-99" in table.order)
@@ -172,7 +183,9 @@ async def test_live_updates_change_cells_in_place_and_keep_the_cursor(engine, ma
         assert table.cursor_vm == vm
 
 
-async def test_hostile_hostname_is_shown_literally(make_engine, make_app) -> None:
+async def test_hostile_hostname_is_shown_literally(
+    make_engine: MakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(make_engine(hostile=True))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -181,15 +194,13 @@ async def test_hostile_hostname_is_shown_literally(make_engine, make_app) -> Non
         assert "\x1b" not in text and "\u202e" not in text
         app.fleet.table.move_to("hv1/evil")
         await pilot.press("enter")
-        for _ in range(100):  # the detail screen renders a few frames later under load
-            await pilot.pause()
-            detail = screen_text(app)
-            if "red�evil" in detail:
-                break
-        assert "[bold]x[/]␛[31mred�evil" in detail
+        # The detail screen renders a few frames later under load.
+        await wait_until(pilot, lambda: "[bold]x[/]␛[31mred�evil" in screen_text(app))
 
 
-async def test_header_counts_states_and_names_down_hypervisors(engine, make_app) -> None:
+async def test_header_counts_states_and_names_down_hypervisors(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -203,7 +214,7 @@ async def test_header_counts_states_and_names_down_hypervisors(engine, make_app)
 
 
 async def test_freeze_cannot_be_confirmed_before_the_dialog_names_the_keepers(
-    engine: FakeEngine, make_app
+    engine: FakeEngine, make_app: MakeApp
 ) -> None:
     """A keeper check that takes its time (a hypervisor probed over SSH) holds the
     confirm button back: nobody freezes before being told who thaws if qgadash dies."""
@@ -230,65 +241,62 @@ async def test_freeze_cannot_be_confirmed_before_the_dialog_names_the_keepers(
 # -- power ----------------------------------------------------------------------------------
 
 
-async def test_power_modal_defaults_to_cancel(engine, make_app) -> None:
-    app = make_app(engine)
+async def test_power_modal_defaults_to_cancel(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00"))
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, rig.answering, timeout=30)
         await pilot.press("p")
-        await pilot.pause()
-        assert isinstance(app.screen, PowerScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, PowerScreen))
+        await wait_until(pilot, lambda: isinstance(app.focused, Button))
         assert isinstance(app.focused, Button) and app.focused.id == "cancel"
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.screen is app.fleet
-        assert engine.calls == []
+        await wait_until(pilot, lambda: app.screen is app.fleet)
+        await app.workers.wait_for_complete()
+        assert not rig.agent("sim/web-00").powered_off
+        snap = snapshot_of(rig.engine.store, "sim/web-00")
+        assert snap.agent is AgentState.OK and snap.lifecycle is None
 
 
-async def test_power_offers_only_what_the_agents_can_do(make_engine, make_app) -> None:
-    engine = make_engine()
-    snap = engine.store.get("hv1/web-00")
-    info = snap.facts.info
-    disabled = tuple(
-        dataclasses.replace(c, enabled=c.name != "guest-suspend-hybrid") for c in info.commands
-    )
-    engine.store.put(
-        dataclasses.replace(
-            snap,
-            facts=dataclasses.replace(
-                snap.facts, info=dataclasses.replace(info, commands=disabled)
-            ),
-        )
-    )
-    app = make_app(engine)
+async def test_power_offers_only_what_the_agents_can_do(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00", disabled=frozenset({"guest-suspend-hybrid"})))
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        app.fleet.table.move_to("hv1/web-00")
+        await wait_until(pilot, rig.answering, timeout=30)
+        app.fleet.table.move_to("sim/web-00")
         await pilot.press("p")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, PowerScreen))
         screen = app.screen
+        await wait_until(pilot, lambda: bool(screen.query("#confirm")))  # composed
         assert screen.query_one("#power-hybrid").disabled
         assert not screen.query_one("#power-reboot").disabled
         assert "guest-suspend-hybrid is disabled by the guest's policy" in screen_text(app)
         await pilot.press("2")  # reboot
         await pilot.click("#confirm")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert engine.calls[-1] == ("shutdown", ("hv1/web-00",), {"mode": "reboot"})
-        assert "sent" in screen_text(app)
+        await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
+        run = app.screen
+        assert isinstance(run, ActionRunScreen)
+        await wait_until(pilot, lambda: run.finished, timeout=20)
+        assert [(r.vm_id, r.ok) for r in run.results] == [("sim/web-00", True)], run.results
+        # The engine remembers this session rebooted it (the row says so while it is away).
+        lifecycle = snapshot_of(rig.engine.store, "sim/web-00").lifecycle
+        assert lifecycle is not None and lifecycle.action == "reboot"
 
 
 # -- read-only --------------------------------------------------------------------------------
 
 
-async def test_read_only_hides_every_action(make_engine, make_app) -> None:
-    engine = make_engine(read_only=True)
-    app = make_app(engine)
+async def test_read_only_hides_every_action(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00", "db-01"), read_only=True)
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_until(pilot, rig.answering, timeout=30)
         text = screen_text(app)
         assert "READ-ONLY" in text
         footer = text.splitlines()[-1]
         for word in ("Freeze", "Thaw", "Power"):
             assert word not in footer
+        app.fleet.set_marks({"sim/web-00", "sim/db-01"})
         for key in ("f", "t", "p", "x"):
             await pilot.press(key)
             await pilot.pause()
@@ -298,17 +306,22 @@ async def test_read_only_hides_every_action(make_engine, make_app) -> None:
         names = [e.name for e in palette_entries(app)]
         assert names and not any(n.startswith(("Freeze", "Thaw", "Power")) for n in names)
         await pilot.press("question_mark")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         help_text = screen_text(app)
         assert "Freeze" not in help_text and "Power" not in help_text
-        assert engine.calls == []
+        await app.workers.wait_for_complete()
+        for name in ("web-00", "db-01"):  # nothing reached the guests
+            agent = rig.agent(f"sim/{name}")
+            assert not agent.powered_off and not agent.frozen
 
 
 # -- quitting ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("binding_key", ["F"])
-async def test_keys_rebind_from_settings(make_engine, make_app, binding_key: str) -> None:
+async def test_keys_rebind_from_settings(
+    make_engine: MakeEngine, make_app: MakeApp, binding_key: str
+) -> None:
     engine = make_engine(keys={"freeze": binding_key})
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -320,7 +333,9 @@ async def test_keys_rebind_from_settings(make_engine, make_app, binding_key: str
         assert isinstance(app.screen, ConfirmActionScreen)
 
 
-async def test_jump_to_vm_by_id_clears_a_hiding_filter(engine, make_app) -> None:
+async def test_jump_to_vm_by_id_clears_a_hiding_filter(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_filter("db")
@@ -334,13 +349,15 @@ async def test_jump_to_vm_by_id_clears_a_hiding_filter(engine, make_app) -> None
         assert not app.fleet.filter
 
 
-async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(engine, make_app) -> None:
+async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     """Textual starts an auto-pilot eagerly on Python 3.12+, before deferred focus
     changes land: a `p` typed at once must open Power, not go into the filter."""
     app = make_app(engine)
     seen: dict[str, object] = {}
 
-    async def first_keys(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def first_keys(pilot: Pilot[Any]) -> None:
         await pilot.press("p")
         await wait_until(pilot, lambda: app.screen is not app.fleet or app.fleet.filter.text)
         seen["screen"], seen["filter"] = app.screen, app.fleet.filter.text
@@ -351,7 +368,9 @@ async def test_a_key_pressed_as_the_dashboard_opens_reaches_the_table(engine, ma
     assert seen["filter"] == ""
 
 
-async def test_the_fleet_screen_resumes_with_the_table_focused(engine, make_app) -> None:
+async def test_the_fleet_screen_resumes_with_the_table_focused(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     """Back from a dialog with nothing focused, keys go to the table, not the filter."""
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -365,13 +384,17 @@ async def test_the_fleet_screen_resumes_with_the_table_focused(engine, make_app)
         await wait_until(pilot, lambda: app.screen is not app.fleet)
         assert isinstance(app.screen, PowerScreen)
         assert app.fleet.filter.text == ""
+        # Composed before the test ends: an app torn down while the dialog mounts fails
+        # the dialog's on_mount (its buttons are gone), which fails the test under load.
+        await wait_until(pilot, lambda: bool(app.screen.query("#confirm")))
 
 
-async def test_help_lists_every_binding(engine, make_app) -> None:
+async def test_help_lists_every_binding(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert isinstance(app.screen, HelpScreen)
         text = app.screen._text().plain  # the whole help, not only what is on screen
         for desc in (
             "Filter",
@@ -390,10 +413,12 @@ async def test_help_lists_every_binding(engine, make_app) -> None:
             assert desc in text, desc
         assert "[freeze]" in text
         await pilot.press("escape")
-        assert app.screen is app.fleet
+        await wait_until(pilot, lambda: app.screen is app.fleet)
 
 
-async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
+async def test_clock_drives_last_seen(
+    engine: FakeEngine, make_app: MakeApp, clock: FakeClock
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         # Polled a second ago: fresh, one value until 10 s (not a rewrite every second).
@@ -413,7 +438,7 @@ async def test_clock_drives_last_seen(engine, make_app, clock) -> None:
 
 
 async def test_a_narrow_terminal_drops_the_least_needed_columns_and_a_wide_one_restores_them(
-    make_engine, make_app
+    make_engine: MakeEngine, make_app: MakeApp
 ) -> None:
     engine = make_engine(300)
     app = make_app(engine)
@@ -435,7 +460,7 @@ async def test_a_narrow_terminal_drops_the_least_needed_columns_and_a_wide_one_r
         assert len(table.order) == len(engine.store)
         assert table.get_cell(vm, "hv").plain == vm.split("/")[0]
         # Live updates still reach the rebuilt table.
-        snap = engine.store.get(vm)
+        snap = snapshot_of(engine.store, vm)
         engine.store.update(vm, facts=dataclasses.replace(snap.facts, hostname="renamed"))
         await wait_until(pilot, lambda: table.get_cell(vm, "host").plain == "renamed")
 

@@ -14,12 +14,15 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.color import Color
 from rich.console import Console
 from rich.text import Text
+from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static
 
 from qgadash.fleet.config import load_config
@@ -106,7 +109,7 @@ def header(app: QgadashApp) -> str:
     return screen_text(app).splitlines()[0]
 
 
-async def click(pilot, app: QgadashApp, selector: str) -> None:  # type: ignore[no-untyped-def]
+async def click(pilot: Pilot[Any], app: QgadashApp, selector: str) -> None:
     """Click a button of the screen on top once it is laid out (a screen just pushed
     has no regions yet: a click then lands on whatever is below)."""
 
@@ -144,7 +147,9 @@ def outcome_of(run: ActionRunScreen, vm_id: str) -> str:
     return str(table.get_cell(vm_id, "outcome"))
 
 
-async def open_freeze_dialog(pilot, app: QgadashApp, vm_ids: set[str]) -> ConfirmActionScreen:  # type: ignore[no-untyped-def]
+async def open_freeze_dialog(
+    pilot: Pilot[Any], app: QgadashApp, vm_ids: set[str]
+) -> ConfirmActionScreen:
     app.fleet.set_marks(vm_ids)
     await pilot.press("f")
     await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
@@ -158,8 +163,8 @@ async def open_freeze_dialog(pilot, app: QgadashApp, vm_ids: set[str]) -> Confir
 
 
 async def freeze_from_dialog(
-    pilot, app: QgadashApp, dialog: ConfirmActionScreen, after: str
-) -> ActionRunScreen:  # type: ignore[no-untyped-def]
+    pilot: Pilot[int], app: QgadashApp, dialog: ConfirmActionScreen, after: str
+) -> ActionRunScreen:
     dialog.query_one("#thaw-after", Input).value = after
     await click(pilot, app, "#confirm")
     await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
@@ -410,9 +415,13 @@ async def test_a_failed_deadline_thaw_stays_red_until_thawed_or_dismissed(
         rig.agent("sim/db-01").fault = Fault.ACCEPT_CLOSE
         rig.agent("sim/db-02").fault = Fault.ACCEPT_CLOSE
         table = app.fleet.table
+
+        def thaw_failed(vm: str) -> bool:
+            return table.get_cell(vm, "fs").plain == "THAW FAILED"
+
         for vm in ("sim/db-01", "sim/db-02"):
-            await wait_until(pilot, lambda vm=vm: table.get_cell(vm, "fs").plain == "THAW FAILED")
-            await wait_until(pilot, lambda vm=vm: row_is_red(app, vm))
+            await wait_until(pilot, partial(thaw_failed, vm))
+            await wait_until(pilot, partial(row_is_red, app, vm))
         assert not row_is_red(app, "sim/web-03")
         # The header follows within a frame (a row is drawn from the store when shown).
         await wait_until(pilot, lambda: "✖ 2 thaw failed" in header(app))

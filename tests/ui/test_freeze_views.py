@@ -210,10 +210,10 @@ def test_details_say_which_keeper_a_hold_has() -> None:
     remote = freeze_text(frozen, NOW, PALETTE, Hold(frozen.id, NOW + 47, keeper="nohup")).plain
     assert f"keeper: nohup keeper on {frozen.ref.hypervisor}" in remote
     failed = Hold(frozen.id, NOW + 47, keeper="none: hv1: no systemd-run, no nohup")
-    text = freeze_text(frozen, NOW, PALETTE, failed)
-    assert "keeper: no keeper (hv1: no systemd-run, no nohup)" in text.plain
-    start = text.plain.index("no keeper")
-    assert colours(text[start : start + 9]) == {PALETTE.error.color}
+    styled = freeze_text(frozen, NOW, PALETTE, failed)
+    assert "keeper: no keeper (hv1: no systemd-run, no nohup)" in styled.plain
+    start = styled.plain.index("no keeper")
+    assert colours(styled[start : start + 9]) == {PALETTE.error.color}
     untimed = dataclasses.replace(frozen, thaw_deadline=None)
     text = freeze_text(untimed, NOW, PALETTE, Hold(frozen.id, None)).plain
     assert "no automatic thaw" in text and "keeper: no keeper" in text

@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.color import Color
 from rich.text import Text
 from textual import events
 from textual.widgets import Button, Input
 
 from qgadash.agent.replies import Interface, IpAddress
 from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
+from qgadash.ui.app import QgadashApp
 from qgadash.ui.fleet_view import COLUMN_INDEX, COLUMNS, Palette, render_cell, row_values
 from qgadash.ui.preferences import preferences_path
 from qgadash.ui.screens.files import FilesScreen
@@ -23,12 +25,12 @@ from qgadash.ui.screens.help import HelpScreen
 from qgadash.ui.screens.modals import MessageScreen, PowerScreen
 from qgadash.ui.verbs import take_screenshot
 
-from .conftest import SIZE
+from .conftest import SIZE, MakeApp, snapshot_of
 from .fakes import NOW, FakeEngine, linux_facts, mixed_fleet
 from .screen import screen_text, wait_until
 
 
-def burst(app, keys: str) -> None:  # type: ignore[no-untyped-def]
+def burst(app: QgadashApp, keys: str) -> None:
     """Keys as a paste or a laggy SSH link deliver them: all queued before the first is
     handled (Pilot.press waits after each key, which hides the bug)."""
     names = {"/": "slash", " ": "space"}
@@ -39,7 +41,9 @@ def burst(app, keys: str) -> None:  # type: ignore[no-untyped-def]
 # -- input that reaches the right thing -----------------------------------------------------
 
 
-async def test_keys_typed_in_one_burst_after_slash_all_land_in_the_filter(engine, make_app) -> None:
+async def test_keys_typed_in_one_burst_after_slash_all_land_in_the_filter(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -74,7 +78,7 @@ def snapshot_with_ipv6(name: str, ipv6: str) -> VmSnapshot:
 
 
 async def test_the_filter_matches_what_the_row_shows_hidden_fields_need_a_prefix(
-    make_app,
+    make_app: MakeApp,
 ) -> None:
     web = snapshot_with_ipv6("web-218", "fd00::db")
     db = snapshot_with_ipv6("db-01", "fd00::1")
@@ -94,7 +98,9 @@ async def test_the_filter_matches_what_the_row_shows_hidden_fields_need_a_prefix
         assert set(app.fleet.table.order) == {"demo/web-218", "demo/db-01"}
 
 
-async def test_unmark_all_is_its_own_key_and_asks_when_marks_are_hidden(engine, make_app) -> None:
+async def test_unmark_all_is_its_own_key_and_asks_when_marks_are_hidden(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         fleet = app.fleet
@@ -128,12 +134,12 @@ async def test_unmark_all_is_its_own_key_and_asks_when_marks_are_hidden(engine, 
 # -- sorting and moving ------------------------------------------------------------------------
 
 
-def header_line(app) -> str:  # type: ignore[no-untyped-def]
+def header_line(app: QgadashApp) -> str:
     return next(line for line in screen_text(app).splitlines() if " VM" in line and "AGENT" in line)
 
 
 async def test_shift_letter_sorts_by_that_column_with_an_arrow_numbers_biggest_first(
-    engine, make_app
+    engine: FakeEngine, make_app: MakeApp
 ) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
@@ -143,7 +149,9 @@ async def test_shift_letter_sorts_by_that_column_with_an_arrow_numbers_biggest_f
         await pilot.pause()
         assert app.fleet.sort_column == "full" and app.fleet.sort_reverse
         assert "FULL▼" in header_line(app) and "VM▲" not in header_line(app)
-        fulls = [engine.store.get(v).facts.fullest_filesystem for v in app.fleet.table.order]
+        fulls = [
+            snapshot_of(engine.store, v).facts.fullest_filesystem for v in app.fleet.table.order
+        ]
         used = [f.used_fraction for f in fulls if f is not None and f.used_fraction is not None]
         assert used == sorted(used, reverse=True)
         await pilot.press("U")  # again: the other way
@@ -154,7 +162,7 @@ async def test_shift_letter_sorts_by_that_column_with_an_arrow_numbers_biggest_f
         assert app.fleet.sort_column == "host" and "HOSTNAME▲" in header_line(app)
 
 
-async def test_a_header_click_sorts_and_vm_names_sort_naturally(make_app) -> None:
+async def test_a_header_click_sorts_and_vm_names_sort_naturally(make_app: MakeApp) -> None:
     snaps = [
         VmSnapshot(VmRef("hv1", n, f"/run/{n}.sock"), AgentState.OK, None, 0.5, NOW, NOW,
                    linux_facts(i, hostname=n))
@@ -171,7 +179,7 @@ async def test_a_header_click_sorts_and_vm_names_sort_naturally(make_app) -> Non
         assert "VM▼" in header_line(app)
 
 
-async def test_vim_and_k9s_keys_move_the_cursor(engine, make_app) -> None:
+async def test_vim_and_k9s_keys_move_the_cursor(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         table = app.fleet.table
@@ -193,8 +201,8 @@ async def test_vim_and_k9s_keys_move_the_cursor(engine, make_app) -> None:
 # -- colours -------------------------------------------------------------------------------
 
 
-def colours(text: Text) -> set[object]:
-    found = set()
+def colours(text: Text) -> set[Color]:
+    found: set[Color] = set()
     for span in text.spans:
         style = span.style
         if not isinstance(style, str) and style.color is not None:
@@ -222,11 +230,12 @@ def test_a_faulty_row_takes_its_state_colour_in_every_cell() -> None:
 # -- help, palette, theme, screenshot --------------------------------------------------------
 
 
-async def test_help_explains_columns_and_symbols(engine, make_app) -> None:
+async def test_help_explains_columns_and_symbols(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert isinstance(app.screen, HelpScreen)
         text = app.screen._text().plain
         for term, meaning in (
             ("FULL", "fullest filesystem"),
@@ -240,7 +249,9 @@ async def test_help_explains_columns_and_symbols(engine, make_app) -> None:
         assert "sort by VM, HV, AGENT" in text
 
 
-async def test_one_keys_entry_in_the_palette_and_it_opens_our_help(engine, make_app) -> None:
+async def test_one_keys_entry_in_the_palette_and_it_opens_our_help(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     from qgadash.ui.commands import palette_entries
 
     app = make_app(engine)
@@ -255,7 +266,9 @@ async def test_one_keys_entry_in_the_palette_and_it_opens_our_help(engine, make_
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
 
 
-async def test_the_chosen_theme_is_remembered_for_the_next_start(engine, make_app) -> None:
+async def test_the_chosen_theme_is_remembered_for_the_next_start(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         assert app.theme == "qgadash-dark"
@@ -270,7 +283,9 @@ async def test_the_chosen_theme_is_remembered_for_the_next_start(engine, make_ap
         assert chosen.theme == "qgadash-high-contrast"
 
 
-async def test_a_screenshot_says_where_it_went_or_why_not(engine, make_app, tmp_path: Path) -> None:
+async def test_a_screenshot_says_where_it_went_or_why_not(
+    engine: FakeEngine, make_app: MakeApp, tmp_path: Path
+) -> None:
     app = make_app(engine)
     said: list[str] = []
     async with app.run_test(size=SIZE) as pilot:
@@ -290,12 +305,16 @@ async def test_a_screenshot_says_where_it_went_or_why_not(engine, make_app, tmp_
 
 @pytest.mark.parametrize("size", [(80, 24), (100, 30), (300, 80)], ids=lambda s: f"{s[0]}x{s[1]}")
 async def test_header_never_wraps_and_the_footer_always_has_help_and_quit(
-    engine, make_app, size: tuple[int, int]
+    engine: FakeEngine, make_app: MakeApp, size: tuple[int, int]
 ) -> None:
     app = make_app(engine)
     async with app.run_test(size=size) as pilot:
-        await pilot.pause()
-        await pilot.pause(0.1)
+
+        def footer_drawn() -> bool:
+            last = screen_text(app).splitlines()[-1]
+            return "? Help" in last and "q Quit" in last
+
+        await wait_until(pilot, footer_drawn)  # the footer is laid out after the table
         lines = screen_text(app).splitlines()
         # One line of counts, one for the hypervisor that is down, then the filter bar.
         assert lines[0].startswith(" qgadash") and "❄ 4 frozen · next thaw 0:47" in lines[0]

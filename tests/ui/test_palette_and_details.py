@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
+import pytest
 from textual.command import CommandPalette
 from textual.widgets import TabbedContent
 
+from qgadash.ui.app import QgadashApp
 from qgadash.ui.commands import palette_entries
 from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.screens.modals import ConfirmActionScreen
 
-from .conftest import SIZE
+from .conftest import SIZE, MakeApp, MakeSimRig, linux_vms
+from .fakes import FakeEngine
 from .screen import screen_text, wait_until
 
 
-async def test_palette_offers_context_actions(engine, make_app) -> None:
+async def test_palette_offers_context_actions(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         app.fleet.set_marks({s.id for s in engine.store.snapshots()[:12]})
@@ -30,10 +33,12 @@ async def test_palette_offers_context_actions(engine, make_app) -> None:
         assert "Details of hv1/web-00" in names
 
 
-async def test_palette_runs_an_action_through_its_confirmation(engine, make_app) -> None:
-    app = make_app(engine)
+async def test_palette_runs_an_action_through_its_confirmation(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00", "db-01"))
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.fleet.set_marks({"hv1/web-00", "hv2/db-04"})
+        await wait_until(pilot, rig.answering, timeout=30)
+        app.fleet.set_marks({"sim/web-00", "sim/db-01"})
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
         for ch in "freeze 2 marked":
@@ -41,69 +46,80 @@ async def test_palette_runs_an_action_through_its_confirmation(engine, make_app)
         await wait_until(pilot, lambda: "Freeze 2 marked VMs" in screen_text(app))
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmActionScreen))
-        assert app.focused.id == "cancel"
-        assert engine.calls == []
+        await wait_until(pilot, lambda: app.focused is not None)
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("enter")  # Cancel: nothing is frozen
+        await wait_until(pilot, lambda: app.screen is app.fleet)
+        await app.workers.wait_for_complete()
+        assert not rig.agent("sim/web-00").frozen and not rig.agent("sim/db-01").frozen
+        assert rig.engine.frozen_by_us() == []
 
 
-async def test_palette_jumps_to_a_vm_and_opens_files(engine, make_app) -> None:
-    app = make_app(engine)
+async def test_palette_jumps_to_a_vm_and_opens_files(make_sim_rig: MakeSimRig) -> None:
+    rig = await make_sim_rig(linux_vms("web-00", "db-01"))
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.jump_to("hv3/web-17")
-        await pilot.pause()
-        assert app.fleet.table.cursor_vm == "hv3/web-17"
-        entry = next(e for e in palette_entries(app) if e.name == "Open files of hv3/web-17")
+        await wait_until(pilot, rig.answering, timeout=30)
+        app.jump_to("sim/db-01")
+        await wait_until(pilot, lambda: app.fleet.table.cursor_vm == "sim/db-01")
+        entry = next(e for e in palette_entries(app) if e.name == "Open files of sim/db-01")
         entry.run()
-        await pilot.pause()
-        assert isinstance(app.screen, FilesScreen) and app.screen.vm_id == "hv3/web-17"
+        await wait_until(pilot, lambda: isinstance(app.screen, FilesScreen))
+        assert isinstance(app.screen, FilesScreen) and app.screen.vm_id == "sim/db-01"
 
 
-async def test_details_follow_the_store(engine, make_app, clock) -> None:
-    app = make_app(engine)
-    engine.record_nic("hv1/web-00", [(0.0, 0, 0), (5.0, 5_000_000, 50_000)])
+async def test_details_follow_the_store(make_sim_rig: MakeSimRig) -> None:
+    """The details of a VM change as the engine learns: a freeze, the NIC rates that
+    two polls' counters give."""
+    vms = linux_vms("web-00")
+    rig = await make_sim_rig(vms)
+    hostname = vms[0].profile.hostname
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.fleet.table.move_to("hv1/web-00")
+        await wait_until(pilot, rig.answering, timeout=30)
+        app.fleet.table.move_to("sim/web-00")
         await pilot.press("enter")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, DetailScreen)
-        assert "Hostname     web-00" in screen_text(app)
-        snap = engine.store.get("hv1/web-00")
-        engine.store.put(
-            dataclasses.replace(snap, facts=dataclasses.replace(snap.facts, hostname="renamed"))
-        )
-        await wait_until(pilot, lambda: "Hostname     renamed" in screen_text(app))
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await wait_until(pilot, lambda: f"Hostname     {hostname}" in screen_text(app))
+        results = await rig.engine.freeze(["sim/web-00"], thaw_after=120)
+        assert all(r.ok for r in results), results
+        await wait_until(pilot, lambda: "❄ frozen by this session" in screen_text(app))
         await pilot.press("2")
-        await pilot.pause()
-        text = screen_text(app)
-        assert "eth0  52:54:00:12:34:00" in text
-        assert "1 MB/s" in text and "10 KB/s" in text
+        nic = vms[0].profile.interfaces[-1]
+        await wait_until(pilot, lambda: f"{nic.name}  {nic.mac}" in screen_text(app))
+        await wait_until(pilot, lambda: "B/s" in screen_text(app), timeout=30)
         await pilot.press("5")
-        await pilot.pause()
-        assert "✓ guest-fsfreeze-freeze" in screen_text(app)
+        await wait_until(pilot, lambda: "✓ guest-fsfreeze-thaw" in screen_text(app))
         await pilot.press("escape")
-        assert app.screen is app.fleet
+        await wait_until(pilot, lambda: app.screen is app.fleet)
 
 
-async def test_the_files_tab_opens_the_file_browser_and_comes_back(engine, make_app) -> None:
-    app = make_app(engine)
+async def test_the_files_tab_opens_the_file_browser_and_comes_back(
+    make_sim_rig: MakeSimRig,
+) -> None:
+    vms = linux_vms("web-00")
+    rig = await make_sim_rig(vms)
+    nic = vms[0].profile.interfaces[-1]
+    app = QgadashApp(rig.engine)
     async with app.run_test(size=SIZE) as pilot:
-        app.fleet.table.move_to("hv1/web-00")
+        await wait_until(pilot, rig.answering, timeout=30)
+        app.fleet.table.move_to("sim/web-00")
         await pilot.press("enter")
-        await pilot.press("2")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
         details = app.screen
-        assert isinstance(details, DetailScreen)
+        await pilot.press("2")
+        await wait_until(pilot, lambda: details.query_one(TabbedContent).active == "network")
         await pilot.press("4")
         await wait_until(pilot, lambda: isinstance(app.screen, FilesScreen))
-        assert app.screen.vm_id == "hv1/web-00"
+        assert isinstance(app.screen, FilesScreen) and app.screen.vm_id == "sim/web-00"
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is details)
         # Back on the tab that was open, not on an empty Files tab.
         assert details.query_one(TabbedContent).active == "network"
-        assert "eth0  52:54:00:12:34:00" in screen_text(app)
+        await wait_until(pilot, lambda: f"{nic.name}  {nic.mac}" in screen_text(app))
 
 
-async def test_theme_switch_recolours_the_table(engine, make_app) -> None:
+async def test_theme_switch_recolours_the_table(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         before = app.fleet.table.get_cell("hv1/web-00", "agent").style
@@ -111,11 +127,11 @@ async def test_theme_switch_recolours_the_table(engine, make_app) -> None:
         await wait_until(
             pilot, lambda: app.fleet.table.get_cell("hv1/web-00", "agent").style != before
         )
-        assert app.palette.ok.color is not None
+        assert app.palette.ok.color is not None and app.palette.ok.color.triplet is not None
         assert app.palette.ok.color.triplet.hex.lower() == "#1a7f37"
 
 
-async def test_unknown_theme_falls_back_and_says_so(engine, make_app) -> None:
+async def test_unknown_theme_falls_back_and_says_so(engine: FakeEngine, make_app: MakeApp) -> None:
     app = make_app(engine, theme="no-such-theme")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -123,7 +139,9 @@ async def test_unknown_theme_falls_back_and_says_so(engine, make_app) -> None:
         assert any("no-such-theme" in n.message for n in app._notifications)
 
 
-async def test_user_theme_from_the_config_folder(engine, make_app, tmp_path, monkeypatch) -> None:
+async def test_user_theme_from_the_config_folder(
+    engine: FakeEngine, make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "cfg" / "qgadash" / "themes"
     folder.mkdir(parents=True)
     (folder / "mine.toml").write_text(
@@ -134,10 +152,14 @@ async def test_user_theme_from_the_config_folder(engine, make_app, tmp_path, mon
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.theme == "mine"
-        assert app.palette.frozen.color.triplet.hex.lower() == "#00ff00"
+        frozen = app.palette.frozen.color
+        assert frozen is not None and frozen.triplet is not None
+        assert frozen.triplet.hex.lower() == "#00ff00"
 
 
-async def test_a_tab_chosen_while_the_details_open_is_kept(engine, make_app) -> None:
+async def test_a_tab_chosen_while_the_details_open_is_kept(
+    engine: FakeEngine, make_app: MakeApp
+) -> None:
     """Textual's tabs settle on their first tab by a message after mount: a tab chosen
     before that (a key pressed as the screen opens) must not be undone by it."""
     app = make_app(engine)

@@ -13,7 +13,7 @@ from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState
 from qgadash.ui.app import QgadashApp
 from qgadash.ui.screens.files import FilesScreen
-from tests.integration.realagent import RealAgent
+from tests.integration.realagent import MakeRealAgents, RealAgent
 
 from .conftest import SIZE
 from .screen import screen_text, wait_until
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.real_agent
 
 
 @pytest.fixture
-def agents(real_agent_factory) -> list[RealAgent]:  # type: ignore[no-untyped-def]
+def agents(real_agent_factory: MakeRealAgents) -> list[RealAgent]:
     return real_agent_factory(2, ["east", "west"])
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static
 
 from qgadash.fleet.config import load_config
@@ -46,14 +48,17 @@ def _state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 async def make_engine(tmp_path: Path) -> AsyncIterator[MakeEngine]:
     made: list[tuple[SimFleet, FleetEngine]] = []
 
-    async def make(**settings: object) -> tuple[SimFleet, FleetEngine]:
+    async def make(**settings: Any) -> tuple[SimFleet, FleetEngine]:
         vms = [SimVm(name, make_profile(i)) for name, i in NAMES.items()]
         assert vms[-1].profile.windows
         fleet = SimFleet(tmp_path / "sim", vms)
         await fleet.start()
         hosts = fleet.write_hosts_toml(
             # A request timeout a loaded machine can keep (0.5 s failed execs under CI load).
-            tmp_path / "hosts.toml", poll_interval=0.3, timeout=3.0, session="per-poll"
+            tmp_path / "hosts.toml",
+            poll_interval=0.3,
+            timeout=3.0,
+            session="per-poll",
         )
         config = load_config(hosts)
         config = dataclasses.replace(
@@ -78,7 +83,7 @@ def agent_cell(app: QgadashApp, vm_id: str) -> str:
     return app.fleet.table.get_cell(vm_id, "agent").plain
 
 
-async def run_to_end(pilot, app: QgadashApp) -> ActionRunScreen:  # type: ignore[no-untyped-def]
+async def run_to_end(pilot: Pilot[Any], app: QgadashApp) -> ActionRunScreen:
     await wait_until(pilot, lambda: isinstance(app.screen, ActionRunScreen))
     run = app.screen
     assert isinstance(run, ActionRunScreen)
@@ -86,7 +91,7 @@ async def run_to_end(pilot, app: QgadashApp) -> ActionRunScreen:  # type: ignore
     return run
 
 
-async def confirm(pilot, app: QgadashApp) -> None:  # type: ignore[no-untyped-def]
+async def confirm(pilot: Pilot[Any], app: QgadashApp) -> None:
     """The dialog on top opened with Cancel focused; the operator chooses the action."""
     await wait_until(pilot, lambda: bool(app.screen.query("#confirm")))
     await wait_until(pilot, lambda: isinstance(app.focused, Button))

@@ -4,7 +4,6 @@ Freezing, deadline thaws, failed thaws and quitting: test_freeze_on_engine.py.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from qgadash.ui.plain import sanitize
 from qgadash.ui.screens.detail import DetailScreen
 
 from .conftest import SIZE
-from .screen import screen_text
+from .screen import screen_text, wait_until
 
 
 @pytest.fixture
@@ -37,22 +36,13 @@ async def sim(tmp_path: Path) -> AsyncIterator[tuple[SimFleet, FleetEngine]]:
         await fleet.stop()
 
 
-async def wait_until(pilot, condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
-
-
 def state(engine: FleetEngine, vm_id: str) -> AgentState:
     snap = engine.store.get(vm_id)
     assert snap is not None
     return snap.agent
 
 
-async def test_the_simulated_fleet_fills_the_table(sim) -> None:
+async def test_the_simulated_fleet_fills_the_table(sim: tuple[SimFleet, FleetEngine]) -> None:
     _fleet, engine = sim
     app = QgadashApp(engine, config_label="demo")
     async with app.run_test(size=SIZE) as pilot:

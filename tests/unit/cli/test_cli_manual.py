@@ -14,6 +14,7 @@ from qgadash.cli.parser import build_parser
 def subcommands() -> list[str]:
     parser = build_parser()
     action = next(a for a in parser._subparsers._group_actions)  # type: ignore[union-attr]
+    assert isinstance(action.choices, dict)  # a subparsers action: name -> parser
     return sorted(action.choices)
 
 

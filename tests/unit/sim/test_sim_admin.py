@@ -98,20 +98,19 @@ def test_set_user_password_checks_as_the_real_agent() -> None:
         "guest-set-user-password",
         {"username": "root", "password": b64("a\nb"), "crypted": False},
     )
-    assert newline["error"]["desc"] == "forbidden characters in raw password"  # type: ignore[index]
+    assert newline["error"]["desc"] == "forbidden characters in raw password"
     colon = call(
         agent,
         "guest-set-user-password",
         {"username": "ro:ot", "password": b64("x"), "crypted": False},
     )
-    assert colon["error"]["desc"] == "forbidden characters in username"  # type: ignore[index]
+    assert colon["error"]["desc"] == "forbidden characters in username"
     unknown = call(
         agent,
         "guest-set-user-password",
         {"username": "nobody-here", "password": b64("x"), "crypted": False},
     )
-    assert unknown["error"]["desc"] == "child process has failed to set user password"  # type: ignore[index]
-
+    assert unknown["error"]["desc"] == "child process has failed to set user password"
 
 
 def test_cpustats_in_milliseconds_and_offline_cpus_absent() -> None:

@@ -6,12 +6,13 @@ import base64
 import dataclasses
 import json
 import re
+from typing import Any
 
 import pytest
 
 from qgadash.sim.agent import Close, GuestAgent, Pause, PowerOff, Stream
 from qgadash.sim.fleet import assign_faults, fleet_slice, write_hosts_toml
-from qgadash.sim.profiles import Fault, demo_fleet, hostile_text, make_profile
+from qgadash.sim.profiles import Fault, GuestProfile, demo_fleet, hostile_text, make_profile
 from qgadash.sim.wire import JsonError, RequestStream
 
 
@@ -23,23 +24,24 @@ class FakeClock:
         return self.now
 
 
-def linux(index: int = 0, **changes: object) -> GuestAgent:
+def linux(index: int = 0, **changes: Any) -> GuestAgent:
     return agent_for(make_profile(index), **changes)
 
 
 def agent_for(
-    profile: object, fault: Fault = Fault.NONE, clock: FakeClock | None = None, **changes: object
+    profile: GuestProfile,
+    fault: Fault = Fault.NONE,
+    clock: FakeClock | None = None,
+    **changes: Any,
 ) -> GuestAgent:
-    from qgadash.sim.profiles import GuestProfile
-
-    assert isinstance(profile, GuestProfile)
+    """An agent for `profile`; keyword arguments change the profile's fields."""
     if changes:
-        profile = dataclasses.replace(profile, **changes)  # type: ignore[arg-type]
+        profile = dataclasses.replace(profile, **changes)
     clock = clock or FakeClock()
     return GuestAgent(profile, fault, clock=clock, wall=lambda: 1_764_000_000.0 + clock.now)
 
 
-def windows_profile() -> object:
+def windows_profile() -> GuestProfile:
     profile = next(make_profile(i) for i in range(20) if make_profile(i).windows)
     return profile
 
@@ -51,7 +53,8 @@ def replies(agent: GuestAgent, data: bytes) -> list[bytes]:
 
 def call(
     agent: GuestAgent, command: str, arguments: dict[str, object] | None = None, rid: object = None
-) -> dict[str, object]:
+) -> dict[str, Any]:
+    """One request's reply, parsed (JSON: its shape is what the test asserts)."""
     request: dict[str, object] = {"execute": command}
     if arguments is not None:
         request["arguments"] = arguments
@@ -145,12 +148,10 @@ def test_argument_checks_use_qemu_texts() -> None:
         "class": "GenericError",
         "desc": "Parameter 'pid' is missing",
     }
-    assert call(agent, "guest-exec-status", {"pid": "a"})["error"]["desc"] == (  # type: ignore[index]
+    assert call(agent, "guest-exec-status", {"pid": "a"})["error"]["desc"] == (
         "Invalid parameter type for 'pid', expected: integer"
     )
-    assert call(agent, "guest-ping", {"x": 1})["error"]["desc"] == (  # type: ignore[index]
-        "Parameter 'x' is unexpected"
-    )
+    assert call(agent, "guest-ping", {"x": 1})["error"]["desc"] == ("Parameter 'x' is unexpected")
 
 
 def test_floats_are_printed_with_17_significant_digits() -> None:
@@ -173,7 +174,7 @@ def test_guest_info_lists_commands_with_flags() -> None:
 def test_newer_agent_offers_guest_get_load_with_real_member_names() -> None:
     agent = linux(agent_version="10.0.3")
     load = call(agent, "guest-get-load")["return"]
-    assert set(load) == {"load1m", "load5m", "load15m"}  # type: ignore[arg-type]
+    assert set(load) == {"load1m", "load5m", "load15m"}
 
 
 def test_disabled_command_texts() -> None:
@@ -189,7 +190,7 @@ def test_disabled_command_texts() -> None:
         "desc": "Command guest-exec has been disabled: the command is not allowed",
     }
     info = call(win, "guest-info")["return"]
-    flags = {c["name"]: c["enabled"] for c in info["supported_commands"]}  # type: ignore[index]
+    flags = {c["name"]: c["enabled"] for c in info["supported_commands"]}
     assert flags["guest-exec"] is False
 
 
@@ -197,10 +198,7 @@ def test_frozen_allows_only_the_freeze_allow_list() -> None:
     agent = linux()
     assert call(agent, "guest-fsfreeze-freeze")["return"] == 2
     error = call(agent, "guest-exec", {"path": "/bin/true"})["error"]
-    assert error["desc"] == (
-        "Command guest-exec has been disabled: "  # type: ignore[index]
-        "the agent is in frozen state"
-    )
+    assert error["desc"] == ("Command guest-exec has been disabled: the agent is in frozen state")
     assert call(agent, "guest-fsfreeze-status")["return"] == "frozen"
     assert call(agent, "guest-info")["return"]
     assert call(agent, "guest-fsfreeze-thaw")["return"] == 2
@@ -215,7 +213,7 @@ def test_windows_thaw_after_ten_seconds_fails_and_the_guest_is_thawed_all_the_sa
     assert call(agent, "guest-fsfreeze-status")["return"] == "frozen"
     clock.now += 11  # VSS let the writes go after 10 s; the agent still says frozen
     assert call(agent, "guest-fsfreeze-status")["return"] == "frozen"
-    assert call(agent, "guest-fsfreeze-thaw")["error"]["desc"] == (  # type: ignore[index]
+    assert call(agent, "guest-fsfreeze-thaw")["error"]["desc"] == (
         "couldn't hold writes: fsfreeze is limited up to 10 seconds"
     )
     assert call(agent, "guest-fsfreeze-status")["return"] == "thawed"
@@ -228,9 +226,7 @@ def test_shutdown_sends_no_reply_and_powers_off() -> None:
     assert out == [Pause(2.0), PowerOff()]
     assert agent.receive(b'{"execute":"guest-ping","id":2}') == []
     bad = call(linux(), "guest-shutdown", {"mode": "off"})
-    assert bad["error"]["desc"] == (  # type: ignore[index]
-        "Parameter 'mode' expects 'halt', 'powerdown' or 'reboot'"
-    )
+    assert bad["error"]["desc"] == ("Parameter 'mode' expects 'halt', 'powerdown' or 'reboot'")
 
 
 def test_reboot_answers_queued_requests_later() -> None:
@@ -257,11 +253,11 @@ def test_file_handles_read_write_seek() -> None:
         "buf-b64": base64.b64encode(content[3:]).decode(),
         "eof": True,
     }
-    assert call(agent, "guest-file-read", {"handle": handle, "count": -1})["error"]["desc"] == (  # type: ignore[index]
+    assert call(agent, "guest-file-read", {"handle": handle, "count": -1})["error"]["desc"] == (
         "value '-1' is invalid for argument count"
     )
     assert call(agent, "guest-file-close", {"handle": handle})["return"] == {}
-    assert call(agent, "guest-file-close", {"handle": handle})["error"]["desc"] == (  # type: ignore[index]
+    assert call(agent, "guest-file-close", {"handle": handle})["error"]["desc"] == (
         "handle '1000' has not been found"
     )
 
@@ -274,11 +270,11 @@ def test_file_handles_read_write_seek() -> None:
         "return"
     ] == {"eof": False, "position": 0}
     back = call(agent, "guest-file-read", {"handle": w})["return"]
-    assert base64.b64decode(back["buf-b64"]) == b"hello"  # type: ignore[index]
-    missing = call(agent, "guest-file-open", {"path": "/nope/x"})["error"]["desc"]  # type: ignore[index]
+    assert base64.b64decode(back["buf-b64"]) == b"hello"
+    missing = call(agent, "guest-file-open", {"path": "/nope/x"})["error"]["desc"]
     assert missing == "failed to open file '/nope/x' (mode: 'r'): No such file or directory"
     d = call(agent, "guest-file-open", {"path": "/etc"})["return"]
-    assert call(agent, "guest-file-read", {"handle": d})["error"]["desc"] == (  # type: ignore[index]
+    assert call(agent, "guest-file-read", {"handle": d})["error"]["desc"] == (
         "failed to read file: Is a directory"
     )
 
@@ -290,17 +286,17 @@ def test_log_grows_over_time() -> None:
     first = call(agent, "guest-file-read", {"handle": h, "count": 1 << 20})["return"]
     clock.now += 30
     more = call(agent, "guest-file-read", {"handle": h, "count": 1 << 20})["return"]
-    assert first["count"] > 0 and more["count"] > 0  # type: ignore[index]
+    assert first["count"] > 0 and more["count"] > 0
 
 
 def run_exec(agent: GuestAgent, clock: FakeClock, path: str, args: list[str]) -> dict[str, object]:
     pid = call(agent, "guest-exec", {"path": path, "arg": args, "capture-output": True})["return"][
         "pid"
-    ]  # type: ignore[index]
+    ]
     assert call(agent, "guest-exec-status", {"pid": pid})["return"] == {"exited": False}
     clock.now += 5
     status = call(agent, "guest-exec-status", {"pid": pid})["return"]
-    assert call(agent, "guest-exec-status", {"pid": pid})["error"]["desc"] == (  # type: ignore[index]
+    assert call(agent, "guest-exec-status", {"pid": pid})["error"]["desc"] == (
         "Invalid parameter 'pid'"
     )
     assert isinstance(status, dict)
@@ -337,7 +333,7 @@ def test_exec_echo_and_unknown_command() -> None:
     unknown = run_exec(agent, clock, "/bin/sh", ["-c", "frobnicate --now"])
     assert unknown["exitcode"] == 127
     assert base64.b64decode(str(unknown["err-data"])) == b"sh: 1: frobnicate: not found\n"
-    gone = call(agent, "guest-exec", {"path": "/nonexistent"})["error"]["desc"]  # type: ignore[index]
+    gone = call(agent, "guest-exec", {"path": "/nonexistent"})["error"]["desc"]
     assert gone.startswith("Guest agent command failed, error was 'Failed to execute child")
 
 
@@ -347,14 +343,14 @@ def test_counters_grow_and_load_wanders() -> None:
     before = call(agent, "guest-network-get-interfaces")["return"]
     clock.now += 10
     after = call(agent, "guest-network-get-interfaces")["return"]
-    rx0 = before[1]["statistics"]["rx-bytes"]  # type: ignore[index]
-    rx1 = after[1]["statistics"]["rx-bytes"]  # type: ignore[index]
+    rx0 = before[1]["statistics"]["rx-bytes"]
+    rx1 = after[1]["statistics"]["rx-bytes"]
     assert rx1 > rx0
     agent10 = agent_for(make_profile(7), clock=clock)  # Fedora, agent 10.0
     loads = set()
     for _ in range(5):
         clock.now += 7
-        loads.add(call(agent10, "guest-get-load")["return"]["load1m"])  # type: ignore[index]
+        loads.add(call(agent10, "guest-get-load")["return"]["load1m"])
     assert len(loads) > 1
 
 
@@ -429,7 +425,7 @@ def test_markup_fault_puts_markup_and_escapes_in_every_text_field() -> None:
     assert "[link=" in names and "\x1b[31m" in names and "\x00" in names
     handle = call(agent, "guest-file-open", {"path": "/etc/motd"})["return"]
     motd = call(agent, "guest-file-read", {"handle": handle})["return"]
-    assert b"[bold red]" in base64.b64decode(motd["buf-b64"])  # type: ignore[index]
+    assert b"[bold red]" in base64.b64decode(motd["buf-b64"])
 
 
 # --- profiles and fleets --------------------------------------------------------------
