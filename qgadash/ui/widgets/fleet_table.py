@@ -298,6 +298,19 @@ class FleetTable(ScrollView, can_focus=True):
         top = int(self.scroll_y)
         return row is not None and top <= row <= top + self._page_height()
 
+    def visible_of(self, vm_ids: Iterable[str]) -> set[str]:
+        """Those of `vm_ids` on screen now (`is_visible` of each, the screen's geometry
+        read once: a batch at 10,000 VMs asks about a thousand rows)."""
+        index = self._index
+        top = int(self.scroll_y)
+        bottom = top + self._page_height()
+        out = set()
+        for vm_id in vm_ids:
+            row = index.get(vm_id)
+            if row is not None and top <= row <= bottom:
+                out.add(vm_id)
+        return out
+
     # -- writing -----------------------------------------------------------------------
 
     def redraw_all(self) -> None:
