@@ -161,6 +161,10 @@ class FleetTable(ScrollView, can_focus=True):
         # Padded segments of a cell, by (Text, width, justify); see _cell_segments.
         self._cells: dict[tuple[Hashable, int], list[Segment]] = {}
         self._styles_key: object = None
+        # The widget's Rich style for one rendering pass (`render_lines`): Textual
+        # computes it from every ancestor's styles on each read, and a pass drew each
+        # line with two or three reads.
+        self._pass_style: Style | None = None
         self.slow_seconds = 0.0  # > 0: low-bandwidth mode (see SLOW_COLUMNS)
         self._slow_at: dict[str, float] = {}  # VM id -> when its slow columns were drawn
         self._held: dict[str, RowValues] = {}  # values held back by low-bandwidth mode
@@ -496,37 +500,51 @@ class FleetTable(ScrollView, can_focus=True):
         self._invalidate()
         super().notify_style_update()
 
-    def _check_styles(self) -> None:
+    def _check_styles(self) -> Style:
         """Cached lines hold the widget's styles: drop them when those change (focus,
-        theme)."""
-        key = (self.has_focus, self.rich_style, self.palette, self.app.current_theme.name)
+        theme). Returns the widget's Rich style."""
+        style = self.rich_style
+        key = (self.has_focus, style, self.palette, self.app.theme)
         if key != self._styles_key:
             self._styles_key = key
             self._invalidate()
+        return style
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in `crop`: the styles read once for all of them."""
+        self._pass_style = self._check_styles()
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass_style = None
 
     def render_line(self, y: int) -> Strip:
-        self._check_styles()
+        style = self._pass_style  # checked for this pass already
+        if style is None:
+            style = self._check_styles()
         width = self.size.width
         scroll_x = int(self.scroll_x)
         if y < self.header_height:
             if self._header is None:
-                self._header = self._render_header()
+                self._header = self._render_header(style)
             strip = self._header
         else:
             row = int(self.scroll_y) + y - self.header_height
             if row >= len(self._order):
-                return Strip.blank(width, self.rich_style)
-            strip = self._row_strip(row)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+                return Strip.blank(width, style)
+            strip = self._row_strip(row, style)
+        if not scroll_x and strip.cell_length == width:
+            return strip  # what crop_extend would return, without building it again
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
 
-    def _render_header(self) -> Strip:
-        style = self.rich_style + self.get_component_rich_style("fleet-table--header")
+    def _render_header(self, base: Style) -> Strip:
+        style = base + self.get_component_rich_style("fleet-table--header")
         cells: list[tuple[Text, int, str, Hashable]] = [
             (c.label, c.width, COLUMNS[COLUMN_INDEX[c.key]].justify, None) for c in self._columns
         ]
         return self._render_cells(cells, style, None)
 
-    def _row_strip(self, row: int) -> Strip:
+    def _row_strip(self, row: int, base: Style) -> Strip:
         vm_id = self._order[row]
         values = self._values(vm_id)
         cursor = row == self._cursor
@@ -543,7 +561,6 @@ class FleetTable(ScrollView, can_focus=True):
             )
             for index, column in zip(self._shown, self._columns, strict=True)
         ]
-        base = self.rich_style
         over: Style | None = None
         if cursor:
             cursor_style = self.get_component_rich_style("fleet-table--cursor")
@@ -564,8 +581,8 @@ class FleetTable(ScrollView, can_focus=True):
         for text, width, justify, key in cells:
             segments.extend(self._cell_segments(text, width, justify, key))
             total += width + 2 * self.cell_padding
-        styled = Segment.apply_style(segments, base, over)
-        return Strip(styled, total).simplify()
+        # Adjacent equal styles joined (fewer escape sequences on the wire), one Strip.
+        return Strip(list(Segment.simplify(Segment.apply_style(segments, base, over))), total)
 
     def _cell_segments(
         self, text: Text, width: int, justify: str, value: Hashable
