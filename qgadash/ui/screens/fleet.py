@@ -154,7 +154,7 @@ class FleetScreen(Screen[None]):
         self._resort_pending = False
         self._sorted_at = time.monotonic()
         self._clock.clear()
-        order = self._rows.order(self.table.order)
+        order = self._rows.order()
         with self.app.batch_update():
             self._content = self._rows.content_widths()
             self.table.show_sort(self.sort_column, self.sort_reverse)
