@@ -173,12 +173,13 @@ class FleetScreen(Screen[None]):
         rows.forget(removed)
         moved = False  # a shown row's sort value changed
         kept: dict[str, VmSnapshot] = {}  # shown before and after
+        everything = not self.faults_only and not self.filter  # every VM is wanted
         for vm_id in changed:
             snap = store.get(vm_id)
             if snap is None:
                 continue
             shown = vm_id in rows
-            if self._wanted(snap):
+            if everything or self._wanted(snap):
                 moved |= rows.put(snap, vm_id)
                 if shown:
                     kept[vm_id] = snap
