@@ -160,6 +160,10 @@ class FleetTable(ScrollView, can_focus=True):
         self._header: Strip | None = None
         # Padded segments of a cell, by (Text, width, justify); see _cell_segments.
         self._cells: dict[tuple[Hashable, int], list[Segment]] = {}
+        # The same with the line's styles applied and equal styles joined, by (column,
+        # value, width, base style, cursor style): a row drawn again (a changed RTT, a
+        # re-sort) re-renders only the cells it has not shown like this before.
+        self._styled: dict[tuple[Hashable, ...], list[Segment]] = {}
         self._styles_key: object = None
         # The widget's Rich style for one rendering pass (`render_lines`): Textual
         # computes it from every ancestor's styles on each read, and a pass drew each
@@ -494,6 +498,7 @@ class FleetTable(ScrollView, can_focus=True):
     def _invalidate(self) -> None:
         self._lines.clear()
         self._cells.clear()
+        self._styled.clear()
         self._header = None
 
     def notify_style_update(self) -> None:
@@ -551,23 +556,34 @@ class FleetTable(ScrollView, can_focus=True):
         hit = self._lines.get(vm_id)
         if hit is not None and hit[0] is values and hit[1] is cursor:
             return hit[2]
-        palette = self.palette
-        cells: list[tuple[Text, int, str, Hashable]] = [
-            (
-                render_cell(index, values[index], palette),
-                column.width,
-                COLUMNS[index].justify,
-                (index, values[index]),
-            )
-            for index, column in zip(self._shown, self._columns, strict=True)
-        ]
         over: Style | None = None
         if cursor:
             cursor_style = self.get_component_rich_style("fleet-table--cursor")
             base = base + cursor_style
             # The cursor's colours win over the cells' (as DataTable's "css" priority).
             over = Style.from_color(cursor_style.color, cursor_style.bgcolor)
-        strip = self._render_cells(cells, base, over)
+        # The line is its cells' styled segments one after the other, adjacent equal
+        # styles joined (what `_render_cells` makes of them, cell by cell).
+        palette = self.palette
+        styled_cells = self._styled
+        if len(styled_cells) > CELL_CACHE_SIZE:
+            styled_cells.clear()
+        segments: list[Segment] = []
+        total = 0
+        for index, column in zip(self._shown, self._columns, strict=True):
+            value = values[index]
+            width = column.width
+            key = (index, value, width, base, over)
+            styled = styled_cells.get(key)
+            if styled is None:
+                text = render_cell(index, value, palette)
+                raw = self._cell_segments(text, width, COLUMNS[index].justify, (index, value))
+                styled = styled_cells[key] = list(
+                    Segment.simplify(Segment.apply_style(raw, base, over))
+                )
+            _append_simplified(segments, styled)
+            total += width + 2 * self.cell_padding
+        strip = Strip(segments, total)
         self._lines[vm_id] = (values, cursor, strip)
         return strip
 
@@ -611,6 +627,17 @@ class FleetTable(ScrollView, can_focus=True):
                 self._cells.clear()
             self._cells[key] = out
         return out
+
+
+def _append_simplified(line: list[Segment], cell: list[Segment]) -> None:
+    """`line` + `cell` as `Segment.simplify` would join them (both are simplified: only
+    where they meet can two segments of equal style be next to each other)."""
+    if line and cell and line[-1].style == cell[0].style:
+        last = line[-1]
+        line[-1] = Segment(last.text + cell[0].text, last.style)
+        line.extend(cell[1:])
+    else:
+        line.extend(cell)
 
 
 def _text_segments(text: Text) -> list[Segment]:
