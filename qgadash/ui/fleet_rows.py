@@ -4,12 +4,14 @@ The fleet screen applies a batch of store changes several times a second. Sortin
 shown VM from its snapshot (a natural sort key built from each id, each column's sort
 key) and measuring every row's text for the column widths cost ~100 ms at 10,000 VMs
 and came back with every re-sort. Here each shown VM's sort value and text widths are
-computed once per change of that VM, so a re-sort is one `list.sort` over values
-already at hand and the content widths are read from per-column tallies. No Textual.
+computed once per change of that VM, so a re-sort is one `sorted()` over keys already
+at hand and the content widths are read from per-column tallies. No Textual.
 
 What it answers is what a pass over the shown snapshots answers: `order()` is
 `sort_ids(shown, column, reverse)` and `content_widths()` is `content_widths(shown)`
-(the tests check both against those functions after random changes).
+(the tests check both against those functions after random changes). One difference:
+two ids with the same natural key (`vm-01` and `vm-1`, `A` and `a`) are ordered by the
+id here, by the store's order in `sort_ids`.
 """
 
 from __future__ import annotations
