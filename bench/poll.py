@@ -34,7 +34,7 @@ from bench.floor import FloorClient
 from qgadash.fleet.config import Config, HypervisorConfig, Settings
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import SessionMode
-from qgadash.fleet.poller import BENCH_COMMANDS, PollPlan
+from qgadash.fleet.polling import BENCH_COMMANDS, PollPlan
 from qgadash.fleet.tuning import settle_garbage_collector
 
 

@@ -2,6 +2,7 @@
 
     python bench/scale.py --sizes 1000 5000 10000 --duration 30
     python bench/scale.py --sizes 5000 --silent 0.10 --garbage 0.02   # fairness under faults
+    python bench/scale.py --sizes 1000 --stats   # the CPU% and DISK I/O columns on
 
 The simulator runs in its own processes (spread so none passes the 20,000-file limit).
 The engine polls every VM on its interval with held sessions (one socket per VM in this
@@ -88,6 +89,7 @@ async def run_size(
     interval: float,
     timeout: float,
     session: SessionMode = SessionMode.HELD,
+    stats: bool = False,
 ) -> dict[str, float]:
     settings = Settings(poll_interval=interval, timeout=timeout, max_in_flight=256)
     config = Config(
@@ -96,6 +98,8 @@ async def run_size(
         (HypervisorConfig("sim", agents=(f"{directory}/*.sock",), session=session),),
     )
     engine = MeasuredEngine(config, after_discovery=settle_garbage_collector)
+    if stats:  # what the dashboard's optional CPU% and DISK I/O columns add to every poll
+        engine.poll_stats(cpu=True, disks=True)
     base_rss = rss_mb()
     await engine.discover()
     assert len(engine.store) == count, (len(engine.store), count)
@@ -156,6 +160,11 @@ def main() -> None:
         default=SessionMode.HELD.value,
         help="held: one connection kept per VM; per-poll: connect, sync, poll, close",
     )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="poll guest-get-cpustats and guest-get-diskstats too (the optional columns on)",
+    )
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument(
@@ -169,7 +178,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"interval {args.interval:g} s, timeout {args.timeout:g} s, duration {args.duration:g} s, "
-        f"silent {args.silent:.0%}, garbage {args.garbage:.0%}, sessions {args.session}"
+        f"silent {args.silent:.0%}, garbage {args.garbage:.0%}, sessions {args.session}, "
+        f"cpu/disk stats {'on' if args.stats else 'off'}"
     )
     header = (
         "VMs",
@@ -199,6 +209,7 @@ def main() -> None:
                         args.interval,
                         args.timeout,
                         SessionMode(args.session),
+                        args.stats,
                     )
                 )
             finally:

@@ -243,7 +243,7 @@ def _children_cpu() -> float:
 
 
 async def libvirt_poll(guests: int, rounds: int) -> None:
-    from qgadash.fleet.poller import FAST_COMMANDS, SLOW_COMMANDS
+    from qgadash.fleet.polling import FAST_COMMANDS, SLOW_COMMANDS
     from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
     from tests.guests.image import ensure_image
     from tests.integration.libvirtd import Libvirtd

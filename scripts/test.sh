@@ -69,6 +69,11 @@ FAST=(
   tests/ui/test_snapshots.py tests/ui/test_view_units.py tests/ui/test_operator_screen.py
   -m "not real_agent and not real_sshd and not libvirt and not guest"
 )
+# The other versions run side by side (one process each: the machine's two cores), each
+# with its own pytest temporary directory and log, printed when both are done.
+extra_logs=()
+extra_pids=()
+extra_versions=()
 for version in ${QGADASH_EXTRA_PYTHONS-3.11 3.12 3.13}; do
   [ "$version" = "$MAIN" ] && continue
   if (($#)); then
@@ -79,9 +84,22 @@ for version in ${QGADASH_EXTRA_PYTHONS-3.11 3.12 3.13}; do
     echo "== Python $version: skipped (not on this machine)"
     continue
   fi
-  echo "== Python $version ($interpreter): the fast tests"
   make_venv "$interpreter" ".venv-$version"
-  ".venv-$version/bin/python" -m pytest -p no:cacheprovider "${FAST[@]}" || failed+=("Python $version")
+  log=$(mktemp -t "qgadash-py$version.XXXXXX.log")
+  base=$(mktemp -d -t "qgadash-py$version.XXXXXX")
+  echo "== Python $version ($interpreter): the fast tests, started (log: $log)"
+  ".venv-$version/bin/python" -m pytest -p no:cacheprovider --basetemp "$base/tmp" "${FAST[@]}" \
+    >"$log" 2>&1 &
+  extra_pids+=("$!")
+  extra_logs+=("$log")
+  extra_versions+=("$version")
+done
+for i in "${!extra_pids[@]}"; do
+  status=0
+  wait "${extra_pids[$i]}" || status=$?
+  echo "== Python ${extra_versions[$i]}: the fast tests"
+  cat "${extra_logs[$i]}"
+  ((status == 0)) || failed+=("Python ${extra_versions[$i]}")
 done
 
 if ((${#failed[@]})); then

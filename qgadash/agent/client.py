@@ -81,6 +81,14 @@ class AgentCaller(Protocol):
         self, requests: Sequence[Request], *, timeout: float
     ) -> list[Any | AgentError]: ...
 
+    async def call_many_raw(
+        self, requests: Sequence[Request], *, timeout: float, read_only: bool = False
+    ) -> list[Any | bytes | AgentError]:
+        """As `call_many`, but a success may come back as its undecoded JSON text (bytes):
+        the poller compares those with the last poll's and decodes only what changed.
+        A caller that has no bytes (libvirt) returns values, as `call_many`."""
+        ...
+
     async def call_no_reply(
         self, name: str, args: dict[str, Any] | None = None, *, grace: float
     ) -> NoReplyOutcome: ...

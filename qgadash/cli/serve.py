@@ -8,20 +8,24 @@ refused too. The bind address is loopback unless the operator says `--allow-remo
 Each browser session is a separate process: textual-serve runs the command we give it
 with Textual's web driver, so a session is a normal `qgadash --hosts FILE` dashboard
 with all its freeze safety (quit thaws, stop signals thaw, keepers and journal). Closing
-the tab, a stop signal to serve, or Ctrl-C (which the session processes receive too, as
-members of the same process group) each make that dashboard quit, which thaws.
+the tab makes that dashboard quit, which thaws. A stop signal to serve is passed on to
+every session's dashboard (Ctrl-C reaches them anyway, as members of the same process
+group), which thaws as it would on that signal in a terminal: at once, retried, and on
+record as the signal ("thaw (signal SIGTERM)"), not as the operator's quit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import html
 import ipaddress
 import logging
 import secrets
 import shlex
+import signal
 import socket
 import sys
 from asyncio.subprocess import Process
@@ -36,7 +40,7 @@ from textual_serve.download_manager import DownloadManager
 
 from qgadash.cli.select import EXIT_FAILED, EXIT_OK, UsageError
 from qgadash.fleet.engine import FleetEngine
-from qgadash.fleet.signals import say
+from qgadash.fleet.signals import received_stop_signal, say
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +175,23 @@ class DashboardServer:
         if runner.addresses:  # port 0 asked: the one bound
             self.port = int(runner.addresses[0][1])
 
-    async def stop(self) -> None:
-        """Close every browser session; each dashboard quits (and thaws) before this returns."""
+    async def stop(self, sig: signal.Signals | None = None) -> None:
+        """Close every browser session; each dashboard quits (and thaws) before this returns.
+
+        `sig`, the stop signal ending serve, is sent to each session's dashboard first,
+        and they are given `STOP_BUDGET` to end by it before their tabs are closed (the
+        tab's "quit" would otherwise race the signal for the reason of the thaw)."""
+        if sig is not None:
+            signalled = []
+            for service in list(self._services):
+                process = service.process
+                if process is not None and process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.send_signal(sig)
+                        signalled.append(process.wait())
+            if signalled:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*signalled), STOP_BUDGET)
         for websocket in list(self._open):
             await websocket.close(code=1001, message=b"qgadash serve is stopping")
         if self._runner is not None:
@@ -337,5 +356,5 @@ async def cmd_serve(engine: FleetEngine, args: argparse.Namespace) -> int:
         )
         await asyncio.Event().wait()  # until a signal cancels this task
     finally:
-        await server.stop()
+        await server.stop(received_stop_signal())
     return EXIT_FAILED if server.failed_sessions else EXIT_OK

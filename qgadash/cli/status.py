@@ -1,11 +1,13 @@
 """`status`: one poll of the selected VMs, as a table or JSON; hypervisors that could
-not be reached are rows of their own (and make the exit status 1)."""
+not be reached are rows of their own (and make the exit status 1). The load comes from
+the poll (qemu-ga 10.0+) or, for older Linux agents, /proc/loadavg (fleet/loadavg.py);
+a VM without one says why."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from qgadash.cli.select import (
     EXIT_FAILED,
@@ -15,6 +17,7 @@ from qgadash.cli.select import (
     poll_selection,
 )
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.loadavg import StatusLoad, status_loads
 from qgadash.fleet.model import AgentState, HypervisorStatus, VmSnapshot
 from qgadash.fleet.report import status_document
 from qgadash.fleet.sanitize import printable
@@ -25,18 +28,23 @@ async def cmd_status(engine: FleetEngine, args: argparse.Namespace) -> int:
     failed = down(hypervisors)
     if not chosen and not failed:
         raise UsageError("no VM matches the selection")
+    loads = await status_loads(engine, chosen, engine.settings.max_in_flight)
     if args.json:
-        print(json.dumps(status_document(chosen, hypervisors, engine.store.notes()), indent=2))
+        document = status_document(chosen, hypervisors, engine.store.notes(), loads)
+        print(json.dumps(document, indent=2))
     else:
-        print(status_table(chosen, hypervisors))
+        print(status_table(chosen, hypervisors, loads))
     ok = all(s.agent is AgentState.OK for s in chosen) and not failed
     return EXIT_OK if ok else EXIT_FAILED
 
 
 def status_table(
-    snapshots: Sequence[VmSnapshot], hypervisors: Sequence[HypervisorStatus] = ()
+    snapshots: Sequence[VmSnapshot],
+    hypervisors: Sequence[HypervisorStatus] = (),
+    loads: Mapping[str, StatusLoad] | None = None,
 ) -> str:
-    """One row per VM, then one per hypervisor that is down or has something to say."""
+    """One row per VM, then one per hypervisor that is down or has something to say.
+    `loads`: each VM's load and why it has none (else the poll's load, no reason)."""
     header = ("VM", "AGENT", "OS", "HOSTNAME", "IPV4", "FS", "FULL", "LOAD", "RTT", "DETAIL")
     rows = [header]
     for s in snapshots:
@@ -45,6 +53,10 @@ def status_table(
         detail = printable(s.error, 120, "") if s.error else ""
         if s.lifecycle is not None:
             detail = s.lifecycle.label
+        load = loads.get(s.id) if loads is not None else None
+        load_value = load.load if load is not None else f.load
+        if not detail and load is not None and load.note is not None:
+            detail = "no load: " + printable(load.note, 200, "")
         rows.append(
             (
                 printable(s.id, 40),
@@ -56,7 +68,7 @@ def status_table(
                 f"{full.used_fraction * 100:.0f}%"
                 if full and full.used_fraction is not None
                 else "-",
-                f"{f.load.load1:.2f}" if f.load is not None else "-",
+                f"{load_value.load1:.2f}" if load_value is not None else "-",
                 f"{s.latency_ms:.1f}ms" if s.latency_ms is not None else "-",
                 detail,
             )

@@ -3,10 +3,11 @@
 At 10,000 VMs a scrape is ~200,000 samples. prometheus-client's metric objects cost
 several microseconds a sample, so the per-VM families are written here directly in the
 exposition format (the library still serves the exporter's own metrics, and the tests
-parse this text with its parsers). Snapshots are immutable and replaced whole, so each
-VM's text is kept with the snapshot it was made from and reused while that snapshot is
-still current; its filesystem and identity lines are kept by the identity of the facts
-they came from, which polls reuse while the guest's reply is unchanged.
+parse this text with its parsers). Snapshots are immutable and replaced whole: each VM's
+lines are rendered when the store says its snapshot was replaced, and kept; its
+filesystem and identity lines are kept by the identity of the facts they came from,
+which polls reuse while the guest's reply is unchanged. A scrape only joins the kept
+lines (`FleetExposition.text`), in whatever thread serves it.
 
 Everything a guest says is untrusted: label values go through `printable` (control,
 bidi and invisible characters escaped, length cut) and are then escaped for the format.
@@ -16,8 +17,9 @@ points per VM, in the order the guest reported them, each label value at most on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from qgadash.agent.replies import Filesystem, FreezeState, Interface
 from qgadash.fleet.model import AgentState, GuestFacts, HypervisorStatus, VmRef, VmSnapshot
@@ -231,14 +233,72 @@ class _VmText:
 
 
 class FleetExposition:
-    """Renders snapshots as exposition text; keeps what it can for the next scrape.
+    """Each VM's text, kept current from the store's changes; the whole text on demand.
 
-    One render at a time: `render`, or in steps (`steps`) so that an event loop can
-    run polls between them (the server does).
+    The event loop writes (`update`, `remove`, `set_hypervisors`: one VM's lines are
+    re-rendered when its snapshot is replaced); any thread reads (`text`). A reader takes
+    a copy of the VM table and each VM's lines tuple, both replaced whole, never edited
+    in place, so it sees every VM as of one of its snapshots without a lock, and needs
+    no turn of the loop. `generation` counts the writes, so a reader can tell whether a
+    text it built is still current.
     """
 
     def __init__(self) -> None:
         self._vms: dict[str, _VmText] = {}
+        self._hypervisor_text = ""
+        self.generation = 0
+
+    def __contains__(self, vm_id: str) -> bool:
+        return vm_id in self._vms
+
+    def add(self, vm_ids: Iterable[str]) -> None:
+        """Places for new VMs, in this order (the store's), before their first `update`:
+        a scrape lists VMs as the store does, whatever order their changes come in."""
+        for vm_id in vm_ids:
+            if vm_id not in self._vms:
+                self._vms[vm_id] = _VmText()
+
+    def update(self, vm_id: str, snap: VmSnapshot) -> None:
+        """The VM's snapshot now (a VM without a place is added at the end)."""
+        entry = self._vms.get(vm_id)
+        if entry is None:
+            entry = _VmText()
+        elif entry.snap is snap:
+            return
+        entry.update(vm_id, snap)
+        self._vms[vm_id] = entry
+        self.generation += 1
+
+    def remove(self, vm_id: str) -> None:
+        if self._vms.pop(vm_id, None) is not None:
+            self.generation += 1
+
+    def set_hypervisors(self, hypervisors: Iterable[HypervisorStatus]) -> None:
+        self._hypervisor_text = _hypervisor_text(hypervisors)
+        self.generation += 1
+
+    def text(self, openmetrics: bool) -> str:
+        """The per-VM and per-hypervisor families (no `# EOF`: the caller ends the text).
+        Safe from any thread while the loop writes."""
+        entries = list(self._vms.values())  # one C call: atomic under the interpreter lock
+        hypervisors = self._hypervisor_text
+        all_fragments: list[Fragments] = []
+        used_labels: set[str] = set()
+        for entry in entries:
+            lines = entry.lines  # read before labels: a renamed VM's old lines go unseen
+            labels = entry.labels
+            if not labels:
+                continue  # a place added, not rendered yet
+            if labels in used_labels:
+                continue  # two ids equal once cut: a duplicate series would fail the scrape
+            used_labels.add(labels)
+            all_fragments.append(lines)
+        parts: list[str] = []
+        for index, family in enumerate(VM_FAMILIES):
+            parts.append(family.header(openmetrics))
+            parts.append("".join(map(itemgetter(index), all_fragments)))
+        parts.append(hypervisors)
+        return "".join(parts)
 
     def render(
         self,
@@ -246,48 +306,22 @@ class FleetExposition:
         hypervisors: Iterable[HypervisorStatus],
         openmetrics: bool,
     ) -> str:
-        """The per-VM and per-hypervisor families (no `# EOF`: the caller ends the text)."""
-        *_steps, text = self.steps(snapshots, hypervisors, openmetrics, len(snapshots) + 1)
-        return text
-
-    def steps(
-        self,
-        snapshots: Sequence[VmSnapshot],
-        hypervisors: Iterable[HypervisorStatus],
-        openmetrics: bool,
-        every: int,
-    ) -> Iterator[str]:
-        """`render` as a generator: "" after each `every` VMs, then the text."""
-        old = self._vms
-        self._vms = vms = {}  # VMs that left the store leave the cache with this render
-        all_fragments: list[Fragments] = []
-        used_labels: set[str] = set()
-        for number, snap in enumerate(snapshots, 1):
-            vm_id = snap.ref.hypervisor + "/" + snap.ref.name
-            entry = old.get(vm_id)
-            if entry is None:
-                entry = _VmText()
-            if entry.snap is not snap:
-                entry.update(vm_id, snap)
-            vms[vm_id] = entry
-            if number % every == 0:
-                yield ""
-            if entry.labels in used_labels:
-                continue  # two ids equal once cut: a duplicate series would fail the scrape
-            used_labels.add(entry.labels)
-            all_fragments.append(entry.lines)
-        parts: list[str] = []
-        for index, family in enumerate(VM_FAMILIES):
-            parts.append(family.header(openmetrics))
-            parts.extend([f[index] for f in all_fragments])
-        parts.append(_hypervisor_text(hypervisors, openmetrics))
-        yield "".join(parts)
+        """`snapshots` as the whole fleet: VMs not among them leave, the others are
+        updated, then the text (what the loop and `text` do, in one call)."""
+        current = {snap.ref.hypervisor + "/" + snap.ref.name: snap for snap in snapshots}
+        for vm_id in [vm_id for vm_id in self._vms if vm_id not in current]:
+            self.remove(vm_id)
+        for vm_id, snap in current.items():
+            self.update(vm_id, snap)
+        self.set_hypervisors(hypervisors)
+        return self.text(openmetrics)
 
 
-def _hypervisor_text(hypervisors: Iterable[HypervisorStatus], openmetrics: bool) -> str:
+def _hypervisor_text(hypervisors: Iterable[HypervisorStatus]) -> str:
+    """Both families are gauges: their text is the same in either format."""
     up_family, vms_family = HYPERVISOR_FAMILIES
-    up = [up_family.header(openmetrics)]
-    vms = [vms_family.header(openmetrics)]
+    up = [up_family.header(openmetrics=True)]
+    vms = [vms_family.header(openmetrics=True)]
     seen: set[str] = set()
     for hv in hypervisors:
         name = label_value(hv.name, LABEL_LIMITS["hypervisor"])

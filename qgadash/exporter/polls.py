@@ -2,24 +2,22 @@
 VMs per agent state, and what scrapes cost.
 
 The engine writes every poll's outcome into its store as a new snapshot with a new
-`last_poll`; this observer takes the store's change notifications (nobody else reads
-them in the exporter's process) and counts a poll wherever `last_poll` moved. It never
-waits for a poll and costs a dictionary lookup per changed VM.
+`last_poll`; `PollCounter` is given each changed snapshot (by `follow.StoreFollower`)
+and counts a poll wherever `last_poll` moved. It never waits for a poll and costs a
+dictionary lookup per changed VM. prometheus-client's metrics take their own locks: the
+HTTP server's thread reads them while the loop counts.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from qgadash import __version__
-from qgadash.fleet.model import AgentState
-from qgadash.fleet.store import FleetStore
+from qgadash.fleet.model import AgentState, VmSnapshot
 
-__all__ = ["EngineMetrics", "PollObserver"]
+__all__ = ["EngineMetrics", "PollCounter"]
 
 # Round trips of a healthy agent are ~1 ms locally and tens of ms over SSH; a poll that
 # times out is counted by its result, not here.
@@ -52,7 +50,8 @@ class EngineMetrics:
         )
         self.render = Histogram(
             "qgadash_scrape_render_seconds",
-            "Time to render one /metrics response (off the polling loop).",
+            "Time to build one /metrics response from the kept text (in the HTTP server's "
+            "thread, off the polling loop).",
             buckets=RENDER_BUCKETS,
             registry=self.registry,
         )
@@ -63,54 +62,39 @@ class EngineMetrics:
             self.polls.labels(state.value)
             self.vms.labels(state.value).set(0)
 
-    def count_states(self, states: Iterable[AgentState]) -> None:
-        tally = Tally(states)
-        for state in AgentState:
-            self.vms.labels(state.value).set(tally.get(state, 0))
 
+class PollCounter:
+    """Counts polls and VMs per agent state into `EngineMetrics`, from changed snapshots."""
 
-class PollObserver:
-    """Counts polls from the store's change notifications into `EngineMetrics`."""
-
-    def __init__(self, store: FleetStore, metrics: EngineMetrics) -> None:
-        self._store = store
+    def __init__(self, metrics: EngineMetrics) -> None:
         self._metrics = metrics
         self._last_poll: dict[str, float | None] = {}
-        self._scheduled = False
-        self._unsubscribe: Callable[[], None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._states: dict[str, AgentState] = {}
+        self._tally: Tally[AgentState] = Tally()
         self._by_state = {state: metrics.polls.labels(state.value) for state in AgentState}
+        self._vms_by_state = {state: metrics.vms.labels(state.value) for state in AgentState}
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self._store.subscribe(self._changed)
-        self.drain()
+    def changed(self, vm_id: str, snap: VmSnapshot) -> None:
+        """A poll wherever `last_poll` moved (the engine writes one per poll's outcome)."""
+        if snap.last_poll is not None and self._last_poll.get(vm_id) != snap.last_poll:
+            self._by_state[snap.agent].inc()
+            if snap.agent is AgentState.OK and snap.latency_ms is not None:
+                self._metrics.poll_rtt.observe(snap.latency_ms / 1000)
+        self._last_poll[vm_id] = snap.last_poll
+        old = self._states.get(vm_id)
+        if old is not snap.agent:
+            if old is not None:
+                self._tally[old] -= 1
+            self._tally[snap.agent] += 1
+            self._states[vm_id] = snap.agent
 
-    def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+    def removed(self, vm_id: str) -> None:
+        self._last_poll.pop(vm_id, None)
+        old = self._states.pop(vm_id, None)
+        if old is not None:
+            self._tally[old] -= 1
 
-    def _changed(self) -> None:
-        if not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self.drain)
-
-    def drain(self) -> None:
-        """Count the polls behind every change since the last drain."""
-        self._scheduled = False
-        changed, removed, _hypervisors = self._store.take_changes()
-        polls = self._by_state
-        rtt = self._metrics.poll_rtt
-        last = self._last_poll
-        for vm_id in removed:
-            last.pop(vm_id, None)
-        for vm_id in changed:
-            snap = self._store.get(vm_id)
-            if snap is None:
-                continue
-            if snap.last_poll is not None and last.get(vm_id) != snap.last_poll:
-                polls[snap.agent].inc()
-                if snap.agent is AgentState.OK and snap.latency_ms is not None:
-                    rtt.observe(snap.latency_ms / 1000)
-            last[vm_id] = snap.last_poll
+    def publish(self) -> None:
+        """The gauge of VMs per state, as of the changes seen so far."""
+        for state, gauge in self._vms_by_state.items():
+            gauge.set(self._tally[state])

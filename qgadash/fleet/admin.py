@@ -25,8 +25,9 @@ from qgadash.agent import replies
 from qgadash.agent.client import AgentCaller
 from qgadash.agent.errors import AgentCommandError
 from qgadash.fleet.actions import Action, ActionPlan
+from qgadash.fleet.admin_view import AdminView, no_key_file, read_admin_view
 from qgadash.fleet.live_stats import StatsSampler
-from qgadash.fleet.model import ActionResult
+from qgadash.fleet.model import ActionResult, VmSnapshot
 
 T = TypeVar("T")
 ProgressCallback = Callable[[ActionResult], None]
@@ -102,18 +103,13 @@ def read_key_file(text: str) -> list[str]:
     return keys
 
 
-def _no_key_file(exc: AgentCommandError) -> bool:
-    """qemu-ga fails to read a user's keys when the user has no authorized_keys: no keys."""
-    return "authorized_keys" in exc.desc and "No such file or directory" in exc.desc
-
-
 async def _get_keys(caller: AgentCaller, user: str, timeout: float) -> tuple[str, ...]:
     try:
         value = await caller.call(
             "guest-ssh-get-authorized-keys", {"username": user}, timeout=timeout
         )
     except AgentCommandError as exc:
-        if _no_key_file(exc):
+        if no_key_file(exc):
             return ()
         raise
     return replies.parse_ssh_keys(value)
@@ -201,6 +197,11 @@ class GuestAdmin:
     def sampler(self, vm_id: str) -> StatsSampler:
         """Live CPU % and disk rates of one VM, for a view that has it open."""
         return StatsSampler(self._engine, vm_id)
+
+    async def view(self, snap: VmSnapshot | None, vm_id: str, users: Sequence[str]) -> AdminView:
+        """The details' Admin tab: the VM's vCPUs and `users`' SSH keys, read now (read-only
+        commands, not audited; see fleet/admin_view.py)."""
+        return await read_admin_view(self._engine, snap, vm_id, users)
 
     async def _call(self, vm_id: str, name: str, args: dict[str, Any] | None) -> Any:
         timeout = self._engine.action_timeout

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -57,7 +58,8 @@ from qgadash.fleet.model import (
     SessionMode,
     VmRef,
 )
-from qgadash.fleet.poller import PollOutcome, PollPlan, failed_outcome, one_line, poll_with
+from qgadash.fleet.polling import PollCache, PollOutcome, PollPlan, failed_outcome, poll_with
+from qgadash.fleet.sanitize import one_line
 from qgadash.fleet.session import VmSession
 from qgadash.fleet.store import FleetStore
 from qgadash.transport.base import HypervisorLink, HypervisorState, ManagedHypervisor
@@ -125,6 +127,7 @@ class FleetEngine:
         }
         self._sessions: dict[str, VmSession] = {}
         self._poll_numbers: dict[str, int] = {}
+        self._poll_cache = PollCache()  # every poll's memory (fleet/polling/cache.py)
         self._action_epochs: dict[str, int] = {}
         # VMs whose freeze is on its way (hold taken, keeper arming, request in flight):
         # a poll's "thawed" is the state before it, not someone else's thaw.
@@ -248,11 +251,20 @@ class FleetEngine:
         if task is not None:
             task.cancel()
         session = self._sessions.pop(vm_id, None)
+        self._poll_cache.forget(vm_id)
         if session is not None:
             await session.close()
         self.store.remove(vm_id)
 
     # -- polling -------------------------------------------------------------------------
+
+    def poll_stats(self, *, cpu: bool, disks: bool) -> None:
+        """Ask every VM's CPU / disk counters on each poll from now on, or stop (the
+        dashboard's optional CPU % and DISK I/O columns: each costs a request per poll
+        of every VM, so only while shown)."""
+        plan = self.poll_plan.with_stats(cpu=cpu, disks=disks)
+        if plan != self.poll_plan:  # the same plan object keeps the command lists cached
+            self.poll_plan = plan
 
     async def poll_once(self) -> None:
         """Discover, then poll every VM once (the CLI's `status`)."""
@@ -282,7 +294,7 @@ class FleetEngine:
             number = self._poll_numbers.get(vm_id, 0)
             self._poll_numbers[vm_id] = number + 1
             return poll_with(
-                caller, current, self.poll_plan, number, timeout, self._clock, session.reply_cache
+                caller, current, self.poll_plan, number, timeout, self._poll_cache, self._clock
             )
 
         async with self._in_flight:
@@ -295,16 +307,7 @@ class FleetEngine:
             return
         if self._action_epochs.get(vm_id, 0) != epoch:
             # An action changed the freeze state while we polled: trust the action.
-            outcome = outcome.__class__(
-                outcome.agent,
-                outcome.error,
-                outcome.latency_ms,
-                outcome.last_poll,
-                outcome.last_seen,
-                outcome.facts,
-                current.freeze,
-                outcome.nic_samples,
-            )
+            outcome = dataclasses.replace(outcome, freeze=current.freeze)
         elif (
             outcome.agent is AgentState.OK
             and outcome.freeze is FreezeState.THAWED

@@ -37,7 +37,7 @@ from qgadash.fleet.holds import (
 )
 from qgadash.fleet.keeper import KEEPER_GRACE, KeeperUnavailable, ensure_local_keeper
 from qgadash.fleet.links import make_link
-from qgadash.fleet.poller import one_line
+from qgadash.fleet.sanitize import one_line
 from qgadash.transport.base import HypervisorLink, ThawKeeper
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,13 @@
-"""Live CPU % and disk I/O rates of one VM, for the views that have it open.
+"""Live CPU % and disk I/O rates: of one VM for the views that have it open, and of
+every VM while the fleet table shows its optional CPU % or DISK I/O column.
 
-Not polled fleet-wide (that would cost every poll of every VM): `StatsSampler` reads
-guest-get-cpustats and guest-get-diskstats (qemu-ga 7.1+) when asked, and turns two
-samples into rates. CPU % is busy time over all time of every vCPU the guest reports
-(whatever the unit: qemu-ga says milliseconds); disk rates use 512-byte sectors.
+`StatsSampler` reads guest-get-cpustats and guest-get-diskstats (qemu-ga 7.1+) when a
+view asks, and turns two samples into rates. Fleet-wide they are polled only while a
+column needs them (every poll of every VM pays for them then); each poll's reply
+becomes a `CounterRate` (`next_cpu`, `next_disks`): the counters, and the rate since the
+last poll's, with the same `sample_of` and `rates` as the sampler. CPU % is busy time
+over all time of every vCPU the guest reports (whatever the unit: qemu-ga says
+milliseconds); disk rates use 512-byte sectors.
 """
 
 from __future__ import annotations
@@ -149,3 +153,39 @@ class StatsSampler:
         sample = sample_of(cpus, disks, self._clock())
         last, self._last = self._last, sample
         return rates(last, sample) if last is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRate:
+    """A VM's CPU or disk counters at its last poll, and the rates since the poll before
+    (None after the first): what the fleet table's CPU % and DISK I/O columns show."""
+
+    sample: StatsSample
+    rate: LiveStats | None
+
+    @property
+    def cpu_percent(self) -> float | None:
+        return self.rate.cpu_percent if self.rate is not None else None
+
+    @property
+    def disk_bps(self) -> float | None:
+        """Bytes read and written a second, all disks together."""
+        if self.rate is None or not self.rate.disk_read_bps:
+            return None
+        return sum(self.rate.disk_read_bps.values()) + sum(self.rate.disk_write_bps.values())
+
+
+def next_cpu(
+    previous: CounterRate | None, cpus: Sequence[replies.CpuStat], at: float
+) -> CounterRate:
+    """A guest-get-cpustats reply taken at monotonic time `at`, after `previous`."""
+    sample = sample_of(cpus, None, at)
+    return CounterRate(sample, rates(previous.sample, sample) if previous else None)
+
+
+def next_disks(
+    previous: CounterRate | None, disks: Sequence[replies.DiskStat], at: float
+) -> CounterRate:
+    """A guest-get-diskstats reply taken at monotonic time `at`, after `previous`."""
+    sample = sample_of(None, disks, at)
+    return CounterRate(sample, rates(previous.sample, sample) if previous else None)

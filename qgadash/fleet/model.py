@@ -7,8 +7,7 @@ these types, so neither needs to know how the facts were fetched.
 from __future__ import annotations
 
 import enum
-import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from qgadash.agent.replies import (
@@ -22,6 +21,7 @@ from qgadash.agent.replies import (
     Timezone,
     User,
 )
+from qgadash.fleet.live_stats import CounterRate
 from qgadash.transport.base import HypervisorState
 
 __all__ = [
@@ -90,13 +90,9 @@ class GuestFacts:
     disks: tuple[Disk, ...] | None = None
     load: Load | None = None
     time_drift_s: float | None = None  # guest clock minus ours
-
-    def with_fact(self, name: str, value: Any) -> GuestFacts:
-        """A copy with one member changed: `dataclasses.replace` without its per-call
-        introspection, since every poll of every VM does this."""
-        values = list(_facts_getter(self))
-        values[_FACT_INDEX[name]] = value
-        return GuestFacts(*values)
+    # Polled only while the fleet table shows its CPU % / DISK I/O column (live_stats.py).
+    cpu: CounterRate | None = None
+    disk_io: CounterRate | None = None
 
     @property
     def version(self) -> str | None:
@@ -132,11 +128,6 @@ class GuestFacts:
         if self.os.name and self.os.version_id:
             return f"{self.os.name} {self.os.version_id}"
         return self.os.pretty_name or self.os.name or self.os.id
-
-
-_FACT_NAMES = tuple(f.name for f in fields(GuestFacts))
-_FACT_INDEX = {name: i for i, name in enumerate(_FACT_NAMES)}
-_facts_getter = operator.attrgetter(*_FACT_NAMES)
 
 
 POWER_ACTIONS = ("powerdown", "halt", "reboot", "suspend-ram", "suspend-disk", "suspend-hybrid")

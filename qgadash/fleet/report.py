@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from qgadash.fleet.loadavg import FROM_AGENT, StatusLoad
 from qgadash.fleet.model import ActionResult, HypervisorStatus, VmSnapshot
 
 
@@ -15,8 +16,14 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def vm_document(snap: VmSnapshot, note: str | None = None) -> dict[str, Any]:
+def vm_document(
+    snap: VmSnapshot, note: str | None = None, load: StatusLoad | None = None
+) -> dict[str, Any]:
+    """`load`: the VM's load as `status` found it (with its source, or why none); without
+    it, the poll's."""
     facts = snap.facts
+    if load is None:
+        load = StatusLoad(facts.load, FROM_AGENT if facts.load else None, None)
     os_doc = None
     if facts.os is not None:
         os_doc = {
@@ -101,10 +108,16 @@ def vm_document(snap: VmSnapshot, note: str | None = None) -> dict[str, Any]:
         "disks": disks,
         "users": users,
         "load": (
-            {"load1": facts.load.load1, "load5": facts.load.load5, "load15": facts.load.load15}
-            if facts.load
+            {
+                "load1": load.load.load1,
+                "load5": load.load.load5,
+                "load15": load.load.load15,
+                "source": load.source,
+            }
+            if load.load
             else None
         ),
+        "load_note": load.note,
         "timezone": facts.timezone.zone if facts.timezone else None,
         "time_drift_s": round(facts.time_drift_s, 3) if facts.time_drift_s is not None else None,
         "last_seen": iso(snap.last_seen),
@@ -124,10 +137,12 @@ def status_document(
     snapshots: Iterable[VmSnapshot],
     hypervisors: Iterable[HypervisorStatus],
     notes: Mapping[str, str] | None = None,
+    loads: Mapping[str, StatusLoad] | None = None,
 ) -> dict[str, Any]:
     notes = notes or {}
+    loads = loads or {}
     return {
-        "vms": [vm_document(s, notes.get(s.id)) for s in snapshots],
+        "vms": [vm_document(s, notes.get(s.id), loads.get(s.id)) for s in snapshots],
         "hypervisors": [hypervisor_document(h) for h in hypervisors],
     }
 

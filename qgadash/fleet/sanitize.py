@@ -42,3 +42,10 @@ def printable(text: str | None, max_len: int = 200, placeholder: str = "") -> st
     if len(cleaned) > max_len:
         cleaned = cleaned[: max_len - 1] + "…"
     return cleaned
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line for people (errors in a row or a log): runs of whitespace, line
+    breaks included, become one space; cut to `limit` with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

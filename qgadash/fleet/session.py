@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from qgadash.agent.client import AgentCaller, AgentClient
 from qgadash.agent.errors import AgentConnectionError, AgentError
@@ -28,7 +28,6 @@ class VmSession:
         self._caller: AgentCaller | None = None
         self._lock = asyncio.Lock()
         self.failures = 0  # consecutive failed uses, for backoff
-        self.reply_cache: dict[str, Any] = {}  # last raw poll replies (see poller.poll_with)
         self.note: str | None = None  # the caller's note after its last successful use
         self.on_note: Callable[[str | None], None] | None = None  # told when it changes
 

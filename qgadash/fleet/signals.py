@@ -17,10 +17,21 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+_installed_watch: ContextVar[SignalWatch | None] = ContextVar("signal_watch", default=None)
+
+
+def received_stop_signal() -> signal.Signals | None:
+    """The stop signal that is ending this task's command, if one is: for a command that
+    the signal only cancels and that must pass it on (`qgadash serve` tells each browser
+    session's dashboard, which thaws and audits as it would on that signal)."""
+    watch = _installed_watch.get()
+    return watch.received if watch is not None else None
 
 
 def say(message: str) -> None:
@@ -46,6 +57,7 @@ class SignalWatch:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._handle, sig)
                 self._installed.append(sig)
+        _installed_watch.set(self)
 
     def remove(self) -> None:
         loop = asyncio.get_running_loop()
@@ -53,6 +65,8 @@ class SignalWatch:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         self._installed.clear()
+        if _installed_watch.get() is self:
+            _installed_watch.set(None)
 
     @property
     def reason(self) -> str:

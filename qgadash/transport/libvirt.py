@@ -301,6 +301,12 @@ class LibvirtCaller:
                 results[i] = exc
         return [results[i] for i in range(len(requests))]
 
+    async def call_many_raw(
+        self, requests: Sequence[Request], *, timeout: float, read_only: bool = False
+    ) -> list[Any | bytes | AgentError]:
+        """`call_many`: virsh prints values, there are no reply bytes to keep undecoded."""
+        return await self.call_many(requests, timeout=timeout)
+
     async def call_no_reply(
         self, name: str, args: dict[str, Any] | None = None, *, grace: float
     ) -> NoReplyOutcome:

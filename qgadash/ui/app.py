@@ -38,9 +38,15 @@ from qgadash.ui.commands import FleetCommands
 from qgadash.ui.dashboard import Dashboard
 from qgadash.ui.driver import TerminalSafeDriver, terminal_gone
 from qgadash.ui.engine_api import Action, ActionPlan, Engine, ReadOnlyError
-from qgadash.ui.fleet_view import Palette
+from qgadash.ui.fleet_view import OPTIONAL_COLUMNS, Palette
 from qgadash.ui.plain import plain, sanitize
-from qgadash.ui.preferences import DisplaySettings, load_display, load_theme, save_theme
+from qgadash.ui.preferences import (
+    DisplaySettings,
+    load_display,
+    load_theme,
+    save_columns,
+    save_theme,
+)
 from qgadash.ui.screens.detail import DetailScreen
 from qgadash.ui.screens.files import FilesScreen
 from qgadash.ui.screens.fleet import FleetScreen
@@ -103,6 +109,9 @@ class QgadashApp(App[int]):
         # Textual was imported (qgadash.cli).
         self.display_settings = display if display is not None else load_display()
         self.engine = engine
+        # The fleet table's optional columns (CPU %, DISK I/O) and the polling they need.
+        self.optional_columns: frozenset[str] = frozenset(self.display_settings.columns)
+        self._poll_for_columns()
         self.config_label = config_label
         self.clock = clock
         self.palette = Palette()
@@ -142,6 +151,26 @@ class QgadashApp(App[int]):
         """Whether the holds an earlier qgadash left are being settled (the header says so)."""
         worker = self._journal_worker
         return worker is not None and not worker.is_finished
+
+    def _poll_for_columns(self) -> None:
+        shown = self.optional_columns
+        self.engine.poll_stats(cpu="cpu" in shown, disks="io" in shown)
+
+    def show_column(self, key: str, shown: bool) -> None:
+        """Turn an optional fleet column on or off: the table, what every poll asks, and
+        dashboard.json (remembered for the next start)."""
+        columns = set(self.optional_columns)
+        if shown:
+            columns.add(key)
+        else:
+            columns.discard(key)
+        self.optional_columns = frozenset(columns)
+        self._poll_for_columns()
+        if self.fleet.is_mounted:
+            self.fleet.table.show_optional(self.optional_columns)
+        why = save_columns([k for k in OPTIONAL_COLUMNS if k in columns])
+        if why is not None:
+            self.notify(f"Columns not remembered: {why}", severity="warning", markup=False)
 
     def key_for(self, binding_id: str, default: str) -> str:
         return self.keymap.get(binding_id, default).split(",")[0]

@@ -101,6 +101,8 @@ DETAIL: tuple[BindingType, ...] = (
     Binding("3", "tab('storage')", "Storage", show=False, id="detail.storage"),
     Binding("4", "tab('files')", "Files", show=False, id="detail.files-tab"),
     Binding("5", "tab('agent')", "Agent", show=False, id="detail.agent"),
+    Binding("6", "tab('admin')", "Admin", show=False, id="detail.admin"),
+    Binding("u", "key_user", "SSH keys of…", show=False, id="detail.key-user"),
     Binding("b", "files", "Files", id="detail.files"),
     Binding("f", "freeze", "Freeze", id="detail.freeze"),
     Binding("t", "thaw", "Thaw", id="detail.thaw"),
@@ -123,7 +125,13 @@ FILES: tuple[BindingType, ...] = (
     # Opened as the details' Files tab: the other tabs' keys go back to them.
     *(
         Binding(key, f"tab('{tab}')", tab.capitalize(), show=False, id=f"files.tab-{tab}")
-        for key, tab in (("1", "overview"), ("2", "network"), ("3", "storage"), ("5", "agent"))
+        for key, tab in (
+            ("1", "overview"),
+            ("2", "network"),
+            ("3", "storage"),
+            ("5", "agent"),
+            ("6", "admin"),
+        )
     ),
 )
 

@@ -194,8 +194,24 @@ def palette_entries(app: Dashboard) -> list[PaletteEntry]:
         ),
         PaletteEntry("Clear the filter", partial(fleet.set_filter, ""), "show every VM"),
     ]
+    for column in COLUMNS:
+        if not column.optional:
+            continue
+        shown = column.key in app.optional_columns
+        polled = "guest-get-cpustats" if column.key == "cpu" else "guest-get-diskstats"
+        entries.append(
+            PaletteEntry(
+                f"{'Hide' if shown else 'Show'} the {column.label} column",
+                partial(app.show_column, column.key, not shown),
+                "stops polling " + polled
+                if shown
+                else f"asks {polled} on every poll of every VM while shown",
+            )
+        )
     for key in SORTABLE:
         column = next(c for c in COLUMNS if c.key == key)
+        if column.optional and key not in app.optional_columns:
+            continue
         entries.append(
             PaletteEntry(
                 f"Sort by {column.label}",

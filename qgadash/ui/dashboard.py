@@ -32,6 +32,7 @@ class Dashboard(Protocol):
     engine: Engine
     palette: Palette
     display_settings: DisplaySettings  # frame rate, colours, low-bandwidth (dashboard.json)
+    optional_columns: frozenset[str]  # the fleet table's optional columns turned on
     keymap: dict[str, str]
     config_label: str
     clock: Callable[[], float]
@@ -43,6 +44,10 @@ class Dashboard(Protocol):
     def settling_journal(self) -> bool: ...
 
     def key_for(self, binding_id: str, default: str) -> str: ...
+
+    def show_column(self, key: str, shown: bool) -> None:
+        """Turn an optional fleet column (CPU %, DISK I/O) and its polling on or off."""
+        ...
 
     def refuse_read_only(self) -> bool:
         """True (and the operator told why) when actions are off."""

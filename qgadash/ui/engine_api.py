@@ -111,6 +111,10 @@ class Engine(Protocol):
 
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan: ...
 
+    def poll_stats(self, *, cpu: bool, disks: bool) -> None:
+        """Poll every VM's CPU / disk counters (the optional columns), or stop."""
+        ...
+
     async def freeze(
         self,
         vm_ids: Sequence[str],

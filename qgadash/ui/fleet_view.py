@@ -30,11 +30,12 @@ from qgadash.fleet.model import (
     VmSnapshot,
 )
 from qgadash.fleet.store import FleetTally
-from qgadash.ui.formatting import format_age, format_countdown, format_latency
+from qgadash.ui.formatting import format_age, format_countdown, format_latency, format_rate
 from qgadash.ui.plain import plain
 
 __all__ = [
     "COLUMNS",
+    "OPTIONAL_COLUMNS",
     "Column",
     "FleetCounts",
     "FleetFilter",
@@ -292,6 +293,18 @@ def _load1(snap: VmSnapshot) -> float | None:
     return snap.facts.load.load1 if snap.facts.load else None
 
 
+def _cpu_percent(snap: VmSnapshot) -> int | None:
+    """Whole percent: a cell changes when what it shows does."""
+    cpu = snap.facts.cpu
+    value = cpu.cpu_percent if cpu is not None else None
+    return None if value is None else round(value)
+
+
+def _disk_bps(snap: VmSnapshot) -> float | None:
+    disk = snap.facts.disk_io
+    return disk.disk_bps if disk is not None else None
+
+
 def _freeze_rank(snap: VmSnapshot) -> tuple[int, float]:
     if snap.thaw_error is not None:
         return (0, 0.0)
@@ -322,6 +335,9 @@ class Column:
     grow: float = 0.0  # share of the spare width, once every column has what it wants
     sort_letter: str = ""  # Shift+letter sorts by this column
     descending_first: bool = False  # biggest first when first chosen (FULL, LOAD, RTT, SEEN)
+    # Shown only when the operator turns it on (dashboard.json "columns", the palette):
+    # its facts cost requests on every poll of every VM while it is on.
+    optional: bool = False
 
     @property
     def min_width(self) -> int:
@@ -350,6 +366,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("fs", "FS", 11, _freeze_rank, least=6, sort_letter="F"),
     Column("full", "FULL", 5, _fullest_pct, "right", sort_letter="U", descending_first=True),
     Column("load", "LOAD", 5, _load1, "right", sort_letter="L", descending_first=True),
+    Column("cpu", "CPU%", 5, _cpu_percent, "right", sort_letter="C", descending_first=True,
+           optional=True),
+    Column("io", "DISK I/O", 10, _disk_bps, "right", sort_letter="D", descending_first=True,
+           optional=True),
     Column("rtt", "RTT", 6, lambda s: s.latency_ms, "right", sort_letter="R",
            descending_first=True),
     Column("seen", "SEEN", 5, lambda s: -s.last_seen if s.last_seen is not None else None,
@@ -359,6 +379,7 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 COLUMN_INDEX = {c.key: i for i, c in enumerate(COLUMNS)}
 SORTABLE = tuple(c.key for c in COLUMNS if c.sort_key is not None)
 SORT_LETTERS = {c.sort_letter: c.key for c in COLUMNS if c.sort_letter}
+OPTIONAL_COLUMNS = tuple(c.key for c in COLUMNS if c.optional)
 # The columns whose value depends on the clock.
 CLOCK_COLUMNS = (COLUMN_INDEX["fs"], COLUMN_INDEX["seen"])
 
@@ -382,8 +403,9 @@ def column_label(key: str, sort_column: str, reverse: bool) -> str:
 
 # Dropped in this order when the terminal is too narrow for every column at its
 # minimum: the VM id already names its hypervisor; load, hostname, RTT and OS are the
-# least needed to answer "is anything wrong?".
-DROP_ORDER = ("hv", "load", "host", "rtt", "os")
+# least needed to answer "is anything wrong?" (the optional columns, asked for, just
+# after the hypervisor).
+DROP_ORDER = ("hv", "io", "cpu", "load", "host", "rtt", "os")
 
 
 _FS_WIDTH = {"thaw-failed": len("THAW FAILED"), "frozen": len("❄ 00:00"), "thawed": 6, "unknown": 1}
@@ -437,7 +459,10 @@ def content_widths(snapshots: Iterable[VmSnapshot]) -> dict[str, int]:
 
 
 def fit_widths(
-    available: int, padding: int, content: Mapping[str, int] | None = None
+    available: int,
+    padding: int,
+    content: Mapping[str, int] | None = None,
+    optional: Collection[str] = (),
 ) -> dict[str, int]:
     """Widths of the columns shown in a table `available` cells wide, in COLUMNS order,
     filling the whole width.
@@ -446,9 +471,11 @@ def fit_widths(
     wide: the growing columns (VM, OS, hostname) give up width, widest first, down to
     their minimum; still too wide: columns are dropped in DROP_ORDER (never the mark, VM,
     agent state, address or freeze state). Room to spare: it goes to the growing columns.
+    Optional columns take part only when named in `optional`.
     """
     content = content or {}
-    shown = list(COLUMNS)
+    offered = [c for c in COLUMNS if not c.optional or c.key in optional]
+    shown = list(offered)
 
     def want(c: Column) -> int:
         return content.get(c.key, c.wanted)
@@ -476,6 +503,8 @@ def fit_widths(
     for key in DROP_ORDER:
         if missing <= 0:
             break
+        if not any(c.key == key for c in shown):
+            continue
         shown = [c for c in shown if c.key != key]
         dropped.append(key)
         widths = {c.key: want(c) for c in shown}
@@ -486,7 +515,7 @@ def fit_widths(
         # A dropped column may fit again, its growing neighbours snug; OS, the last to
         # go, even cut to its minimum: "Debian GNU…" beats no OS at all.
         for key in reversed(dropped):
-            wider = [c for c in COLUMNS if c.key == key or c in shown]
+            wider = [c for c in offered if c.key == key or c in shown]
             shown, before = wider, shown
             trial = {c.key: want(c) for c in shown}
             if shrink(trial, snug) > 0:
@@ -569,6 +598,7 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
     else:
         fs = (snap.freeze.value,)
     load = _load1(snap)
+    disk = _disk_bps(snap)
     latency = snap.latency_ms
     cells = (
         (marked,),
@@ -581,6 +611,8 @@ def row_values(snap: VmSnapshot, now: float, marked: bool) -> tuple[CellValue, .
         fs,
         (_fullest_pct(snap), stale),
         (None if load is None else round(load, 2), stale),
+        (_cpu_percent(snap), stale),
+        (None if disk is None else format_rate(disk), stale),
         (None if latency is None else round(latency, 1 if latency < 10 else 0), stale),
         (None if snap.last_seen is None else seen_step(now - snap.last_seen),),
     )
@@ -623,6 +655,8 @@ def placeholder_values(vm_id: str) -> tuple[CellValue, ...]:
         (None, True),
         (None, True),
         ("unknown",),
+        (None, True),
+        (None, True),
         (None, True),
         (None, True),
         (None, True),
@@ -743,6 +777,16 @@ def render_cell(index: int, value: CellValue, palette: Palette) -> Text:
             return Text("—", style=palette.stale, justify="right")
         assert isinstance(raw, float)
         return Text(f"{raw:.2f}", style=style, justify="right")
+    if key == "cpu":
+        if raw is None:
+            return Text("—", style=palette.stale, justify="right")
+        assert isinstance(raw, int)
+        return Text(f"{raw}%", style=style, justify="right")
+    if key == "io":
+        if raw is None:
+            return Text("—", style=palette.stale, justify="right")
+        assert isinstance(raw, str)
+        return Text(raw, style=style, justify="right")
     if key == "rtt":
         if raw is None:
             return Text("—", style=palette.stale, justify="right")

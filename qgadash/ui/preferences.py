@@ -6,7 +6,8 @@ operator's file). A missing or unreadable file is no preference, never an error;
 display setting of the wrong type or range is ignored with a message naming the file
 and the key.
 
-    {"theme": "qgadash-dark", "frame_rate": 5, "colors": "256", "low_bandwidth": true}
+    {"theme": "qgadash-dark", "frame_rate": 5, "colors": "256", "low_bandwidth": true,
+     "columns": ["cpu", "io"]}
 
 No Textual here: the colour setting must be applied before Textual is imported.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "load_display",
     "load_theme",
     "preferences_path",
+    "save_columns",
     "save_theme",
 ]
 
@@ -33,6 +35,9 @@ __all__ = [
 # TERM and COLORTERM say (Rich's detection); NO_COLOR in the environment wins over all.
 COLOR_CHOICES = {"auto": "auto", "truecolor": "truecolor", "256": "256", "16": "standard"}
 FRAME_RATE_RANGE = (1, 30)
+# The fleet table's optional columns (ui/fleet_view.py: CPU %, DISK I/O). Written out
+# here: this module is read before anything that draws is imported.
+OPTIONAL_COLUMN_KEYS = ("cpu", "io")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +48,14 @@ class DisplaySettings:
     long; key presses are drawn at once, whatever it is). `colors`: see COLOR_CHOICES.
     `low_bandwidth`: the non-critical columns (FULL, LOAD, RTT, SEEN) redrawn at most
     every LOW_BANDWIDTH_SECONDS per row, no sparklines, said in the header.
+    `columns`: the optional fleet columns shown (OPTIONAL_COLUMN_KEYS); each costs a
+    request on every poll of every VM while shown.
     """
 
     frame_rate: int = 5
     colors: str = "auto"
     low_bandwidth: bool = False
+    columns: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()  # one per bad key; the dashboard shows them once up
 
 
@@ -74,7 +82,12 @@ def load_display(path: Path | None = None) -> DisplaySettings:
     if not isinstance(low_bw, bool):
         errors.append(f"{path}: key 'low_bandwidth': want true or false; using false")
         low_bw = defaults.low_bandwidth
-    return DisplaySettings(rate, colors, low_bw, tuple(errors))
+    columns = data.get("columns", [])
+    if not isinstance(columns, list) or not all(c in OPTIONAL_COLUMN_KEYS for c in columns):
+        choices = ", ".join(f'"{k}"' for k in OPTIONAL_COLUMN_KEYS)
+        errors.append(f"{path}: key 'columns': want a list of {choices}; showing none")
+        columns = []
+    return DisplaySettings(rate, colors, low_bw, tuple(dict.fromkeys(columns)), tuple(errors))
 
 
 def apply_colors(colors: str) -> None:
@@ -106,11 +119,20 @@ def load_theme(path: Path | None = None) -> str | None:
 
 def save_theme(theme: str, path: Path | None = None) -> str | None:
     """Remember `theme`; None when saved, else why not (one line)."""
+    return _save("theme", theme, path)
+
+
+def save_columns(columns: list[str], path: Path | None = None) -> str | None:
+    """Remember which optional columns are shown; None when saved, else why not."""
+    return _save("columns", columns, path)
+
+
+def _save(key: str, value: object, path: Path | None) -> str | None:
     path = path or preferences_path()
     data = _load(path)
-    if data.get("theme") == theme:
+    if data.get(key) == value:
         return None
-    data["theme"] = theme
+    data[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".tmp")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 
+from qgadash.fleet.admin_view import AdminView, key_summary
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.holds import LOCAL_KEEPER, NO_KEEPER
 from qgadash.fleet.live_stats import LiveStats
@@ -30,6 +31,7 @@ from qgadash.ui.formatting import (
 from qgadash.ui.plain import plain
 
 __all__ = [
+    "admin_text",
     "agent_text",
     "command_reason",
     "freeze_text",
@@ -401,4 +403,86 @@ def live_text(history: Sequence[LiveStats], palette: Palette) -> Text:
         text.append("   write ")
         text.append(f"{sparkline(writes):<16}", style=palette.accent)
         text.append(f" {format_rate(writes[-1]):>12}")
+    return text
+
+
+# The Admin tab: at most this many keys per user are listed (each a line).
+MAX_KEYS_SHOWN = 50
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """`[0, 1, 2, 5]` -> `0-2,5` (a 64-vCPU guest stays on one line)."""
+    spans: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if spans and spans[-1][1] == i - 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def admin_text(
+    view: AdminView | None, palette: Palette, *, error: str | None = None, asked: bool = False
+) -> Text:
+    """The Admin tab: online/offline vCPUs, then each user's authorized keys as type,
+    SHA256 fingerprint and comment (the key material itself is long and says nothing to
+    a person; the fingerprint is what `ssh-keygen -l` prints). `error`: the read failed."""
+    if error is not None:
+        text = Text(" Could not read the vCPUs and SSH keys: ", style=palette.error)
+        text.append_text(plain(error, 300, style=palette.error))
+        return text
+    if view is None:
+        return Text(" Reading vCPUs and SSH keys…", style=palette.stale)
+    text = Text()
+    if view.vcpus is None:
+        _row(text, "vCPUs", Text(f"not shown: {view.vcpus_note or 'no answer'}", palette.stale))
+    else:
+        online = [c.logical_id for c in view.vcpus if c.online]
+        offline = [c.logical_id for c in view.vcpus if not c.online]
+        fixed = [c.logical_id for c in view.vcpus if c.can_offline is False]
+        _row(text, "vCPUs", f"{len(online)} of {len(view.vcpus)} online")
+        if online:
+            _row(text, "  online", id_ranges(online))
+        if offline:
+            _row(text, "  offline", Text(id_ranges(offline), style=palette.warning))
+        if fixed:
+            fixed_text = f"{id_ranges(fixed)} (cannot be taken offline)"
+            _row(text, "  fixed", Text(fixed_text, style=palette.stale))
+    text.append("\n")
+    if view.keys_note is not None:
+        _row(text, "SSH keys", Text(f"not shown: {view.keys_note}", style=palette.stale))
+        return text
+    whose = "the administrator, the logged-in users" + (" and those asked for" if asked else "")
+    _row(text, "SSH keys", Text(f"authorized_keys of {whose} · u: another user", palette.stale))
+    for user in view.users:
+        name = plain(user.user, _LABEL, style=Style(bold=True))
+        text.append("\n ")
+        text.append_text(name)
+        text.append(" " * max(1, _LABEL + 1 - len(name.plain)))
+        if user.error is not None:
+            text.append("could not read: ", style=palette.warning)
+            text.append_text(plain(user.error, 200, style=palette.warning))
+            continue
+        if not user.keys:
+            text.append("no keys", style=palette.stale)
+            continue
+        text.append(f"{len(user.keys)} key{'s' if len(user.keys) != 1 else ''}")
+        for line in user.keys[:MAX_KEYS_SHOWN]:
+            key = key_summary(line)
+            text.append("\n   ")
+            if key.fingerprint is None:
+                text.append("not a key: ", style=palette.warning)
+                text.append_text(plain(key.comment, 60, style=palette.stale))
+                continue
+            text.append_text(plain(key.key_type, 24))
+            text.append("  ")
+            text.append(key.fingerprint)
+            if key.comment:
+                text.append("  ")
+                text.append_text(plain(key.comment, 60))
+            if key.options:
+                text.append("  options: ", style=palette.stale)
+                text.append_text(plain(key.options, 60, style=palette.stale))
+        if len(user.keys) > MAX_KEYS_SHOWN:
+            text.append(f"\n   … {len(user.keys) - MAX_KEYS_SHOWN} more", style=palette.stale)
     return text

@@ -77,7 +77,7 @@ CURSOR_LINE = """
   return line ? line.translateToString(true) : "";
 })()
 """
-KEYS = {"Enter": ("\r", 13), "Escape": ("\x1b", 27)}
+KEYS = {"Enter": ("\r", 13), "Escape": ("\x1b", 27), "Tab": ("\t", 9)}
 
 
 def require_chromium() -> None:

@@ -150,3 +150,56 @@ def test_the_simulator_answers_these_commands_as_the_real_agent(
         assert raw(agents[0], "guest-ssh-get-authorized-keys", root) == sim_raw(
             "guest-ssh-get-authorized-keys", root
         )
+
+
+async def test_the_details_admin_view_reads_the_real_agent(
+    tmp_path: Path, agents: list[RealAgent]
+) -> None:
+    """What the details' Admin tab shows, from the real qemu-ga: its vCPUs, and the keys
+    of this machine's user (asked for) and of root, in one pipelined read."""
+    import pwd
+
+    from qgadash.fleet.admin_view import key_users
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    engine = FleetEngine(load_config(hosts_for(tmp_path, agents)))
+    try:
+        await engine.poll_once()
+        vm_id = sorted(s.id for s in engine.store.snapshots())[0]
+        snap = engine.store.get(vm_id)
+        view = await engine.admin.view(snap, vm_id, key_users(snap, [me]))
+        assert view.vcpus_note is None and view.keys_note is None
+        assert view.vcpus and sum(c.online for c in view.vcpus) >= 1
+        by_user = {u.user: u for u in view.users}
+        assert by_user[me].error is None  # keys, or none (no authorized_keys file)
+        assert "root" in by_user
+    finally:
+        await engine.stop()
+
+
+async def test_fleet_columns_poll_the_real_agents_counters(
+    tmp_path: Path, agents: list[RealAgent]
+) -> None:
+    """With the CPU% / DISK I/O columns on, every poll asks the real qemu-ga 7.2 for its
+    counters, and two polls make a rate."""
+    engine = FleetEngine(load_config(hosts_for(tmp_path, agents)))
+    try:
+        await engine.poll_once()
+        ids = sorted(s.id for s in engine.store.snapshots())
+        assert all(engine.store.get(i).facts.cpu is None for i in ids)  # type: ignore[union-attr]
+        engine.poll_stats(cpu=True, disks=True)
+        cpu = None
+        for _ in range(200):  # until this machine's counters move (ms resolution)
+            await engine.poll_vms(ids)
+            snap = engine.store.get(ids[0])
+            assert snap is not None and snap.facts.cpu is not None
+            cpu = snap.facts.cpu.cpu_percent
+            if cpu is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert cpu is not None and 0.0 <= cpu <= 100.0
+        disk = engine.store.get(ids[0]).facts.disk_io  # type: ignore[union-attr]
+        assert disk is not None and disk.rate is not None
+        assert all(v >= 0 for v in disk.rate.disk_read_bps.values())
+    finally:
+        await engine.stop()

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -961,4 +963,72 @@ async def test_a_cancel_that_is_not_a_signal_goes_on_up(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert frozen(fleet) == []
+
+
+# -- what a terminal sees: the bars and the countdown -----------------------------------
+
+
+class Terminal:
+    """stderr on a pseudo-terminal, as an operator's: the CLI's bars and countdown draw
+    only there. What reached the terminal is read back as text, escapes removed.
+
+    Attached in the test's body (pytest puts its own capture back on sys.stderr at the
+    start of each test phase, after fixtures ran)."""
+
+    _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+    def __init__(self) -> None:
+        self._master, slave = pty.openpty()
+        os.set_blocking(self._master, False)
+        self._stream = open(slave, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._seen = bytearray()
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._seen += os.read(self._master, 65536)
+
+    @property
+    def text(self) -> str:
+        self._stream.flush()
+        self._drain()
+        return self._ESCAPES.sub("", self._seen.decode("utf-8", "replace"))
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        previous, sys.stderr = sys.stderr, self._stream
+        loop.add_reader(self._master, self._drain)
+        try:
+            yield
+        finally:
+            sys.stderr = previous
+            loop.remove_reader(self._master)
+            self._stream.close()
+            os.close(self._master)
+
+
+@pytest.mark.usefixtures("no_keeper_process", "state")
+async def test_a_terminal_sees_the_freeze_bar_the_countdown_to_the_deadline_and_the_thaw_bar(
+    tmp_path: Path, fleet: SimFleet
+) -> None:
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    terminal = Terminal()
+    countdown = re.compile(rf"❄ {COUNT} VMs frozen · thaw in (9:5\d|10:00)  \(Ctrl-C thaws now\)")
+    with terminal.attached():
+        task = asyncio.create_task(cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "600")))
+        try:
+            await wait_until(lambda: countdown.search(terminal.text) is not None, "the countdown")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert frozen(fleet) == []
+        text = terminal.text
+        assert re.search(rf"freeze {COUNT} VMs .*{COUNT}/{COUNT}", text), text  # the bar, full
+
+        assert await cli.run(parse(hosts, "freeze", "--yes", "--thaw-after", "0")) == EXIT_OK
+        assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
+        tail = terminal.text[len(text) :]
+    assert re.search(rf"thaw {COUNT} VMs .*{COUNT}/{COUNT}", tail), tail
     assert frozen(fleet) == []

@@ -242,12 +242,17 @@ def test_status_json_over_every_era(sim_process: Path) -> None:
     vms = {vm["agent"]["version"]: vm for vm in json.loads(proc.stdout)["vms"]}
     assert all(vm["agent"]["state"] == "ok" for vm in vms.values()), vms
     assert set(vms) == {"1.0", "1.2.0", "2.5.0", "7.2.22", "10.0.3", "9.2.0"}
-    for absent in ("hostname", "os", "filesystems", "interfaces", "load", "timezone"):
+    for absent in ("hostname", "os", "filesystems", "interfaces", "timezone"):
         assert vms["1.0"][absent] is None  # not reported: null, never missing
     assert vms["1.2.0"]["interfaces"] and vms["1.2.0"]["filesystems"] is None
     assert vms["2.5.0"]["filesystems"] and vms["2.5.0"]["hostname"] is None
-    assert vms["7.2.22"]["hostname"] and vms["7.2.22"]["load"] is None
-    assert vms["10.0.3"]["load"] is not None
+    assert vms["7.2.22"]["hostname"]
+    # Before 10.0 no guest-get-load: the load is /proc/loadavg's (Linux), Windows says why.
+    for old in ("1.0", "1.2.0", "2.5.0", "7.2.22"):
+        assert vms[old]["load"]["source"] == "/proc/loadavg", old
+    assert vms["10.0.3"]["load"]["source"] == "guest-get-load"
+    assert vms["9.2.0"]["load"] is None
+    assert vms["9.2.0"]["load_note"] == "Windows has no load average"
 
 
 def test_cli_freeze_with_a_deadline_thaws_every_era(sim_process: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from qgadash.agent.replies import FreezeState
 from qgadash.fleet.config import load_config
 from qgadash.fleet.engine import FleetEngine
 from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
-from qgadash.fleet.poller import PollPlan, poll_with
+from qgadash.fleet.polling import PollCache, PollPlan, poll_with
 from qgadash.fleet.report import status_document
 from qgadash.transport.libvirt import LibvirtCaller, LibvirtHypervisor
 from qgadash.ui.fleet_view import Palette
@@ -117,7 +117,7 @@ async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(
     try:
         caller = await caller_for(hv, verbs_domain)
         snapshot = VmSnapshot(VmRef("lab", verbs_domain, verbs_domain))
-        outcome = await poll_with(caller, snapshot, PollPlan(), 0, timeout=20)
+        outcome = await poll_with(caller, snapshot, PollPlan(), 0, 20, PollCache())
         facts = outcome.facts
         assert outcome.error is None
         assert facts.hostname == verbs_domain
@@ -134,7 +134,9 @@ async def test_poll_and_freeze_through_libvirt_verbs_leave_no_taint(
         try:
             assert await caller.call("guest-fsfreeze-freeze", timeout=20) >= 1
             assert await caller.call("guest-fsfreeze-status", timeout=5) == "frozen"
-            polled = await poll_with(caller, outcome.applied_to(snapshot), PollPlan(), 1, 20)
+            polled = await poll_with(
+                caller, outcome.applied_to(snapshot), PollPlan(), 1, 20, PollCache()
+            )
             assert polled.freeze is FreezeState.FROZEN
             with pytest.raises(AgentCommandError) as caught:
                 await caller.call("guest-get-fsinfo", timeout=5)

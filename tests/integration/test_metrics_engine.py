@@ -1,20 +1,26 @@
 """The exporter on the real engine and simulated agents, in one process: a scrape never
-waits for a poll, polls are counted by result, and --shard keeps one exporter's slice."""
+waits for a poll (nor for the event loop), polls are counted by result, and --shard keeps
+one exporter's slice."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from qgadash.agent.replies import FreezeState
 from qgadash.cli.metrics import shard_config
 from qgadash.cli.select import UsageError
 from qgadash.exporter import MetricsServer
 from qgadash.fleet.config import Config, HypervisorConfig, Settings, VmConfig, load_config
 from qgadash.fleet.engine import FleetEngine
+from qgadash.fleet.model import AgentState, VmRef, VmSnapshot
+from qgadash.fleet.store import FleetStore
 from qgadash.sim import SimFleet
 from qgadash.sim.profiles import Fault
 
@@ -47,6 +53,39 @@ async def test_a_scrape_does_not_wait_for_the_polls_in_flight(tmp_path: Path) ->
         finally:
             await engine.stop()
             await server.stop()
+
+
+async def test_a_scrape_is_answered_while_the_event_loop_is_blocked() -> None:
+    """The exporter's loop stuck in a synchronous call (a long parse, a library that
+    blocks): a scrape is still answered, with the fleet as the exporter last saw it."""
+    store = FleetStore()
+    for name, freeze in (("db", FreezeState.FROZEN), ("web", FreezeState.THAWED)):
+        ref = VmRef("hv1", name, f"/run/{name}.sock")
+        store.put(VmSnapshot(ref, AgentState.OK, last_poll=1.0, last_seen=1.0, freeze=freeze))
+    server = MetricsServer(store, "127.0.0.1", 0)
+    await server.start()
+    answers: list[str] = []
+    answered = threading.Event()
+
+    def scrape_from_elsewhere() -> None:
+        with urllib.request.urlopen(server.url, timeout=60) as response:
+            answers.append(response.read().decode())
+        answered.set()
+
+    try:
+        await asyncio.sleep(0.1)  # the server has had its turns of the loop since start
+        scraper = threading.Thread(target=scrape_from_elsewhere, daemon=True)
+        scraper.start()
+        # Synchronous: nothing else runs on this loop until the scrape is answered (or
+        # the wait gives up, which is the failure).
+        answered_while_blocked = answered.wait(10)
+        await asyncio.to_thread(scraper.join, 60)
+        assert answered_while_blocked, "the scrape waited for the event loop"
+        (text,) = answers
+        assert 'qgadash_fsfreeze_frozen{vm="hv1/db",hypervisor="hv1"} 1' in text
+        assert 'qgadash_fsfreeze_frozen{vm="hv1/web",hypervisor="hv1"} 0' in text
+    finally:
+        await server.stop()
 
 
 async def test_polls_are_counted_by_result(tmp_path: Path) -> None:

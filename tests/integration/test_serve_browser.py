@@ -1,7 +1,8 @@
 """`qgadash serve` in a real browser: Debian's headless Chromium loads the page with the
 token, the fleet appears, a key press filters; without the token, or with a wrong one,
 the page and its websocket answer 403. One session at a time, --read-only reaches the
-session's dashboard, and stopping serve quits every session's dashboard.
+session's dashboard, and stopping serve quits every session's dashboard; a stop signal
+to serve reaches each session's dashboard, whose thaw is on record as that signal.
 
 One simulated fleet, one `qgadash serve` and one Chromium for the module; tests that
 need a serve of their own (read-only, stopped) start it.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -55,9 +58,11 @@ class Served:
         return [part.decode() for part in raw.split(b"\0") if part]
 
 
-def start_serve(sim: SimProcess, *options: str) -> Served:
+def start_serve(sim: SimProcess, *options: str, env: dict[str, str] | None = None) -> Served:
     port = free_port()
-    process = Process(qgadash("--hosts", str(sim.hosts), *options, "serve", "--port", str(port)))
+    process = Process(
+        qgadash("--hosts", str(sim.hosts), *options, "serve", "--port", str(port)), env=env
+    )
     process.start()
     wait_for_port(port, 60, process.process)
     return Served(process, port)
@@ -229,6 +234,66 @@ async def test_stopping_serve_quits_every_sessions_dashboard(sim: SimProcess, pa
         await asyncio.sleep(0.1)
 
 
+def audit_vms(state: Path, action: str) -> set[str]:
+    path = state / "qgadash" / "audit.jsonl"
+    if not path.exists():
+        return set()
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {str(r["vm"]) for r in records if r["action"] == action}
+
+
+def local_keepers(state: Path) -> list[int]:
+    """Pids of the thaw keepers a session armed (their argv names the state directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes()
+            if entry.name.isdigit() and b"qgadash.fleet.keeper" in argv and bytes(state) in argv:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT], ids=lambda s: s.name
+)
+async def test_a_stop_signal_to_serve_thaws_each_session_on_record_as_that_signal(
+    sim: SimProcess, page: Page, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """As the CLI and the dashboard record a thaw on a stop signal ("signal SIGTERM"),
+    not as the operator's quit: the session's dashboard is told the signal itself."""
+    state = tmp_path / "state"
+    server = start_serve(sim, env={"XDG_STATE_HOME": str(state)})
+    try:
+        await page.navigate(server.url + "&fontsize=8")  # room for the whole freeze dialog
+        await page.wait_for(shows_every_vm, "the fleet", DRAWN)
+        # Every VM answered once (a VM not polled yet is skipped by the freeze plan).
+        await page.wait_for(lambda s: f"● {COUNT} ok" in s, "every VM polled", DRAWN)
+        await page.type("a")  # mark every VM
+        await page.type("f")
+        await page.wait_for(
+            lambda s: "Cancel" in s and f"Freeze {COUNT} VMs" in s, "the freeze confirmation", 20
+        )
+        await page.wait_for(
+            lambda s: "keeper" in s.lower() and "checking" not in s.lower(), "the keeper", 20
+        )
+        await page.press("Tab")  # Cancel -> the confirm button
+        await page.press("Enter")
+        give_up = time.monotonic() + 30
+        while audit_vms(state, "freeze") != sim.vm_ids():
+            assert time.monotonic() < give_up, "the session's freeze is not on record"
+            await asyncio.sleep(0.2)
+        dashboards = server.dashboards()
+        assert server.process.stop(sig) == 128 + sig
+        await wait_until_gone(dashboards, 5)
+        assert audit_vms(state, f"thaw (signal {sig.name})") == sim.vm_ids()
+        assert audit_vms(state, "thaw (quit)") == set()
+    finally:
+        server.process.stop()
+        for pid in local_keepers(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
 def test_a_non_loopback_address_needs_allow_remote(sim: SimProcess) -> None:
     process = Process(qgadash("--hosts", str(sim.hosts), "serve", "--host", "0.0.0.0"))
     process.start()
@@ -238,3 +303,16 @@ def test_a_non_loopback_address_needs_allow_remote(sim: SimProcess) -> None:
     assert "not loopback" in message
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("example.org")
+
+
+def test_a_non_loopback_address_with_allow_remote_is_served_with_a_warning(
+    sim: SimProcess,
+) -> None:
+    port = free_port()
+    argv = ["serve", "--host", "0.0.0.0", "--allow-remote", "--port", str(port)]
+    with Process(qgadash("--hosts", str(sim.hosts), *argv)) as process:
+        warning = process.wait_for("not loopback", 60)
+        assert "WARNING: listening on 0.0.0.0" in warning
+        assert "freeze, thaw, shut down and run commands" in warning
+        process.wait_for("qgadash serve: open http://", 10)
+        assert process.stop() == 128 + signal.SIGTERM

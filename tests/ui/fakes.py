@@ -392,6 +392,7 @@ class FakeEngine:
         self.clock = clock or FakeClock()
         self.calls: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
         self.started = False
+        self.polled_stats = (False, False)  # what poll_stats was last told
         self.stopped = 0
         self.action_delay = 0.0
         self.fail: dict[str, str] = {}  # vm id -> error for any action
@@ -450,6 +451,9 @@ class FakeEngine:
 
     def plan(self, action: Action, vm_ids: Sequence[str]) -> ActionPlan:
         return make_plan(action, [(v, self.store.get(v)) for v in vm_ids], self._owned)
+
+    def poll_stats(self, *, cpu: bool, disks: bool) -> None:
+        self.polled_stats = (cpu, disks)
 
     def dismiss_thaw_error(self, vm_id: str) -> None:
         self.calls.append(("dismiss", (vm_id,), {}))

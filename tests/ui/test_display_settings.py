@@ -30,6 +30,8 @@ def test_settings_are_read(tmp_path: Path) -> None:
         ({"frame_rate": True}, "frame_rate"),
         ({"colors": "millions"}, "colors"),
         ({"low_bandwidth": "yes"}, "low_bandwidth"),
+        ({"columns": ["cpu", "memory"]}, "columns"),
+        ({"columns": "cpu"}, "columns"),
     ],
 )
 def test_a_bad_value_is_ignored_with_a_message_naming_file_and_key(
@@ -43,8 +45,20 @@ def test_a_bad_value_is_ignored_with_a_message_naming_file_and_key(
     assert dataclass_values(display) == dataclass_values(DisplaySettings())
 
 
-def dataclass_values(d: DisplaySettings) -> tuple[int, str, bool]:
-    return d.frame_rate, d.colors, d.low_bandwidth
+def dataclass_values(d: DisplaySettings) -> tuple[int, str, bool, tuple[str, ...]]:
+    return d.frame_rate, d.colors, d.low_bandwidth, d.columns
+
+
+def test_optional_columns_are_read_and_saved_beside_the_rest(tmp_path: Path) -> None:
+    from qgadash.ui.fleet_view import OPTIONAL_COLUMNS
+    from qgadash.ui.preferences import OPTIONAL_COLUMN_KEYS, save_columns, save_theme
+
+    assert OPTIONAL_COLUMN_KEYS == OPTIONAL_COLUMNS  # written out twice: must agree
+    path = tmp_path / "dashboard.json"
+    path.write_text(json.dumps({"frame_rate": 2, "columns": ["io", "cpu", "io"]}))
+    assert load_display(path).columns == ("io", "cpu")
+    assert save_columns(["cpu"], path) is None and save_theme("x", path) is None
+    assert json.loads(path.read_text()) == {"frame_rate": 2, "columns": ["cpu"], "theme": "x"}
 
 
 def test_forced_colours_become_textuals_colour_system(monkeypatch: pytest.MonkeyPatch) -> None:

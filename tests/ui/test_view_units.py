@@ -357,3 +357,38 @@ def test_the_placeholder_row_renders_in_every_column() -> None:
     assert len(values) == len(COLUMNS)
     cells = [render_cell(i, v, Palette()).plain for i, v in enumerate(values)]
     assert cells[1] == "hv1/gone"
+
+
+# -- the details' Admin tab ---------------------------------------------------------------------
+
+
+def test_admin_tab_shows_hostile_key_text_as_plain_text() -> None:
+    from qgadash.agent.replies import Vcpu
+    from qgadash.fleet.admin_view import AdminView, UserKeys
+    from qgadash.ui.vm_view import admin_text
+
+    evil = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== [bold]x\x1b[2J\u202eevil"
+    view = AdminView(
+        (Vcpu(0, True, False), Vcpu(1, False, True)),
+        None,
+        (
+            UserKeys("r\x1b]0;owned\x07oot", (evil, "\x1b[31m not a key")),
+            UserKeys("bob", error="bad\x1b[2J news"),
+        ),
+        None,
+    )
+    console = Console(width=200, color_system=None, force_terminal=True, legacy_windows=False)
+    with console.capture() as capture:
+        console.print(admin_text(view, Palette()))
+    out = capture.get()
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "[bold]x" in out  # never read as markup
+    assert "1 of 2 online" in out and "offline    1" in out
+
+
+def test_vcpu_ids_as_ranges() -> None:
+    from qgadash.ui.vm_view import id_ranges
+
+    assert id_ranges([]) == ""
+    assert id_ranges([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
+    assert id_ranges(list(range(64))) == "0-63"

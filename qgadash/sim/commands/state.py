@@ -260,6 +260,13 @@ class AgentState:
         l15 = base * (1 + 0.1 * math.sin(t / 300 + p))
         return (round(max(0.0, l1), 2), round(max(0.0, l5), 2), round(max(0.0, l15), 2))
 
+    def _loadavg_bytes(self) -> bytes:
+        """/proc/loadavg as Linux writes it: the load averages guest-get-load would report,
+        running/total tasks, the last pid."""
+        l1, l5, l15 = self._loads()
+        tasks = 90 + 10 * self._profile.vcpus
+        return f"{l1:.2f} {l5:.2f} {l15:.2f} 1/{tasks} {4000 + tasks * 3}\n".encode()
+
     def _log_bytes(self) -> bytearray:
         if self._log is None:
             self._log = bytearray()
@@ -306,6 +313,8 @@ class AgentState:
         if not p.windows:
             files["/etc/hostname"] = lambda: (p.hostname + "\n").encode()
             files["/etc/os-release"] = lambda: _os_release(p).encode()
+            # What `qgadash status` reads from agents without guest-get-load (fleet/loadavg.py).
+            files["/proc/loadavg"] = self._loadavg_bytes
         return files
 
     def _lookup(self, key: str) -> bytes | bool | None:

@@ -1,5 +1,6 @@
-"""Details of one VM (enter): overview, network, storage and agent tabs, kept live, and
-a Files tab that opens the guest's file browser."""
+"""Details of one VM (enter): overview, network, storage and agent tabs, kept live, a
+Files tab that opens the guest's file browser, and an Admin tab (vCPUs, SSH keys) read
+each time it opens."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from qgadash.agent.errors import AgentError
+from qgadash.fleet.admin_view import AdminView, key_users
 from qgadash.fleet.guard import Hold
 from qgadash.fleet.live_stats import LiveStats, StatsSampler
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui import bindings, messages
 from qgadash.ui.dashboard import Dashboard, dashboard_of
 from qgadash.ui.screens.files import FilesScreen
+from qgadash.ui.screens.modals.prompt import PromptScreen
 from qgadash.ui.vm_view import (
+    admin_text,
     agent_text,
     live_text,
     network_text,
@@ -33,10 +37,10 @@ from qgadash.ui.vm_view import (
 
 __all__ = ["DetailScreen"]
 
-TABS = ("overview", "network", "storage", "files", "agent")
+TABS = ("overview", "network", "storage", "files", "agent", "admin")
 LIVE_SAMPLES = 30  # the sparklines' history: the last 30 poll intervals
 # Tabs drawn from the snapshot; the Files tab is a way into the file browser instead.
-DRAWN_TABS = ("overview", "network", "storage", "agent")
+DRAWN_TABS = ("overview", "network", "storage", "agent", "admin")
 
 
 class DetailScreen(Screen[None]):
@@ -56,6 +60,9 @@ class DetailScreen(Screen[None]):
         # every poll interval; not polled fleet-wide).
         self._live: deque[LiveStats] = deque(maxlen=LIVE_SAMPLES)
         self._sampler: StatsSampler | None = None
+        # The Admin tab: read when it opens (not polled); users the operator asked for.
+        self._admin: AdminView | None = None
+        self._asked_users: list[str] = []
 
     @property
     def qapp(self) -> Dashboard:
@@ -170,10 +177,60 @@ class DetailScreen(Screen[None]):
                 return
         if tab != "files":
             self._last_tab = tab
+            if tab == "admin":
+                self._read_admin()
             return
         # The tab is the way in; coming back shows the tab that was open before.
         event.tabbed_content.active = self._last_tab
         self.action_files()
+
+    def _read_admin(self) -> None:
+        self.run_worker(self._take_admin(), group="admin-view", exclusive=True)
+
+    async def _take_admin(self) -> None:
+        """vCPUs and SSH keys, read now; the tab says "reading" until they come."""
+        try:
+            body = self.query_one("#admin-body", Static)
+        except NoMatches:
+            return
+        palette = self.qapp.palette
+        if self._admin is None:
+            body.update(admin_text(None, palette))
+        snap = self.qapp.engine.store.get(self.vm_id)
+        users = key_users(snap, self._asked_users)
+        try:
+            view = await self.qapp.engine.admin.view(snap, self.vm_id, users)
+        except AgentError as exc:
+            with contextlib.suppress(NoMatches):
+                self.query_one("#admin-body", Static).update(
+                    admin_text(None, palette, error=str(exc))
+                )
+            return
+        self._admin = view
+        with contextlib.suppress(NoMatches):
+            self.query_one("#admin-body", Static).update(
+                admin_text(view, palette, asked=bool(self._asked_users))
+            )
+
+    def action_key_user(self) -> None:
+        """Another user's SSH keys on the Admin tab (asked for, then read with the rest)."""
+
+        def typed(values: dict[str, str] | None) -> None:
+            user = (values or {}).get("user", "").strip()
+            if not user:
+                return
+            if user in self._asked_users:
+                self._asked_users.remove(user)
+            self._asked_users.append(user)
+            if self._tabs_ready and self.query_one(TabbedContent).active == "admin":
+                self._read_admin()
+            else:
+                self.action_tab("admin")
+
+        self.app.push_screen(
+            PromptScreen("SSH keys of another user", [("user", "User:", "")], confirm="Show"),
+            typed,
+        )
 
     def action_files(self) -> None:
         # As a tab: the digits of the other tabs bring them back; nothing is focused

@@ -102,6 +102,7 @@ class FleetScreen(Screen[None]):
         self.table.palette = self.qapp.palette
         if self.qapp.display_settings.low_bandwidth:
             self.table.slow_seconds = LOW_BANDWIDTH_SECONDS
+        self.table.show_optional(self.qapp.optional_columns)
         self.table.focus()
         if self.filter.text:
             self.query_one("#filter-input", Input).value = self.filter.text
@@ -466,15 +467,25 @@ class FleetScreen(Screen[None]):
 
     def action_sort_column(self, column: str) -> None:
         """Shift+letter or a header click: sort by that column; again: the other way.
-        Numbers (FULL, LOAD, RTT, SEEN) start with the biggest."""
+        Numbers (FULL, LOAD, RTT, SEEN) start with the biggest. An optional column that
+        is off is not sorted by (its values are not polled): the palette turns it on."""
+        if COLUMNS[COLUMN_INDEX[column]].optional and column not in self.qapp.optional_columns:
+            label = COLUMNS[COLUMN_INDEX[column]].label
+            self.notify(f"The {label} column is off (ctrl+p: Show the {label} column)")
+            return
         if column == self.sort_column:
             self.sort_by(column, not self.sort_reverse)
         else:
             self.sort_by(column, COLUMNS[COLUMN_INDEX[column]].descending_first)
 
     def action_sort_next(self) -> None:
-        i = SORTABLE.index(self.sort_column) if self.sort_column in SORTABLE else -1
-        column = SORTABLE[(i + 1) % len(SORTABLE)]
+        shown = [
+            k
+            for k in SORTABLE
+            if not COLUMNS[COLUMN_INDEX[k]].optional or k in self.qapp.optional_columns
+        ]
+        i = shown.index(self.sort_column) if self.sort_column in shown else -1
+        column = shown[(i + 1) % len(shown)]
         self.sort_by(column, COLUMNS[COLUMN_INDEX[column]].descending_first)
 
     def action_sort_reverse(self) -> None:

@@ -53,6 +53,16 @@ LEGEND: tuple[tuple[str, str], ...] = (
     ),
     ("FULL", "the fullest filesystem's use (amber from 85 %, red from 95 %)"),
     ("LOAD", "1-minute load average the guest reports"),
+    (
+        "CPU%",
+        "optional (ctrl+p: Show the CPU% column): busy share of all vCPUs over the last poll "
+        "interval (guest-get-cpustats, qemu-ga 7.1+; asked of every VM while shown)",
+    ),
+    (
+        "DISK I/O",
+        "optional (ctrl+p): bytes read and written a second, all disks, over the last poll "
+        "interval (guest-get-diskstats, qemu-ga 7.1+; asked of every VM while shown)",
+    ),
     ("RTT", "round trip of the last poll (amber from 500 ms)"),
     ("SEEN", "time since the agent last answered"),
     ("● ▲ ✖ !", "in the header: ok, timeout, unreachable, error counts"),

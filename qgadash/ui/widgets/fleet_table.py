@@ -54,7 +54,7 @@ RowValues = tuple[CellValue, ...]
 # last such redraw is `slow_seconds` old (FleetScreen.tick offers them again 4 times a
 # second, so they are drawn when due). State, freeze, names and addresses never wait.
 CELL_CACHE_SIZE = 20_000
-SLOW_COLUMNS = frozenset(COLUMN_INDEX[k] for k in ("full", "load", "rtt", "seen"))
+SLOW_COLUMNS = frozenset(COLUMN_INDEX[k] for k in ("full", "load", "cpu", "io", "rtt", "seen"))
 
 
 @dataclass(slots=True)
@@ -149,6 +149,7 @@ class FleetTable(ScrollView, can_focus=True):
         self._drawn: dict[str, RowValues] = {}
         self._values_of: Callable[[str], RowValues] | None = None
         self._content: dict[str, int] = {}  # how wide each text column's content is
+        self._optional: frozenset[str] = frozenset()  # optional columns turned on
         self._sort: tuple[str, bool] = ("vm", False)
         self._columns: list[TableColumn] = []
         self._shown: tuple[int, ...] = ()  # indexes into COLUMNS of the shown columns
@@ -187,7 +188,7 @@ class FleetTable(ScrollView, can_focus=True):
         return tuple(COLUMNS[i].key for i in self._shown)
 
     def _content_width_default(self) -> dict[str, int]:
-        return {c.key: c.wanted for c in COLUMNS}
+        return {c.key: c.wanted for c in COLUMNS if not c.optional or c.key in self._optional}
 
     def _label(self, key: str) -> Text:
         column = COLUMNS[COLUMN_INDEX[key]]
@@ -234,6 +235,16 @@ class FleetTable(ScrollView, can_focus=True):
             self._content = dict(content)
             self.fit_columns()
 
+    @property
+    def optional_columns(self) -> frozenset[str]:
+        return self._optional
+
+    def show_optional(self, keys: frozenset[str]) -> None:
+        """Which optional columns (CPU %, DISK I/O) are on; the columns are fitted again."""
+        if keys != self._optional:
+            self._optional = keys
+            self.fit_columns()
+
     def on_resize(self) -> None:
         self.fit_columns()
 
@@ -243,7 +254,7 @@ class FleetTable(ScrollView, can_focus=True):
         available = self._available_width()
         if available <= 0:
             return
-        if self._fit(fit_widths(available, self.cell_padding, self._content)):
+        if self._fit(fit_widths(available, self.cell_padding, self._content, self._optional)):
             self.refresh()
 
     def _available_width(self) -> int:

@@ -11,40 +11,9 @@ import pytest
 from qgadash.agent.client import AgentClient, NoReplyOutcome
 from qgadash.agent.errors import AgentTimeout, AgentUnsupported
 from qgadash.agent.session import IDS_REFUSED_NOTE, AgentTraits, IdMode
-from qgadash.sim.agent import Close, GuestAgent, PowerOff
+from qgadash.sim.agent import GuestAgent
 from qgadash.sim.profiles import Era, era_profile
-
-
-class MemoryStream:
-    """A ByteStream whose far end is a sans-IO simulated agent. `answers` limits how many
-    writes get answered (then the agent hangs, as one whose guest froze up)."""
-
-    def __init__(self, agent: GuestAgent, answers: int | None = None) -> None:
-        self.agent = agent
-        self.answers = answers
-        self.written = bytearray()
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def read(self, n: int) -> bytes:
-        return await self._inbox.get()
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-        if self.answers is not None:
-            if self.answers <= 0:
-                return
-            self.answers -= 1
-        for out in self.agent.receive(data):
-            if isinstance(out, bytes):
-                self._inbox.put_nowait(out)
-            elif isinstance(out, Close | PowerOff):
-                self._inbox.put_nowait(b"")
-
-    async def drain(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
+from tests.unit.memory_stream import MemoryStream
 
 
 def old_agent(era: Era = Era.QGA_1_2) -> GuestAgent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 from prometheus_client.openmetrics.parser import (
@@ -20,7 +21,11 @@ from qgadash.agent.replies import (
     OsInfo,
 )
 from qgadash.exporter import MAX_FILESYSTEMS, MAX_INTERFACES, FleetExposition, parse_listen
+from qgadash.exporter import server as server_module
+from qgadash.exporter.follow import StoreFollower
+from qgadash.exporter.polls import EngineMetrics, PollCounter
 from qgadash.fleet.model import AgentState, GuestFacts, HypervisorStatus, VmRef, VmSnapshot
+from qgadash.fleet.store import FleetStore
 from qgadash.transport.base import HypervisorState
 
 HOSTILE = 'a"b\\c\nd\x1b[31mred\u202eevil\u200b[bold]x[/]'
@@ -185,3 +190,68 @@ def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_addresses_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="--listen"):
         parse_listen(text)
+
+
+async def test_the_follower_keeps_the_text_in_the_store_order_as_vms_come_and_go() -> None:
+    store = FleetStore()
+    exposition = FleetExposition()
+    follower = StoreFollower(store, exposition, PollCounter(EngineMetrics()))
+    store.put(snapshot("vm-0"))
+    follower.start()
+    for i in range(1, 60):  # found after the start, in one burst: its changes come unordered
+        store.put(snapshot(f"vm-{i}"))
+    store.remove("hv1/vm-7")
+    follower.drain()  # (the loop would, after the puts)
+    while follower.behind:
+        follower.drain()
+    got = [labels["vm"] for labels, _ in samples(exposition.text(False))["qgadash_agent_up"]]
+    assert got == [f"hv1/vm-{i}" for i in range(60) if i != 7]
+    follower.stop()
+
+
+def test_scrapes_arriving_during_a_build_share_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP server's threads: one builds, the others wait for that body (the fleet
+    changing meanwhile, as it does at 10,000 VMs, does not make each build its own)."""
+    building = threading.Event()
+    waiting = threading.Event()
+    release = threading.Event()
+    exposition = FleetExposition()
+    exposition.render([snapshot()], [], False)
+    builds = []
+
+    class SlowText(FleetExposition):
+        def text(self, openmetrics: bool) -> str:
+            builds.append(openmetrics)
+            building.set()
+            release.wait(30)
+            self.generation += 1  # the loop took in a change meanwhile
+            return exposition.text(openmetrics)
+
+    class WatchedWait(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()
+            return super().wait(timeout)
+
+    monkeypatch.setattr(server_module, "_Build", _watched_build(WatchedWait))
+    bodies = server_module.ScrapeBodies(SlowText(), EngineMetrics())
+    got: list[bytes] = []
+    first = threading.Thread(target=lambda: got.append(bodies.body(False, False)))
+    first.start()
+    assert building.wait(30)
+    second = threading.Thread(target=lambda: got.append(bodies.body(False, False)))
+    second.start()
+    assert waiting.wait(30)  # the second scrape waits for the first one's body
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert builds == [False] and len(got) == 2 and got[0] is got[1]
+    assert b'qgadash_agent_up{vm="hv1/web-01",hypervisor="hv1"} 1' in got[0]
+
+
+def _watched_build(event_type: type[threading.Event]) -> type[server_module._Build]:
+    class Build(server_module._Build):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = event_type()
+
+    return Build

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qgadash.fleet.signals import STOP_SIGNALS, SignalWatch, say
+from qgadash.fleet.signals import STOP_SIGNALS, SignalWatch, received_stop_signal, say
 
 
 @pytest.fixture
@@ -180,3 +180,21 @@ async def test_a_loop_that_refuses_signal_handlers_leaves_the_watch_quiet(
     monkeypatch.undo()
     for sig in STOP_SIGNALS:
         loop.remove_signal_handler(sig)
+
+
+async def test_a_command_learns_which_stop_signal_is_ending_it(
+    python_handlers: list[int],
+) -> None:
+    """What `qgadash serve` passes on to its sessions: the signal of the watch installed
+    by this task (run_command's), none before it arrives or after the watch is removed."""
+    watch = SignalWatch(lambda _sig: None, lambda: 0)
+    watch.install()
+    try:
+        assert received_stop_signal() is None
+        os.kill(os.getpid(), signal.SIGHUP)
+        while watch.received is None:
+            await asyncio.sleep(0.01)
+        assert received_stop_signal() is signal.SIGHUP
+    finally:
+        watch.remove()
+    assert received_stop_signal() is None

@@ -1,4 +1,4 @@
-"""What one poll decides, and what it must leave alone."""
+"""Which commands a poll sends, and what one poll decides and must leave alone."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from qgadash.agent.replies import (
     IpAddress,
     parse_interfaces,
 )
-from qgadash.fleet.model import AgentState, GuestFacts, VmRef, VmSnapshot
-from qgadash.fleet.poller import PollOutcome, PollPlan, commands_for
+from qgadash.fleet.model import AgentState, GuestFacts, Lifecycle, VmRef, VmSnapshot
+from qgadash.fleet.polling import PollCache, PollOutcome, PollPlan
 
 
 def test_a_poll_keeps_the_guards_thaw_deadline_and_error() -> None:
@@ -38,14 +38,14 @@ def test_disabled_commands_are_not_polled() -> None:
             CommandInfo("guest-get-fsinfo", True, True),
         ),
     )
-    names = commands_for(PollPlan(), GuestFacts(info=info), poll_number=1)
+    names = PollCache().commands(PollPlan(), info, poll_number=1)
     assert "guest-network-get-interfaces" not in names
     assert "guest-get-load" not in names  # not offered by this agent
     assert names == ["guest-fsfreeze-status", "guest-get-fsinfo"]
 
 
 def test_the_first_poll_asks_everything_and_learns_capabilities() -> None:
-    names = commands_for(PollPlan(), GuestFacts(), poll_number=0)
+    names = PollCache().commands(PollPlan(), None, poll_number=0)
     assert names[0] == "guest-info" and "guest-get-osinfo" in names
 
 
@@ -83,3 +83,59 @@ def test_undecoded_freeze_answers_mean_what_the_parser_says() -> None:
 
     for body, state in FREEZE_STATUS_BODIES.items():
         assert parse_fsfreeze_status(json.loads(body)) is state
+
+
+def test_a_poll_keeps_every_member_it_does_not_decide() -> None:
+    """Every member of VmSnapshot either comes from the poll or is kept: one added to
+    the snapshot and forgotten in `applied_to` fails here."""
+    before = VmSnapshot(
+        VmRef("hv", "vm", "/x.sock"),
+        agent=AgentState.TIMEOUT,
+        error="old",
+        latency_ms=1.0,
+        last_poll=1.0,
+        last_seen=2.0,
+        facts=GuestFacts(hostname="old"),
+        freeze=FreezeState.THAWED,
+        thaw_deadline=3.0,
+        thaw_error="x",
+        lifecycle=Lifecycle("reboot", 4.0, gone=True),
+    )
+    decided = {"agent", "error", "latency_ms", "last_poll", "last_seen", "facts", "freeze"}
+    assert {f.name for f in dataclasses.fields(VmSnapshot)} - decided - {"ref"} == {
+        "thaw_deadline",
+        "thaw_error",
+        "lifecycle",
+    }
+    outcome = PollOutcome(
+        AgentState.OK, None, 9.0, 10.0, 10.0, GuestFacts(hostname="new"), FreezeState.FROZEN
+    )
+    after = outcome.applied_to(before)
+    for member in ("ref", "thaw_deadline", "thaw_error", "lifecycle"):
+        assert getattr(after, member) == getattr(before, member), member
+    assert (after.agent, after.error, after.latency_ms, after.last_poll, after.last_seen) == (
+        AgentState.OK,
+        None,
+        9.0,
+        10.0,
+        10.0,
+    )
+    assert after.facts.hostname == "new" and after.freeze is FreezeState.FROZEN
+
+
+def test_command_lists_are_not_mixed_up_between_agents_whose_info_came_and_went() -> None:
+    """The cache keys command lists by identity; an id reused by a later AgentInfo (the
+    first one collected) must not give the later agent the first one's list."""
+    cache, plan = PollCache(), PollPlan()
+    for round_ in range(200):
+        enabled = round_ % 2 == 0
+        info = AgentInfo(
+            "7.2",
+            (
+                CommandInfo("guest-info", True, True),
+                CommandInfo("guest-get-load", enabled, True),
+            ),
+        )
+        names = cache.commands(plan, info, poll_number=1)
+        assert ("guest-get-load" in names) is enabled, round_
+        del info
