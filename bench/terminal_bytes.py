@@ -3,6 +3,7 @@
     python bench/terminal_bytes.py                 # 24 and 500 VMs, 80x24 and 200x50
     python bench/terminal_bytes.py --vms 500 --size 200x50 --seconds 30
     python bench/terminal_bytes.py --args=--low-bandwidth
+    python bench/terminal_bytes.py --vms 500 --size 200x50 --phases idle --profile idle.prof
 
 The simulator runs in its own process (`python -m qgadash.sim --demo`, polled every
 5 s), the dashboard (`python -m qgadash --hosts ...`) on a pseudo-terminal of the given
@@ -192,7 +193,8 @@ def stop(proc: subprocess.Popen[bytes], fd: int) -> None:
 def run_dashboard(hosts: Path, cols: int, rows: int, args: argparse.Namespace) -> list[str]:
     env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor", PYTHONPATH=str(REPO))
     env.pop("NO_COLOR", None)
-    argv = [sys.executable, "-m", "qgadash", "--hosts", str(hosts), *args.args]
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    argv = [sys.executable, *profile, "-m", "qgadash", "--hosts", str(hosts), *args.args]
     proc, fd = spawn(argv, cols, rows, env)
     cap = Capture(fd, keep=bool(args.dump))
     threading.Thread(target=cap.run, daemon=True).start()
@@ -200,7 +202,10 @@ def run_dashboard(hosts: Path, cols: int, rows: int, args: argparse.Namespace) -
     try:
         time.sleep(args.warmup)  # every VM polled (5 s) and drawn
         wait_quiet(cap, 2.0, time.monotonic() + 10)
-        for phase, keys in (("idle", b""), ("cursor", b"jjjjjjjjjjkkkkkkkkkk"), ("filtered", None)):
+        phases = (("idle", b""), ("cursor", b"jjjjjjjjjjkkkkkkkkkk"), ("filtered", None))
+        for phase, keys in phases:
+            if phase not in args.phases:
+                continue
             if keys is None:
                 os.write(fd, b"/")
                 time.sleep(0.5)
@@ -249,6 +254,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=12.0)
     parser.add_argument("--dump", help="write what each phase wrote to DUMP.N.CxR.PHASE")
     parser.add_argument("--args", action="append", default=[], help="more dashboard arguments")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        default=["idle", "cursor", "filtered"],
+        help="which phases to measure (default: all three)",
+    )
+    parser.add_argument(
+        "--profile",
+        help="run the dashboard under cProfile, stats to PROFILE "
+        "(the warm-up included; the CPU figures then include the profiler)",
+    )
     args = parser.parse_args()
     sizes = [tuple(int(p) for p in s.split("x")) for s in (args.size or ["80x24", "200x50"])]
     print(f"load average: {os.getloadavg()}; {os.cpu_count()} CPUs")

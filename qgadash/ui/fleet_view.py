@@ -29,6 +29,7 @@ from qgadash.fleet.model import (
     HypervisorStatus,
     VmSnapshot,
 )
+from qgadash.fleet.store import FleetTally
 from qgadash.ui.formatting import format_age, format_countdown, format_latency, format_rate
 from qgadash.ui.plain import plain
 
@@ -42,6 +43,7 @@ __all__ = [
     "Palette",
     "Tone",
     "count_fleet",
+    "counts_from_tally",
     "hold_summary",
     "is_fault",
     "render_cell",
@@ -118,6 +120,19 @@ def count_fleet(
             thaw_errors += 1
     hvs = tuple(sorted(hypervisors, key=lambda h: h.name))
     return FleetCounts(total, dict(states), frozen, thaw_errors, hvs)
+
+
+def counts_from_tally(
+    tally: FleetTally, hypervisors: Iterable[HypervisorStatus], held: Collection[str] = ()
+) -> FleetCounts:
+    """`count_fleet`'s answer from the store's running tally, without a pass over the
+    fleet (the dashboard asks after every batch of changes)."""
+    frozen = tally.frozen
+    held_frozen = sum(1 for vm_id in held if vm_id in frozen)
+    hvs = tuple(sorted(hypervisors, key=lambda h: h.name))
+    return FleetCounts(
+        tally.total, dict(tally.by_state), len(frozen) - held_frozen, tally.thaw_errors, hvs
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,34 +411,51 @@ DROP_ORDER = ("hv", "io", "cpu", "load", "host", "rtt", "os")
 _FS_WIDTH = {"thaw-failed": len("THAW FAILED"), "frozen": len("❄ 00:00"), "thawed": 6, "unknown": 1}
 
 
+WIDTH_KEYS = ("vm", "hv", "agent", "os", "host", "ip", "fs")  # widths follow the content
+_WIDTH_LIMITS = tuple(
+    (COLUMNS[COLUMN_INDEX[k]].min_width, COLUMNS[COLUMN_INDEX[k]].max_width) for k in WIDTH_KEYS
+)
+
+
+def row_widths(snap: VmSnapshot) -> tuple[int, ...]:
+    """How wide one VM's text is in each of WIDTH_KEYS (0: nothing to show)."""
+    facts = snap.facts
+    if snap.thaw_error is not None:
+        fs = _FS_WIDTH["thaw-failed"]
+    elif snap.freeze is FreezeState.FROZEN and snap.thaw_deadline is None:
+        fs = len("❄ frozen")
+    else:
+        fs = _FS_WIDTH[snap.freeze.value]
+    os_label, hostname, ip = facts.os_label, facts.hostname, facts.first_ipv4
+    return (
+        len(snap.id),
+        len(snap.ref.hypervisor),
+        len(agent_label(snap)),
+        len(os_label) if os_label else 0,
+        len(hostname) if hostname else 0,
+        len(ip) if ip else 0,
+        fs,
+    )
+
+
+def fit_content(widest: Iterable[int]) -> dict[str, int]:
+    """Content widths from the widest text of each of WIDTH_KEYS, each kept between its
+    column's least and most."""
+    return {
+        key: max(least, min(most, width or least))
+        for key, width, (least, most) in zip(WIDTH_KEYS, widest, _WIDTH_LIMITS, strict=True)
+    }
+
+
 def content_widths(snapshots: Iterable[VmSnapshot]) -> dict[str, int]:
     """How wide each text column's content is, over these VMs (capped at the column's
     `most`): a column is no wider than what it holds, so the others get the room."""
-    widest = {"vm": 0, "hv": 0, "agent": 0, "os": 0, "host": 0, "ip": 0, "fs": 0}
+    widest = [0] * len(WIDTH_KEYS)
     for snap in snapshots:
-        facts = snap.facts
-        fs = _FS_WIDTH[snap.freeze.value]
-        if snap.thaw_error is not None:
-            fs = _FS_WIDTH["thaw-failed"]
-        elif snap.freeze is FreezeState.FROZEN and snap.thaw_deadline is None:
-            fs = len("❄ frozen")
-        if fs > widest["fs"]:
-            widest["fs"] = fs
-        for key, text in (
-            ("vm", snap.id),
-            ("hv", snap.ref.hypervisor),
-            ("agent", agent_label(snap)),
-            ("os", facts.os_label),
-            ("host", facts.hostname),
-            ("ip", facts.first_ipv4),
-        ):
-            if text and len(text) > widest[key]:
-                widest[key] = len(text)
-    out = {}
-    for key, width in widest.items():
-        column = COLUMNS[COLUMN_INDEX[key]]
-        out[key] = max(column.min_width, min(column.max_width, width or column.min_width))
-    return out
+        for i, width in enumerate(row_widths(snap)):
+            if width > widest[i]:
+                widest[i] = width
+    return fit_content(widest)
 
 
 def fit_widths(

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Input, Static
 from qgadash.fleet.model import VmSnapshot
 from qgadash.ui import bindings, messages, verbs
 from qgadash.ui.dashboard import Dashboard, dashboard_of
+from qgadash.ui.fleet_rows import ShownRows
 from qgadash.ui.fleet_view import (
     COLUMN_INDEX,
     COLUMNS,
@@ -26,14 +27,12 @@ from qgadash.ui.fleet_view import (
     agent_label,
     clock_key,
     column_label,
-    content_widths,
-    count_fleet,
+    counts_from_tally,
     header_text,
     hold_summary,
     is_fault,
     placeholder_values,
     row_values,
-    sort_ids,
 )
 from qgadash.ui.formatting import format_countdown
 from qgadash.ui.plain import plain
@@ -44,9 +43,9 @@ __all__ = ["ACTION_BINDINGS", "FleetScreen"]
 
 # Actions that change guests: absent (not merely refused) in read-only mode.
 ACTION_BINDINGS = frozenset({"freeze", "thaw", "power", "exec", "dismiss_thaw_error"})
-# Sort columns whose values do not change while polling; the others are re-sorted as
-# values change, at most once every RESORT_SECONDS (rows that jump four times a second
-# cannot be read, and a re-sort redraws every row on screen).
+# Sort columns whose values do not change while polling; the others are re-sorted when
+# a shown row's sort value changed, at most once every RESORT_SECONDS (rows that jump
+# four times a second cannot be read, and a re-sort redraws every row on screen).
 _STATIC_SORTS = frozenset({"vm", "hv"})
 RESORT_SECONDS = 1.0
 # --low-bandwidth: FULL, LOAD, RTT and SEEN of a row redrawn at most this often.
@@ -68,13 +67,17 @@ class FleetScreen(Screen[None]):
         self.faults_only = False
         self.sort_column = "vm"
         self.sort_reverse = False
-        self._shown: set[str] = set()
+        # The shown VMs with their sort values and text widths, kept as rows change: a
+        # re-sort or a batch does not visit every snapshot (fleet_rows.py).
+        self._rows = ShownRows()
         self._counts: FleetCounts | None = None
         self._header_key: Any = None
         self._resort_pending = False
         self._sorted_at = 0.0
         self._content: dict[str, int] = {}
         self._row_keys: tuple[bool | None, bool | None] = (None, None)
+        self._status: Text | None = None  # what the shown-count line says now
+        self._cursor_text: Text | None = None  # what the cursor line says now
         # The clock-dependent part of each row as the last tick saw it (`clock_key`).
         self._clock: dict[str, tuple[int | None, int | None]] = {}
         self.table = FleetTable(id="fleet-table")
@@ -141,75 +144,86 @@ class FleetScreen(Screen[None]):
         if not self.live:
             return
         store = self.qapp.engine.store
+        self._rows.reset(
+            (s for s in store.snapshots() if self._wanted(s)), self.sort_column, self.sort_reverse
+        )
+        self._reorder(force_header=True)
+
+    def _reorder(self, force_header: bool = False) -> None:
+        """Show the shown rows in sort order again, columns fitted to exactly what they
+        hold (a re-sort, a row come or gone: no snapshot is visited)."""
         self._resort_pending = False
         self._sorted_at = time.monotonic()
         self._clock.clear()
-        shown = [s for s in store.snapshots() if self._wanted(s)]
-        self._shown = {s.id for s in shown}
-        order = sort_ids(shown, self.sort_column, self.sort_reverse)
+        order = self._rows.order()
         with self.app.batch_update():
-            self._content = content_widths(shown)
+            self._content = self._rows.content_widths()
             self.table.show_sort(self.sort_column, self.sort_reverse)
             self.table.set_content_widths(self._content)
             self.table.reconcile(order, self.values_of)
-            self._refresh_counts(force=True)
+            self._refresh_counts(force=force_header)
             self._update_status()
             self._update_cursor_line()
 
     def apply_changes(self, changed: set[str], removed: set[str], hypervisors: bool) -> None:
         """One tick's worth of store changes, applied as one batch."""
         store = self.qapp.engine.store
-        now = self.now()
-        need_reorder = bool(removed & self._shown)
+        rows = self._rows
+        need_reorder = any(vm_id in rows for vm_id in removed)
         self.marks -= removed
-        self._shown -= removed
-        updates: dict[str, RowValues] = {}
-        updated: list[VmSnapshot] = []
-        off_screen: list[str] = []
+        rows.forget(removed)
+        moved = False  # a shown row's sort value changed
+        kept: dict[str, VmSnapshot] = {}  # shown before and after
+        everything = not self.faults_only and not self.filter  # every VM is wanted
         for vm_id in changed:
             snap = store.get(vm_id)
             if snap is None:
                 continue
-            wanted = self._wanted(snap)
-            if wanted != (vm_id in self._shown):
-                need_reorder = True
-            elif wanted:
-                # Rows on screen get their new values; the others are recomputed when
-                # shown (at 10,000 VMs most changes are off screen).
-                if self.table.is_visible(vm_id):
-                    updates[vm_id] = row_values(snap, now, vm_id in self.marks)
+            shown = vm_id in rows
+            if everything or self._wanted(snap):
+                moved |= rows.put(snap, vm_id)
+                if shown:
+                    kept[vm_id] = snap
                 else:
-                    off_screen.append(vm_id)
-                updated.append(snap)
-        self.table.forget(off_screen)
-        if updated:
-            # A column grows as soon as new content needs it (it shrinks on a rebuild).
-            wider = content_widths(updated)
+                    need_reorder = True
+            elif shown:
+                rows.discard(vm_id)
+                need_reorder = True
+        updates: dict[str, RowValues] = {}
+        if kept:
+            # Rows on screen get their new values; the others are recomputed when shown
+            # (at 10,000 VMs most changes are off screen).
+            visible = self.table.visible_of(kept)
+            now = self.now()
+            marks = self.marks
+            for vm_id in visible:
+                updates[vm_id] = row_values(kept[vm_id], now, vm_id in marks)
+            self.table.forget(vm_id for vm_id in kept if vm_id not in visible)
+            # A column grows as soon as new content needs it (it shrinks on a reorder).
+            wider = rows.content_widths()
             if any(wider[k] > self._content.get(k, 0) for k in wider):
                 self._content = {k: max(v, self._content.get(k, 0)) for k, v in wider.items()}
                 self.table.set_content_widths(self._content)
-        if updated and self.sort_column not in _STATIC_SORTS:
+        if moved and self.sort_column not in _STATIC_SORTS:
             self._resort_pending = True
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
             need_reorder = True
         with self.app.batch_update():
+            self.table.update_values(updates)
             if need_reorder:
-                self.table.update_values(updates)
-                self.rebuild()
-            else:
-                self.table.update_values(updates)
-                if changed or removed or hypervisors:
-                    self._refresh_counts()
-                    cursor = self.table.cursor_vm
-                    if cursor in changed:
-                        self._update_cursor_line()
+                self._reorder()
+            elif changed or removed or hypervisors:
+                self._refresh_counts()
+                cursor = self.table.cursor_vm
+                if cursor in changed:
+                    self._update_cursor_line()
 
     def tick(self) -> None:
         """Clock-driven cells (countdowns, ages) of the rows on screen; a due re-sort."""
         if not self.live:
             return
         if self._resort_pending and time.monotonic() - self._sorted_at >= RESORT_SECONDS:
-            self.rebuild()
+            self._reorder()
         now = self.now()
         store = self.qapp.engine.store
         clock = self._clock
@@ -241,7 +255,7 @@ class FleetScreen(Screen[None]):
     def _refresh_counts(self, force: bool = False) -> None:
         store = self.qapp.engine.store
         held = {h.vm_id for h in self.qapp.engine.holds()}
-        self._counts = count_fleet(store.snapshots(), store.hypervisors(), held)
+        self._counts = counts_from_tally(store.tally(), store.hypervisors(), held)
         self._refresh_header(force)
 
     def _refresh_header(self, force: bool = False) -> None:
@@ -272,19 +286,26 @@ class FleetScreen(Screen[None]):
     def _update_status(self) -> None:
         parts = [f"{len(self.table.order)} shown"]
         if self.marks:
-            hidden = len(self.marks - self._shown)
+            hidden = self._hidden_marks()
             parts.append(f"{len(self.marks)} marked" + (f" ({hidden} hidden)" if hidden else ""))
         if self.faults_only:
             parts.append("faults only")
         parts.append(f"by {column_label(self.sort_column, self.sort_column, self.sort_reverse)}")
-        self.query_one("#shown-count", Static).update(Text(" · ".join(parts), no_wrap=True))
+        status = Text(" · ".join(parts), no_wrap=True)
+        if status != self._status:  # not drawn (nor written to the terminal) again as is
+            self._status = status
+            self.query_one("#shown-count", Static).update(status)
+
+    def _hidden_marks(self) -> int:
+        """Marked VMs the filter hides."""
+        return sum(1 for vm_id in self.marks if vm_id not in self._rows)
 
     def _update_cursor_line(self) -> None:
         line = self.query_one("#cursor-line", Static)
         vm_id = self.table.cursor_vm
         snap = self.qapp.engine.store.get(vm_id) if vm_id else None
         if snap is None:
-            line.update("")
+            self._set_cursor_line(line, Text(""))
             return
         palette = self.qapp.palette
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -307,7 +328,12 @@ class FleetScreen(Screen[None]):
         elif snap.error:
             text.append(f"  {snap.agent.value}: ", style=palette.warning)
             text.append_text(plain(snap.error, 160))
-        line.update(text)
+        self._set_cursor_line(line, text)
+
+    def _set_cursor_line(self, line: Static, text: Text) -> None:
+        if text != self._cursor_text:  # not drawn (nor written to the terminal) again as is
+            self._cursor_text = text
+            line.update(text)
 
     @on(FleetTable.RowHighlighted, "#fleet-table")
     def _cursor_moved(self, _: FleetTable.RowHighlighted) -> None:
@@ -369,7 +395,7 @@ class FleetScreen(Screen[None]):
         if not self.live:
             return
         now = self.now()
-        self.table.update_values(self._values_map([v for v in vm_ids if v in self._shown], now))
+        self.table.update_values(self._values_map([v for v in vm_ids if v in self._rows], now))
         self._update_status()
 
     def set_marks(self, vm_ids: set[str]) -> None:
@@ -401,7 +427,7 @@ class FleetScreen(Screen[None]):
         if not self.marks:
             self.notify("No VM is marked.", markup=False)
             return
-        hidden = len(self.marks - self._shown)
+        hidden = self._hidden_marks()
         if not hidden:
             self.set_marks(set())
             return
@@ -476,7 +502,7 @@ class FleetScreen(Screen[None]):
         """Cursor to `vm_id`; clears the filter if it hides that VM."""
         if self.qapp.engine.store.get(vm_id) is None:
             return False
-        if vm_id not in self._shown:
+        if vm_id not in self._rows:
             self.faults_only = False
             self.set_filter("")
         self.table.move_to(vm_id)

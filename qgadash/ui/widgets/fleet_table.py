@@ -161,7 +161,15 @@ class FleetTable(ScrollView, can_focus=True):
         self._header: Strip | None = None
         # Padded segments of a cell, by (Text, width, justify); see _cell_segments.
         self._cells: dict[tuple[Hashable, int], list[Segment]] = {}
+        # The same with the line's styles applied and equal styles joined, by (column,
+        # value, width, base style, cursor style): a row drawn again (a changed RTT, a
+        # re-sort) re-renders only the cells it has not shown like this before.
+        self._styled: dict[tuple[Hashable, ...], list[Segment]] = {}
         self._styles_key: object = None
+        # The widget's Rich style for one rendering pass (`render_lines`): Textual
+        # computes it from every ancestor's styles on each read, and a pass drew each
+        # line with two or three reads.
+        self._pass_style: Style | None = None
         self.slow_seconds = 0.0  # > 0: low-bandwidth mode (see SLOW_COLUMNS)
         self._slow_at: dict[str, float] = {}  # VM id -> when its slow columns were drawn
         self._held: dict[str, RowValues] = {}  # values held back by low-bandwidth mode
@@ -308,6 +316,19 @@ class FleetTable(ScrollView, can_focus=True):
         row = self._index.get(vm_id)
         top = int(self.scroll_y)
         return row is not None and top <= row <= top + self._page_height()
+
+    def visible_of(self, vm_ids: Iterable[str]) -> set[str]:
+        """Those of `vm_ids` on screen now (`is_visible` of each, the screen's geometry
+        read once: a batch at 10,000 VMs asks about a thousand rows)."""
+        index = self._index
+        top = int(self.scroll_y)
+        bottom = top + self._page_height()
+        out = set()
+        for vm_id in vm_ids:
+            row = index.get(vm_id)
+            if row is not None and top <= row <= bottom:
+                out.add(vm_id)
+        return out
 
     # -- writing -----------------------------------------------------------------------
 
@@ -488,67 +509,92 @@ class FleetTable(ScrollView, can_focus=True):
     def _invalidate(self) -> None:
         self._lines.clear()
         self._cells.clear()
+        self._styled.clear()
         self._header = None
 
     def notify_style_update(self) -> None:
         self._invalidate()
         super().notify_style_update()
 
-    def _check_styles(self) -> None:
+    def _check_styles(self) -> Style:
         """Cached lines hold the widget's styles: drop them when those change (focus,
-        theme)."""
-        key = (self.has_focus, self.rich_style, self.palette, self.app.current_theme.name)
+        theme). Returns the widget's Rich style."""
+        style = self.rich_style
+        key = (self.has_focus, style, self.palette, self.app.theme)
         if key != self._styles_key:
             self._styles_key = key
             self._invalidate()
+        return style
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in `crop`: the styles read once for all of them."""
+        self._pass_style = self._check_styles()
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass_style = None
 
     def render_line(self, y: int) -> Strip:
-        self._check_styles()
+        style = self._pass_style  # checked for this pass already
+        if style is None:
+            style = self._check_styles()
         width = self.size.width
         scroll_x = int(self.scroll_x)
         if y < self.header_height:
             if self._header is None:
-                self._header = self._render_header()
+                self._header = self._render_header(style)
             strip = self._header
         else:
             row = int(self.scroll_y) + y - self.header_height
             if row >= len(self._order):
-                return Strip.blank(width, self.rich_style)
-            strip = self._row_strip(row)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+                return Strip.blank(width, style)
+            strip = self._row_strip(row, style)
+        if not scroll_x and strip.cell_length == width:
+            return strip  # what crop_extend would return, without building it again
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
 
-    def _render_header(self) -> Strip:
-        style = self.rich_style + self.get_component_rich_style("fleet-table--header")
+    def _render_header(self, base: Style) -> Strip:
+        style = base + self.get_component_rich_style("fleet-table--header")
         cells: list[tuple[Text, int, str, Hashable]] = [
             (c.label, c.width, COLUMNS[COLUMN_INDEX[c.key]].justify, None) for c in self._columns
         ]
         return self._render_cells(cells, style, None)
 
-    def _row_strip(self, row: int) -> Strip:
+    def _row_strip(self, row: int, base: Style) -> Strip:
         vm_id = self._order[row]
         values = self._values(vm_id)
         cursor = row == self._cursor
         hit = self._lines.get(vm_id)
         if hit is not None and hit[0] is values and hit[1] is cursor:
             return hit[2]
-        palette = self.palette
-        cells: list[tuple[Text, int, str, Hashable]] = [
-            (
-                render_cell(index, values[index], palette),
-                column.width,
-                COLUMNS[index].justify,
-                (index, values[index]),
-            )
-            for index, column in zip(self._shown, self._columns, strict=True)
-        ]
-        base = self.rich_style
         over: Style | None = None
         if cursor:
             cursor_style = self.get_component_rich_style("fleet-table--cursor")
             base = base + cursor_style
             # The cursor's colours win over the cells' (as DataTable's "css" priority).
             over = Style.from_color(cursor_style.color, cursor_style.bgcolor)
-        strip = self._render_cells(cells, base, over)
+        # The line is its cells' styled segments one after the other, adjacent equal
+        # styles joined (what `_render_cells` makes of them, cell by cell).
+        palette = self.palette
+        styled_cells = self._styled
+        if len(styled_cells) > CELL_CACHE_SIZE:
+            styled_cells.clear()
+        segments: list[Segment] = []
+        total = 0
+        for index, column in zip(self._shown, self._columns, strict=True):
+            value = values[index]
+            width = column.width
+            key = (index, value, width, base, over)
+            styled = styled_cells.get(key)
+            if styled is None:
+                text = render_cell(index, value, palette)
+                raw = self._cell_segments(text, width, COLUMNS[index].justify, (index, value))
+                styled = styled_cells[key] = list(
+                    Segment.simplify(Segment.apply_style(raw, base, over))
+                )
+            _append_simplified(segments, styled)
+            total += width + 2 * self.cell_padding
+        strip = Strip(segments, total)
         self._lines[vm_id] = (values, cursor, strip)
         return strip
 
@@ -562,8 +608,8 @@ class FleetTable(ScrollView, can_focus=True):
         for text, width, justify, key in cells:
             segments.extend(self._cell_segments(text, width, justify, key))
             total += width + 2 * self.cell_padding
-        styled = Segment.apply_style(segments, base, over)
-        return Strip(styled, total).simplify()
+        # Adjacent equal styles joined (fewer escape sequences on the wire), one Strip.
+        return Strip(list(Segment.simplify(Segment.apply_style(segments, base, over))), total)
 
     def _cell_segments(
         self, text: Text, width: int, justify: str, value: Hashable
@@ -592,6 +638,17 @@ class FleetTable(ScrollView, can_focus=True):
                 self._cells.clear()
             self._cells[key] = out
         return out
+
+
+def _append_simplified(line: list[Segment], cell: list[Segment]) -> None:
+    """`line` + `cell` as `Segment.simplify` would join them (both are simplified: only
+    where they meet can two segments of equal style be next to each other)."""
+    if line and cell and line[-1].style == cell[0].style:
+        last = line[-1]
+        line[-1] = Segment(last.text + cell[0].text, last.style)
+        line.extend(cell[1:])
+    else:
+        line.extend(cell)
 
 
 def _text_segments(text: Text) -> list[Segment]:
