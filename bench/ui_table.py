@@ -300,8 +300,8 @@ async def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args()
     if args.idle:
-        cpu = await bench_idle(500, args.idle_seconds)
-        print(f"idle, 500 VMs polled every 5 s, 200x50, headless: {cpu:.1f} % of a core")
+        idle_cpu = await bench_idle(500, args.idle_seconds)
+        print(f"idle, 500 VMs polled every 5 s, 200x50, headless: {idle_cpu:.1f} % of a core")
         return
     ticks = args.ticks or (10 if args.quick else 30)
     print("UI table benchmark (headless Textual, one core of the machine)")
