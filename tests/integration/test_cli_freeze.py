@@ -1032,3 +1032,44 @@ async def test_a_terminal_sees_the_freeze_bar_the_countdown_to_the_deadline_and_
         tail = terminal.text[len(text) :]
     assert re.search(rf"thaw {COUNT} VMs .*{COUNT}/{COUNT}", tail), tail
     assert frozen(fleet) == []
+
+
+@pytest.mark.usefixtures("no_keeper_process")
+async def test_cli_freeze_asks_naming_when_it_thaws_and_json_reports_the_mountpoints_frozen(
+    tmp_path: Path,
+    fleet: SimFleet,
+    state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The question says when the thaw comes ("never" for --thaw-after 0); --mountpoint
+    reaches each guest (one filesystem frozen, not every one); --json is one document."""
+    hosts = write_hosts(tmp_path / "hosts.toml", fleet)
+    asked: list[str] = []
+
+    async def answer(question: str, args: argparse.Namespace) -> bool:
+        asked.append(question)
+        return "never" in question
+
+    monkeypatch.setattr(freeze_module, "confirm", answer)
+    everyone = ", ".join(ids(fleet))
+    assert await cli.run(parse(hosts, "freeze", "--thaw-after", "600")) == EXIT_FAILED
+    assert asked == [f"Freeze {COUNT} VMs ({everyone}), thaw after 600 s?"]
+    assert frozen(fleet) == []
+    capsys.readouterr()
+    argv = ("freeze", "--thaw-after", "0", "--mountpoint", "/data", "--json")
+    assert await cli.run(parse(hosts, *argv)) == EXIT_OK
+    assert asked[1] == f"Freeze {COUNT} VMs ({everyone}), thaw never (--thaw-after 0; no keeper)?"
+    document = json.loads(capsys.readouterr().out)
+    assert document["action"] == "freeze"
+    assert {r["id"]: (r["ok"], r["value"]) for r in document["results"]} == {
+        vm_id: (True, 1) for vm_id in ids(fleet)
+    }
+    assert sorted(frozen(fleet)) == names(fleet)
+    # Nothing left to freeze: still one JSON document, every VM skipped with its reason.
+    assert await cli.run(parse(hosts, *argv)) == EXIT_FAILED
+    skipped = json.loads(capsys.readouterr().out)
+    assert skipped["action"] == "freeze"
+    assert [r["ok"] for r in skipped["results"]] == [False] * COUNT
+    monkeypatch.setattr(freeze_module, "confirm", select_module.confirm)
+    assert await cli.run(parse(hosts, "thaw", "--yes")) == EXIT_OK
