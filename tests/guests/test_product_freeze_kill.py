@@ -117,9 +117,13 @@ async def test_sigkill_of_the_cli_the_local_keeper_ends_a_real_ext4_freeze(
             assert time.time() < record.deadline, "killed too late: the CLI may have thawed"
             assert keeper_pids(journal.directory), "no keeper is left to thaw"
 
-            # Hands off the agent: the keeper says when it is done by removing the hold.
+            # Hands off the agent: the keeper says when it is done by removing the hold,
+            # then writing its audit record (another process: wait for both).
             await wait_for(
-                lambda: journal.load() == ([], []),
+                lambda: (
+                    journal.load() == ([], [])
+                    and any(e["action"] == "thaw (keeper)" for e in audit_entries(tmp_path))
+                ),
                 record.deadline + PROMISE - time.time(),
                 "the keeper's thaw",
                 interval=0.1,
