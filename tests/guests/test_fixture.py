@@ -13,13 +13,14 @@ import os
 import secrets
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.guests.agent import AgentError, RawAgent, open_agent
 from tests.guests.image import KNOWN_FILES, OS_RELEASE, GuestImage, ensure_image
-from tests.guests.vm import Guest, live_guests
+from tests.guests.vm import Guest, GuestSpec, live_guests
 
 if TYPE_CHECKING:  # a runtime import would defeat pytest's assertion rewriting of the plugin
     from tests.guests.fixtures import GuestFactory
@@ -142,7 +143,7 @@ def test_agent_respawns_after_kill(shared_guests: list[Guest]) -> None:
                 break
         except (TimeoutError, OSError, AgentError):
             pass
-        assert time.monotonic() < deadline, "agent did not come back"
+        assert time.monotonic() < deadline, "agent did not come back\n" + guest.console_tail(30)
     assert new.isdigit()
 
 
@@ -218,3 +219,25 @@ def test_guest_shutdown_exits_qemu(guest_factory: GuestFactory) -> None:
 def test_open_agent_reports_missing_socket(tmp_path: Any) -> None:
     with pytest.raises(OSError):
         open_agent(tmp_path / "nope.sock", timeout=1)
+
+
+def test_a_shared_guest_whose_agent_is_gone_is_booted_afresh(
+    guest_image: GuestImage, tmp_path: Path
+) -> None:
+    """One broken shared guest must cost one test, not every later one (SharedGuests)."""
+    from tests.guests.fixtures import SharedGuests  # here: see the TYPE_CHECKING import
+
+    pool = SharedGuests(guest_image, tmp_path, [GuestSpec(name="h1", ip="10.0.2.31/24")])
+    try:
+        pool.heal()  # healthy: kept as it is
+        assert pool.reboots == 0
+        broken = pool.guests[0]
+        broken.stop()
+        with pytest.warns(UserWarning, match="shared guest h1: agent silent"):
+            pool.heal()
+        fresh = pool.guests[0]
+        assert fresh is not broken and fresh.is_running() and pool.reboots == 1
+        with fresh.agent() as agent:
+            assert agent.execute("guest-get-host-name") == {"host-name": "h1"}
+    finally:
+        pool.stop()
