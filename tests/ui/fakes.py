@@ -326,6 +326,28 @@ class NoFiles:
         raise NoActions("uploads")
 
 
+class HoldingStore(FleetStore):
+    """A FleetStore that also keeps the ids of the VMs showing a hold (a deadline or a
+    failed thaw), as the real engine's guard knows its holds without visiting the fleet:
+    the header reads the holds twice a tick, and finding them in every snapshot cost
+    ~3 ms a read at 10,000 VMs in bench/ui_table.py, time the real dashboard never spends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: set[str] = set()
+
+    def put(self, snapshot: VmSnapshot) -> None:
+        super().put(snapshot)
+        if snapshot.thaw_deadline is not None or snapshot.thaw_error is not None:
+            self.held.add(snapshot.id)
+        else:
+            self.held.discard(snapshot.id)
+
+    def remove(self, vm_id: str) -> None:
+        super().remove(vm_id)
+        self.held.discard(vm_id)
+
+
 class FakeEngine:
     """The dashboard's view of FleetEngine on a fixed store, for what no engine can show.
 
@@ -356,7 +378,7 @@ class FakeEngine:
         settings: Settings | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.store = FleetStore()
+        self.store = HoldingStore()
         self.settings = settings or Settings()
         self.files = NoFiles()
         self.admin = GuestAdmin(self)  # its verbs reach with_agent, which refuses
@@ -385,11 +407,7 @@ class FakeEngine:
 
     def _held(self) -> list[VmSnapshot]:
         """This session's holds, as the fixed fleet shows them: a deadline or a failed thaw."""
-        return [
-            s
-            for s in self.store.snapshots()
-            if s.thaw_deadline is not None or s.thaw_error is not None
-        ]
+        return [s for vm_id in self.store.held if (s := self.store.get(vm_id)) is not None]
 
     def frozen_by_us(self) -> list[str]:
         return sorted(s.id for s in self._held())

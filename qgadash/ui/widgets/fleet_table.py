@@ -399,15 +399,13 @@ class FleetTable(ScrollView, can_focus=True):
         cursor_vm = self.cursor_vm
         screen_line = self._cursor - int(self.scroll_y)
         wanted = list(order)
-        drawn = self._drawn
-        new_drawn = {vm_id: drawn[vm_id] for vm_id in wanted if vm_id in drawn}
-        same = wanted == self._order
-        self._drawn = new_drawn
-        if not same:
+        if wanted != self._order:
+            # A pass over the few drawn rows, not over all of `wanted` (10,000 at scale).
             self._order = wanted
-            self._index = {vm_id: i for i, vm_id in enumerate(wanted)}
-            self._lines = {k: v for k, v in self._lines.items() if k in new_drawn}
-            self._held = {k: v for k, v in self._held.items() if k in new_drawn}
+            self._index = index = dict(zip(wanted, range(len(wanted)), strict=True))
+            self._drawn = {k: v for k, v in self._drawn.items() if k in index}
+            self._lines = {k: v for k, v in self._lines.items() if k in index}
+            self._held = {k: v for k, v in self._held.items() if k in index}
             self._update_virtual_size()
             self.refresh()
         self._restore_cursor(cursor_vm, screen_line)
