@@ -56,7 +56,8 @@ MAIN=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'
 "$VENV/bin/mypy" --strict qgadash tests bench
 failed=()
 echo "== Python $MAIN: pytest $*"
-"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || failed+=("Python $MAIN")
+# --durations: the slowest tests at the end of the log, to keep the suite's time in view.
+"$VENV/bin/python" -m pytest -p no:cacheprovider --durations=25 "$@" || failed+=("Python $MAIN")
 
 # The fast parts (no real peer: unit, the simulator, the dashboard) on every other
 # supported Python this machine has, each in its own virtualenv (.venv-3.12, ...): the
