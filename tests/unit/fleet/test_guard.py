@@ -126,7 +126,7 @@ async def test_a_freeze_after_thaw_all_began_is_refused() -> None:
     guard.record(IDS[0], 600)
     stopping = asyncio.create_task(guard.thaw_all("quit"))
     await asyncio.sleep(0)
-    with pytest.raises(GuardClosed):
+    with pytest.raises(GuardClosed, match="stopping and thawing: no new freeze"):
         guard.record(IDS[1], 600)
     await stopping
     assert guard.owned() == []
@@ -183,11 +183,17 @@ async def test_thaw_all_retries_failures_within_its_budget_and_reports_the_last(
 
 async def test_thaw_all_without_budget_tries_once_and_reports_failure() -> None:
     thawer = Thawer(fail_first=1000)
-    guard, _ = make_guard(thawer)
+    guard, store = make_guard(thawer)
     guard.record(IDS[0], 600)
     (result,) = await guard.thaw_all("quit")
     assert result.ok is False and result.vm_id == IDS[0]
     assert guard.owned() == [IDS[0]]  # still owed: the caller must say so
+    assert thawer.count(IDS[0]) == 1  # no budget: no second try
+    # The failure is on the hold and in the store, for the screen that says so.
+    hold = guard.hold(IDS[0])
+    assert hold is not None and hold.failures == 1 and hold.error == "thaw failed: link down"
+    snap = store.get(IDS[0])
+    assert snap is not None and snap.thaw_error == "thaw failed: link down"
 
 
 async def test_settled_waits_for_timed_holds_only() -> None:
@@ -398,3 +404,69 @@ async def test_a_failed_thaw_whose_path_ended_the_hold_is_not_shown_or_retried(
     snap = store.get(IDS[0])
     assert snap is not None and snap.thaw_error is None
     assert caplog.records == [] and calls == ["deadline"]
+
+
+class SleepLog:
+    """asyncio.sleep, recording each delay and not waiting: what the guard waits for,
+    exactly, in no time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.delays: list[float] = []
+        self._sleep = asyncio.sleep
+        monkeypatch.setattr(guard_module.asyncio, "sleep", self)
+
+    async def __call__(self, delay: float, result: object = None) -> object:
+        if delay:  # the Thawer's own zero-delay yields are not the guard's waits
+            self.delays.append(delay)
+        await self._sleep(0)
+        return result
+
+
+def fixed_clock_guard(thawer: Thawer, now: float = 1000.0) -> tuple[FreezeGuard, FleetStore]:
+    store = FleetStore()
+    for vm_id in IDS:
+        hv, name = vm_id.split("/")
+        store.add(VmRef(hv, name, f"/run/{name}.sock"))
+    guard = FreezeGuard(store, thawer, clock=lambda: now)
+    thawer.guard = guard
+    return guard, store
+
+
+async def test_a_hold_shows_its_deadline_clears_an_old_error_and_keeps_token_and_keeper() -> None:
+    guard, store = fixed_clock_guard(Thawer())
+    store.update(IDS[0], thaw_error="thaw failed: an earlier hold's")
+    guard.record(IDS[0], 600, token="t1", keeper="local", start=False)
+    guard.record(IDS[1], None)
+    first, second = store.get(IDS[0]), store.get(IDS[1])
+    assert first is not None and (first.thaw_deadline, first.thaw_error) == (1600.0, None)
+    assert second is not None and second.thaw_deadline is None
+    held = {h.vm_id: (h.deadline, h.token, h.keeper) for h in guard.holds()}
+    assert held == {IDS[0]: (1600.0, "t1", "local"), IDS[1]: (None, "", "none")}
+
+
+async def test_the_deadline_timer_waits_exactly_until_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a second more: an overdue deadline (a provisional one started late, a clock
+    step) thaws at once."""
+    sleeps = SleepLog(monkeypatch)
+    thawer = Thawer()
+    guard, _ = fixed_clock_guard(thawer)
+    guard.record(IDS[0], 30)
+    guard.record(IDS[1], 0)
+    await guard.settled()
+    assert sorted(c[0] for c in thawer.calls) == [IDS[0], IDS[1]]
+    assert sleeps.delays == [30.0]  # IDS[1]'s wait was 0: no sleep at all
+
+
+async def test_thaw_all_backs_off_by_each_retry_delay_in_turn_then_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guard_module, "RETRY_DELAYS", (0.011, 0.012, 0.013))
+    sleeps = SleepLog(monkeypatch)
+    thawer = Thawer(fail_first=4)
+    guard, _ = make_guard(thawer)
+    guard.record(IDS[0], 600)
+    (result,) = await guard.thaw_all("quit", budget=60)
+    assert result.ok and thawer.count(IDS[0]) == 5
+    assert sleeps.delays == [0.011, 0.012, 0.013, 0.013]
