@@ -413,7 +413,7 @@ class SleepLog:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.delays: list[float] = []
         self._sleep = asyncio.sleep
-        monkeypatch.setattr(guard_module.asyncio, "sleep", self)
+        monkeypatch.setattr(asyncio, "sleep", self)  # the module the guard calls it from
 
     async def __call__(self, delay: float, result: object = None) -> object:
         if delay:  # the Thawer's own zero-delay yields are not the guard's waits

@@ -234,3 +234,34 @@ def test_a_written_record_survives_as_its_creator_left_it(tmp_path: Path) -> Non
     record = a_record(created=time.time())
     journal.write(record)
     assert HoldJournal(tmp_path).load()[0] == [record]
+
+
+def test_a_record_removed_between_listing_and_reading_is_skipped_not_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold thawed (its file removed) while the journal is read: the records after it
+    must still be read, or their guests would be left to nobody."""
+    journal = HoldJournal(tmp_path)
+    journal.write(a_record("bb22"))
+    journal.write(a_record("cc33"))
+    listdir = os.listdir
+    monkeypatch.setattr(
+        "qgadash.fleet.holds.os.listdir", lambda path: ["aa11.json", *listdir(path)]
+    )
+    records, problems = journal.load()
+    assert [r.token for r in records] == ["bb22", "cc33"] and problems == []
+
+
+def test_a_symlink_planted_at_the_temporary_name_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """The record goes to `<token>.tmp` first: a link there (another user's trick, a
+    stale one) must make the write fail, never truncate or fill the file it points to."""
+    journal = HoldJournal(tmp_path / "holds")
+    journal.write(a_record("aa11"))  # creates the directory
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "holds" / "bb22.tmp").symlink_to(victim)
+    with pytest.raises(OSError):
+        journal.write(a_record("bb22"))
+    assert victim.read_text() == "precious\n"

@@ -181,7 +181,7 @@ async def test_arming_a_remote_hold_arms_the_hypervisor_keeper_past_the_deadline
     assert remote.calls == [("arm", REACH.address, h.token, 30 + KEEPER_GRACE, KEEPER_TIMEOUT)]
     assert h.keeper == "nohup" and local_starts == []
     (record,) = journal.load()[0]
-    assert record.keeper == "nohup" and record.token == h.token
+    assert (record.keeper, record.token, record.vm_id) == ("nohup", h.token, "hv1/vm1")
     (line,) = audit_lines(audit_path)
     assert line["ok"] is True and line["arguments"] == {"token": h.token, "keeper": "nohup"}
 
@@ -215,10 +215,12 @@ async def test_a_keeper_that_cannot_be_armed_leaves_a_journal_only_hold_and_says
     assert h.keeper.startswith(f"{NO_KEEPER}: {why}")
     assert "\n" not in h.keeper
     (record,) = journal.load()[0]
-    assert record.keeper == NO_KEEPER and record.token == h.token
+    assert (record.keeper, record.token, record.vm_id) == (NO_KEEPER, h.token, "hv1/vm1")
+    assert record.deadline == h.deadline
     (line,) = audit_lines(audit_path)
-    assert (line["action"], line["ok"], line["arguments"]) == (
+    assert (line["action"], line["vm"], line["ok"], line["arguments"]) == (
         "keeper armed",
+        "hv1/vm1",
         False,
         {"token": h.token},
     )
@@ -560,3 +562,35 @@ async def test_a_moved_deadline_that_cannot_be_written_leaves_the_earlier_one(
     await keeping.moved(h)  # does not raise
     assert journal.load()[0] == [before]
     keeping.released(h, "thawed")
+
+
+async def test_while_a_hypervisor_keeper_is_armed_the_journal_says_pending(
+    keeping: HoldKeeping, journal: HoldJournal, local_starts: list[Any]
+) -> None:
+    """Killed mid-arm, the next start must ask that hypervisor's keeper (a "pending"
+    record), not take the hold for the local keeper's."""
+    seen: list[str] = []
+
+    class Watching(FakeKeeper):
+        async def arm(self, address: str, token: str, seconds: float, timeout: float) -> str:
+            seen.extend(r.keeper for r in journal.load()[0])
+            return await super().arm(address, token, seconds, timeout)
+
+    await keeping.arm(hold(), REACH, FakeLink(Watching("nohup")), 30)  # type: ignore[arg-type]
+    assert seen == ["pending"]
+    assert [r.keeper for r in journal.load()[0]] == ["nohup"]
+
+
+async def test_a_moved_deadline_of_a_hold_without_keeper_is_written_too(
+    keeping: HoldKeeping, journal: HoldJournal, local_starts: list[Any]
+) -> None:
+    """No keeper could be armed: the journal is all a later start has, so it must carry
+    the deadline that holds."""
+    link = FakeLink(FakeKeeper(fail="hv1: no sudo"))
+    h = hold(time.time() + 60)
+    await keeping.arm(h, REACH, link, 60)  # type: ignore[arg-type]
+    assert h.deadline is not None
+    h.deadline += 5
+    await keeping.moved(h)
+    (record,), _problems = journal.load()
+    assert (record.keeper, record.deadline) == (NO_KEEPER, h.deadline)
