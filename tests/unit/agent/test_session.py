@@ -515,3 +515,17 @@ def test_a_lone_no_reply_command_is_done_when_its_grace_expires() -> None:
     s.data_to_send()
     done = s.expire()
     assert done is not None and done.results == [NO_ERROR_REPLY]
+
+
+def test_a_reply_past_the_sessions_cap_fails_the_batch_and_the_next_one_syncs() -> None:
+    """The guest is untrusted: a reply longer than `max_reply` is never kept whole."""
+    s = Session(AgentTraits(ids=IdMode.REFUSED), max_reply=4096, sync_ids=itertools.count(SYNC))
+    s.sync()
+    s.data_to_send()
+    assert isinstance(run(s, b'\xff{"return": 1000}\n'), Done)
+    s.start([("guest-get-host-name", None)], read_only=True)
+    s.data_to_send()
+    huge = b'{"return": {"host-name": "' + b"a" * 5000 + b'"}}\n'
+    event = run(s, huge)
+    assert isinstance(event, Failed) and isinstance(event.error, AgentProtocolError), event
+    assert s.state is Runstate.UNSYNCED
