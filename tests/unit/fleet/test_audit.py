@@ -63,6 +63,7 @@ def test_command_lines_and_environments_are_a_count_unless_kept() -> None:
     assert mask_arguments(nested, keep_argv=True) == nested
     assert mask_arguments(nested) == {"outer": {"argv": ["a", "<1 arguments hidden>"]}}
     assert mask_arguments([{"env": ["X=1"]}]) == [{"env": "<1 variables hidden>"}]
+    assert mask_arguments([{"env": ["X=1"]}], keep_argv=True) == [{"env": ["X=1"]}]
     # A command line that is not a list is not a command line: masked by the other rules.
     assert mask_arguments({"arg": "-pS3cr3t"}) == {"arg": "-pS3cr3t"}
 
