@@ -59,6 +59,7 @@ from qgadash.fleet.model import (
     VmRef,
 )
 from qgadash.fleet.polling import PollCache, PollOutcome, PollPlan, failed_outcome, poll_with
+from qgadash.fleet.polling.slots import poll_slot
 from qgadash.fleet.sanitize import one_line
 from qgadash.fleet.session import VmSession
 from qgadash.fleet.store import FleetStore
@@ -410,7 +411,8 @@ class FleetEngine:
             if first:
                 delay = phase + interval / 2
                 first = False
-            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+            wake = poll_slot(started + delay, interval)  # ten polls to a wake-up
+            await asyncio.sleep(max(0.0, wake - loop.time()))
 
     async def _rediscover_loop(self, hv: HypervisorConfig) -> None:
         while True:
