@@ -239,11 +239,13 @@ def test_a_written_record_survives_as_its_creator_left_it(tmp_path: Path) -> Non
 def test_a_record_removed_between_listing_and_reading_is_skipped_not_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hold thawed (its file removed) while the journal is read: the records after it
-    must still be read, or their guests would be left to nobody."""
+    """A hold thawed (its file removed) while the journal is read, or a record being
+    written: the records after it must still be read, or their guests would be left to
+    nobody."""
     journal = HoldJournal(tmp_path)
     journal.write(a_record("bb22"))
     journal.write(a_record("cc33"))
+    (tmp_path / "bb99.tmp").write_text("{")  # another process's write in progress
     listdir = os.listdir
     monkeypatch.setattr(
         "qgadash.fleet.holds.os.listdir", lambda path: ["aa11.json", *listdir(path)]
