@@ -529,3 +529,44 @@ def test_a_reply_past_the_sessions_cap_fails_the_batch_and_the_next_one_syncs() 
     event = run(s, huge)
     assert isinstance(event, Failed) and isinstance(event.error, AgentProtocolError), event
     assert s.state is Runstate.UNSYNCED
+
+
+# -- from the mutation run's survivors ---------------------------------------------------
+
+
+def test_replies_in_another_layout_are_matched_by_their_decoded_values() -> None:
+    """Not every agent writes `{"return": VALUE}` byte for byte: a reply in any other
+    layout is decoded, and the sync's value and a request's result are read from it."""
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    event = run(s, b'\xff{"return":1000}\n{"return":"thawed"}\n')
+    assert isinstance(event, Done) and event.results == ["thawed"]
+
+
+def test_stale_replies_in_another_layout_do_not_pass_for_the_syncs_reply() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    stale = b'{"return":{"old":1}}\n{"return":999}\n'
+    event = run(s, stale + b'\xff{"return":1000}\n{"return":"thawed"}\n')
+    assert isinstance(event, Done) and event.results == ["thawed"]
+
+
+def test_a_reply_nobody_asked_for_makes_the_next_batch_sync_first() -> None:
+    s = in_sync(IdMode.REFUSED)
+    assert run(s, b'{"return": "unasked"}\n') is NEED_DATA
+    assert s.state is Runstate.UNSYNCED
+    s.start(POLL[1:2], read_only=True)
+    assert s.data_to_send().startswith(b"\xff")
+
+
+def test_replies_received_in_two_reads_before_the_session_is_asked_are_all_kept() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    s.receive_data(b'\xff{"return": 1000}\n')
+    s.receive_data(b'{"return": "thawed"}\n')
+    event = s.next_event()
+    assert isinstance(event, Done) and event.results == [b'"thawed"']
+
