@@ -570,3 +570,61 @@ def test_replies_received_in_two_reads_before_the_session_is_asked_are_all_kept(
     event = s.next_event()
     assert isinstance(event, Done) and event.results == [b'"thawed"']
 
+
+def test_garbage_in_a_batch_fails_it_with_the_reason() -> None:
+    s = in_sync()
+    s.start(POLL, read_only=True)
+    s.data_to_send()
+    event = run(s, b"<html>502</html>\n")
+    assert isinstance(event, Failed)
+    assert str(event.error).startswith("invalid JSON from agent")
+
+
+def test_a_guest_info_error_does_not_replace_the_remembered_info() -> None:
+    s = in_sync(IdMode.REFUSED)
+    s.traits.info = INFO
+    s.start(POLL[:1], read_only=True)
+    s.data_to_send()
+    event = run(s, b'{"error": {"class": "GenericError", "desc": "busy"}}\n')
+    assert isinstance(event, Done) and isinstance(event.results[0], AgentCommandError)
+    assert s.traits.info == INFO
+
+
+def test_a_batch_without_guest_info_leaves_the_remembered_info_alone() -> None:
+    s = in_sync(IdMode.REFUSED)
+    s.traits.info = INFO
+    s.start([("guest-ping", None), ("guest-fsfreeze-status", None)], read_only=True)
+    s.data_to_send()
+    event = run(s, b'{"return": {}}\n{"return": "thawed"}\n')
+    assert isinstance(event, Done) and event.results == [b"{}", b'"thawed"']
+    assert s.traits.info == INFO
+
+
+def test_another_commands_not_found_error_while_syncing_keeps_guest_sync_delimited() -> None:
+    """An earlier client's CommandNotFound is stale: only guest-sync-delimited's own
+    makes the session fall back to guest-sync."""
+    traits = AgentTraits(ids=IdMode.REFUSED)
+    s = session(traits)
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    stale = (
+        b'{"error": {"class": "CommandNotFound", '
+        b'"desc": "The command guest-get-users has not been found"}}\n'
+    )
+    event = run(s, stale + b'\xff{"return": 1000}\n{"return": "thawed"}\n')
+    assert isinstance(event, Done) and event.results == [b'"thawed"']
+    assert traits.delimited_sync is True and traits.note is None
+
+
+def test_an_agent_that_knows_no_sync_at_all_leaves_the_session_unsynced() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED, delimited_sync=False))
+    s.start([("guest-ping", None)], read_only=True)
+    s.data_to_send()
+    event = run(
+        s,
+        b'{"error": {"class": "CommandNotFound", '
+        b'"desc": "The command guest-sync has not been found"}}\n',
+    )
+    assert isinstance(event, Failed)
+    assert s.state is Runstate.UNSYNCED
+
