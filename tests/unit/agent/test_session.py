@@ -628,3 +628,30 @@ def test_an_agent_that_knows_no_sync_at_all_leaves_the_session_unsynced() -> Non
     assert isinstance(event, Failed)
     assert s.state is Runstate.UNSYNCED
 
+
+def test_a_sync_alone_is_done_with_no_results() -> None:
+    s = session(AgentTraits(ids=IdMode.ECHOED))
+    s.sync()
+    s.data_to_send()
+    event = run(s, b'\xff{"return": 1000}\n')
+    assert isinstance(event, Done) and event.results == []
+
+
+def test_a_fresh_session_is_unsynced_has_sent_nothing_and_skips_what_it_reads() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    assert s.state is Runstate.UNSYNCED
+    assert s.request_sent is False and s.noise is None
+    assert run(s, b'{"return": "stale"}\n') is NEED_DATA  # before any batch: not ours
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    assert run(s, b'\xff{"return": 1000}\n{"return": "thawed"}\n').results == [b'"thawed"']
+
+
+def test_a_batch_on_a_closed_session_or_during_a_batch_is_refused_saying_why() -> None:
+    s = in_sync()
+    s.start([("guest-ping", None)])
+    with pytest.raises(RuntimeError, match=r"^a batch is already out \(session busy\)$"):
+        s.start([("guest-ping", None)])
+    s.close()
+    with pytest.raises(AgentConnectionError, match=r"^the connection to the agent is closed$"):
+        s.start([("guest-ping", None)])
