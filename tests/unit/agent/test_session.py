@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from qgadash.agent.session import (
     IdMode,
     Runstate,
     Session,
+    new_sync_id,
 )
 
 SYNC = 1000
@@ -655,3 +657,24 @@ def test_a_batch_on_a_closed_session_or_during_a_batch_is_refused_saying_why() -
     s.close()
     with pytest.raises(AgentConnectionError, match=r"^the connection to the agent is closed$"):
         s.start([("guest-ping", None)])
+
+
+def test_sync_and_request_ids_are_drawn_from_a_wide_range() -> None:
+    """A stale reply from an earlier connection must not match by chance: ids are random
+    over a wide range, not a small one."""
+    syncs, firsts = [], []
+    for _ in range(8):
+        s = Session(AgentTraits(ids=IdMode.ECHOED))
+        s.start(POLL[:1], read_only=True)
+        sync, request = requests_in(s.data_to_send())
+        syncs.append(sync["arguments"]["id"])
+        firsts.append(request["id"])
+    assert max(syncs) > 2**32 and max(firsts) > 2**20
+
+
+def test_a_sync_id_is_a_positive_signed_64_bit_integer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent takes the sync id as an int64: the extremes of the draw must fit."""
+    monkeypatch.setattr(random, "randint", lambda low, high: high)
+    assert new_sync_id() == 2**63 - 1
+    monkeypatch.setattr(random, "randint", lambda low, high: low)
+    assert new_sync_id() == 1
