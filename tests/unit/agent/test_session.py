@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from qgadash.agent.session import (
     IdMode,
     Runstate,
     Session,
+    new_sync_id,
 )
 
 SYNC = 1000
@@ -529,3 +531,150 @@ def test_a_reply_past_the_sessions_cap_fails_the_batch_and_the_next_one_syncs() 
     event = run(s, huge)
     assert isinstance(event, Failed) and isinstance(event.error, AgentProtocolError), event
     assert s.state is Runstate.UNSYNCED
+
+
+# -- from the mutation run's survivors ---------------------------------------------------
+
+
+def test_replies_in_another_layout_are_matched_by_their_decoded_values() -> None:
+    """Not every agent writes `{"return": VALUE}` byte for byte: a reply in any other
+    layout is decoded, and the sync's value and a request's result are read from it."""
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    event = run(s, b'\xff{"return":1000}\n{"return":"thawed"}\n')
+    assert isinstance(event, Done) and event.results == ["thawed"]
+
+
+def test_stale_replies_in_another_layout_do_not_pass_for_the_syncs_reply() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    stale = b'{"return":{"old":1}}\n{"return":999}\n'
+    event = run(s, stale + b'\xff{"return":1000}\n{"return":"thawed"}\n')
+    assert isinstance(event, Done) and event.results == ["thawed"]
+
+
+def test_a_reply_nobody_asked_for_makes_the_next_batch_sync_first() -> None:
+    s = in_sync(IdMode.REFUSED)
+    assert run(s, b'{"return": "unasked"}\n') is NEED_DATA
+    assert s.state is Runstate.UNSYNCED
+    s.start(POLL[1:2], read_only=True)
+    assert s.data_to_send().startswith(b"\xff")
+
+
+def test_replies_received_in_two_reads_before_the_session_is_asked_are_all_kept() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    s.receive_data(b'\xff{"return": 1000}\n')
+    s.receive_data(b'{"return": "thawed"}\n')
+    event = s.next_event()
+    assert isinstance(event, Done) and event.results == [b'"thawed"']
+
+
+def test_garbage_in_a_batch_fails_it_with_the_reason() -> None:
+    s = in_sync()
+    s.start(POLL, read_only=True)
+    s.data_to_send()
+    event = run(s, b"<html>502</html>\n")
+    assert isinstance(event, Failed)
+    assert str(event.error).startswith("invalid JSON from agent")
+
+
+def test_a_guest_info_error_does_not_replace_the_remembered_info() -> None:
+    s = in_sync(IdMode.REFUSED)
+    s.traits.info = INFO
+    s.start(POLL[:1], read_only=True)
+    s.data_to_send()
+    event = run(s, b'{"error": {"class": "GenericError", "desc": "busy"}}\n')
+    assert isinstance(event, Done) and isinstance(event.results[0], AgentCommandError)
+    assert s.traits.info == INFO
+
+
+def test_a_batch_without_guest_info_leaves_the_remembered_info_alone() -> None:
+    s = in_sync(IdMode.REFUSED)
+    s.traits.info = INFO
+    s.start([("guest-ping", None), ("guest-fsfreeze-status", None)], read_only=True)
+    s.data_to_send()
+    event = run(s, b'{"return": {}}\n{"return": "thawed"}\n')
+    assert isinstance(event, Done) and event.results == [b"{}", b'"thawed"']
+    assert s.traits.info == INFO
+
+
+def test_another_commands_not_found_error_while_syncing_keeps_guest_sync_delimited() -> None:
+    """An earlier client's CommandNotFound is stale: only guest-sync-delimited's own
+    makes the session fall back to guest-sync."""
+    traits = AgentTraits(ids=IdMode.REFUSED)
+    s = session(traits)
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    stale = (
+        b'{"error": {"class": "CommandNotFound", '
+        b'"desc": "The command guest-get-users has not been found"}}\n'
+    )
+    event = run(s, stale + b'\xff{"return": 1000}\n{"return": "thawed"}\n')
+    assert isinstance(event, Done) and event.results == [b'"thawed"']
+    assert traits.delimited_sync is True and traits.note is None
+
+
+def test_an_agent_that_knows_no_sync_at_all_leaves_the_session_unsynced() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED, delimited_sync=False))
+    s.start([("guest-ping", None)], read_only=True)
+    s.data_to_send()
+    event = run(
+        s,
+        b'{"error": {"class": "CommandNotFound", '
+        b'"desc": "The command guest-sync has not been found"}}\n',
+    )
+    assert isinstance(event, Failed)
+    assert s.state is Runstate.UNSYNCED
+
+
+def test_a_sync_alone_is_done_with_no_results() -> None:
+    s = session(AgentTraits(ids=IdMode.ECHOED))
+    s.sync()
+    s.data_to_send()
+    event = run(s, b'\xff{"return": 1000}\n')
+    assert isinstance(event, Done) and event.results == []
+
+
+def test_a_fresh_session_is_unsynced_has_sent_nothing_and_skips_what_it_reads() -> None:
+    s = session(AgentTraits(ids=IdMode.REFUSED))
+    assert s.state is Runstate.UNSYNCED
+    assert s.request_sent is False and s.noise is None
+    assert run(s, b'{"return": "stale"}\n') is NEED_DATA  # before any batch: not ours
+    s.start(POLL[1:2], read_only=True)
+    s.data_to_send()
+    assert run(s, b'\xff{"return": 1000}\n{"return": "thawed"}\n').results == [b'"thawed"']
+
+
+def test_a_batch_on_a_closed_session_or_during_a_batch_is_refused_saying_why() -> None:
+    s = in_sync()
+    s.start([("guest-ping", None)])
+    with pytest.raises(RuntimeError, match=r"^a batch is already out \(session busy\)$"):
+        s.start([("guest-ping", None)])
+    s.close()
+    with pytest.raises(AgentConnectionError, match=r"^the connection to the agent is closed$"):
+        s.start([("guest-ping", None)])
+
+
+def test_sync_and_request_ids_are_drawn_from_a_wide_range() -> None:
+    """A stale reply from an earlier connection must not match by chance: ids are random
+    over a wide range, not a small one."""
+    syncs, firsts = [], []
+    for _ in range(8):
+        s = Session(AgentTraits(ids=IdMode.ECHOED))
+        s.start(POLL[:1], read_only=True)
+        sync, request = requests_in(s.data_to_send())
+        syncs.append(sync["arguments"]["id"])
+        firsts.append(request["id"])
+    assert max(syncs) > 2**32 and max(firsts) > 2**20
+
+
+def test_a_sync_id_is_a_positive_signed_64_bit_integer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent takes the sync id as an int64: the extremes of the draw must fit."""
+    monkeypatch.setattr(random, "randint", lambda low, high: high)
+    assert new_sync_id() == 2**63 - 1
+    monkeypatch.setattr(random, "randint", lambda low, high: low)
+    assert new_sync_id() == 1
