@@ -247,3 +247,17 @@ def test_the_exact_nesting_check_counts_every_level_and_only_real_ones() -> None
     with pytest.raises(ValueError, match="nested deeper than 8 levels"):
         decode_body(escaped_backslash, 8)
     assert decode_body(eight, 8) == [[[[[[[[]]]]]]]]
+
+
+def test_a_reply_that_is_no_object_or_has_neither_member_says_what_it_was() -> None:
+    got = Decoder().feed(b'[1, 2]\n{"id": 4}\n')
+    assert got == [
+        DecodeError("reply is a JSON list, not an object"),
+        DecodeError("reply has neither 'return' nor 'error'"),
+    ]
+
+
+def test_an_error_without_a_string_desc_gets_a_stated_description() -> None:
+    got = Decoder().feed(b'{"error": {"class": "X"}, "id": 1}\n{"error": {"desc": 5}, "id": 2}\n')
+    stated = "the agent reported an error without a description"
+    assert got == [Reply(1, None, "X", stated), Reply(2, None, "GenericError", stated)]
