@@ -261,3 +261,42 @@ def test_an_error_without_a_string_desc_gets_a_stated_description() -> None:
     got = Decoder().feed(b'{"error": {"class": "X"}, "id": 1}\n{"error": {"desc": 5}, "id": 2}\n')
     stated = "the agent reported an error without a description"
     assert got == [Reply(1, None, "X", stated), Reply(2, None, "GenericError", stated)]
+
+
+def test_a_lazy_body_with_an_encoded_surrogate_decodes_as_the_eager_parse_does() -> None:
+    line = b'{"return": "\xed\xa0\x80x", "id": 1}\n'  # UTF-8 bytes of a lone U+D800
+    (eager,) = Decoder().feed(line)
+    (lazy,) = Decoder(lazy=True).feed(line)
+    assert eager == Reply(1, "\ud800x")
+    assert isinstance(lazy, Reply) and lazy.body == b'"\xed\xa0\x80x"'
+    assert decode_body(lazy.body) == "\ud800x"
+
+
+def test_a_lazy_body_that_is_not_utf8_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"^invalid JSON from agent: 'utf-8' codec can't decode"):
+        decode_body(b'"\xc3\x28"')
+
+
+def test_nesting_deeper_than_python_can_parse_is_refused_under_a_lax_limit() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ValueError) as caught:
+        decode_body(deep, 10**6)
+    assert str(caught.value) == "reply nested deeper than 1000000 levels"
+    got = Decoder(max_reply=1 << 20, max_depth=10**6).feed(b'{"return": ' + deep + b"}\n")
+    assert got == [DecodeError("reply nested deeper than 1000000 levels")]
+
+
+def test_invalid_json_errors_keep_the_parsers_description() -> None:
+    with pytest.raises(ValueError) as caught:
+        decode_body(b'1, "sneaky": 2')
+    assert str(caught.value) == "invalid JSON from agent: Extra data: line 1 column 2 (char 1)"
+    got = Decoder().feed(b'{"return": 1} x\n')
+    assert got == [DecodeError("invalid JSON from agent: Extra data: line 1 column 15 (char 14)")]
+
+
+def test_decode_body_counts_braces_toward_the_nesting_cap() -> None:
+    nine = b'{"a": ' * 9 + b"1" + b"}" * 9
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(nine, 8)
+    eight = b'{"a": ' * 8 + b"1" + b"}" * 8
+    assert decode_body(eight, 8) == json.loads(eight)
