@@ -300,3 +300,27 @@ def test_decode_body_counts_braces_toward_the_nesting_cap() -> None:
         decode_body(nine, 8)
     eight = b'{"a": ' * 8 + b"1" + b"}" * 8
     assert decode_body(eight, 8) == json.loads(eight)
+
+
+def test_requests_with_arguments_are_compact_bytes() -> None:
+    assert encode_request("guest-exec", {"path": "/bin/true"}, 5) == (
+        b'{"execute":"guest-exec","arguments":{"path":"/bin/true"},"id":5}'
+    )
+    assert encode_sync(3) == b'\xff{"execute":"guest-sync-delimited","arguments":{"id":3}}'
+
+
+def test_a_request_without_arguments_keeps_a_non_integer_id() -> None:
+    assert encode_request("guest-ping", id="abc") == b'{"execute":"guest-ping","id":"abc"}'
+    assert encode_request("guest-ping", id=7) == b'{"execute":"guest-ping","id":7}'
+    assert encode_request("guest-ping") == b'{"execute":"guest-ping"}'
+
+
+def test_max_reply_of_two_bytes_is_allowed_and_one_is_refused() -> None:
+    got = Decoder(max_reply=2).feed(b"42\n123\n")
+    assert got == [
+        DecodeError("reply is a JSON int, not an object"),
+        DecodeError("reply larger than 2 bytes"),
+    ]
+    with pytest.raises(ValueError) as caught:
+        Decoder(max_reply=1)
+    assert str(caught.value) == "max_reply must be at least 2 bytes"
