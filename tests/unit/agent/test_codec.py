@@ -324,3 +324,44 @@ def test_max_reply_of_two_bytes_is_allowed_and_one_is_refused() -> None:
     with pytest.raises(ValueError) as caught:
         Decoder(max_reply=1)
     assert str(caught.value) == "max_reply must be at least 2 bytes"
+
+
+def test_the_reply_cap_holds_when_the_newline_comes_in_the_read_that_ends_the_reply() -> None:
+    exact = b'{"return": "' + b"x" * 86 + b'"}'  # 100 bytes
+    over = b'{"return": "' + b"x" * 87 + b'"}'  # 101 bytes
+    decoder = Decoder(max_reply=100)
+    got = decoder.feed(exact[:50]) + decoder.feed(exact[50:] + b"\n" + over[:50])
+    got += decoder.feed(over[50:] + b'\n{"return": 1}\n')
+    assert got == [
+        Reply(None, "x" * 86),
+        DecodeError("reply larger than 100 bytes"),
+        Reply(None, 1),
+    ]
+
+
+def test_the_reply_cap_holds_at_its_edge_within_one_read() -> None:
+    exact = b'{"return": "' + b"x" * 86 + b'"}'  # 100 bytes
+    over = b'{"return": "' + b"x" * 87 + b'"}'  # 101 bytes
+    got = Decoder(max_reply=100).feed(exact + b"\n" + over + b"\n")
+    assert got == [Reply(None, "x" * 86), DecodeError("reply larger than 100 bytes")]
+
+
+def test_ff_in_the_same_read_as_a_partial_reply_drops_only_the_partial_reply() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b'{"return": {"half": \xff{"return": 2}\n') == [Reply(None, 2)]
+    assert decoder.resyncs == 1
+
+
+def test_two_ff_markers_in_one_read_each_resync() -> None:
+    decoder = Decoder()
+    got = decoder.feed(b'\xff{"return": 1}\n\xff{"return": 2}\n')
+    assert got == [Reply(None, 1), Reply(None, 2)]
+    assert decoder.resyncs == 2
+
+
+def test_a_long_id_less_lazy_reply_with_an_id_member_early_in_its_value_stays_lazy() -> None:
+    body = b'{"a": 1, "id": 2, "pad": "' + b"p" * 60 + b'"}'
+    line = b'{"return": ' + body + b"}"
+    got = Decoder(lazy=True).feed(line + b"\n")
+    assert got == [Reply(None, body=body)]
+    assert decode_body(body) == json.loads(line)["return"]
