@@ -247,3 +247,121 @@ def test_the_exact_nesting_check_counts_every_level_and_only_real_ones() -> None
     with pytest.raises(ValueError, match="nested deeper than 8 levels"):
         decode_body(escaped_backslash, 8)
     assert decode_body(eight, 8) == [[[[[[[[]]]]]]]]
+
+
+def test_a_reply_that_is_no_object_or_has_neither_member_says_what_it_was() -> None:
+    got = Decoder().feed(b'[1, 2]\n{"id": 4}\n')
+    assert got == [
+        DecodeError("reply is a JSON list, not an object"),
+        DecodeError("reply has neither 'return' nor 'error'"),
+    ]
+
+
+def test_an_error_without_a_string_desc_gets_a_stated_description() -> None:
+    got = Decoder().feed(b'{"error": {"class": "X"}, "id": 1}\n{"error": {"desc": 5}, "id": 2}\n')
+    stated = "the agent reported an error without a description"
+    assert got == [Reply(1, None, "X", stated), Reply(2, None, "GenericError", stated)]
+
+
+def test_a_lazy_body_with_an_encoded_surrogate_decodes_as_the_eager_parse_does() -> None:
+    line = b'{"return": "\xed\xa0\x80x", "id": 1}\n'  # UTF-8 bytes of a lone U+D800
+    (eager,) = Decoder().feed(line)
+    (lazy,) = Decoder(lazy=True).feed(line)
+    assert eager == Reply(1, "\ud800x")
+    assert isinstance(lazy, Reply) and lazy.body == b'"\xed\xa0\x80x"'
+    assert decode_body(lazy.body) == "\ud800x"
+
+
+def test_a_lazy_body_that_is_not_utf8_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"^invalid JSON from agent: 'utf-8' codec can't decode"):
+        decode_body(b'"\xc3\x28"')
+
+
+def test_nesting_deeper_than_python_can_parse_is_refused_under_a_lax_limit() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ValueError) as caught:
+        decode_body(deep, 10**6)
+    assert str(caught.value) == "reply nested deeper than 1000000 levels"
+    got = Decoder(max_reply=1 << 20, max_depth=10**6).feed(b'{"return": ' + deep + b"}\n")
+    assert got == [DecodeError("reply nested deeper than 1000000 levels")]
+
+
+def test_invalid_json_errors_keep_the_parsers_description() -> None:
+    with pytest.raises(ValueError) as caught:
+        decode_body(b'1, "sneaky": 2')
+    assert str(caught.value) == "invalid JSON from agent: Extra data: line 1 column 2 (char 1)"
+    got = Decoder().feed(b'{"return": 1} x\n')
+    assert got == [DecodeError("invalid JSON from agent: Extra data: line 1 column 15 (char 14)")]
+
+
+def test_decode_body_counts_braces_toward_the_nesting_cap() -> None:
+    nine = b'{"a": ' * 9 + b"1" + b"}" * 9
+    with pytest.raises(ValueError, match="nested deeper than 8 levels"):
+        decode_body(nine, 8)
+    eight = b'{"a": ' * 8 + b"1" + b"}" * 8
+    assert decode_body(eight, 8) == json.loads(eight)
+
+
+def test_requests_with_arguments_are_compact_bytes() -> None:
+    assert encode_request("guest-exec", {"path": "/bin/true"}, 5) == (
+        b'{"execute":"guest-exec","arguments":{"path":"/bin/true"},"id":5}'
+    )
+    assert encode_sync(3) == b'\xff{"execute":"guest-sync-delimited","arguments":{"id":3}}'
+
+
+def test_a_request_without_arguments_keeps_a_non_integer_id() -> None:
+    assert encode_request("guest-ping", id="abc") == b'{"execute":"guest-ping","id":"abc"}'
+    assert encode_request("guest-ping", id=7) == b'{"execute":"guest-ping","id":7}'
+    assert encode_request("guest-ping") == b'{"execute":"guest-ping"}'
+
+
+def test_max_reply_of_two_bytes_is_allowed_and_one_is_refused() -> None:
+    got = Decoder(max_reply=2).feed(b"42\n123\n")
+    assert got == [
+        DecodeError("reply is a JSON int, not an object"),
+        DecodeError("reply larger than 2 bytes"),
+    ]
+    with pytest.raises(ValueError) as caught:
+        Decoder(max_reply=1)
+    assert str(caught.value) == "max_reply must be at least 2 bytes"
+
+
+def test_the_reply_cap_holds_when_the_newline_comes_in_the_read_that_ends_the_reply() -> None:
+    exact = b'{"return": "' + b"x" * 86 + b'"}'  # 100 bytes
+    over = b'{"return": "' + b"x" * 87 + b'"}'  # 101 bytes
+    decoder = Decoder(max_reply=100)
+    got = decoder.feed(exact[:50]) + decoder.feed(exact[50:] + b"\n" + over[:50])
+    got += decoder.feed(over[50:] + b'\n{"return": 1}\n')
+    assert got == [
+        Reply(None, "x" * 86),
+        DecodeError("reply larger than 100 bytes"),
+        Reply(None, 1),
+    ]
+
+
+def test_the_reply_cap_holds_at_its_edge_within_one_read() -> None:
+    exact = b'{"return": "' + b"x" * 86 + b'"}'  # 100 bytes
+    over = b'{"return": "' + b"x" * 87 + b'"}'  # 101 bytes
+    got = Decoder(max_reply=100).feed(exact + b"\n" + over + b"\n")
+    assert got == [Reply(None, "x" * 86), DecodeError("reply larger than 100 bytes")]
+
+
+def test_ff_in_the_same_read_as_a_partial_reply_drops_only_the_partial_reply() -> None:
+    decoder = Decoder()
+    assert decoder.feed(b'{"return": {"half": \xff{"return": 2}\n') == [Reply(None, 2)]
+    assert decoder.resyncs == 1
+
+
+def test_two_ff_markers_in_one_read_each_resync() -> None:
+    decoder = Decoder()
+    got = decoder.feed(b'\xff{"return": 1}\n\xff{"return": 2}\n')
+    assert got == [Reply(None, 1), Reply(None, 2)]
+    assert decoder.resyncs == 2
+
+
+def test_a_long_id_less_lazy_reply_with_an_id_member_early_in_its_value_stays_lazy() -> None:
+    body = b'{"a": 1, "id": 2, "pad": "' + b"p" * 60 + b'"}'
+    line = b'{"return": ' + body + b"}"
+    got = Decoder(lazy=True).feed(line + b"\n")
+    assert got == [Reply(None, body=body)]
+    assert decode_body(body) == json.loads(line)["return"]
