@@ -207,6 +207,8 @@ class AgentClient:
         async with self._lock:
             if self._closed:
                 raise AgentConnectionError("the connection to the agent is closed")
+            if not requests:
+                return []  # nothing to ask (the session refuses an empty batch)
             if not read_only:
                 for name, _ in requests:
                     why = unsupported_reason(self._agent_info(), name)

@@ -248,7 +248,8 @@ class Session:
 
         Raises ValueError when a command that answers nothing on success is not last:
         whatever followed it would be matched with the wrong replies, or go to a guest
-        that is shutting down."""
+        that is shutting down. An empty batch is a sync (in sync too: sent as is, it
+        would wait for a reply that never comes)."""
         state = self.state
         if state is Runstate.CLOSED:
             raise AgentConnectionError("the connection to the agent is closed")
@@ -273,7 +274,7 @@ class Session:
         self._read_only = read_only
         self._sent = False
         self._info_at = info_at
-        if state is Runstate.READY:
+        if state is Runstate.READY and n:
             self._send_batch()
             self.state = Runstate.BUSY
             return

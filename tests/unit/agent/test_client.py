@@ -83,3 +83,13 @@ async def test_qemu_ga_1_0_is_synced_with_guest_sync_and_its_info_read() -> None
 def test_profiles_of_old_eras_keep_their_guests_files() -> None:
     profile = era_profile(Era.QGA_2_5, 1)
     assert dataclasses.replace(profile).files
+
+
+async def test_an_empty_batch_is_answered_at_once_and_the_channel_stays_usable() -> None:
+    """Found by mutation testing: a session in sync took an empty batch, sent nothing
+    and waited for a reply that never comes (the call timed out, the next one broke)."""
+    client = AgentClient(MemoryStream(GuestAgent(era_profile(Era.QGA_7_2, 1))))
+    assert await client.call("guest-ping", timeout=1.0) == {}  # in sync now
+    assert await client.call_many([], timeout=1.0) == []
+    assert await client.call_many_raw([], timeout=1.0) == []
+    assert await client.call("guest-ping", timeout=1.0) == {}

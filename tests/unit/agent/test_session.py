@@ -678,3 +678,14 @@ def test_a_sync_id_is_a_positive_signed_64_bit_integer(monkeypatch: pytest.Monke
     assert new_sync_id() == 2**63 - 1
     monkeypatch.setattr(random, "randint", lambda low, high: low)
     assert new_sync_id() == 1
+
+
+def test_an_empty_batch_in_sync_is_a_sync_and_is_done_with_no_results() -> None:
+    """Found by mutation testing: sent as is, it waited for a reply that never comes."""
+    s = in_sync()
+    s.start([])
+    (request,) = requests_in(s.data_to_send())
+    assert request["execute"] == "guest-sync-delimited"
+    event = run(s, b'\xff{"return": %d}\n' % request["arguments"]["id"])
+    assert isinstance(event, Done) and event.results == []
+    assert s.state is Runstate.READY
