@@ -216,7 +216,7 @@ def test_an_agent_that_takes_ids_but_never_echoes_them_gets_none() -> None:
     assert requests_in(s.data_to_send()) == [{"execute": "guest-ping"}]
 
 
-def test_an_agent_that_knows_no_sync_at_all_fails_at_once() -> None:
+def test_an_agent_that_knows_no_sync_at_all_fails_at_once_and_stays_unsynced() -> None:
     s = session(AgentTraits(ids=IdMode.REFUSED, delimited_sync=False))
     s.start([("guest-ping", None)], read_only=True)
     s.data_to_send()
@@ -227,6 +227,7 @@ def test_an_agent_that_knows_no_sync_at_all_fails_at_once() -> None:
     )
     assert isinstance(event, Failed) and isinstance(event.error, AgentProtocolError)
     assert "neither guest-sync-delimited nor guest-sync" in str(event.error)
+    assert s.state is Runstate.UNSYNCED  # (_on_sync_message 40)
 
 
 def test_an_agent_replaced_by_one_that_refuses_ids_gets_the_batch_again() -> None:
@@ -616,19 +617,6 @@ def test_another_commands_not_found_error_while_syncing_keeps_guest_sync_delimit
     event = run(s, stale + b'\xff{"return": 1000}\n{"return": "thawed"}\n')
     assert isinstance(event, Done) and event.results == [b'"thawed"']
     assert traits.delimited_sync is True and traits.note is None
-
-
-def test_an_agent_that_knows_no_sync_at_all_leaves_the_session_unsynced() -> None:
-    s = session(AgentTraits(ids=IdMode.REFUSED, delimited_sync=False))
-    s.start([("guest-ping", None)], read_only=True)
-    s.data_to_send()
-    event = run(
-        s,
-        b'{"error": {"class": "CommandNotFound", '
-        b'"desc": "The command guest-sync has not been found"}}\n',
-    )
-    assert isinstance(event, Failed)
-    assert s.state is Runstate.UNSYNCED
 
 
 def test_a_sync_alone_is_done_with_no_results() -> None:
