@@ -208,7 +208,7 @@ class AgentClient:
             if self._closed:
                 raise AgentConnectionError("the connection to the agent is closed")
             if not requests:
-                return []  # nothing to ask (the session refuses an empty batch)
+                return []  # nothing to ask (to the session an empty batch is a sync)
             if not read_only:
                 for name, _ in requests:
                     why = unsupported_reason(self._agent_info(), name)

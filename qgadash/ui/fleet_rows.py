@@ -38,7 +38,6 @@ from qgadash.ui.fleet_view import (
 __all__ = ["ShownRows"]
 
 
-
 class ShownRows:
     """The VMs the fleet table shows: membership, sort values and text widths per VM.
 

@@ -134,10 +134,11 @@ class SharedGuests:
                 continue
             self.reboots += 1
             tail = guest.console_tail(30)
+            running = guest.is_running()  # before stop(): whether QEMU itself had died
             guest.stop()
             warnings.warn(
                 f"shared guest {guest.name}: agent silent for {self.HEALTH_TIMEOUT:.0f} s"
-                f" (running: {guest.is_running()}); booted afresh.\n"
+                f" (QEMU running: {running}); booted afresh.\n"
                 f"-- its console tail ({guest.console_log}):\n{tail}",
                 stacklevel=1,
             )

@@ -52,13 +52,15 @@ class Thawer:
 
 
 def make_guard(
-    thawer: Thawer, on_release: Callable[[Hold, str], None] | None = None
+    thawer: Thawer,
+    on_release: Callable[[Hold, str], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[FreezeGuard, FleetStore]:
     store = FleetStore()
     for vm_id in IDS:
         hv, name = vm_id.split("/")
         store.add(VmRef(hv, name, f"/run/{name}.sock"))
-    guard = FreezeGuard(store, thawer, on_release=on_release)
+    guard = FreezeGuard(store, thawer, clock=clock, on_release=on_release)
     thawer.guard = guard
     return guard, store
 
@@ -422,18 +424,8 @@ class SleepLog:
         return result
 
 
-def fixed_clock_guard(thawer: Thawer, now: float = 1000.0) -> tuple[FreezeGuard, FleetStore]:
-    store = FleetStore()
-    for vm_id in IDS:
-        hv, name = vm_id.split("/")
-        store.add(VmRef(hv, name, f"/run/{name}.sock"))
-    guard = FreezeGuard(store, thawer, clock=lambda: now)
-    thawer.guard = guard
-    return guard, store
-
-
 async def test_a_hold_shows_its_deadline_clears_an_old_error_and_keeps_token_and_keeper() -> None:
-    guard, store = fixed_clock_guard(Thawer())
+    guard, store = make_guard(Thawer(), clock=lambda: 1000.0)
     store.update(IDS[0], thaw_error="thaw failed: an earlier hold's")
     guard.record(IDS[0], 600, token="t1", keeper="local", start=False)
     guard.record(IDS[1], None)
@@ -451,7 +443,7 @@ async def test_the_deadline_timer_waits_exactly_until_the_deadline(
     step) thaws at once."""
     sleeps = SleepLog(monkeypatch)
     thawer = Thawer()
-    guard, _ = fixed_clock_guard(thawer)
+    guard, _ = make_guard(thawer, clock=lambda: 1000.0)
     guard.record(IDS[0], 30)
     guard.record(IDS[1], 0)
     await guard.settled()
