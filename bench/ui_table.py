@@ -197,7 +197,15 @@ async def bench_keys(n: int, presses: int, interval: float = 1.0) -> tuple[list[
             samples: list[float] = []
             async with app.run_test(size=SIZE) as pilot:
                 await wait_for(pilot, lambda: len(app.fleet.table.order) == n, timeout=120)
-                await pilot.pause(3)  # polling in full swing
+                # Polling in full swing: every VM has been polled once (the first round, with
+                # its connections and probes, is over), then the second round spreads over
+                # the interval (each VM keeps its own phase from then on).
+                await wait_for(
+                    pilot,
+                    lambda: all(s.last_poll is not None for s in engine.store.snapshots()),
+                    timeout=300,
+                )
+                await pilot.pause(1.5 * interval)
                 settle_garbage_collector()
                 table = app.fleet.table
                 frames: list[float] = []
